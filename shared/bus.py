@@ -1,0 +1,67 @@
+"""Pub/Sub: hand an inbound message to the processor, in order per sender."""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from google.cloud import pubsub_v1
+
+from shared.inbound import InboundMessage
+
+class PublishFailed(Exception):
+    """The message was not confirmed by Pub/Sub; the webhook answers 5xx so Twilio retries."""
+
+
+class Publisher:
+    """Publishes with ordering key = sender and waits for the server's confirmation.
+
+    Ordering makes one user's messages reach the processor one at a time and in
+    the order Twilio delivered them. Batching waits at most
+    ``max_latency_seconds`` (the default 10 ms would be most of our ack time).
+    """
+
+    def __init__(
+        self,
+        project_id: str,
+        topic: str,
+        max_latency_seconds: float,
+        client_factory: Callable[..., pubsub_v1.PublisherClient] = pubsub_v1.PublisherClient,
+        confirm_timeout_seconds: float = 10.0,
+    ) -> None:
+        self._topic_path = f"projects/{project_id}/topics/{topic}"
+        self._max_latency = max_latency_seconds
+        self._factory = client_factory
+        self._client: pubsub_v1.PublisherClient | None = None
+        self._lock = threading.Lock()
+        self._timeout = confirm_timeout_seconds
+        self.published = 0
+
+    @property
+    def client(self) -> pubsub_v1.PublisherClient:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._factory(
+                        batch_settings=pubsub_v1.types.BatchSettings(max_latency=self._max_latency),
+                        publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True),
+                    )
+        return self._client
+
+    def publish(self, message: InboundMessage) -> str:
+        """Return the Pub/Sub message id once the server has stored the message."""
+        future = self.client.publish(
+            self._topic_path,
+            message.to_json(),
+            ordering_key=message.sender,
+            message_sid=message.sid,
+        )
+        try:
+            message_id = future.result(timeout=self._timeout)
+        except Exception as exc:
+            # A failed publish pauses its ordering key; resume it so the next
+            # retry from Twilio can go through.
+            self.client.resume_publish(self._topic_path, message.sender)
+            raise PublishFailed(str(exc)) from exc
+        self.published += 1
+        return message_id

@@ -1,0 +1,196 @@
+"""One typed settings object, read from the environment once.
+
+Every variable is documented in README.md and .env.example. Nothing else in
+the code reads ``os.environ``; the Google clients themselves still read
+``PUBSUB_EMULATOR_HOST`` and ``FIRESTORE_EMULATOR_HOST``, as they always do.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+
+class ConfigError(ValueError):
+    """A variable is present but unusable; raised at start-up, not mid-request."""
+
+
+def _text(env: Mapping[str, str], name: str, default: str = "") -> str:
+    return env.get(name, default).strip() or default
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are the WhatsApp assistant of a small business. Answer briefly and "
+    "kindly, in the language the customer writes in. If you do not know, say so."
+)
+DEFAULT_FALLBACK_REPLY = (
+    "Sorry, I can't answer right now. Please try again in a few minutes."
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the three functions need to know about their environment."""
+
+    project_id: str = "local-project"
+    log_level: str = "INFO"
+
+    # Inbound: webhook_fn
+    public_webhook_url: str = ""
+    trust_forwarded_headers: bool = False
+    webhook_max_body_bytes: int = 64 * 1024
+
+    # Pub/Sub
+    inbound_topic: str = "inbound-messages"
+    dead_letter_subscription: str = "inbound-messages-dead-letter"
+    publish_max_latency_seconds: float = 0.001
+
+    # Firestore
+    firestore_database: str = "(default)"
+    conversations_collection: str = "conversations"
+    failures_collection: str = "failed_messages"
+    conversation_ttl_seconds: int = 24 * 3600
+    max_context_messages: int = 20
+    processing_lease_seconds: int = 120
+
+    # Cloud Tasks: sender_fn is the target
+    tasks_emulator_host: str = ""
+    tasks_location: str = "us-central1"
+    tasks_queue: str = "outbound-messages"
+    sender_url: str = "http://127.0.0.1:8082/"
+    tasks_service_account: str = ""
+    send_max_attempts: int = 8
+
+    # Twilio
+    twilio_account_sid: str = "AC00000000000000000000000000000000"
+    twilio_whatsapp_from: str = "whatsapp:+14155238886"
+    twilio_api_base_url: str = ""
+    twilio_timeout_seconds: float = 10.0
+
+    # OpenAI
+    openai_base_url: str = ""
+    openai_model: str = "gpt-4o-mini"
+    openai_timeout_seconds: float = 20.0
+    openai_max_retries: int = 2
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    fallback_reply: str = DEFAULT_FALLBACK_REPLY
+
+    # Secrets: "env" locally, "secretmanager" in the cloud
+    secret_source: str = "env"
+    twilio_auth_token_secret: str = "twilio-auth-token"
+    openai_api_key_secret: str = "openai-api-key"
+    # Only read when secret_source == "env" (the local fallback).
+    env_secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    # Caller verification (OIDC) for processor_fn and sender_fn
+    auth_audience: str = ""
+    auth_allowed_service_accounts: tuple[str, ...] = ()
+
+    # Fault injection for tests only; empty in every real deployment
+    test_fault_points: tuple[str, ...] = ()
+
+    @property
+    def emulated(self) -> bool:
+        """True when talking to local emulators, where some cloud checks are off."""
+        return bool(self.tasks_emulator_host)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        secret_source = _text(env, "SECRET_SOURCE", "env").lower()
+        if secret_source not in {"env", "secretmanager"}:
+            raise ConfigError(f"SECRET_SOURCE must be env or secretmanager, got {secret_source!r}")
+        project = _text(env, "GOOGLE_CLOUD_PROJECT", "") or _text(env, "GCP_PROJECT", "local-project")
+        d = cls()
+        return cls(
+            project_id=project,
+            log_level=_text(env, "LOG_LEVEL", d.log_level).upper(),
+            public_webhook_url=_text(env, "PUBLIC_WEBHOOK_URL"),
+            trust_forwarded_headers=_bool(env, "TRUST_FORWARDED_HEADERS", d.trust_forwarded_headers),
+            webhook_max_body_bytes=_int(env, "WEBHOOK_MAX_BODY_BYTES", d.webhook_max_body_bytes, 1024, 10 * 1024 * 1024),
+            inbound_topic=_text(env, "PUBSUB_TOPIC", d.inbound_topic),
+            dead_letter_subscription=_text(env, "PUBSUB_DEAD_LETTER_SUBSCRIPTION", d.dead_letter_subscription),
+            publish_max_latency_seconds=_float(env, "PUBLISH_MAX_LATENCY_SECONDS", d.publish_max_latency_seconds, 0.0, 1.0),
+            firestore_database=_text(env, "FIRESTORE_DATABASE", d.firestore_database),
+            conversations_collection=_text(env, "CONVERSATIONS_COLLECTION", d.conversations_collection),
+            failures_collection=_text(env, "FAILURES_COLLECTION", d.failures_collection),
+            conversation_ttl_seconds=_int(env, "CONVERSATION_TTL_SECONDS", d.conversation_ttl_seconds, 60, 400 * 24 * 3600),
+            max_context_messages=_int(env, "MAX_CONTEXT_MESSAGES", d.max_context_messages, 2, 200),
+            processing_lease_seconds=_int(env, "PROCESSING_LEASE_SECONDS", d.processing_lease_seconds, 5, 3600),
+            tasks_emulator_host=_text(env, "CLOUD_TASKS_EMULATOR_HOST"),
+            tasks_location=_text(env, "TASKS_LOCATION", d.tasks_location),
+            tasks_queue=_text(env, "TASKS_QUEUE", d.tasks_queue),
+            sender_url=_text(env, "SENDER_URL", d.sender_url),
+            tasks_service_account=_text(env, "TASKS_SERVICE_ACCOUNT"),
+            send_max_attempts=_int(env, "SEND_MAX_ATTEMPTS", d.send_max_attempts, 1, 100),
+            twilio_account_sid=_text(env, "TWILIO_ACCOUNT_SID", d.twilio_account_sid),
+            twilio_whatsapp_from=_text(env, "TWILIO_WHATSAPP_FROM", d.twilio_whatsapp_from),
+            twilio_api_base_url=_text(env, "TWILIO_API_BASE_URL").rstrip("/"),
+            twilio_timeout_seconds=_float(env, "TWILIO_TIMEOUT_SECONDS", d.twilio_timeout_seconds, 0.1, 120.0),
+            openai_base_url=_text(env, "OPENAI_BASE_URL"),
+            openai_model=_text(env, "OPENAI_MODEL", d.openai_model),
+            openai_timeout_seconds=_float(env, "OPENAI_TIMEOUT_SECONDS", d.openai_timeout_seconds, 0.1, 600.0),
+            openai_max_retries=_int(env, "OPENAI_MAX_RETRIES", d.openai_max_retries, 0, 10),
+            system_prompt=_text(env, "SYSTEM_PROMPT", d.system_prompt),
+            fallback_reply=_text(env, "FALLBACK_REPLY", d.fallback_reply),
+            secret_source=secret_source,
+            twilio_auth_token_secret=_text(env, "TWILIO_AUTH_TOKEN_SECRET", d.twilio_auth_token_secret),
+            openai_api_key_secret=_text(env, "OPENAI_API_KEY_SECRET", d.openai_api_key_secret),
+            env_secrets={
+                name: env[name]
+                for name in ("TWILIO_AUTH_TOKEN", "OPENAI_API_KEY")
+                if env.get(name)
+            },
+            auth_audience=_text(env, "AUTH_AUDIENCE"),
+            auth_allowed_service_accounts=_list(env, "AUTH_ALLOWED_SERVICE_ACCOUNTS"),
+            test_fault_points=_list(env, "TEST_FAULT_POINTS"),
+        )
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once on first use."""
+    return Settings.from_env()

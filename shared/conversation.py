@@ -1,0 +1,254 @@
+"""The conversation document and the pure rules that change it.
+
+One Firestore document per conversation holds everything the pipeline needs to
+answer each message exactly once and in order (see
+docs/decisions/0004-idempotency-records.md):
+
+    address      the sender address exactly as Twilio gave it (needed to reply)
+    history      the last MAX_CONTEXT_MESSAGES turns: {role, content, sid}
+    expireAt     now + CONVERSATION_TTL_SECONDS on every write (Firestore TTL)
+    lastSeq      the sequence number given to the newest answered message
+    doneSeq      every reply with seq <= doneSeq is finished (sent or failed)
+    messages     {MessageSid: entry} for recent inbound messages: the dedupe
+                 and progress records (status, seq, parts, sentParts, ...)
+
+Functions here compute field updates (dotted Firestore field paths → values);
+the store applies them atomically against the version they were computed from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping
+
+RECEIVED = "received"
+PROCESSING = "processing"
+ANSWERED = "answered"
+SENDING = "sending"
+SENT = "sent"
+FAILED = "failed"
+DEAD_LETTERED = "dead_lettered"
+FINISHED = frozenset({SENT, FAILED, DEAD_LETTERED})
+
+# How many finished message entries a conversation keeps for dedupe. Twilio's
+# retries and Pub/Sub redeliveries of a message arrive long before this many
+# newer messages from the same person have been answered.
+MAX_TRACKED_MESSAGES = 50
+
+
+class Remove:
+    """Marker value: delete this field (the store maps it to DELETE_FIELD)."""
+
+    def __repr__(self) -> str:
+        return "REMOVE"
+
+
+REMOVE = Remove()
+Updates = dict[str, Any]
+
+
+def conversation_id(address: str) -> str:
+    """Document id for a sender address, as given (it may be a username, not a number)."""
+    return hashlib.sha256(address.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A read view of the conversation document; ``data`` is the raw dict."""
+
+    data: Mapping[str, Any]
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.data)
+
+    @property
+    def messages(self) -> Mapping[str, Mapping[str, Any]]:
+        return self.data.get("messages", {})
+
+    def entry(self, sid: str) -> Mapping[str, Any]:
+        return self.messages.get(sid, {})
+
+    @property
+    def last_seq(self) -> int:
+        return int(self.data.get("lastSeq", 0))
+
+    @property
+    def done_seq(self) -> int:
+        return int(self.data.get("doneSeq", 0))
+
+    def is_expired(self, now: datetime) -> bool:
+        expire_at = self.data.get("expireAt")
+        return expire_at is not None and expire_at <= now
+
+    def history(self, now: datetime) -> list[dict[str, str]]:
+        """The turns the model should see: none once the TTL has passed.
+
+        Firestore's TTL deletion lags by up to a day and the emulator never
+        deletes, so expiry is decided here, on read.
+        """
+        if self.is_expired(now):
+            return []
+        return [dict(turn) for turn in self.data.get("history", [])]
+
+
+def expire_at(now: datetime, ttl_seconds: int) -> datetime:
+    return now + timedelta(seconds=ttl_seconds)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def trim_history(history: list[dict[str, str]], max_messages: int) -> list[dict[str, str]]:
+    """Keep the newest turns; never start on an assistant turn without its question."""
+    kept = history[-max_messages:] if max_messages > 0 else []
+    while kept and kept[0].get("role") == "assistant":
+        kept = kept[1:]
+    return kept
+
+
+def claim_updates(
+    conv: Conversation, sid: str, address: str, now: datetime, ttl_seconds: int, lease_seconds: int
+) -> Updates:
+    """Mark a message as being processed by this worker until the lease runs out."""
+    entry = conv.entry(sid)
+    updates: Updates = {
+        f"messages.{sid}.status": PROCESSING,
+        f"messages.{sid}.leaseUntil": now + timedelta(seconds=lease_seconds),
+        f"messages.{sid}.attempts": int(entry.get("attempts", 0)) + 1,
+        f"messages.{sid}.updatedAt": now,
+        "expireAt": expire_at(now, ttl_seconds),
+        "updatedAt": now,
+    }
+    if not entry:
+        updates[f"messages.{sid}.receivedAt"] = now
+    if conv.is_expired(now):
+        # Renewing expireAt below would revive the stale history: drop it now.
+        updates["history"] = []
+    if not conv.exists:
+        updates["address"] = address
+    return updates
+
+
+def answer_updates(
+    conv: Conversation,
+    sid: str,
+    user_text: str,
+    reply_parts: list[str],
+    now: datetime,
+    ttl_seconds: int,
+    max_messages: int,
+    failure_reason: str = "",
+) -> Updates:
+    """Append the turn, give the reply its place in the sending order, prune old entries."""
+    reply = "\n\n".join(reply_parts)
+    history = conv.history(now) + [
+        {"role": "user", "content": user_text, "sid": sid},
+        {"role": "assistant", "content": reply, "sid": sid},
+    ]
+    seq = conv.last_seq + 1
+    updates: Updates = {
+        "history": trim_history(history, max_messages),
+        "lastSeq": seq,
+        "expireAt": expire_at(now, ttl_seconds),
+        "updatedAt": now,
+        f"messages.{sid}.status": ANSWERED,
+        f"messages.{sid}.seq": seq,
+        f"messages.{sid}.parts": reply_parts,
+        f"messages.{sid}.sentParts": 0,
+        f"messages.{sid}.leaseUntil": REMOVE,
+        f"messages.{sid}.updatedAt": now,
+    }
+    if failure_reason:
+        updates[f"messages.{sid}.reason"] = failure_reason
+        updates[f"messages.{sid}.fallback"] = True
+    for old in prunable_entries(conv.messages, keep=MAX_TRACKED_MESSAGES - 1, protect=sid):
+        updates[f"messages.{old}"] = REMOVE
+    return updates
+
+
+def prunable_entries(messages: Mapping[str, Mapping[str, Any]], keep: int, protect: str) -> list[str]:
+    """Finished entries beyond the newest ``keep``; unfinished ones are never dropped."""
+    finished = [
+        (entry.get("updatedAt") or entry.get("receivedAt"), sid)
+        for sid, entry in messages.items()
+        if sid != protect and entry.get("status") in FINISHED
+    ]
+    excess = len(messages) - keep
+    if excess <= 0:
+        return []
+    finished.sort(key=lambda item: (item[0] is None, item[0] or 0))
+    return [sid for _, sid in finished[:excess]]
+
+
+def advance_done_seq(conv: Conversation, finished_sid: str) -> int:
+    """The new ``doneSeq`` once ``finished_sid`` is finished.
+
+    Replies finish in order, except that a dead-lettered or failed later reply
+    can finish early; the watermark then jumps over it when its turn comes.
+    """
+    finished_seqs = {
+        int(entry["seq"])
+        for sid, entry in conv.messages.items()
+        if "seq" in entry and (sid == finished_sid or entry.get("status") in FINISHED)
+    }
+    done = conv.done_seq
+    while done + 1 in finished_seqs:
+        done += 1
+    return done
+
+
+def finish_updates(conv: Conversation, sid: str, status: str, now: datetime, reason: str = "") -> Updates:
+    """Close a message as sent, failed or dead-lettered, and move the order watermark."""
+    updates: Updates = {
+        f"messages.{sid}.status": status,
+        f"messages.{sid}.updatedAt": now,
+        f"messages.{sid}.sending": REMOVE,
+        f"messages.{sid}.leaseUntil": REMOVE,
+        "updatedAt": now,
+    }
+    if reason:
+        updates[f"messages.{sid}.reason"] = reason
+    if "seq" in conv.entry(sid):
+        updates["doneSeq"] = advance_done_seq(conv, sid)
+    return updates
+
+
+def nested(updates: Updates) -> dict[str, Any]:
+    """Dotted field paths as a nested document, for creating a new one."""
+    doc: dict[str, Any] = {}
+    for path, value in updates.items():
+        if value is REMOVE:
+            continue
+        node = doc
+        *parents, leaf = path.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return doc
+
+
+def applied(conv: Conversation, updates: Updates) -> Conversation:
+    """The document as ``updates`` leave it, so a writer can go on without re-reading."""
+    data: dict[str, Any] = _deep_copy(conv.data)
+    for path, value in updates.items():
+        node = data
+        *parents, leaf = path.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        if value is REMOVE:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return Conversation(data)
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value

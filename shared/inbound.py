@@ -1,0 +1,143 @@
+"""Twilio's inbound WhatsApp webhook, turned into the message the pipeline carries.
+
+Pure functions: no I/O, so every bad input is easy to state in a unit test.
+Twilio adds fields without notice, so unknown fields are ignored, never rejected.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+# Twilio SIDs are two letters and 32 hex digits; a little slack costs nothing and
+# still keeps the SID safe to use as a Firestore field name.
+_SID = re.compile(r"^[A-Za-z]{2}[0-9A-Za-z]{8,62}$")
+MAX_MEDIA = 10
+
+
+class InvalidWebhook(ValueError):
+    """The request is not a usable Twilio webhook; ``reason`` is safe to return."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Media:
+    url: str
+    content_type: str
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """What the processor needs of one inbound message; published as JSON."""
+
+    sid: str
+    sender: str
+    recipient: str
+    body: str = ""
+    profile_name: str = ""
+    message_type: str = "text"
+    media: tuple[Media, ...] = ()
+    latitude: str = ""
+    longitude: str = ""
+    place: str = ""
+    button_payload: str = ""
+    received_at: float = 0.0
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "InboundMessage":
+        """Inverse of :meth:`to_json`; raises InvalidWebhook for a malformed payload."""
+        try:
+            raw: dict[str, Any] = json.loads(data)
+            raw["media"] = tuple(Media(**m) for m in raw.get("media", ()))
+            message = cls(**raw)
+        except (ValueError, TypeError) as exc:
+            raise InvalidWebhook(f"malformed message payload: {exc}") from None
+        if not _SID.match(message.sid) or not message.sender:
+            raise InvalidWebhook("message payload lacks a valid sid or sender")
+        return message
+
+
+@dataclass(frozen=True)
+class StatusCallback:
+    """A delivery report for a message we sent (delivered, read, failed...)."""
+
+    sid: str
+    status: str
+    recipient: str
+    error_code: str = ""
+    error_message: str = ""
+
+
+def parse_webhook(form: Mapping[str, str], received_at: float) -> InboundMessage | StatusCallback:
+    """Read Twilio's form fields; raise InvalidWebhook with a short reason if unusable."""
+    sid = form.get("MessageSid", "").strip()
+    sender = form.get("From", "").strip()
+    if not sid:
+        raise InvalidWebhook("missing MessageSid")
+    if not sender:
+        raise InvalidWebhook("missing From")
+    if not _SID.match(sid):
+        raise InvalidWebhook("MessageSid is not a Twilio SID")
+    if "MessageStatus" in form and form.get("SmsStatus", form["MessageStatus"]) != "received":
+        return StatusCallback(
+            sid=sid,
+            status=form["MessageStatus"],
+            recipient=form.get("To", ""),
+            error_code=form.get("ErrorCode", ""),
+            error_message=form.get("ErrorMessage", ""),
+        )
+    try:
+        num_media = min(int(form.get("NumMedia", "0") or 0), MAX_MEDIA)
+    except ValueError:
+        raise InvalidWebhook("NumMedia is not a number") from None
+    media = tuple(
+        Media(url=form.get(f"MediaUrl{i}", ""), content_type=form.get(f"MediaContentType{i}", ""))
+        for i in range(num_media)
+        if form.get(f"MediaUrl{i}")
+    )
+    return InboundMessage(
+        sid=sid,
+        sender=sender,
+        recipient=form.get("To", ""),
+        body=form.get("Body", ""),
+        profile_name=form.get("ProfileName", ""),
+        message_type=form.get("MessageType", "") or ("media" if media else "text"),
+        media=media,
+        latitude=form.get("Latitude", ""),
+        longitude=form.get("Longitude", ""),
+        place=" — ".join(p for p in (form.get("Label", ""), form.get("Address", "")) if p),
+        button_payload=form.get("ButtonPayload", ""),
+        received_at=received_at,
+    )
+
+
+def _kind(content_type: str) -> str:
+    major = content_type.split("/", 1)[0]
+    return {"image": "an image", "audio": "a voice note", "video": "a video"}.get(major, "a file")
+
+
+def describe_for_model(message: InboundMessage) -> str:
+    """The user's turn as text the model can answer, whatever WhatsApp sent.
+
+    Media is not downloaded: the model is told what arrived so it can answer
+    sensibly ("I can't listen to voice notes, could you type it?").
+    """
+    parts: list[str] = []
+    for item in message.media:
+        parts.append(f"[The customer sent {_kind(item.content_type)} ({item.content_type}) that you cannot see or hear.]")
+    if message.latitude and message.longitude:
+        where = f" ({message.place})" if message.place else ""
+        parts.append(f"[The customer shared a location: {message.latitude}, {message.longitude}{where}.]")
+    if message.button_payload:
+        parts.append(f"[The customer tapped a button with payload {message.button_payload!r}.]")
+    if message.body.strip():
+        parts.append(message.body.strip())
+    return "\n".join(parts) or "[The customer sent an empty message.]"

@@ -1,0 +1,82 @@
+"""Structured JSON logs that Cloud Logging understands.
+
+Cloud Run forwards each stdout line; a JSON line with ``severity`` and
+``message`` becomes a structured entry, and ``logging.googleapis.com/trace``
+ties it to the request's trace. Phone numbers and WhatsApp ids never appear in
+a log: callers log :func:`mask_address` or the conversation id instead.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+_trace: contextvars.ContextVar[str] = contextvars.ContextVar("trace", default="")
+_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def set_trace(trace_header: str | None, project_id: str) -> None:
+    """Remember the request's trace id (from X-Cloud-Trace-Context or traceparent)."""
+    trace_id = ""
+    if trace_header:
+        if "/" in trace_header:  # X-Cloud-Trace-Context: TRACE_ID/SPAN_ID;o=1
+            trace_id = trace_header.split("/", 1)[0]
+        elif trace_header.count("-") == 3:  # W3C traceparent: 00-TRACE_ID-SPAN_ID-FLAGS
+            trace_id = trace_header.split("-")[1]
+    _trace.set(f"projects/{project_id}/traces/{trace_id}" if trace_id else "")
+
+
+def trace_from_headers(headers: Mapping[str, str]) -> str | None:
+    return headers.get("X-Cloud-Trace-Context") or headers.get("traceparent")
+
+
+def mask_address(address: str) -> str:
+    """A stable, non-reversible label for a sender: ``whatsapp:+34…222#1a2b3c``.
+
+    Enough to tell users apart in logs and support tickets, never the number.
+    """
+    channel, _, rest = address.rpartition(":")
+    digest = hashlib.sha256(address.encode()).hexdigest()[:6]
+    tail = rest[-3:] if len(rest) > 6 else ""
+    prefix = f"{channel}:" if channel else ""
+    return f"{prefix}…{tail}#{digest}"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; extra fields passed with ``extra=`` are kept."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "severity": record.levelname if record.levelname != "WARN" else "WARNING",
+            "message": record.getMessage(),
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+            "logger": record.name,
+        }
+        trace = _trace.get()
+        if trace:
+            entry["logging.googleapis.com/trace"] = trace
+        for key, value in vars(record).items():
+            if key not in _RESERVED and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["stack_trace"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def configure(level: str = "INFO") -> None:
+    """Route all logging to stdout as JSON; idempotent, called by each entry point."""
+    root = logging.getLogger()
+    if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        root.setLevel(level)
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("urllib3", "httpx", "httpcore", "openai", "twilio.http_client", "google.auth"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

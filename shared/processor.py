@@ -1,0 +1,236 @@
+"""processor_fn's work: answer one inbound message, exactly once.
+
+Steps, each safe to repeat after a crash at any point (Pub/Sub delivers again):
+
+1. read the conversation; a message already answered only has its send task
+   (re)created, a finished one is acknowledged, one being processed elsewhere
+   under a live lease is retried later;
+2. claim the message (compare-and-set), so a duplicate delivery running at the
+   same time does not call the model too;
+3. ask the model (or fall back to a friendly text when it is down);
+4. append the turn and give the reply its sequence number (compare-and-set);
+5. create the named send task for sender_fn.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Callable, Mapping, Protocol
+
+from shared.config import Settings
+from shared.conversation import (
+    ANSWERED,
+    DEAD_LETTERED,
+    FINISHED,
+    PROCESSING,
+    SENDING,
+    answer_updates,
+    applied,
+    claim_updates,
+    conversation_id,
+    finish_updates,
+)
+from shared.faults import FaultPoints, InjectedFault
+from shared.inbound import InboundMessage, InvalidWebhook, describe_for_model
+from shared.log import mask_address
+from shared.splitting import split_reply
+from shared.store import Conflict, ConversationStore, failure_record
+from shared.tasks import SendTask
+
+log = logging.getLogger(__name__)
+
+MAX_CONFLICT_RETRIES = 20
+FAILURE_RETENTION = timedelta(days=30)
+
+
+class MessageBusy(Exception):
+    """Another delivery of this message holds a live lease; Pub/Sub should retry later."""
+
+
+class Model(Protocol):
+    def reply(self, history: list[dict[str, str]], user_text: str) -> str: ...
+
+
+class Queue(Protocol):
+    def enqueue(self, task: SendTask) -> bool: ...
+
+
+@dataclass(frozen=True)
+class ProcessorDeps:
+    settings: Settings
+    store: ConversationStore
+    model: Model
+    queue: Queue
+    faults: FaultPoints
+    clock: Callable[[], datetime]
+
+
+def _log(level: int, message: str, msg: InboundMessage, **fields: Any) -> None:
+    log.log(level, message, extra={"sid": msg.sid, "sender": mask_address(msg.sender), **fields})
+
+
+def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
+    """Answer ``msg`` unless that already happened; return what was done."""
+    settings, store = deps.settings, deps.store
+    cid = conversation_id(msg.sender)
+    for _ in range(MAX_CONFLICT_RETRIES):
+        snap = store.load(cid)
+        entry = snap.conversation.entry(msg.sid)
+        status = entry.get("status")
+        if status in FINISHED:
+            _log(logging.INFO, "duplicate of a finished message", msg, event="duplicate", status=status)
+            return "duplicate"
+        if status in (ANSWERED, SENDING):
+            created = deps.queue.enqueue(SendTask(cid, msg.sid, int(entry["seq"])))
+            _log(logging.INFO, "duplicate of an answered message", msg, event="duplicate", status=status, task_created=created)
+            return "requeued" if created else "duplicate"
+        now = deps.clock()
+        if status == PROCESSING and entry.get("leaseUntil") and entry["leaseUntil"] > now:
+            raise MessageBusy(f"message {msg.sid} is being processed by another delivery")
+        updates = claim_updates(
+            snap.conversation, msg.sid, msg.sender, now, settings.conversation_ttl_seconds, settings.processing_lease_seconds
+        )
+        try:
+            version = store.apply(cid, updates, snap.version)
+        except Conflict:
+            continue
+        break
+    else:
+        raise Conflict(f"conversation kept changing while claiming {msg.sid}")
+    _log(logging.INFO, "processing", msg, event="processing", status=PROCESSING, attempt=updates[f"messages.{msg.sid}.attempts"])
+    deps.faults.hit("after_claim")
+
+    user_text = describe_for_model(msg)
+    failure = ""
+    try:
+        reply = deps.model.reply(snap.conversation.history(now), user_text)
+    except Exception as exc:
+        failure = f"model unavailable: {exc}"[:300]
+        reply = settings.fallback_reply
+        _log(logging.ERROR, "model unavailable, sending the fallback reply", msg, event="ai_failed", reason=failure)
+    deps.faults.hit("after_ai")
+
+    parts = split_reply(reply) or [settings.fallback_reply]
+    conv = applied(snap.conversation, updates)
+    for _ in range(MAX_CONFLICT_RETRIES):
+        now = deps.clock()
+        entry = conv.entry(msg.sid)
+        if entry.get("status") != PROCESSING:
+            # Another delivery finished it while our model call ran: theirs stands.
+            _log(logging.INFO, "answered by another delivery", msg, event="duplicate", status=entry.get("status"))
+            return "duplicate"
+        updates = answer_updates(
+            conv, msg.sid, user_text, parts, now,
+            settings.conversation_ttl_seconds, settings.max_context_messages, failure,
+        )
+        try:
+            store.apply(cid, updates, version)
+        except Conflict:
+            snap = store.load(cid)
+            conv, version = snap.conversation, snap.version
+            continue
+        break
+    else:
+        raise Conflict(f"conversation kept changing while saving {msg.sid}")
+    seq = updates["lastSeq"]
+    _log(logging.INFO, "answered", msg, event="answered", status=ANSWERED, seq=seq, parts=len(parts), fallback=bool(failure))
+    if failure:
+        store.record_failure(
+            msg.sid,
+            failure_record(
+                conversation_id=cid, masked_sender=mask_address(msg.sender), status="fallback",
+                stage="model", reason=failure, now=now, retention=now + FAILURE_RETENTION,
+            ),
+        )
+    deps.faults.hit("after_save")
+
+    deps.queue.enqueue(SendTask(cid, msg.sid, seq))
+    deps.faults.hit("after_enqueue")
+    return "answered"
+
+
+def record_dead_letter(msg: InboundMessage, deps: ProcessorDeps, delivery_attempts: str) -> str:
+    """Close a message Pub/Sub gave up on, with the last reason we knew, and let later replies go."""
+    cid = conversation_id(msg.sender)
+    store = deps.store
+    for _ in range(MAX_CONFLICT_RETRIES):
+        snap = store.load(cid)
+        conv, entry, now = snap.conversation, snap.conversation.entry(msg.sid), deps.clock()
+        if entry.get("status") in FINISHED:
+            return "already finished"
+        reason = f"dead-lettered after {delivery_attempts or 'max'} delivery attempts"
+        if entry.get("lastError"):
+            reason += f"; last error: {entry['lastError']}"
+        updates = finish_updates(conv, msg.sid, DEAD_LETTERED, now, reason)
+        if not conv.exists:
+            updates.update({"address": msg.sender, "updatedAt": now})
+        try:
+            store.apply(cid, updates, snap.version)
+        except Conflict:
+            continue
+        break
+    else:
+        raise Conflict(f"conversation kept changing while dead-lettering {msg.sid}")
+    store.record_failure(
+        msg.sid,
+        failure_record(
+            conversation_id=cid, masked_sender=mask_address(msg.sender), status=DEAD_LETTERED,
+            stage="processor", reason=reason, now=now, retention=now + FAILURE_RETENTION,
+        ),
+    )
+    _log(logging.ERROR, "message dead-lettered", msg, event="dead_lettered", status=DEAD_LETTERED, reason=reason)
+    return "dead-lettered"
+
+
+def note_error(msg: InboundMessage, deps: ProcessorDeps, error: str) -> None:
+    """Best effort: keep the last error for the dead-letter record, and free the claim.
+
+    Freeing the lease lets the redelivery start at once instead of waiting it out.
+    """
+    cid = conversation_id(msg.sender)
+    try:
+        snap = deps.store.load(cid)
+        status = snap.conversation.entry(msg.sid).get("status")
+        if status and status not in FINISHED:
+            updates: dict[str, Any] = {f"messages.{msg.sid}.lastError": error[:300]}
+            if status == PROCESSING:
+                updates[f"messages.{msg.sid}.leaseUntil"] = deps.clock()
+            deps.store.apply(cid, updates, snap.version)
+    except Exception:
+        log.warning("could not record the error on the message", extra={"sid": msg.sid}, exc_info=True)
+
+
+def handle_push(pubsub_message: Mapping[str, Any], subscription: str, deps: ProcessorDeps) -> str:
+    """One Pub/Sub push delivery. Returning acknowledges; raising makes Pub/Sub deliver again.
+
+    ``subscription`` tells a dead-letter delivery from a first-hand one.
+    """
+    attributes = pubsub_message.get("attributes") or {}
+    try:
+        msg = InboundMessage.from_json(base64.b64decode(pubsub_message.get("data", "")))
+    except (InvalidWebhook, ValueError) as exc:
+        # Redelivering cannot repair a malformed payload: acknowledge and record it.
+        message_id = str(pubsub_message.get("messageId") or pubsub_message.get("message_id") or "unknown")
+        now = deps.clock()
+        log.error("malformed message acknowledged", extra={"event": "failed", "status": "failed", "pubsub_message_id": message_id, "reason": str(exc)})
+        deps.store.record_failure(
+            f"pubsub-{message_id}",
+            failure_record(
+                conversation_id="", masked_sender="", status="failed", stage="processor",
+                reason=f"malformed payload: {exc}", now=now, retention=now + FAILURE_RETENTION,
+            ),
+        )
+        return "malformed"
+    if subscription.rsplit("/", 1)[-1] == deps.settings.dead_letter_subscription:
+        return record_dead_letter(msg, deps, str(attributes.get("CloudPubSubDeadLetterSourceDeliveryCount", "")))
+    try:
+        return process_message(msg, deps)
+    except (InjectedFault, MessageBusy):
+        raise
+    except Exception as exc:
+        _log(logging.ERROR, "processing failed, Pub/Sub will deliver again", msg, event="process_failed", reason=repr(exc)[:300])
+        note_error(msg, deps, repr(exc))
+        raise

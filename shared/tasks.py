@@ -1,0 +1,102 @@
+"""Cloud Tasks: hand a finished answer to sender_fn through the rate-limited queue."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from google.api_core import exceptions as gexc
+from google.api_core import retry as gretry
+from google.cloud import tasks_v2
+
+# CreateTask is only safe to retry because every task is named: a retry that
+# reaches the server twice meets ALREADY_EXISTS, which we treat as success.
+_CREATE_RETRY = gretry.Retry(
+    predicate=gretry.if_exception_type(gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError),
+    initial=0.1,
+    maximum=2.0,
+    timeout=15.0,
+)
+
+
+@dataclass(frozen=True)
+class SendTask:
+    """What sender_fn needs: the reply itself lives in the conversation document."""
+
+    conversation_id: str
+    sid: str
+    seq: int
+
+    def to_json(self) -> bytes:
+        return json.dumps({"conversation": self.conversation_id, "sid": self.sid, "seq": self.seq}).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "SendTask":
+        raw: dict[str, Any] = json.loads(data)
+        return cls(conversation_id=str(raw["conversation"]), sid=str(raw["sid"]), seq=int(raw["seq"]))
+
+    @property
+    def task_id(self) -> str:
+        # Hash-like prefix first: Cloud Tasks spreads load on the name's prefix.
+        return f"{self.conversation_id[:20]}-{self.sid}"
+
+
+def emulator_client(address: str) -> tasks_v2.CloudTasksClient:
+    """A real client over a plaintext channel to a local Cloud Tasks stand-in."""
+    import grpc
+    from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
+
+    return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=grpc.insecure_channel(address)))
+
+
+class TaskQueue:
+    def __init__(
+        self,
+        project_id: str,
+        location: str,
+        queue: str,
+        target_url: str,
+        service_account: str,
+        client_factory: Callable[[], tasks_v2.CloudTasksClient],
+    ) -> None:
+        self.queue_path = f"projects/{project_id}/locations/{location}/queues/{queue}"
+        self._target_url = target_url
+        self._service_account = service_account
+        self._factory = client_factory
+        self._client: tasks_v2.CloudTasksClient | None = None
+        self._lock = threading.Lock()
+        self.created = 0
+
+    @property
+    def client(self) -> tasks_v2.CloudTasksClient:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._factory()
+        return self._client
+
+    def enqueue(self, task: SendTask) -> bool:
+        """Create the task; False when a task of that name already exists (a duplicate)."""
+        http_request: dict[str, Any] = {
+            "http_method": tasks_v2.HttpMethod.POST,
+            "url": self._target_url,
+            "headers": {"Content-Type": "application/json"},
+            "body": task.to_json(),
+        }
+        if self._service_account:
+            http_request["oidc_token"] = {
+                "service_account_email": self._service_account,
+                "audience": self._target_url,
+            }
+        request = {
+            "parent": self.queue_path,
+            "task": {"name": f"{self.queue_path}/tasks/{task.task_id}", "http_request": http_request},
+        }
+        try:
+            self.client.create_task(request=request, retry=_CREATE_RETRY, timeout=10.0)
+        except gexc.AlreadyExists:
+            return False
+        self.created += 1
+        return True

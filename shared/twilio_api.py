@@ -1,0 +1,132 @@
+"""Twilio's Messages API: send a WhatsApp message, and tell what a failure means.
+
+Sending is not retried in-process: a repeated POST could deliver twice. Cloud
+Tasks retries the whole send instead, after the sender has recorded what it
+knows, and :meth:`TwilioGateway.find_sent` answers "did Twilio take it after
+all?" when a previous attempt ended without an answer.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta
+from typing import Callable
+
+import requests
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+# Errors that another attempt will not fix. 63018 (WhatsApp rate or tier limit)
+# is here because Twilio already queues for throughput; when it still refuses,
+# the business-initiated limit holds for hours, far beyond our retry window.
+PERMANENT_CODES = frozenset(
+    {
+        21211,  # invalid 'To' number
+        21408,  # permission to send to this region is not enabled
+        21610,  # recipient unsubscribed (STOP)
+        21614,  # 'To' is not a valid mobile number / not reachable on the channel
+        21617,  # body exceeds the concatenated message limit
+        63003,  # channel could not find the 'To' address
+        63016,  # outside the 24-hour customer service window
+        63018,  # rate limit exceeded for the channel (tier limit)
+        63024,  # invalid message recipient
+        63032,  # user's number is part of a WhatsApp experiment
+    }
+)
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+class SendRetryable(Exception):
+    """Twilio did not take the message; another attempt may succeed."""
+
+
+class SendPermanent(Exception):
+    """Twilio refused the message for good; record it and stop."""
+
+    def __init__(self, code: int | None, message: str) -> None:
+        super().__init__(f"twilio error {code}: {message}")
+        self.code = code
+
+
+class SendUncertain(Exception):
+    """The request may have reached Twilio but no answer came back."""
+
+
+def classify(exc: TwilioRestException) -> Exception:
+    code = exc.code if isinstance(exc.code, int) else None
+    if code in PERMANENT_CODES:
+        return SendPermanent(code, exc.msg)
+    if exc.status in RETRYABLE_STATUS or exc.status >= 500:
+        return SendRetryable(f"twilio {exc.status} (code {code}): {exc.msg}")
+    if exc.status in (401, 403):
+        # A rotated or wrong auth token: fixable by ops, so retried, within SEND_MAX_ATTEMPTS.
+        return SendRetryable(f"twilio rejected our credentials ({exc.status}, code {code})")
+    return SendPermanent(code, exc.msg)
+
+
+class TwilioGateway:
+    def __init__(
+        self,
+        account_sid: str,
+        from_address: str,
+        auth_token: Callable[[], str],
+        api_base_url: str,
+        timeout_seconds: float,
+    ) -> None:
+        self._account_sid = account_sid
+        self._from = from_address
+        self._auth_token = auth_token
+        self._base_url = api_base_url
+        self._timeout = timeout_seconds
+        self._client: Client | None = None
+        self._lock = threading.Lock()
+        self.calls = 0
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    client = Client(
+                        self._account_sid,
+                        self._auth_token(),
+                        http_client=TwilioHttpClient(timeout=self._timeout),
+                    )
+                    if self._base_url:
+                        client.api.base_url = self._base_url
+                    self._client = client
+        return self._client
+
+    def send(self, to: str, body: str) -> str:
+        """Return Twilio's message SID; raise SendRetryable, SendPermanent or SendUncertain."""
+        self.calls += 1
+        try:
+            message = self.client.messages.create(from_=self._from, to=to, body=body)
+        except TwilioRestException as exc:
+            raise classify(exc) from exc
+        except requests.exceptions.ConnectTimeout as exc:
+            raise SendRetryable(f"could not connect to Twilio: {exc}") from exc
+        except requests.exceptions.RequestException as exc:
+            raise SendUncertain(f"no answer from Twilio: {type(exc).__name__}") from exc
+        return str(message.sid)
+
+    def find_sent(self, to: str, body: str, since: datetime) -> str | None:
+        """The SID of a message with this body that Twilio accepted for ``to`` since ``since``.
+
+        Narrows the one window that cannot be closed: Twilio accepted a message
+        but the attempt died before recording it.
+        """
+        self.calls += 1
+        try:
+            recent = self.client.messages.list(to=to, from_=self._from, limit=20)
+        except TwilioRestException as exc:
+            raise classify(exc) from exc
+        except requests.exceptions.RequestException as exc:
+            raise SendRetryable(f"could not list Twilio messages: {type(exc).__name__}") from exc
+        floor = since - timedelta(seconds=5)
+        for message in recent:
+            created = message.date_created
+            if message.body == body and (created is None or created >= floor):
+                return str(message.sid)
+        return None

@@ -1,0 +1,119 @@
+"""In-memory stand-ins for the adapters, for unit tests of the core (no I/O)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Mapping
+
+from shared.conversation import Conversation, Updates, applied, nested
+from shared.store import Conflict, OpCounter, Snapshot
+from shared.tasks import SendTask
+
+
+class FakeStore:
+    """Compare-and-set semantics of FirestoreStore, with integer versions."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, tuple[dict[str, Any], int]] = {}
+        self.failures: dict[str, dict[str, Any]] = {}
+        self.ops = OpCounter()
+        self._lock = threading.Lock()
+        self._clock = 0
+        self.before_apply: Callable[[str], None] | None = None
+
+    def load(self, conversation_id: str) -> Snapshot:
+        self.ops.add(reads=1)
+        with self._lock:
+            if conversation_id not in self.docs:
+                return Snapshot(Conversation({}), None)
+            data, version = self.docs[conversation_id]
+            return Snapshot(applied(Conversation(data), {}), version)
+
+    def apply(self, conversation_id: str, updates: Updates, version: Any) -> Any:
+        if self.before_apply:
+            self.before_apply(conversation_id)
+        self.ops.add(writes=1)
+        with self._lock:
+            current = self.docs.get(conversation_id)
+            if version is None:
+                if current is not None:
+                    raise Conflict("exists")
+                data = nested(updates)
+            else:
+                if current is None or current[1] != version:
+                    raise Conflict("changed")
+                data = dict(applied(Conversation(current[0]), updates).data)
+            self._clock += 1
+            self.docs[conversation_id] = (data, self._clock)
+            return self._clock
+
+    def record_failure(self, sid: str, record: Mapping[str, Any]) -> None:
+        self.ops.add(writes=1)
+        self.failures[sid] = dict(record)
+
+    def list_failures(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [dict(r, sid=sid) for sid, r in list(self.failures.items())[:limit]]
+
+    def conversation(self, conversation_id: str) -> Conversation:
+        return Conversation(self.docs[conversation_id][0])
+
+
+class FakeModel:
+    def __init__(self, reply: str | Callable[[list[dict[str, str]], str], str] = "Hello!") -> None:
+        self._reply = reply
+        self.calls: list[tuple[list[dict[str, str]], str]] = []
+        self.error: Exception | None = None
+
+    def reply(self, history: list[dict[str, str]], user_text: str) -> str:
+        self.calls.append((history, user_text))
+        if self.error is not None:
+            raise self.error
+        return self._reply(history, user_text) if callable(self._reply) else self._reply
+
+
+class FakeQueue:
+    def __init__(self) -> None:
+        self.tasks: dict[str, SendTask] = {}
+        self.attempts = 0
+
+    def enqueue(self, task: SendTask) -> bool:
+        self.attempts += 1
+        if task.task_id in self.tasks:
+            return False
+        self.tasks[task.task_id] = task
+        return True
+
+
+class FakeTwilio:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, str]] = []
+        self.script: list[Exception | None] = []
+        self.lookups = 0
+
+    def send(self, to: str, body: str) -> str:
+        if self.script:
+            outcome = self.script.pop(0)
+            if outcome is not None:
+                raise outcome
+        sid = f"SM{len(self.sent):032x}"
+        self.sent.append((to, body, sid))
+        return sid
+
+    def find_sent(self, to: str, body: str, since: datetime) -> str | None:
+        self.lookups += 1
+        for sent_to, sent_body, sid in reversed(self.sent):
+            if sent_to == to and sent_body == body:
+                return sid
+        return None
+
+
+class Clock:
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)

@@ -1,0 +1,175 @@
+"""The processor's core with in-memory fakes: every path, no I/O."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from shared.config import Settings
+from shared.conversation import ANSWERED, DEAD_LETTERED, PROCESSING, conversation_id
+from shared.faults import FaultPoints, InjectedFault
+from shared.inbound import InboundMessage
+from shared.processor import MessageBusy, ProcessorDeps, handle_push, process_message
+from tests.fakes import Clock, FakeModel, FakeQueue, FakeStore
+
+SENDER = "whatsapp:+34600111222"
+
+
+def make_deps(**overrides) -> ProcessorDeps:
+    settings = overrides.pop("settings", Settings(max_context_messages=4, conversation_ttl_seconds=3600))
+    values = dict(
+        settings=settings, store=FakeStore(), model=FakeModel(), queue=FakeQueue(), faults=FaultPoints(), clock=Clock()
+    )
+    values.update(overrides)
+    return ProcessorDeps(**values)
+
+
+def msg(n: int, body: str = "hi", sender: str = SENDER) -> InboundMessage:
+    return InboundMessage(sid=f"SM{n:032x}", sender=sender, recipient="whatsapp:+14155238886", body=body)
+
+
+def test_answers_once_and_enqueues_one_task() -> None:
+    deps = make_deps()
+    assert process_message(msg(1), deps) == "answered"
+    conv = deps.store.conversation(conversation_id(SENDER))
+    entry = conv.entry(msg(1).sid)
+    assert entry["status"] == ANSWERED and entry["seq"] == 1 and entry["parts"] == ["Hello!"]
+    assert conv.data["address"] == SENDER
+    assert [t["role"] for t in conv.data["history"]] == ["user", "assistant"]
+    assert list(deps.queue.tasks.values())[0].seq == 1
+
+
+def test_duplicates_do_not_call_the_model_again() -> None:
+    deps = make_deps()
+    process_message(msg(1), deps)
+    assert process_message(msg(1), deps) == "duplicate"
+    assert process_message(msg(1), deps) == "duplicate"
+    assert len(deps.model.calls) == 1
+    assert len(deps.queue.tasks) == 1
+    assert len(deps.store.conversation(conversation_id(SENDER)).data["history"]) == 2
+
+
+def test_second_turn_sees_the_first() -> None:
+    deps = make_deps()
+    process_message(msg(1, "my name is Ana"), deps)
+    process_message(msg(2, "what is my name?"), deps)
+    history, text = deps.model.calls[1]
+    assert text == "what is my name?"
+    assert history[0]["content"] == "my name is Ana"
+    assert deps.store.conversation(conversation_id(SENDER)).last_seq == 2
+
+
+def test_history_is_trimmed_to_the_window() -> None:
+    deps = make_deps()
+    for n in range(1, 6):
+        process_message(msg(n, f"q{n}"), deps)
+    history = deps.store.conversation(conversation_id(SENDER)).data["history"]
+    assert len(history) == 4
+    assert history[0]["content"] == "q4"
+
+
+def test_expired_conversation_starts_fresh() -> None:
+    clock = Clock()
+    deps = make_deps(clock=clock)
+    process_message(msg(1, "old topic"), deps)
+    clock.advance(3601)
+    process_message(msg(2, "new topic"), deps)
+    history, _ = deps.model.calls[1]
+    assert history == []
+    stored = deps.store.conversation(conversation_id(SENDER)).data["history"]
+    assert [t["content"] for t in stored if t["role"] == "user"] == ["new topic"]
+
+
+def test_model_failure_sends_fallback_and_records_it() -> None:
+    deps = make_deps()
+    deps.model.error = RuntimeError("boom")
+    assert process_message(msg(1), deps) == "answered"
+    entry = deps.store.conversation(conversation_id(SENDER)).entry(msg(1).sid)
+    assert entry["parts"] == [deps.settings.fallback_reply]
+    assert entry["fallback"] is True and "boom" in entry["reason"]
+    assert deps.store.failures[msg(1).sid]["status"] == "fallback"
+    assert SENDER not in str(deps.store.failures)
+
+
+@pytest.mark.parametrize("point", ["after_claim", "after_ai", "after_save", "after_enqueue"])
+def test_crash_at_each_step_completes_once_on_redelivery(point: str) -> None:
+    clock = Clock()
+    deps = make_deps(faults=FaultPoints((point,)), clock=clock)
+    with pytest.raises(InjectedFault):
+        process_message(msg(1), deps)
+    clock.advance(deps.settings.processing_lease_seconds + 1)
+    process_message(msg(1), deps)
+    process_message(msg(1), deps)
+    conv = deps.store.conversation(conversation_id(SENDER))
+    assert conv.entry(msg(1).sid)["status"] == ANSWERED
+    assert len(conv.data["history"]) == 2
+    assert len(deps.queue.tasks) == 1
+    expected_model_calls = 2 if point == "after_ai" else 1  # a crash after the call repeats it
+    assert len(deps.model.calls) == expected_model_calls
+
+
+def test_live_lease_makes_a_concurrent_duplicate_retry() -> None:
+    deps = make_deps(faults=FaultPoints(("after_claim",)))
+    with pytest.raises(InjectedFault):
+        process_message(msg(1), deps)
+    with pytest.raises(MessageBusy):
+        process_message(msg(1), deps)
+    assert deps.store.conversation(conversation_id(SENDER)).entry(msg(1).sid)["status"] == PROCESSING
+
+
+def test_concurrent_writer_does_not_lose_a_turn() -> None:
+    deps = make_deps()
+    process_message(msg(1, "first"), deps)
+    store = deps.store
+    cid = conversation_id(SENDER)
+    # Another writer touches the document between our claim and our save.
+    bumped = {"done": False}
+
+    def bump(_: str) -> None:
+        if len(deps.model.calls) == 2 and not bumped["done"]:
+            bumped["done"] = True
+            snap = store.load(cid)
+            store.apply(cid, {"updatedAt": deps.clock()}, snap.version)
+
+    store.before_apply = bump
+    process_message(msg(2, "second"), deps)
+    history = store.conversation(cid).data["history"]
+    assert bumped["done"]
+    assert [t["content"] for t in history if t["role"] == "user"] == ["first", "second"]
+
+
+def push(message: InboundMessage) -> dict:
+    return {"data": base64.b64encode(message.to_json()).decode(), "messageId": "1"}
+
+
+def test_malformed_payload_is_acknowledged_and_recorded() -> None:
+    deps = make_deps()
+    assert handle_push({"data": base64.b64encode(b"not json").decode(), "messageId": "42"}, "s", deps) == "malformed"
+    assert deps.store.failures["pubsub-42"]["status"] == "failed"
+    assert "malformed" in deps.store.failures["pubsub-42"]["reason"]
+
+
+def test_dead_letter_delivery_records_the_reason_and_unblocks_order() -> None:
+    deps = make_deps()
+    process_message(msg(1), deps)
+    sub = f"projects/p/subscriptions/{deps.settings.dead_letter_subscription}"
+    handle_push(push(msg(1)), sub, deps)
+    conv = deps.store.conversation(conversation_id(SENDER))
+    assert conv.entry(msg(1).sid)["status"] == DEAD_LETTERED
+    assert conv.done_seq == 1
+    assert deps.store.failures[msg(1).sid]["status"] == DEAD_LETTERED
+
+
+def test_retryable_failure_is_raised_and_noted() -> None:
+    deps = make_deps()
+
+    class Down:
+        def enqueue(self, task):  # noqa: ANN001, ANN202
+            raise ConnectionError("tasks down")
+
+    deps = make_deps(queue=Down())
+    with pytest.raises(ConnectionError):
+        handle_push(push(msg(1)), "projects/p/subscriptions/main", deps)
+    entry = deps.store.conversation(conversation_id(SENDER)).entry(msg(1).sid)
+    assert "tasks down" in entry["lastError"]
