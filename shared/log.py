@@ -78,5 +78,5 @@ def configure(level: str = "INFO") -> None:
     handler.setFormatter(JsonFormatter())
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("urllib3", "httpx", "httpcore", "openai", "twilio.http_client", "google.auth"):
+    for noisy in ("urllib3", "httpx", "httpx2", "httpcore", "httpcore2", "openai", "twilio.http_client", "google.auth"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

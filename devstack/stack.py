@@ -1,0 +1,370 @@
+"""The whole pipeline on one machine: emulators, stand-ins and the three functions.
+
+Used by ``make stack`` (headless), ``make dev`` (with the chat prompt), the
+end-to-end tests and the benchmarks, so all of them run the same thing:
+
+* the official Firestore and Pub/Sub emulators (gcloud), each in its own
+  process group;
+* the Cloud Tasks stand-in (in this process), with the queue's rate limits and
+  retry policy;
+* Twilio and OpenAI stand-ins (in this process) unless TWILIO_API_BASE_URL or
+  OPENAI_BASE_URL point elsewhere (or OPENAI_API_KEY is set: then the real
+  OpenAI is used);
+* webhook_fn, processor_fn and sender_fn as functions-framework processes,
+  exactly as Cloud Run runs them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+from google.cloud import pubsub_v1, tasks_v2
+from google.protobuf import duration_pb2
+
+from devstack.emulators import FirestoreEmulator, PubSubEmulator, check_prerequisites, free_port, start_all, stop_all
+from devstack.openai_stub import OpenAIStub
+from devstack.tasks_emulator import TasksEmulator
+from devstack.twilio_stub import TwilioStub
+from shared.tasks import emulator_client
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"
+
+# Local defaults; each is honoured from the environment when set (README).
+DEFAULT_ACCOUNT_SID = "AC00000000000000000000000000000000"
+DEFAULT_AUTH_TOKEN = "local-dev-auth-token"
+DEFAULT_WHATSAPP_FROM = "whatsapp:+14155238886"
+
+FUNCTIONS = {
+    "webhook": ("webhook_fn/main.py", "webhook"),
+    "processor": ("processor_fn/main.py", "process"),
+    "sender": ("sender_fn/main.py", "send"),
+}
+
+
+class StackError(RuntimeError):
+    """The stack could not start; the message says what to do."""
+
+
+@dataclass
+class StackOptions:
+    project: str = "local-project"
+    webhook_port: int = 8080
+    topic: str = "inbound-messages"
+    subscription: str = "inbound-messages-processor"
+    dead_letter_topic: str = "inbound-messages-dead-letter"
+    dead_letter_subscription: str = "inbound-messages-dead-letter"
+    dead_letter_hold_subscription: str = "inbound-messages-dead-letter-hold"
+    max_delivery_attempts: int = 10
+    ack_deadline_seconds: int = 120
+    tasks_location: str = "us-central1"
+    tasks_queue: str = "outbound-messages"
+    tasks_max_dispatches_per_second: float = 20.0
+    tasks_max_concurrent_dispatches: int = 20
+    tasks_min_backoff_seconds: float = 0.2
+    tasks_max_backoff_seconds: float = 10.0
+    tasks_max_doublings: int = 5
+    tasks_max_attempts: int = 100
+    twilio_account_sid: str = DEFAULT_ACCOUNT_SID
+    twilio_auth_token: str = DEFAULT_AUTH_TOKEN
+    twilio_whatsapp_from: str = DEFAULT_WHATSAPP_FROM
+    twilio_api_base_url: str = ""
+    openai_base_url: str = ""
+    openai_api_key: str = ""
+    openai_model: str = ""
+    log_dir: Path = ROOT / ".stack" / "logs"
+    env: dict[str, str] = field(default_factory=dict)
+    function_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    progress: Callable[[str], None] = lambda line: None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: object) -> "StackOptions":
+        """The README's variables for the local stack."""
+        options = cls(
+            webhook_port=int(env.get("WEBHOOK_PORT") or 8080),
+            twilio_account_sid=env.get("TWILIO_ACCOUNT_SID") or DEFAULT_ACCOUNT_SID,
+            twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or DEFAULT_AUTH_TOKEN,
+            twilio_whatsapp_from=env.get("TWILIO_WHATSAPP_FROM") or DEFAULT_WHATSAPP_FROM,
+            twilio_api_base_url=env.get("TWILIO_API_BASE_URL", ""),
+            openai_base_url=env.get("OPENAI_BASE_URL", ""),
+            openai_api_key=env.get("OPENAI_API_KEY", ""),
+            openai_model=env.get("OPENAI_MODEL", ""),
+        )
+        for key, value in overrides.items():
+            setattr(options, key, value)
+        return options
+
+
+class Stack:
+    def __init__(self, options: StackOptions) -> None:
+        self.options = options
+        self.firestore = FirestoreEmulator(options.project, log_path=options.log_dir / "firestore-emulator.log")
+        self.pubsub = PubSubEmulator(options.project, log_path=options.log_dir / "pubsub-emulator.log")
+        self.tasks = TasksEmulator()
+        self.twilio: TwilioStub | None = None
+        self.openai: OpenAIStub | None = None
+        self.ports: dict[str, int] = {}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._started = time.monotonic()
+        self._function_env: dict[str, dict[str, str]] = {}
+
+    # Addresses
+
+    @property
+    def webhook_url(self) -> str:
+        """The URL the webhook checks signatures against: where a Twilio stand-in posts."""
+        return f"http://{HOST}:{self.ports['webhook']}/"
+
+    def url(self, name: str) -> str:
+        return f"http://{HOST}:{self.ports[name]}/"
+
+    @property
+    def queue_path(self) -> str:
+        o = self.options
+        return f"projects/{o.project}/locations/{o.tasks_location}/queues/{o.tasks_queue}"
+
+    @property
+    def offline_model(self) -> bool:
+        return self.openai is not None
+
+    def _say(self, message: str) -> None:
+        self.options.progress(f"[{time.monotonic() - self._started:5.1f}s] {message}")
+
+    # Lifecycle
+
+    def start(self) -> "Stack":
+        self._started = time.monotonic()
+        problems = check_prerequisites()
+        if problems:
+            raise StackError("cannot start the local stack:\n  - " + "\n  - ".join(problems))
+        self.options.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_backing_services()
+            self._create_topology()
+            self._start_functions()
+        except BaseException:
+            self.stop()
+            raise
+        self._say(f"ready: webhook at {self.webhook_url}")
+        return self
+
+    def _start_backing_services(self) -> None:
+        o = self.options
+        self._say("starting the Firestore and Pub/Sub emulators (a few seconds)")
+        start_all([self.firestore, self.pubsub], timeout=90)
+        self._say(f"Firestore emulator on {self.firestore.host}, Pub/Sub emulator on {self.pubsub.host}")
+        self.tasks.start()
+        self._say(f"Cloud Tasks stand-in on {self.tasks.address}")
+        if not o.twilio_api_base_url:
+            self.twilio = TwilioStub(o.twilio_account_sid, o.twilio_auth_token)
+            self.twilio.start()
+            self._say(f"Twilio stand-in on {self.twilio.base_url}")
+        else:
+            self._say(f"Twilio API at {o.twilio_api_base_url} (TWILIO_API_BASE_URL)")
+        if not o.openai_base_url and not o.openai_api_key:
+            self.openai = OpenAIStub()
+            self.openai.start()
+            self._say(f"OFFLINE MODEL on {self.openai.base_url}: replies are canned, set OPENAI_API_KEY for a real model")
+        elif o.openai_base_url:
+            self._say(f"chat completions at {o.openai_base_url} (OPENAI_BASE_URL)")
+        else:
+            self._say("using OpenAI with OPENAI_API_KEY")
+        for name in FUNCTIONS:
+            self.ports[name] = o.webhook_port if name == "webhook" and o.webhook_port else free_port()
+
+    def _create_topology(self) -> None:
+        o = self.options
+        self._say("creating the topic, subscriptions and queue")
+        with _emulator_env(self.pubsub.env()):
+            publisher = pubsub_v1.PublisherClient()
+            subscriber = pubsub_v1.SubscriberClient()
+            project = f"projects/{o.project}"
+            topic = f"{project}/topics/{o.topic}"
+            dead_letter_topic = f"{project}/topics/{o.dead_letter_topic}"
+            for name in (topic, dead_letter_topic):
+                publisher.create_topic(name=name)
+            processor = self.url("processor")
+            subscriber.create_subscription(
+                request={
+                    "name": f"{project}/subscriptions/{o.subscription}",
+                    "topic": topic,
+                    "push_config": {"push_endpoint": processor},
+                    "ack_deadline_seconds": o.ack_deadline_seconds,
+                    "enable_message_ordering": True,
+                    "dead_letter_policy": {
+                        "dead_letter_topic": dead_letter_topic,
+                        "max_delivery_attempts": o.max_delivery_attempts,
+                    },
+                    "retry_policy": {
+                        "minimum_backoff": duration_pb2.Duration(seconds=1),
+                        "maximum_backoff": duration_pb2.Duration(seconds=60),
+                    },
+                }
+            )
+            subscriber.create_subscription(
+                request={
+                    "name": f"{project}/subscriptions/{o.dead_letter_subscription}",
+                    "topic": dead_letter_topic,
+                    "push_config": {"push_endpoint": processor},
+                    "ack_deadline_seconds": 60,
+                }
+            )
+            subscriber.create_subscription(
+                request={"name": f"{project}/subscriptions/{o.dead_letter_hold_subscription}", "topic": dead_letter_topic}
+            )
+            subscriber.close()
+        client = emulator_client(self.tasks.address)
+        client.create_queue(
+            parent=f"projects/{o.project}/locations/{o.tasks_location}",
+            queue=tasks_v2.Queue(
+                name=self.queue_path,
+                rate_limits=tasks_v2.RateLimits(
+                    max_dispatches_per_second=o.tasks_max_dispatches_per_second,
+                    max_concurrent_dispatches=o.tasks_max_concurrent_dispatches,
+                ),
+                retry_config=tasks_v2.RetryConfig(
+                    max_attempts=o.tasks_max_attempts,
+                    min_backoff=duration_pb2.Duration(nanos=int(o.tasks_min_backoff_seconds * 1e9)),
+                    max_backoff=duration_pb2.Duration(seconds=int(o.tasks_max_backoff_seconds)),
+                    max_doublings=o.tasks_max_doublings,
+                ),
+            ),
+        )
+
+    def function_env(self) -> dict[str, str]:
+        """What every function process gets, as Cloud Run would set it (README lists each)."""
+        o = self.options
+        env = {
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+            "GOOGLE_CLOUD_PROJECT": o.project,
+            "FIRESTORE_EMULATOR_HOST": self.firestore.host,
+            "PUBSUB_EMULATOR_HOST": self.pubsub.host,
+            "CLOUD_TASKS_EMULATOR_HOST": self.tasks.address,
+            "PUBSUB_TOPIC": o.topic,
+            "PUBSUB_DEAD_LETTER_SUBSCRIPTION": o.dead_letter_subscription,
+            "TASKS_LOCATION": o.tasks_location,
+            "TASKS_QUEUE": o.tasks_queue,
+            "SENDER_URL": self.url("sender"),
+            "PUBLIC_WEBHOOK_URL": self.webhook_url,
+            "SECRET_SOURCE": "env",
+            "TWILIO_ACCOUNT_SID": o.twilio_account_sid,
+            "TWILIO_AUTH_TOKEN": o.twilio_auth_token,
+            "TWILIO_WHATSAPP_FROM": o.twilio_whatsapp_from,
+            "TWILIO_API_BASE_URL": o.twilio_api_base_url or (self.twilio.base_url if self.twilio else ""),
+            "OPENAI_BASE_URL": o.openai_base_url or (self.openai.base_url if self.openai else ""),
+            "OPENAI_API_KEY": o.openai_api_key or "offline-model",
+        }
+        if o.openai_model:
+            env["OPENAI_MODEL"] = o.openai_model
+        env.update(o.env)
+        return env
+
+    def _start_functions(self) -> None:
+        self._say("starting webhook_fn, processor_fn and sender_fn")
+        for name in FUNCTIONS:
+            self.start_function(name, wait=False)
+        for name in FUNCTIONS:
+            self._wait_listening(name)
+        self._say("functions are listening")
+
+    def start_function(self, name: str, extra_env: Mapping[str, str] | None = None, wait: bool = True) -> None:
+        """(Re)start one function process, optionally with extra variables (fault tests)."""
+        self.stop_function(name)
+        source, target = FUNCTIONS[name]
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.endswith("_EMULATOR_HOST")},
+            **self.function_env(),
+            **self.options.function_env.get(name, {}),
+            **(extra_env or {}),
+        }
+        log = open(self.options.log_dir / f"{name}_fn.log", "ab")
+        self.processes[name] = subprocess.Popen(
+            [
+                sys.executable, "-m", "functions_framework",
+                f"--source={ROOT / source}", f"--target={target}",
+                f"--host={HOST}", f"--port={self.ports[name]}",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        if wait:
+            self._wait_listening(name)
+
+    def _wait_listening(self, name: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        process = self.processes[name]
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise StackError(f"{name}_fn exited with {process.returncode}; see {self.options.log_dir / (name + '_fn.log')}")
+            try:
+                with socket.create_connection((HOST, self.ports[name]), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise StackError(f"{name}_fn did not listen on port {self.ports[name]} within {timeout:.0f}s")
+
+    def stop_function(self, name: str) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                process.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def stop(self) -> None:
+        """Stop everything this stack started; safe to call twice and after a failed start."""
+        for name in list(self.processes):
+            self.stop_function(name)
+        for stub in (self.twilio, self.openai):
+            if stub is not None:
+                stub.stop()
+        self.tasks.stop()
+        stop_all([self.firestore, self.pubsub])
+
+    def __enter__(self) -> "Stack":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class _emulator_env:
+    """Point the Google clients created in this block at the emulators, then restore."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = dict(values)
+        self._saved: dict[str, str | None] = {}
+
+    def __enter__(self) -> None:
+        for key, value in self._values.items():
+            self._saved[key] = os.environ.get(key)
+            os.environ[key] = value
+
+    def __exit__(self, *exc: object) -> None:
+        for key, value in self._saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+

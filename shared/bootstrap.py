@@ -1,0 +1,142 @@
+"""The composition root: the one place that wires real adapters into the core.
+
+Each ``*_deps()`` is built once per process on the first request and reused,
+and every Google, Twilio or OpenAI client inside is itself created on first
+use: importing this module does no I/O, which keeps cold starts short and lets
+tests import everything without emulators. Unit tests build the same ``*Deps``
+dataclasses with fakes instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from google.cloud import firestore
+from twilio.request_validator import RequestValidator
+from werkzeug.exceptions import Forbidden
+
+from shared import log
+from shared.ai import ChatModel
+from shared.auth import CallerRejected, CallerVerifier, build_verifier
+from shared.bus import Publisher
+from shared.config import Settings, get_settings
+from shared.conversation import utcnow
+from shared.faults import FaultPoints
+from shared.processor import ProcessorDeps
+from shared.secrets import Secrets, build_secrets
+from shared.sender import SenderDeps
+from shared.store import FirestoreStore
+from shared.tasks import TaskQueue, emulator_client
+from shared.twilio_api import TwilioGateway
+from shared.webhook import WebhookDeps
+
+
+@functools.cache
+def settings() -> Settings:
+    current = get_settings()
+    log.configure(current.log_level)
+    return current
+
+
+@functools.cache
+def secrets() -> Secrets:
+    return build_secrets(settings())
+
+
+@functools.cache
+def store() -> FirestoreStore:
+    s = settings()
+    return FirestoreStore(
+        client_factory=lambda: firestore.Client(project=s.project_id, database=s.firestore_database),
+        conversations=s.conversations_collection,
+        failures=s.failures_collection,
+    )
+
+
+@functools.cache
+def faults() -> FaultPoints:
+    return FaultPoints(settings().test_fault_points)
+
+
+@functools.cache
+def verifier() -> CallerVerifier | None:
+    return build_verifier(settings())
+
+
+def authorize(authorization: str | None) -> None:
+    """Refuse a caller that is not the configured Google identity (403), when verification is on."""
+    check = verifier()
+    if check is None:
+        return
+    try:
+        check.verify(authorization)
+    except CallerRejected as exc:
+        logging.getLogger(__name__).warning(
+            "caller rejected", extra={"event": "caller_rejected", "reason": exc.reason}
+        )
+        raise Forbidden(exc.reason) from None
+
+
+@functools.cache
+def _validator() -> RequestValidator:
+    return RequestValidator(secrets().twilio_auth_token())
+
+
+@functools.cache
+def webhook_deps() -> WebhookDeps:
+    s = settings()
+    return WebhookDeps(
+        settings=s,
+        validator=_validator,
+        publisher=Publisher(s.project_id, s.inbound_topic, s.publish_max_latency_seconds),
+    )
+
+
+@functools.cache
+def queue() -> TaskQueue:
+    s = settings()
+    if s.tasks_emulator_host:
+        factory = functools.partial(emulator_client, s.tasks_emulator_host)
+    else:
+        from google.cloud import tasks_v2
+
+        factory = tasks_v2.CloudTasksClient
+    return TaskQueue(s.project_id, s.tasks_location, s.tasks_queue, s.sender_url, s.tasks_service_account, factory)
+
+
+@functools.cache
+def model() -> ChatModel:
+    s = settings()
+    return ChatModel(
+        model=s.openai_model,
+        system_prompt=s.system_prompt,
+        api_key=secrets().openai_api_key,
+        base_url=s.openai_base_url,
+        timeout_seconds=s.openai_timeout_seconds,
+        max_retries=s.openai_max_retries,
+    )
+
+
+@functools.cache
+def processor_deps() -> ProcessorDeps:
+    return ProcessorDeps(
+        settings=settings(), store=store(), model=model(), queue=queue(), faults=faults(), clock=utcnow
+    )
+
+
+@functools.cache
+def twilio() -> TwilioGateway:
+    s = settings()
+    return TwilioGateway(
+        account_sid=s.twilio_account_sid,
+        from_address=s.twilio_whatsapp_from,
+        auth_token=secrets().twilio_auth_token,
+        api_base_url=s.twilio_api_base_url,
+        timeout_seconds=s.twilio_timeout_seconds,
+    )
+
+
+@functools.cache
+def sender_deps() -> SenderDeps:
+    return SenderDeps(settings=settings(), store=store(), twilio=twilio(), faults=faults(), clock=utcnow)
