@@ -1,0 +1,261 @@
+"""A tiny threaded HTTP/1.1 server shared by the local stand-ins.
+
+The stand-ins must behave like real network services (keep-alive, exact
+Content-Length, one slow answer never blocking another) while staying in the
+standard library. ``TCP_NODELAY`` matters: without it every small response
+waits for the peer's delayed ACK and each call costs ~40 ms.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import signal
+import socket
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Mapping, Self
+from urllib.parse import parse_qs, urlsplit
+
+HOST = "127.0.0.1"
+# A hung or slow request never outlives the server, and an idle keep-alive
+# connection does not hold a thread forever.
+IDLE_CONNECTION_TIMEOUT_SECONDS = 120.0
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a stand-in needs from one HTTP request, already read off the socket."""
+
+    method: str
+    path: str
+    query: Mapping[str, list[str]]
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body.decode("utf-8") or "null")
+
+    def form(self) -> dict[str, list[str]]:
+        return parse_qs(self.body.decode("utf-8"), keep_blank_values=True)
+
+
+@dataclass(frozen=True)
+class Response:
+    """A complete answer; a handler returns ``DROP`` instead to close the connection unanswered."""
+
+    status: int
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> "Response":
+        merged = {"Content-Type": "application/json; charset=utf-8", **(headers or {})}
+        return cls(status, json.dumps(payload).encode("utf-8"), merged)
+
+
+class Drop:
+    """Marker: the stand-in read the request and deliberately never answers."""
+
+
+DROP = Drop()
+
+
+class StubHandler(BaseHTTPRequestHandler):
+    """Reads the request, asks the owning ``StubServer`` for an answer, writes it."""
+
+    protocol_version = "HTTP/1.1"
+    server: "_Server"
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.connection.settimeout(IDLE_CONNECTION_TIMEOUT_SECONDS)
+        self.server.owner._track(self.connection, add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.owner._track(self.connection, add=False)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silenced: test output stays readable and no request data is printed."""
+
+    def _handle_any(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            self._write(Response.json(413, {"error": "body too large"}))
+            self.close_connection = True
+            return
+        body = self.rfile.read(length) if length else b""
+        parts = urlsplit(self.path)
+        request = Request(
+            method=self.command,
+            path=parts.path,
+            query=parse_qs(parts.query, keep_blank_values=True),
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
+        )
+        try:
+            answer = self.server.owner.handle(request, self)
+        except Exception as exc:  # a stand-in bug must surface as a 500, not a hung client
+            answer = Response.json(500, {"error": f"stand-in failure: {exc!r}"})
+        if isinstance(answer, Drop):
+            self.drop()
+            return
+        self._write(answer)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle_any
+
+    def _write(self, response: Response) -> None:
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD" and response.body:
+            self.wfile.write(response.body)
+        self.wfile.flush()
+
+    def drop(self) -> None:
+        """Close without a status line, so the client sees a dropped connection."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def peer_gone(self) -> bool:
+        """True once the client closed its side (e.g. it gave up after its timeout)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if not readable:
+                return False
+            return bool(self.connection.recv(1, socket.MSG_PEEK) == b"")
+        except (OSError, ValueError):
+            return True
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    owner: "StubServer"
+
+
+class StubServer:
+    """Base for a stand-in: owns the listening socket and the serving thread.
+
+    Subclasses implement ``handle``; it runs on one thread per connection, so
+    a sleeping answer only holds its own thread.
+    """
+
+    def __init__(self, port: int = 0) -> None:
+        self._requested_port = port
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    def handle(self, request: Request, handler: StubHandler) -> Response | Drop:
+        raise NotImplementedError
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("server not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self) -> Self:
+        if self._server is not None:
+            return self
+        self.stopping.clear()
+        server = _Server((HOST, self._requested_port), StubHandler)
+        server.owner = self
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"{type(self).__name__}-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, release waiting handlers and cut open connections; idempotent."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self.stopping.set()
+        server.shutdown()
+        server.server_close()
+        with self._connections_lock:
+            open_connections = list(self._connections)
+        for conn in open_connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def wait_or_stop(self, seconds: float, handler: StubHandler | None = None) -> bool:
+        """Sleep up to ``seconds``; False early if the server stops or the client leaves."""
+        if handler is None:
+            return not self.stopping.wait(seconds)
+        remaining = seconds
+        while remaining > 0:
+            step = min(0.05, remaining)
+            if self.stopping.wait(step):
+                return False
+            if handler.peer_gone():
+                return False
+            remaining -= step
+        return True
+
+    def _track(self, conn: socket.socket, add: bool) -> None:
+        with self._connections_lock:
+            if add:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def serve_until_signalled(server: StubServer, ready_url: str) -> None:
+    """Run a started stand-in in the foreground until SIGINT or SIGTERM."""
+    done = threading.Event()
+
+    def _on_signal(signum: int, frame: object) -> None:
+        done.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    print(f"READY {ready_url}", flush=True)
+    try:
+        while not done.wait(0.5):
+            pass
+    finally:
+        server.stop()

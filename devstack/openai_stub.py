@@ -1,0 +1,354 @@
+"""A local OpenAI-compatible chat-completions stand-in with a clearly labelled offline model.
+
+It lets the whole pipeline run without an API key and lets tests make the
+model slow, failing, hanging or verbose on demand. The real ``openai`` SDK
+talks to it unchanged with ``base_url="http://127.0.0.1:PORT/v1"``.
+
+The offline model is not a chatbot: its reply starts with ``[offline model]``
+and only proves that it received the conversation (latest user message,
+previous user message, number of user turns). It is deterministic.
+
+Served endpoints
+----------------
+``POST /v1/chat/completions`` (also ``/chat/completions``)
+    A ``chat.completion`` object; errors in OpenAI's shape
+    ``{"error": {"message", "type", "param", "code"}}``. Streaming is not offered.
+``GET /v1/models``
+    A one-model list.
+
+Admin endpoints, for a stand-in running in another process:
+
+``GET /_stub/requests``
+    JSON list of received chat requests, oldest first, each
+    ``{"model", "messages", "received_at"}``.
+``DELETE /_stub/requests``
+    Forget them.
+``POST /_stub/config``
+    JSON, every key optional: ``{"delay_seconds": S, "fail_times": N,
+    "fail_status": 500, "hang_times": N, "reply_text": "..." | null}``;
+    ``reply_text: null`` restores the offline model.
+
+Run it alone: ``python -m devstack.openai_stub [--port N] [--delay S]`` prints
+``READY http://127.0.0.1:PORT/v1`` and serves until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from devstack.httpserver import DROP, Drop, Request, Response, StubHandler, StubServer, serve_until_signalled
+
+OFFLINE_PREFIX = "[offline model]"
+OFFLINE_MODEL_ID = "offline-model"
+# Quotes are shortened so an echo never balloons past what the user sent.
+QUOTE_LIMIT = 300
+# A hung answer is released after this long even if the client never gives up.
+MAX_HANG_SECONDS = 300.0
+
+Responder = Callable[[list[dict[str, Any]]], str]
+
+_ERROR_TYPES = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    404: ("invalid_request_error", None),
+    429: ("requests", "rate_limit_exceeded"),
+}
+
+
+def openai_error(status: int, message: str, param: str | None = None) -> Response:
+    """A response in OpenAI's error shape, which the SDK maps to its exception classes."""
+    kind, code = _ERROR_TYPES.get(status, ("server_error", None))
+    return Response.json(
+        status,
+        {"error": {"message": message, "type": kind, "param": param, "code": code}},
+        {"x-request-id": "req_" + secrets.token_hex(16)},
+    )
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """The text of a chat message whether ``content`` is a string or a list of parts."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return ""
+
+
+def _quote(text: str) -> str:
+    text = " ".join(text.split())
+    if len(text) > QUOTE_LIMIT:
+        text = text[: QUOTE_LIMIT - 1] + "…"
+    return f"«{text}»"
+
+
+def offline_reply(messages: Sequence[dict[str, Any]]) -> str:
+    """The offline model: a deterministic echo showing which conversation it was given."""
+    user_texts = [message_text(m) for m in messages if m.get("role") == "user"]
+    turn = len(user_texts)
+    if not user_texts:
+        return f"{OFFLINE_PREFIX} I was given no user message. (turn 0)"
+    reply = f"{OFFLINE_PREFIX} You said: {_quote(user_texts[-1])}."
+    if turn > 1:
+        reply += f" Earlier you said: {_quote(user_texts[-2])}."
+    return f"{reply} (turn {turn})"
+
+
+def _approx_tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat-completions request as the stand-in received it."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    received_at: float
+    body: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "messages": self.messages, "received_at": self.received_at}
+
+
+class OpenAIStub(StubServer):
+    """OpenAI's chat-completions endpoint, answered by the offline model or a test's script."""
+
+    def __init__(self, port: int = 0, delay_seconds: float = 0.0) -> None:
+        super().__init__(port)
+        self._lock = threading.Condition()
+        self._requests: list[ChatRequest] = []
+        self._delay_seconds = float(delay_seconds)
+        self._fail_times = 0
+        self._fail_status = 500
+        self._hang_times = 0
+        self._responder: Responder = offline_reply
+
+    @property
+    def base_url(self) -> str:
+        """The URL to give the SDK as ``base_url``: it appends ``/chat/completions``."""
+        return f"{self.root_url}/v1"
+
+    @property
+    def root_url(self) -> str:
+        return super().base_url
+
+    @property
+    def delay_seconds(self) -> float:
+        with self._lock:
+            return self._delay_seconds
+
+    @delay_seconds.setter
+    def delay_seconds(self, value: float) -> None:
+        if value < 0:
+            raise ValueError("delay_seconds must be >= 0")
+        with self._lock:
+            self._delay_seconds = float(value)
+
+    @property
+    def requests(self) -> list[ChatRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[ChatRequest]:
+        """Wait until at least ``count`` requests arrived; returns what arrived (maybe fewer)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while len(self._requests) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._lock.wait(remaining)
+            return list(self._requests)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
+    def reset(self) -> None:
+        """Back to a fresh stand-in: no records, no faults, no delay, the offline model."""
+        with self._lock:
+            self._requests.clear()
+            self._delay_seconds = 0.0
+            self._fail_times = 0
+            self._fail_status = 500
+            self._hang_times = 0
+            self._responder = offline_reply
+
+    def fail_next(self, times: int = 1, status: int = 500) -> None:
+        """The next ``times`` requests answer ``status`` with OpenAI's error body."""
+        if times < 0:
+            raise ValueError("times must be >= 0")
+        with self._lock:
+            self._fail_times = times
+            self._fail_status = status
+
+    def hang_next(self, times: int = 1) -> None:
+        """The next ``times`` requests are never answered, so the client's timeout fires."""
+        if times < 0:
+            raise ValueError("times must be >= 0")
+        with self._lock:
+            self._hang_times = times
+
+    def set_responder(self, responder: Responder | None) -> None:
+        """Answer with ``responder(messages)``; None restores the offline model."""
+        with self._lock:
+            self._responder = responder or offline_reply
+
+    def set_reply_text(self, text: str | None) -> None:
+        """Always answer ``text``; None restores the offline model."""
+        self.set_responder(None if text is None else (lambda _messages: text))
+
+    def handle(self, request: Request, handler: StubHandler) -> Response | Drop:
+        if request.path.startswith("/_stub/"):
+            return self._admin(request)
+        path = request.path.removeprefix("/v1")
+        if path == "/models" and request.method == "GET":
+            return Response.json(
+                200,
+                {
+                    "object": "list",
+                    "data": [{"id": OFFLINE_MODEL_ID, "object": "model", "created": 0, "owned_by": "devstack"}],
+                },
+            )
+        if path != "/chat/completions":
+            return openai_error(404, f"Unknown request URL: {request.method} {request.path}.")
+        if request.method != "POST":
+            return openai_error(405, f"Method {request.method} not allowed.")
+        if not request.headers.get("authorization", "").startswith("Bearer "):
+            return openai_error(401, "You didn't provide an API key.")
+        try:
+            body = request.json()
+        except (ValueError, UnicodeDecodeError):
+            return openai_error(400, "We could not parse the JSON body of your request.")
+        if not isinstance(body, dict):
+            return openai_error(400, "The request body must be a JSON object.")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            return openai_error(400, "'messages' must be a non-empty array of objects.", "messages")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return openai_error(400, "you must provide a model parameter", "model")
+        if body.get("stream"):
+            return openai_error(400, "This stand-in does not stream; call without stream=True.", "stream")
+
+        with self._lock:
+            self._requests.append(ChatRequest(model, messages, time.time(), body))
+            self._lock.notify_all()
+            hang = self._hang_times > 0
+            if hang:
+                self._hang_times -= 1
+            fail_status = 0
+            if not hang and self._fail_times > 0:
+                self._fail_times -= 1
+                fail_status = self._fail_status
+            delay = self._delay_seconds
+            responder = self._responder
+
+        if hang:
+            self.wait_or_stop(MAX_HANG_SECONDS, handler)
+            return DROP
+        if delay and not self.wait_or_stop(delay, handler):
+            return DROP
+        if fail_status:
+            return openai_error(fail_status, "The server had an error while processing your request. Sorry about that!")
+        content = responder(messages)
+        return Response.json(200, self._completion(model, messages, content), {"x-request-id": "req_" + secrets.token_hex(16)})
+
+    @staticmethod
+    def _completion(model: str, messages: list[dict[str, Any]], content: str) -> dict[str, Any]:
+        prompt_tokens = sum(_approx_tokens(message_text(m)) for m in messages)
+        completion_tokens = _approx_tokens(content)
+        return {
+            "id": "chatcmpl-" + secrets.token_hex(12),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content, "refusal": None, "annotations": []},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+            "service_tier": "default",
+            "system_fingerprint": "fp_offline",
+        }
+
+    def _admin(self, request: Request) -> Response:
+        if request.path == "/_stub/requests" and request.method == "GET":
+            return Response.json(200, [r.to_json() for r in self.requests])
+        if request.path == "/_stub/requests" and request.method == "DELETE":
+            self.clear()
+            return Response.json(200, {"cleared": True})
+        if request.path == "/_stub/config" and request.method == "POST":
+            try:
+                spec = request.json() or {}
+                if "delay_seconds" in spec:
+                    self.delay_seconds = float(spec["delay_seconds"])
+                if "fail_times" in spec:
+                    self.fail_next(int(spec["fail_times"]), int(spec.get("fail_status", 500)))
+                if "hang_times" in spec:
+                    self.hang_next(int(spec["hang_times"]))
+                if "reply_text" in spec:
+                    text = spec["reply_text"]
+                    self.set_reply_text(None if text is None else str(text))
+            except (ValueError, TypeError, AttributeError) as exc:
+                return Response.json(400, {"error": str(exc)})
+            return Response.json(200, {"delay_seconds": self.delay_seconds})
+        return Response.json(404, {"error": f"no admin endpoint {request.method} {request.path}"})
+
+
+class OpenAIStubAdmin:
+    """Drives an OpenAIStub running in another process through its admin endpoints."""
+
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        self.root_url = url.rstrip("/").removesuffix("/v1")
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, payload: Any = None) -> Any:
+        data = None if payload is None else json.dumps(payload).encode("utf-8")
+        req = urllib.request.Request(
+            self.root_url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def requests(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/_stub/requests"))
+
+    def clear(self) -> None:
+        self._call("DELETE", "/_stub/requests")
+
+    def configure(self, **spec: Any) -> None:
+        self._call("POST", "/_stub/config", spec)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Local OpenAI-compatible stand-in with an offline model.")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait before every answer")
+    args = parser.parse_args(argv)
+    stub = OpenAIStub(port=args.port, delay_seconds=args.delay).start()
+    serve_until_signalled(stub, stub.base_url)
+
+
+if __name__ == "__main__":
+    main()
