@@ -104,10 +104,17 @@ class StackOptions:
 
 
 class Stack:
-    def __init__(self, options: StackOptions) -> None:
+    """``emulators`` lets a test session share running emulators; the stack then leaves them running."""
+
+    def __init__(
+        self, options: StackOptions, emulators: tuple[FirestoreEmulator, PubSubEmulator] | None = None
+    ) -> None:
         self.options = options
-        self.firestore = FirestoreEmulator(options.project, log_path=options.log_dir / "firestore-emulator.log")
-        self.pubsub = PubSubEmulator(options.project, log_path=options.log_dir / "pubsub-emulator.log")
+        self._own_emulators = emulators is None
+        self.firestore, self.pubsub = emulators or (
+            FirestoreEmulator(options.project, log_path=options.log_dir / "firestore-emulator.log"),
+            PubSubEmulator(options.project, log_path=options.log_dir / "pubsub-emulator.log"),
+        )
         self.tasks = TasksEmulator()
         self.twilio: TwilioStub | None = None
         self.openai: OpenAIStub | None = None
@@ -158,8 +165,9 @@ class Stack:
 
     def _start_backing_services(self) -> None:
         o = self.options
-        self._say("starting the Firestore and Pub/Sub emulators (a few seconds)")
-        start_all([self.firestore, self.pubsub], timeout=90)
+        if self._own_emulators:
+            self._say("starting the Firestore and Pub/Sub emulators (a few seconds)")
+            start_all([self.firestore, self.pubsub], timeout=90)
         self._say(f"Firestore emulator on {self.firestore.host}, Pub/Sub emulator on {self.pubsub.host}")
         self.tasks.start()
         self._say(f"Cloud Tasks stand-in on {self.tasks.address}")
@@ -340,7 +348,8 @@ class Stack:
             if stub is not None:
                 stub.stop()
         self.tasks.stop()
-        stop_all([self.firestore, self.pubsub])
+        if self._own_emulators:
+            stop_all([self.firestore, self.pubsub])
 
     def __enter__(self) -> "Stack":
         return self.start()

@@ -1,0 +1,54 @@
+# The README's two commands are `make dev` and `make test`; everything else is optional.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv prereqs dev stack test test-unit test-integration test-e2e check-infra failures bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is required; found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing the pinned requirements into $(VENV)"
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+venv: $(STAMP) ## Create the virtualenv and install the pinned requirements
+
+prereqs: venv
+	@$(PY) -m devstack check
+
+dev: prereqs ## Start the local stack and chat with the bot in the terminal
+	@$(PY) -m devstack chat
+
+stack: prereqs ## Start the local stack headless; prints READY <webhook-url>
+	@$(PY) -m devstack stack
+
+test: prereqs ## Run every test tier and the infrastructure checks
+	@$(PY) -m pytest
+	@bash scripts/check-infra.sh
+
+test-unit: venv ## Unit tests only (no emulators)
+	@$(PY) -m pytest tests/unit
+
+test-integration: prereqs ## Integration tests against the emulators
+	@$(PY) -m pytest tests/integration
+
+test-e2e: prereqs ## The whole pipeline as real processes
+	@$(PY) -m pytest tests/e2e
+
+check-infra: ## terraform fmt, checkov and the Terraform property tests
+	@bash scripts/check-infra.sh
+
+failures: venv ## List failed and dead-lettered messages (needs FIRESTORE_EMULATOR_HOST or cloud credentials)
+	@$(PY) -m shared.failures
+
+bench: prereqs ## Benchmarks against the local stack; prints a table, writes bench/results.json
+	@$(PY) -m bench
+
+clean: ## Remove the virtualenvs and local stack logs
+	rm -rf $(VENV) .venv-infra .stack .pytest_cache

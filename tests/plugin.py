@@ -1,0 +1,103 @@
+"""Session fixtures that start the real emulators and the local stack once per run.
+
+This is the project's own small pytest plugin for the Google emulators: the
+Firestore and Pub/Sub emulators come from the gcloud CLI, start on free
+loopback ports, and are stopped (whole process groups) when the session ends.
+A missing gcloud, emulator component or Java fails the run with what to install.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from devstack.emulators import FirestoreEmulator, PubSubEmulator, check_prerequisites, start_all, stop_all
+from devstack.stack import Stack, StackOptions
+
+PROJECT = "test-project"
+
+# What the end-to-end stack runs with: short timeouts so the fault tests stay
+# quick; everything else is the production default.
+E2E_ENV = {
+    "LOG_LEVEL": "INFO",
+    "PROCESSING_LEASE_SECONDS": "5",
+    "OPENAI_TIMEOUT_SECONDS": "2",
+    "OPENAI_MAX_RETRIES": "1",
+    "TWILIO_TIMEOUT_SECONDS": "3",
+    "SEND_MAX_ATTEMPTS": "4",
+    "CONVERSATION_TTL_SECONDS": "3600",
+    "MAX_CONTEXT_MESSAGES": "20",
+}
+
+
+@dataclass(frozen=True)
+class Emulators:
+    firestore: FirestoreEmulator
+    pubsub: PubSubEmulator
+    project: str
+
+
+@pytest.fixture(scope="session")
+def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulators]:
+    problems = check_prerequisites()
+    if problems:
+        pytest.exit("cannot run the emulator tests:\n  - " + "\n  - ".join(problems), returncode=2)
+    logs = tmp_path_factory.mktemp("emulator-logs")
+    firestore = FirestoreEmulator(PROJECT, log_path=logs / "firestore.log")
+    pubsub = PubSubEmulator(PROJECT, log_path=logs / "pubsub.log")
+    start_all([firestore, pubsub], timeout=120)
+    values = {**firestore.env(), **pubsub.env(), "GOOGLE_CLOUD_PROJECT": PROJECT}
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield Emulators(firestore, pubsub, PROJECT)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        stop_all([firestore, pubsub])
+
+
+@pytest.fixture(scope="session")
+def stack(emulators: Emulators, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    options = StackOptions(
+        project=PROJECT,
+        webhook_port=0,
+        log_dir=Path(tmp_path_factory.mktemp("stack-logs")),
+        env=dict(E2E_ENV),
+        max_delivery_attempts=20,
+        tasks_min_backoff_seconds=0.1,
+        tasks_max_backoff_seconds=2.0,
+        tasks_max_doublings=4,
+        tasks_max_dispatches_per_second=200.0,
+        tasks_max_concurrent_dispatches=50,
+    )
+    running = Stack(options, emulators=(emulators.firestore, emulators.pubsub)).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def unique_user() -> str:
+    return f"whatsapp:+1555{uuid.uuid4().int % 10**7:07d}"
+
+
+def wait_until(condition: Callable[[], object], timeout: float, interval: float = 0.05) -> object:
+    """Poll ``condition`` until it returns something truthy; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"condition not met within {timeout}s")
+        time.sleep(interval)
