@@ -1,0 +1,216 @@
+"""The one place the Twilio auth token and the OpenAI key come from.
+
+In the cloud both live in Secret Manager and are read once per instance, then
+kept in memory: after warm-up a message costs no Secret Manager call. Locally
+(``SECRET_SOURCE=env``) they come from the environment through
+:class:`shared.config.Settings`. Values are never logged and never appear in
+an exception message; resource names and variable names do.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+import google_crc32c
+from google.api_core import exceptions as gexc
+from google.api_core import retry as gretry
+
+from shared.config import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from google.cloud.secretmanager_v1 import SecretManagerServiceClient
+
+_log = logging.getLogger(__name__)
+
+TWILIO_AUTH_TOKEN = "TWILIO_AUTH_TOKEN"
+OPENAI_API_KEY = "OPENAI_API_KEY"
+
+_SECRET_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
+_SECRET_NAME = re.compile(r"projects/[^/]+/secrets/[A-Za-z0-9_-]{1,255}")
+_VERSION_NAME = re.compile(r"projects/[^/]+/secrets/[A-Za-z0-9_-]{1,255}/versions/(latest|[1-9][0-9]*)")
+
+# Transient failures only; everything else is a configuration problem that a
+# retry cannot fix. The whole budget stays well inside a request's lifetime.
+ACCESS_RETRY = gretry.Retry(
+    predicate=gretry.if_exception_type(
+        gexc.ServiceUnavailable,
+        gexc.DeadlineExceeded,
+        gexc.InternalServerError,
+        gexc.ResourceExhausted,
+        gexc.Aborted,
+    ),
+    initial=0.1,
+    maximum=2.0,
+    multiplier=2.0,
+    timeout=15.0,
+)
+ACCESS_TIMEOUT_SECONDS = 5.0
+
+_PERMANENT = (gexc.NotFound, gexc.PermissionDenied, gexc.FailedPrecondition, gexc.InvalidArgument)
+
+
+class SecretUnavailable(RuntimeError):
+    """A secret cannot be obtained; the message says what to set, never the value."""
+
+
+class Secrets(Protocol):
+    """What the functions need; the source (env or Secret Manager) is hidden."""
+
+    def twilio_auth_token(self) -> str: ...
+
+    def openai_api_key(self) -> str: ...
+
+
+def crc32c(data: bytes) -> int:
+    """CRC-32C, the checksum Secret Manager sends with each payload (google-crc32c, as Google's samples do)."""
+    return google_crc32c.value(data)
+
+
+def secret_version_name(reference: str, project_id: str) -> str:
+    """Turn a configured secret reference into a full version resource name.
+
+    Accepts a short id (``openai-api-key``, resolved to ``latest`` in
+    ``project_id``), a secret name (``projects/p/secrets/s``) or a full version
+    name (``projects/p/secrets/s/versions/3``). Anything else is a config error
+    at start-up rather than a NOT_FOUND on the first message.
+    """
+    ref = reference.strip()
+    if _VERSION_NAME.fullmatch(ref):
+        return ref
+    if _SECRET_NAME.fullmatch(ref):
+        return f"{ref}/versions/latest"
+    if _SECRET_ID.fullmatch(ref):
+        return f"projects/{project_id}/secrets/{ref}/versions/latest"
+    raise ConfigError(
+        f"secret reference {ref!r} is neither a secret id nor projects/PROJECT/secrets/SECRET[/versions/VERSION]"
+    )
+
+
+class EnvSecrets:
+    """Local fallback: values from ``Settings.env_secrets`` (the process environment)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._values = dict(settings.env_secrets)
+
+    def _get(self, name: str) -> str:
+        value = self._values.get(name, "").strip()
+        if not value:
+            raise SecretUnavailable(
+                f"{name} is not set; export it or put it in .env for local runs "
+                "(SECRET_SOURCE=env), or use SECRET_SOURCE=secretmanager"
+            )
+        return value
+
+    def twilio_auth_token(self) -> str:
+        return self._get(TWILIO_AUTH_TOKEN)
+
+    def openai_api_key(self) -> str:
+        return self._get(OPENAI_API_KEY)
+
+
+class SecretManagerSecrets:
+    """Secret Manager source, read once per secret and then served from memory.
+
+    The client is created on first use (not at import) so a cold start that
+    never needs a secret pays nothing, and reused afterwards. One lock guards
+    the first read so concurrent requests on a new instance cause exactly one
+    Secret Manager call per secret. Failures are not cached: a secret created
+    or granted later is picked up on the next call.
+
+    Permanent failures (missing secret, missing permission, disabled version)
+    raise :class:`SecretUnavailable`. Transient ones are retried by the client
+    with :data:`ACCESS_RETRY`; if they persist, the ``google.api_core``
+    exception propagates so callers treat it like any other transient outage.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        client_factory: Callable[[], SecretManagerServiceClient],
+    ) -> None:
+        self._twilio_name = secret_version_name(settings.twilio_auth_token_secret, settings.project_id)
+        self._openai_name = secret_version_name(settings.openai_api_key_secret, settings.project_id)
+        self._client_factory = client_factory
+        self._client: SecretManagerServiceClient | None = None
+        self._cache: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self.access_count = 0
+
+    @property
+    def resource_names(self) -> tuple[str, str]:
+        """The version names in use (Twilio, OpenAI); handy for start-up logs."""
+        return self._twilio_name, self._openai_name
+
+    def twilio_auth_token(self) -> str:
+        return self._get(self._twilio_name)
+
+    def openai_api_key(self) -> str:
+        return self._get(self._openai_name)
+
+    def _get(self, resource: str) -> str:
+        cached = self._cache.get(resource)
+        if cached is not None:
+            return cached
+        with self._lock:
+            cached = self._cache.get(resource)
+            if cached is not None:
+                return cached
+            value = self._access(resource)
+            self._cache[resource] = value
+            return value
+
+    def _access(self, resource: str) -> str:
+        if self._client is None:
+            self._client = self._client_factory()
+        self.access_count += 1
+        try:
+            response = self._client.access_secret_version(
+                request={"name": resource},
+                retry=ACCESS_RETRY,
+                timeout=ACCESS_TIMEOUT_SECONDS,
+            )
+        except _PERMANENT as err:
+            code = err.grpc_status_code.name if err.grpc_status_code is not None else type(err).__name__
+            raise SecretUnavailable(
+                f"Secret Manager refused {resource} ({code}); "
+                "create the secret with a version, or grant roles/secretmanager.secretAccessor "
+                "to the runtime service account"
+            ) from None
+        data: bytes = response.payload.data
+        if "data_crc32c" in response.payload and crc32c(data) != response.payload.data_crc32c:
+            raise SecretUnavailable(f"Secret Manager payload for {resource} failed its CRC32C check")
+        try:
+            value = data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise SecretUnavailable(f"the payload of {resource} is not UTF-8 text") from None
+        if not value:
+            raise SecretUnavailable(f"the payload of {resource} is empty; add a version with the real value")
+        _log.info("secret loaded", extra={"secret": resource, "version": response.name})
+        return value
+
+
+def _default_client_factory() -> SecretManagerServiceClient:
+    from google.cloud.secretmanager_v1 import SecretManagerServiceClient
+
+    return SecretManagerServiceClient()
+
+
+def build_secrets(
+    settings: Settings,
+    client_factory: Callable[[], SecretManagerServiceClient] | None = None,
+) -> Secrets:
+    """The secrets source ``settings.secret_source`` asks for.
+
+    Secret names are validated here, so a malformed reference fails at
+    start-up. ``client_factory`` lets tests and the dev stack point the real
+    client at a stand-in.
+    """
+    if settings.secret_source == "env":
+        return EnvSecrets(settings)
+    if settings.secret_source == "secretmanager":
+        return SecretManagerSecrets(settings, client_factory or _default_client_factory)
+    raise ConfigError(f"SECRET_SOURCE must be env or secretmanager, got {settings.secret_source!r}")

@@ -1,0 +1,192 @@
+"""shared.secrets through the real SecretManagerServiceClient against the local stand-in."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.api_core import exceptions as gexc
+from google.cloud.secretmanager_v1 import SecretManagerServiceClient
+from google.cloud.secretmanager_v1.services.secret_manager_service.transports import SecretManagerServiceGrpcTransport
+
+from devstack.secret_manager_stub import SecretManagerStub
+from shared.config import Settings
+from shared.secrets import SecretManagerSecrets, SecretUnavailable, build_secrets, crc32c
+
+PROJECT = "test-project"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[SecretManagerStub]:
+    with SecretManagerStub(
+        {"twilio-auth-token": "tw-secret", "openai-api-key": "sk-secret"}, project=PROJECT
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client_factory(stub: SecretManagerStub) -> Iterator[Callable[[], SecretManagerServiceClient]]:
+    clients: list[SecretManagerServiceClient] = []
+
+    def factory() -> SecretManagerServiceClient:
+        client = SecretManagerServiceClient(
+            transport=SecretManagerServiceGrpcTransport(channel=grpc.insecure_channel(stub.address))
+        )
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        client.transport.close()
+
+
+def settings(**overrides: str) -> Settings:
+    return Settings(project_id=PROJECT, secret_source="secretmanager", **overrides)
+
+
+def fresh_secret(stub: SecretManagerStub, *values: str) -> str:
+    """A secret of this test's own, so the module-wide stand-in is never shared state."""
+    secret_id = f"s-{uuid.uuid4().hex[:10]}"
+    for value in values:
+        stub.set_secret(secret_id, value)
+    return secret_id
+
+
+def test_values_come_from_secret_manager_and_are_cached(
+    stub: SecretManagerStub, client_factory: Callable[[], SecretManagerServiceClient]
+) -> None:
+    secrets = build_secrets(settings(), client_factory=client_factory)
+    assert isinstance(secrets, SecretManagerSecrets)
+    before = stub.access_count
+    assert secrets.twilio_auth_token() == "tw-secret"
+    assert stub.access_count == before + 1
+    for _ in range(50):
+        assert secrets.twilio_auth_token() == "tw-secret"
+    assert stub.access_count == before + 1, "no Secret Manager call after warm-up"
+    assert secrets.openai_api_key() == "sk-secret"
+    assert secrets.openai_api_key() == "sk-secret"
+    assert stub.access_count == before + 2
+    assert secrets.access_count == 2
+
+
+def test_unknown_secret_raises_secret_unavailable_naming_the_resource(
+    stub: SecretManagerStub, client_factory: Callable[[], SecretManagerServiceClient]
+) -> None:
+    secrets = build_secrets(settings(openai_api_key_secret="does-not-exist"), client_factory=client_factory)
+    with pytest.raises(SecretUnavailable) as err:
+        secrets.openai_api_key()
+    assert f"projects/{PROJECT}/secrets/does-not-exist/versions/latest" in str(err.value)
+    assert "NOT_FOUND" in str(err.value)
+
+
+def test_full_resource_names_and_pinned_versions(
+    stub: SecretManagerStub, client_factory: Callable[[], SecretManagerServiceClient]
+) -> None:
+    secret_id = fresh_secret(stub, "sk-v1", "sk-v2")
+    name = f"projects/{PROJECT}/secrets/{secret_id}"
+    pinned = build_secrets(settings(openai_api_key_secret=f"{name}/versions/1"), client_factory=client_factory)
+    latest = build_secrets(settings(openai_api_key_secret=f"{name}/versions/latest"), client_factory=client_factory)
+    bare = build_secrets(settings(openai_api_key_secret=name), client_factory=client_factory)
+    assert pinned.openai_api_key() == "sk-v1"
+    assert latest.openai_api_key() == "sk-v2"
+    assert bare.openai_api_key() == "sk-v2"
+    missing = build_secrets(settings(openai_api_key_secret=f"{name}/versions/9"), client_factory=client_factory)
+    with pytest.raises(SecretUnavailable, match="versions/9"):
+        missing.openai_api_key()
+
+
+def test_transient_errors_are_retried_by_the_client(
+    stub: SecretManagerStub, client_factory: Callable[[], SecretManagerServiceClient]
+) -> None:
+    secret_id = fresh_secret(stub, "tw-after-outage")
+    secrets = build_secrets(settings(twilio_auth_token_secret=secret_id), client_factory=client_factory)
+    before = stub.access_count
+    stub.fail_next(grpc.StatusCode.UNAVAILABLE, times=2)
+    assert secrets.twilio_auth_token() == "tw-after-outage"
+    assert stub.access_count == before + 3
+
+
+def test_permission_denied_is_not_retried(
+    stub: SecretManagerStub, client_factory: Callable[[], SecretManagerServiceClient]
+) -> None:
+    secret_id = fresh_secret(stub, "unused")
+    secrets = build_secrets(settings(twilio_auth_token_secret=secret_id), client_factory=client_factory)
+    before = stub.access_count
+    stub.fail_next(grpc.StatusCode.PERMISSION_DENIED)
+    with pytest.raises(SecretUnavailable, match="PERMISSION_DENIED"):
+        secrets.twilio_auth_token()
+    assert stub.access_count == before + 1
+    assert secrets.twilio_auth_token() == "unused", "a failure is not cached"
+
+
+def test_stub_serves_the_admin_calls_the_dev_stack_uses(
+    stub: SecretManagerStub, client_factory: Callable[[], SecretManagerServiceClient]
+) -> None:
+    client = client_factory()
+    secret_id = f"admin-{uuid.uuid4().hex[:8]}"
+    created = client.create_secret(
+        parent=f"projects/{PROJECT}", secret_id=secret_id, secret={"replication": {"automatic": {}}}
+    )
+    assert created.name == f"projects/{PROJECT}/secrets/{secret_id}"
+    with pytest.raises(gexc.AlreadyExists):
+        client.create_secret(parent=f"projects/{PROJECT}", secret_id=secret_id, secret={})
+    version = client.add_secret_version(parent=created.name, payload={"data": b"v1", "data_crc32c": crc32c(b"v1")})
+    assert version.name == f"{created.name}/versions/1"
+    with pytest.raises(gexc.InvalidArgument):
+        client.add_secret_version(parent=created.name, payload={"data": b"v2", "data_crc32c": 1})
+    assert client.get_secret(name=created.name).name == created.name
+    response = client.access_secret_version(name=f"{created.name}/versions/latest")
+    assert response.name == f"{created.name}/versions/1"
+    assert response.payload.data == b"v1"
+    assert response.payload.data_crc32c == crc32c(b"v1")
+    with pytest.raises(gexc.NotFound):
+        client.get_secret(name=f"projects/{PROJECT}/secrets/nope-{uuid.uuid4().hex[:8]}")
+
+
+def test_stub_runs_as_a_process_and_stops_on_sigterm() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "STUB_VALUE": "from-env"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "devstack.secret_manager_stub",
+            "--project",
+            PROJECT,
+            "--secret-env",
+            "cli-secret=STUB_VALUE",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], 20)
+        assert ready, "no READY line within 20 s"
+        line = process.stdout.readline().strip()
+        assert line.startswith("READY 127.0.0.1:")
+        client = SecretManagerServiceClient(
+            transport=SecretManagerServiceGrpcTransport(channel=grpc.insecure_channel(line.split(" ", 1)[1]))
+        )
+        try:
+            response = client.access_secret_version(name=f"projects/{PROJECT}/secrets/cli-secret/versions/latest")
+            assert response.payload.data == b"from-env"
+        finally:
+            client.transport.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)

@@ -1,0 +1,569 @@
+"""The Cloud Tasks stand-in, driven by the real CloudTasksClient against a local HTTP receiver.
+
+Timing assertions are orderings, counts and generous lower bounds only; every
+wait has a timeout so a broken dispatcher fails fast instead of hanging.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import grpc
+import jwt
+import pytest
+from google.api_core import exceptions as gexc
+from google.cloud import tasks_v2
+from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
+
+from devstack.tasks_emulator import TasksEmulator, backoff_seconds
+
+REPO = Path(__file__).resolve().parents[2]
+LOCATION = "projects/test-project/locations/us-central1"
+SERVICE_ACCOUNT = "sender-invoker@test-project.iam.gserviceaccount.com"
+WAIT = 10.0
+
+
+@dataclass(frozen=True)
+class Hit:
+    path: str
+    method: str
+    at: float
+    headers: dict[str, str]
+    body: bytes
+
+
+class Receiver:
+    """A threaded HTTP target that records every request and answers from a per-path plan."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._hits: list[Hit] = []
+        self._plans: dict[str, list[tuple[int, float]]] = {}
+        self._active: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, delay = receiver._enter(
+                    Hit(self.path, self.command, time.monotonic(), dict(self.headers), body)
+                )
+                if delay:
+                    time.sleep(delay)
+                # Leave before answering: the dispatcher may start the next request the
+                # moment it reads this response, and it must not be counted as overlapping.
+                receiver._leave(self.path)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                except OSError:
+                    pass
+
+            do_POST = do_PUT = do_GET = do_DELETE = _handle
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+
+    def plan(self, path: str, *responses: tuple[int, float]) -> None:
+        """Answer the next requests on ``path`` with (status, delay); 200 at once afterwards."""
+        with self._lock:
+            self._plans[path] = list(responses)
+
+    def _enter(self, hit: Hit) -> tuple[int, float]:
+        with self._lock:
+            self._hits.append(hit)
+            self._active[hit.path] = self._active.get(hit.path, 0) + 1
+            self.peak[hit.path] = max(self.peak.get(hit.path, 0), self._active[hit.path])
+            self._lock.notify_all()
+            plan = self._plans.get(hit.path)
+            return plan.pop(0) if plan else (200, 0.0)
+
+    def _leave(self, path: str) -> None:
+        with self._lock:
+            self._active[path] -= 1
+
+    def hits(self, path: str) -> list[Hit]:
+        with self._lock:
+            return [h for h in self._hits if h.path == path]
+
+    def wait_hits(self, path: str, count: int, timeout: float = WAIT) -> list[Hit]:
+        with self._lock:
+            self._lock.wait_for(lambda: len([h for h in self._hits if h.path == path]) >= count, timeout)
+        hits = self.hits(path)
+        assert len(hits) >= count, f"expected {count} requests on {path}, got {len(hits)}"
+        return hits
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def make_client(address: str) -> tasks_v2.CloudTasksClient:
+    return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=grpc.insecure_channel(address)))
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[TasksEmulator]:
+    with TasksEmulator() as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def client(emulator: TasksEmulator) -> Iterator[tasks_v2.CloudTasksClient]:
+    tasks_client = make_client(emulator.address)
+    yield tasks_client
+    tasks_client.transport.close()
+
+
+@pytest.fixture()
+def path() -> str:
+    """A receiver path of its own for each test, so tests never see each other's requests."""
+    return f"/t/{uuid.uuid4().hex[:12]}"
+
+
+def new_queue(client: tasks_v2.CloudTasksClient, **config: object) -> tasks_v2.Queue:
+    name = f"{LOCATION}/queues/q-{uuid.uuid4().hex[:12]}"
+    return client.create_queue(parent=LOCATION, queue=tasks_v2.Queue(name=name, **config))
+
+
+def http_task(url: str, **fields: object) -> dict[str, object]:
+    request = {"url": url, **fields.pop("http", {})}  # type: ignore[dict-item]
+    return {"http_request": request, **fields}
+
+
+def test_dispatch_carries_body_task_headers_and_cloud_tasks_headers(
+    client: tasks_v2.CloudTasksClient, emulator: TasksEmulator, receiver: Receiver, path: str
+) -> None:
+    queue = new_queue(client)
+    name = f"{queue.name}/tasks/send-1"
+    created = client.create_task(
+        parent=queue.name,
+        task=http_task(
+            receiver.url(path),
+            name=name,
+            http={"body": b'{"to": "x"}', "headers": {"Content-Type": "application/json", "X-Trace": "abc"}},
+        ),
+    )
+    assert created.name == name
+    assert created.dispatch_count == 0
+    assert created.create_time.timestamp() > 0 and created.schedule_time.timestamp() > 0
+    assert created.http_request.body == b"", "BASIC view hides the body, as Cloud Tasks does"
+
+    (hit,) = receiver.wait_hits(path, 1)
+    assert hit.method == "POST"
+    assert hit.body == b'{"to": "x"}'
+    assert hit.headers["Content-Type"] == "application/json"
+    assert hit.headers["X-Trace"] == "abc"
+    assert hit.headers["User-Agent"] == "Google-Cloud-Tasks"
+    assert hit.headers["X-CloudTasks-QueueName"] == queue.name.rsplit("/", 1)[-1]
+    assert hit.headers["X-CloudTasks-TaskName"] == "send-1"
+    assert hit.headers["X-CloudTasks-TaskRetryCount"] == "0"
+    assert hit.headers["X-CloudTasks-TaskExecutionCount"] == "0"
+    assert abs(float(hit.headers["X-CloudTasks-TaskETA"]) - created.schedule_time.timestamp()) < 0.01
+    assert "Authorization" not in hit.headers
+
+    assert emulator.wait_until_idle(WAIT)
+    assert emulator.stats().tasks[name].outcome == "succeeded"
+    with pytest.raises(gexc.NotFound):
+        client.get_task(name=name)
+
+
+def test_unnamed_tasks_get_distinct_generated_names(
+    client: tasks_v2.CloudTasksClient, receiver: Receiver, path: str
+) -> None:
+    queue = new_queue(client)
+    first = client.create_task(parent=queue.name, task=http_task(receiver.url(path)))
+    second = client.create_task(parent=queue.name, task=http_task(receiver.url(path)))
+    assert first.name.startswith(f"{queue.name}/tasks/")
+    assert second.name.startswith(f"{queue.name}/tasks/")
+    assert first.name != second.name
+    hits = receiver.wait_hits(path, 2)
+    assert {h.headers["X-CloudTasks-TaskName"] for h in hits} == {
+        first.name.rsplit("/", 1)[-1],
+        second.name.rsplit("/", 1)[-1],
+    }
+
+
+def test_named_task_is_deduplicated_while_pending_after_deletion_and_after_completion(
+    client: tasks_v2.CloudTasksClient, emulator: TasksEmulator, receiver: Receiver, path: str
+) -> None:
+    queue = new_queue(client)
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    pending = f"{queue.name}/tasks/pending"
+    client.create_task(parent=queue.name, task=http_task(receiver.url(path), name=pending, schedule_time=later))
+    with pytest.raises(gexc.AlreadyExists):
+        client.create_task(parent=queue.name, task=http_task(receiver.url(path), name=pending))
+    client.delete_task(name=pending)
+    with pytest.raises(gexc.AlreadyExists):
+        client.create_task(parent=queue.name, task=http_task(receiver.url(path), name=pending))
+
+    done = f"{queue.name}/tasks/done"
+    client.create_task(parent=queue.name, task=http_task(receiver.url(path), name=done))
+    receiver.wait_hits(path, 1)
+    assert emulator.wait_until_idle(WAIT)
+    with pytest.raises(gexc.AlreadyExists):
+        client.create_task(parent=queue.name, task=http_task(receiver.url(path), name=done))
+    assert len(receiver.hits(path)) == 1, "the rejected duplicate must not be dispatched"
+
+
+def test_task_name_is_reusable_once_the_tombstone_expires(receiver: Receiver, path: str) -> None:
+    with TasksEmulator(tombstone_seconds=0.2) as emu:
+        client = make_client(emu.address)
+        try:
+            queue = new_queue(client)
+            name = f"{queue.name}/tasks/again"
+            client.create_task(parent=queue.name, task=http_task(receiver.url(path), name=name))
+            receiver.wait_hits(path, 1)
+            assert emu.wait_until_idle(WAIT)
+            time.sleep(0.3)
+            client.create_task(parent=queue.name, task=http_task(receiver.url(path), name=name))
+            receiver.wait_hits(path, 2)
+        finally:
+            client.transport.close()
+
+
+def test_schedule_time_is_honoured(client: tasks_v2.CloudTasksClient, receiver: Receiver, path: str) -> None:
+    queue = new_queue(client)
+    start = time.monotonic()
+    soon = datetime.now(UTC) + timedelta(seconds=0.6)
+    client.create_task(
+        parent=queue.name,
+        task=http_task(receiver.url(path), name=f"{queue.name}/tasks/late", schedule_time=soon),
+    )
+    client.create_task(parent=queue.name, task=http_task(receiver.url(path), name=f"{queue.name}/tasks/now"))
+    pending = [t.name.rsplit("/", 1)[-1] for t in client.list_tasks(parent=queue.name)]
+    assert "late" in pending
+
+    hits = receiver.wait_hits(path, 2)
+    order = [h.headers["X-CloudTasks-TaskName"] for h in hits]
+    assert order == ["now", "late"]
+    assert hits[1].at - start >= 0.55
+    assert abs(float(hits[1].headers["X-CloudTasks-TaskETA"]) - soon.timestamp()) < 0.01
+
+
+def test_failed_attempts_are_retried_with_growing_backoff_until_success(
+    client: tasks_v2.CloudTasksClient, emulator: TasksEmulator, receiver: Receiver, path: str
+) -> None:
+    queue = new_queue(
+        client,
+        retry_config={
+            "max_attempts": 10,
+            "min_backoff": timedelta(seconds=0.1),
+            "max_backoff": timedelta(seconds=5),
+            "max_doublings": 4,
+        },
+    )
+    receiver.plan(path, (500, 0.0), (500, 0.0), (500, 0.0))
+    name = f"{queue.name}/tasks/flaky"
+    client.create_task(parent=queue.name, task=http_task(receiver.url(path), name=name))
+
+    hits = receiver.wait_hits(path, 4)
+    assert emulator.wait_until_idle(WAIT)
+    assert len(receiver.hits(path)) == 4
+    assert [h.headers["X-CloudTasks-TaskRetryCount"] for h in hits] == ["0", "1", "2", "3"]
+    assert [h.headers.get("X-CloudTasks-TaskPreviousResponse") for h in hits] == [None, "500", "500", "500"]
+    assert {h.headers["X-CloudTasks-TaskExecutionCount"] for h in hits} == {"0"}, "5xx answers are not executions"
+    gaps = [later.at - earlier.at for earlier, later in zip(hits, hits[1:], strict=False)]
+    assert gaps[0] < gaps[1] < gaps[2]
+    assert gaps[0] >= 0.09 and gaps[2] >= 0.38
+    record = emulator.stats().tasks[name]
+    assert record.attempts == 4
+    assert record.statuses == (500, 500, 500, 200)
+    assert record.outcome == "succeeded"
+
+
+def test_task_is_dropped_when_max_attempts_is_exhausted(
+    client: tasks_v2.CloudTasksClient,
+    emulator: TasksEmulator,
+    receiver: Receiver,
+    path: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    queue = new_queue(client, retry_config={"max_attempts": 3, "min_backoff": timedelta(seconds=0.05)})
+    receiver.plan(path, *[(503, 0.0)] * 10)
+    name = f"{queue.name}/tasks/doomed"
+    dropped_before = emulator.stats().dropped
+    with caplog.at_level(logging.WARNING, logger="devstack.tasks_emulator"):
+        client.create_task(parent=queue.name, task=http_task(receiver.url(path), name=name))
+        receiver.wait_hits(path, 3)
+        assert wait_until(lambda: emulator.stats().tasks[name].outcome == "dropped")
+    time.sleep(0.3)
+    assert len(receiver.hits(path)) == 3, "no attempt after max_attempts"
+    stats = emulator.stats()
+    assert stats.dropped == dropped_before + 1
+    assert stats.attempts(name) == 3
+    assert any("dropped" in r.getMessage() and getattr(r, "task", "") == name for r in caplog.records)
+    with pytest.raises(gexc.NotFound):
+        client.get_task(name=name)
+    with pytest.raises(gexc.AlreadyExists):
+        client.create_task(parent=queue.name, task=http_task(receiver.url(path), name=name))
+
+
+def test_task_level_retry_config_overrides_the_queue(
+    client: tasks_v2.CloudTasksClient, emulator: TasksEmulator, receiver: Receiver, path: str
+) -> None:
+    queue = new_queue(client, retry_config={"max_attempts": 50, "min_backoff": timedelta(seconds=0.05)})
+    receiver.plan(path, *[(500, 0.0)] * 10)
+    name = f"{queue.name}/tasks/short"
+    client.create_task(
+        parent=queue.name,
+        task=http_task(receiver.url(path), name=name, retry_config={"max_attempts": 2}),
+    )
+    assert wait_until(lambda: emulator.stats().tasks[name].outcome == "dropped")
+    assert emulator.stats().attempts(name) == 2
+
+
+def test_oidc_token_is_signed_by_the_emulator_key_with_audience_and_email(
+    client: tasks_v2.CloudTasksClient, emulator: TasksEmulator, receiver: Receiver, path: str
+) -> None:
+    queue = new_queue(client)
+    url = receiver.url(path)
+    client.create_task(
+        parent=queue.name,
+        task=http_task(
+            url, name=f"{queue.name}/tasks/default-aud", http={"oidc_token": {"service_account_email": SERVICE_ACCOUNT}}
+        ),
+    )
+    client.create_task(
+        parent=queue.name,
+        task=http_task(
+            url,
+            name=f"{queue.name}/tasks/custom-aud",
+            http={"oidc_token": {"service_account_email": SERVICE_ACCOUNT, "audience": "https://sender.example"}},
+        ),
+    )
+    hits = {h.headers["X-CloudTasks-TaskName"]: h for h in receiver.wait_hits(path, 2)}
+    jwk = jwt.PyJWK(emulator.jwks["keys"][0])
+    for task_id, audience in (("default-aud", url), ("custom-aud", "https://sender.example")):
+        scheme, _, token = hits[task_id].headers["Authorization"].partition(" ")
+        assert scheme == "Bearer"
+        claims = jwt.decode(token, emulator.public_key_pem, algorithms=["RS256"], audience=audience)
+        assert claims["email"] == SERVICE_ACCOUNT
+        assert claims["email_verified"] is True
+        assert claims["iss"] == "https://accounts.google.com"
+        assert claims["iat"] <= time.time() < claims["exp"]
+        assert jwt.get_unverified_header(token)["kid"] == emulator.jwks["keys"][0]["kid"]
+        assert jwt.decode(token, jwk.key, algorithms=["RS256"], audience=audience)["email"] == SERVICE_ACCOUNT
+        with pytest.raises(jwt.InvalidAudienceError):
+            jwt.decode(token, emulator.public_key_pem, algorithms=["RS256"], audience="https://someone-else")
+
+
+def test_rate_limit_spaces_dispatches(
+    client: tasks_v2.CloudTasksClient, emulator: TasksEmulator, receiver: Receiver, path: str
+) -> None:
+    queue = new_queue(client, rate_limits={"max_dispatches_per_second": 5})
+    assert queue.rate_limits.max_burst_size == 1
+    start = time.monotonic()
+    for _ in range(10):
+        client.create_task(parent=queue.name, task=http_task(receiver.url(path)))
+    hits = receiver.wait_hits(path, 10)
+    assert hits[-1].at - start >= 1.5, "10 tasks at 5/s with a burst of 1 need about 1.8 s"
+    assert emulator.wait_until_idle(WAIT)
+
+
+def test_max_concurrent_dispatches_is_respected_and_dispatch_is_concurrent(
+    client: tasks_v2.CloudTasksClient, receiver: Receiver, path: str
+) -> None:
+    capped = new_queue(client, rate_limits={"max_concurrent_dispatches": 2})
+    wide = new_queue(client, rate_limits={"max_concurrent_dispatches": 10})
+    capped_path, wide_path = f"{path}/capped", f"{path}/wide"
+    receiver.plan(capped_path, *[(200, 0.15)] * 6)
+    receiver.plan(wide_path, *[(200, 0.15)] * 6)
+    for _ in range(6):
+        client.create_task(parent=capped.name, task=http_task(receiver.url(capped_path)))
+        client.create_task(parent=wide.name, task=http_task(receiver.url(wide_path)))
+    receiver.wait_hits(capped_path, 6)
+    receiver.wait_hits(wide_path, 6)
+    assert receiver.peak[capped_path] == 2
+    assert receiver.peak[wide_path] > 2, "dispatch must not be sequential"
+
+
+def test_dispatch_deadline_timeout_counts_as_a_failed_attempt(
+    client: tasks_v2.CloudTasksClient, emulator: TasksEmulator, receiver: Receiver, path: str
+) -> None:
+    queue = new_queue(client, retry_config={"min_backoff": timedelta(seconds=0.05)})
+    receiver.plan(path, (200, 1.0))
+    name = f"{queue.name}/tasks/slow"
+    client.create_task(
+        parent=queue.name,
+        task=http_task(receiver.url(path), name=name, dispatch_deadline=timedelta(seconds=0.2)),
+    )
+    hits = receiver.wait_hits(path, 2)
+    assert wait_until(lambda: emulator.stats().tasks[name].outcome == "succeeded")
+    assert emulator.stats().tasks[name].statuses == (0, 200)
+    assert hits[1].headers["X-CloudTasks-TaskRetryCount"] == "1"
+    assert hits[1].at - hits[0].at < 0.9, "the retry must not wait for the slow first answer"
+
+
+def test_paused_queue_holds_tasks_until_resumed(
+    client: tasks_v2.CloudTasksClient, receiver: Receiver, path: str
+) -> None:
+    queue = new_queue(client)
+    paused = client.pause_queue(name=queue.name)
+    assert paused.state == tasks_v2.Queue.State.PAUSED
+    client.create_task(parent=queue.name, task=http_task(receiver.url(path)))
+    time.sleep(0.3)
+    assert receiver.hits(path) == []
+    assert client.resume_queue(name=queue.name).state == tasks_v2.Queue.State.RUNNING
+    receiver.wait_hits(path, 1)
+
+
+def test_run_task_dispatches_a_future_task_now_and_purge_removes_tasks(
+    client: tasks_v2.CloudTasksClient, receiver: Receiver, path: str
+) -> None:
+    queue = new_queue(client)
+    later = datetime.now(UTC) + timedelta(minutes=10)
+    forced = client.create_task(
+        parent=queue.name, task=http_task(receiver.url(path), name=f"{queue.name}/tasks/forced", schedule_time=later)
+    )
+    client.create_task(
+        parent=queue.name, task=http_task(receiver.url(path), name=f"{queue.name}/tasks/purged", schedule_time=later)
+    )
+    client.run_task(name=forced.name)
+    (hit,) = receiver.wait_hits(path, 1)
+    assert hit.headers["X-CloudTasks-TaskName"] == "forced"
+    purged = client.purge_queue(name=queue.name)
+    assert purged.purge_time.timestamp() > 0
+    assert list(client.list_tasks(parent=queue.name)) == []
+
+
+def test_queue_lifecycle_and_error_codes(client: tasks_v2.CloudTasksClient, receiver: Receiver, path: str) -> None:
+    queue = new_queue(client, rate_limits={"max_dispatches_per_second": 20})
+    assert queue.retry_config.max_attempts == 100
+    assert queue.retry_config.max_doublings == 16
+    assert queue.retry_config.min_backoff == timedelta(seconds=0.1)
+    assert queue.retry_config.max_backoff == timedelta(seconds=3600)
+    assert client.get_queue(name=queue.name).rate_limits.max_dispatches_per_second == 20
+    assert queue.name in [q.name for q in client.list_queues(parent=LOCATION)]
+
+    updated = client.update_queue(
+        queue={"name": queue.name, "retry_config": {"max_attempts": 4}},
+        update_mask={"paths": ["retry_config.max_attempts"]},
+    )
+    assert updated.retry_config.max_attempts == 4
+    assert updated.rate_limits.max_dispatches_per_second == 20, "fields outside the mask are kept"
+
+    with pytest.raises(gexc.AlreadyExists):
+        client.create_queue(parent=LOCATION, queue={"name": queue.name})
+    with pytest.raises(gexc.NotFound):
+        client.get_queue(name=f"{LOCATION}/queues/missing-{uuid.uuid4().hex[:8]}")
+    with pytest.raises(gexc.NotFound):
+        client.create_task(
+            parent=f"{LOCATION}/queues/missing-{uuid.uuid4().hex[:8]}", task=http_task(receiver.url(path))
+        )
+    with pytest.raises(gexc.InvalidArgument):
+        client.create_task(parent=queue.name, task=http_task("ftp://example/x"))
+    with pytest.raises(gexc.InvalidArgument):
+        client.create_task(
+            parent=queue.name, task=http_task(receiver.url(path), http={"http_method": "GET", "body": b"x"})
+        )
+    with pytest.raises(gexc.InvalidArgument):
+        client.create_task(
+            parent=queue.name, task=http_task(receiver.url(path), name=f"{LOCATION}/queues/other/tasks/t")
+        )
+    with pytest.raises(gexc.InvalidArgument):
+        client.create_queue(
+            parent=LOCATION,
+            queue={
+                "name": f"{LOCATION}/queues/bad-{uuid.uuid4().hex[:8]}",
+                "rate_limits": {"max_dispatches_per_second": 501},
+            },
+        )
+    with pytest.raises(gexc.MethodNotImplemented):
+        client.create_task(parent=queue.name, task={"app_engine_http_request": {"relative_uri": "/x"}})
+    with pytest.raises(gexc.NotFound):
+        client.delete_task(name=f"{queue.name}/tasks/never-existed")
+
+    client.delete_queue(name=queue.name)
+    with pytest.raises(gexc.NotFound):
+        client.get_queue(name=queue.name)
+    assert receiver.hits(path) == []
+
+
+def test_recently_deleted_queue_name_is_refused_when_configured() -> None:
+    with TasksEmulator(queue_tombstone_seconds=60) as emu:
+        client = make_client(emu.address)
+        try:
+            queue = new_queue(client)
+            client.delete_queue(name=queue.name)
+            with pytest.raises(gexc.FailedPrecondition):
+                client.create_queue(parent=LOCATION, queue={"name": queue.name})
+        finally:
+            client.transport.close()
+
+
+@pytest.mark.parametrize(
+    ("retry_index", "expected"),
+    [(0, 10), (1, 20), (2, 40), (3, 80), (4, 160), (5, 240), (6, 300), (7, 300)],
+)
+def test_backoff_follows_the_documented_cloud_tasks_example(retry_index: int, expected: float) -> None:
+    assert backoff_seconds(retry_index, min_backoff=10, max_backoff=300, max_doublings=3) == expected
+
+
+def test_module_runs_as_a_process_and_stops_on_sigterm() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devstack.tasks_emulator", "--port", "0", "--queue", f"{LOCATION}/queues/cli"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], 20)
+        assert ready, "no READY line within 20 s"
+        line = process.stdout.readline().strip()
+        assert line.startswith("READY 127.0.0.1:")
+        client = make_client(line.split(" ", 1)[1])
+        try:
+            assert client.get_queue(name=f"{LOCATION}/queues/cli").state == tasks_v2.Queue.State.RUNNING
+        finally:
+            client.transport.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        assert process.stdout.read().strip() == "", "READY must be the only stdout line"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
