@@ -1,0 +1,46 @@
+# Firestore in Native mode. Conversations and failure records expire through
+# TTL policies on their `expireAt` field; the application decides each
+# document's expiry (CONVERSATION_TTL_SECONDS for conversations, a longer
+# retention for failed_messages), Firestore deletes it within about a day
+# after that time, at no query cost.
+resource "google_firestore_database" "main" {
+  project                           = var.project_id
+  name                              = "(default)"
+  location_id                       = coalesce(var.firestore_location, var.region)
+  type                              = "FIRESTORE_NATIVE"
+  concurrency_mode                  = "OPTIMISTIC"
+  app_engine_integration_mode       = "DISABLED"
+  point_in_time_recovery_enablement = "POINT_IN_TIME_RECOVERY_ENABLED"
+  delete_protection_state           = var.deletion_protection ? "DELETE_PROTECTION_ENABLED" : "DELETE_PROTECTION_DISABLED"
+  deletion_policy                   = var.deletion_protection ? "ABANDON" : "DELETE"
+
+  depends_on = [google_project_service.enabled]
+}
+
+# TTL on conversations.expireAt. The empty index_config exempts the field
+# from single-field indexes: nothing queries it, and an index on an ever
+# increasing timestamp is a write hotspot.
+resource "google_firestore_field" "conversations_ttl" {
+  project    = var.project_id
+  database   = google_firestore_database.main.name
+  collection = "conversations"
+  field      = "expireAt"
+
+  index_config {}
+
+  ttl_config {}
+}
+
+# TTL on failed_messages.expireAt: failure records are kept longer than
+# conversations (the application sets a later expireAt) so they can be
+# inspected and replayed, but they still do not live forever.
+resource "google_firestore_field" "failed_messages_ttl" {
+  project    = var.project_id
+  database   = google_firestore_database.main.name
+  collection = "failed_messages"
+  field      = "expireAt"
+
+  index_config {}
+
+  ttl_config {}
+}

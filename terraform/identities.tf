@@ -1,0 +1,85 @@
+# One identity per service, plus the two identities Google uses to call our
+# private services. Each gets only the roles it needs, on the narrowest
+# resource that accepts the binding.
+
+resource "google_service_account" "webhook" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-webhook"
+  display_name = "WhatsApp webhook (runtime of webhook_fn)"
+  description  = "Validates Twilio signatures and publishes inbound messages."
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_service_account" "processor" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-processor"
+  display_name = "WhatsApp processor (runtime of processor_fn)"
+  description  = "Keeps conversations in Firestore, asks OpenAI, enqueues replies."
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_service_account" "sender" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-sender"
+  display_name = "WhatsApp sender (runtime of sender_fn)"
+  description  = "Sends replies through Twilio and records their outcome."
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_service_account" "pubsub_push" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-pubsub-push"
+  display_name = "Pub/Sub push identity (calls processor_fn)"
+  description  = "Identity in the OIDC token of both push subscriptions; may only invoke the processor."
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_service_account" "tasks_invoker" {
+  project      = var.project_id
+  account_id   = "${var.name_prefix}-tasks-invoker"
+  display_name = "Cloud Tasks identity (calls sender_fn)"
+  description  = "Identity in the OIDC token of reply tasks; may only invoke the sender."
+
+  depends_on = [google_project_service.enabled]
+}
+
+# Firestore roles are granted on the project; the IAM condition (Google's
+# documented database-level form) keeps them to the assistant's database.
+resource "google_project_iam_member" "firestore_user" {
+  for_each = {
+    processor = google_service_account.processor.member
+    sender    = google_service_account.sender.member
+  }
+
+  project = var.project_id
+  role    = "roles/datastore.user"
+  member  = each.value
+
+  condition {
+    title       = "assistant-database-only"
+    description = "Only the assistant's Firestore database."
+    expression  = "resource.name == \"projects/${var.project_id}/databases/${google_firestore_database.main.name}\""
+  }
+}
+
+# The processor names the tasks invoker in each task's OIDC token, which
+# requires actAs on that service account (and nothing else).
+resource "google_service_account_iam_member" "processor_acts_as_tasks_invoker" {
+  service_account_id = google_service_account.tasks_invoker.name
+  role               = "roles/iam.serviceAccountUser"
+  member             = google_service_account.processor.member
+}
+
+# Only for projects whose Pub/Sub service agent predates 8 April 2021: newer
+# agents already hold roles/pubsub.serviceAgent, which can mint the push token.
+resource "google_service_account_iam_member" "pubsub_agent_token_creator" {
+  count = var.grant_legacy_pubsub_token_creator ? 1 : 0
+
+  service_account_id = google_service_account.pubsub_push.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = local.pubsub_service_agent
+}

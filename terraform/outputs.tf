@@ -1,0 +1,54 @@
+output "twilio_webhook_url" {
+  description = "Paste into Twilio (WhatsApp sender > 'A message comes in', and as status callback URL)."
+  value       = local.webhook_public_url
+}
+
+output "service_urls" {
+  description = "URLs of the three Cloud Run services (deterministic run.app form; the services also answer on their legacy hash URL)."
+  value       = local.run_urls
+}
+
+output "image" {
+  description = "Image reference the services run."
+  value       = local.image
+}
+
+output "artifact_repository_url" {
+  description = "Docker repository that Cloud Build pushes to."
+  value       = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
+}
+
+output "pubsub" {
+  description = "Topic and subscription names."
+  value = {
+    inbound_topic            = google_pubsub_topic.inbound.name
+    processor_subscription   = google_pubsub_subscription.processor.name
+    dead_letter_topic        = google_pubsub_topic.dead_letter.name
+    dead_letter_subscription = google_pubsub_subscription.dead_letter_push.name
+    dead_letter_hold         = google_pubsub_subscription.dead_letter_hold.name
+  }
+}
+
+output "tasks_queue" {
+  description = "Cloud Tasks queue id of outbound replies."
+  value       = google_cloud_tasks_queue.outbound.id
+}
+
+output "service_accounts" {
+  description = "Service account emails per role."
+  value = {
+    webhook       = google_service_account.webhook.email
+    processor     = google_service_account.processor.email
+    sender        = google_service_account.sender.email
+    pubsub_push   = google_service_account.pubsub_push.email
+    tasks_invoker = google_service_account.tasks_invoker.email
+  }
+}
+
+output "secrets" {
+  description = "Secret ids to add versions to with gcloud (values never go through Terraform)."
+  value = {
+    twilio_auth_token = google_secret_manager_secret.twilio_auth_token.secret_id
+    openai_api_key    = google_secret_manager_secret.openai_api_key.secret_id
+  }
+}

@@ -1,0 +1,150 @@
+# Inbound path: webhook_fn publishes (ordering key = sender) to the inbound
+# topic; a push subscription delivers to processor_fn in order per sender.
+# After max_delivery_attempts failed deliveries a message moves to the
+# dead-letter topic, which has two subscriptions:
+#   - a push subscription to processor_fn, which records the message as
+#     dead-lettered in Firestore (it knows it by the subscription name);
+#   - a pull "hold" subscription that nobody consumes: it keeps every
+#     dead-lettered message for inspection or replay, and the alert in
+#     monitoring.tf fires while it is not empty.
+
+resource "google_pubsub_topic" "inbound" {
+  #checkov:skip=CKV_GCP_83:Google-managed encryption is adequate: messages are transient (acked within seconds) and the same text is stored in Firestore under Google-managed keys; a customer-managed key adds a KMS key lifecycle this project does not need.
+  project = var.project_id
+  name    = var.inbound_topic
+
+  message_retention_duration = "86400s"
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_pubsub_topic" "dead_letter" {
+  #checkov:skip=CKV_GCP_83:Same reasoning as the inbound topic: Google-managed encryption, no customer-managed key.
+  project = var.project_id
+  name    = local.dead_letter_topic
+
+  depends_on = [google_project_service.enabled]
+}
+
+resource "google_pubsub_subscription" "processor" {
+  project = var.project_id
+  name    = local.processor_push
+  topic   = google_pubsub_topic.inbound.id
+
+  # Replies must follow the order in which a user wrote; webhook_fn publishes
+  # with the sender as ordering key.
+  enable_message_ordering = true
+
+  # For push, the ack deadline is also the HTTP timeout of each delivery, so
+  # it must outlast every OpenAI attempt (see the precondition below).
+  ack_deadline_seconds       = var.processor_ack_deadline_seconds
+  message_retention_duration = "604800s"
+
+  push_config {
+    push_endpoint = local.processor_audience
+
+    oidc_token {
+      service_account_email = google_service_account.pubsub_push.email
+      audience              = local.processor_audience
+    }
+  }
+
+  retry_policy {
+    minimum_backoff = "${var.push_min_backoff_seconds}s"
+    maximum_backoff = "${var.push_max_backoff_seconds}s"
+  }
+
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.dead_letter.id
+    max_delivery_attempts = var.max_delivery_attempts
+  }
+
+  expiration_policy {
+    ttl = ""
+  }
+
+  lifecycle {
+    precondition {
+      condition     = var.processor_ack_deadline_seconds > local.openai_attempts_total
+      error_message = "processor_ack_deadline_seconds must exceed openai_timeout_seconds * (openai_max_retries + 1), or Pub/Sub redelivers while the processor is still waiting for OpenAI."
+    }
+    precondition {
+      condition     = var.push_min_backoff_seconds <= var.push_max_backoff_seconds
+      error_message = "push_min_backoff_seconds must not exceed push_max_backoff_seconds."
+    }
+  }
+
+  depends_on = [google_cloud_run_v2_service.processor]
+}
+
+# Dead-lettered messages pushed to processor_fn so it records them in
+# Firestore (failed_messages). Its own OIDC token, same push identity.
+resource "google_pubsub_subscription" "dead_letter_push" {
+  project = var.project_id
+  name    = var.dead_letter_subscription
+  topic   = google_pubsub_topic.dead_letter.id
+
+  ack_deadline_seconds       = 60
+  message_retention_duration = "604800s"
+
+  push_config {
+    push_endpoint = local.processor_audience
+
+    oidc_token {
+      service_account_email = google_service_account.pubsub_push.email
+      audience              = local.processor_audience
+    }
+  }
+
+  retry_policy {
+    minimum_backoff = "10s"
+    maximum_backoff = "600s"
+  }
+
+  expiration_policy {
+    ttl = ""
+  }
+
+  depends_on = [google_cloud_run_v2_service.processor]
+}
+
+# Holds everything dead-lettered for inspection and replay; never consumed
+# by a service. An operator pulls from it (docs/deploy.md) and acks what has
+# been handled.
+resource "google_pubsub_subscription" "dead_letter_hold" {
+  project = var.project_id
+  name    = local.dead_letter_hold
+  topic   = google_pubsub_topic.dead_letter.id
+
+  ack_deadline_seconds       = 60
+  message_retention_duration = "${var.dead_letter_retention_days * 86400}s"
+  retain_acked_messages      = false
+
+  expiration_policy {
+    ttl = ""
+  }
+}
+
+# The Pub/Sub service agent forwards undeliverable messages: it must publish
+# to the dead-letter topic and acknowledge them on the source subscription.
+resource "google_pubsub_topic_iam_member" "dead_letter_publisher" {
+  project = var.project_id
+  topic   = google_pubsub_topic.dead_letter.name
+  role    = "roles/pubsub.publisher"
+  member  = local.pubsub_service_agent
+}
+
+resource "google_pubsub_subscription_iam_member" "dead_letter_source_subscriber" {
+  project      = var.project_id
+  subscription = google_pubsub_subscription.processor.name
+  role         = "roles/pubsub.subscriber"
+  member       = local.pubsub_service_agent
+}
+
+# webhook_fn may publish to the inbound topic and nowhere else.
+resource "google_pubsub_topic_iam_member" "webhook_publisher" {
+  project = var.project_id
+  topic   = google_pubsub_topic.inbound.name
+  role    = "roles/pubsub.publisher"
+  member  = google_service_account.webhook.member
+}

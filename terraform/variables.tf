@@ -1,0 +1,451 @@
+# Every input of the stack. Per-environment values live in
+# environments/<env>.tfvars; project_id, region and image_tag are given on the
+# command line (Cloud Build passes them from its substitutions).
+
+# ---------------------------------------------------------------- project ---
+
+variable "project_id" {
+  type        = string
+  description = "Google Cloud project that hosts one environment of the assistant."
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "project_id must be a Google Cloud project id (6-30 lowercase letters, digits or hyphens)."
+  }
+}
+
+variable "region" {
+  type        = string
+  description = "Region for Cloud Run, Cloud Tasks and Artifact Registry."
+  default     = "us-central1"
+
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]$", var.region))
+    error_message = "region must look like us-central1 or europe-west1."
+  }
+}
+
+variable "environment" {
+  type        = string
+  description = "Short environment name (dev, staging, prod); used in labels and alert titles."
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{0,15}$", var.environment))
+    error_message = "environment must be 1-16 lowercase letters, digits or hyphens."
+  }
+}
+
+variable "name_prefix" {
+  type        = string
+  description = "Prefix of service and service-account names; keeps them short enough for the 30-character service-account id limit."
+  default     = "wa"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,11}$", var.name_prefix))
+    error_message = "name_prefix must be 2-12 lowercase letters, digits or hyphens, starting with a letter."
+  }
+}
+
+variable "labels" {
+  type        = map(string)
+  description = "Extra labels added to every resource that supports labels (cost centre, owner...)."
+  default     = {}
+}
+
+variable "deletion_protection" {
+  type        = bool
+  description = "Protect the Cloud Run services and the Firestore database from `terraform destroy`. Keep true in production."
+  default     = true
+}
+
+# ------------------------------------------------------------------ image ---
+
+variable "artifact_repository" {
+  type        = string
+  description = "Artifact Registry Docker repository id; Cloud Build's _REPOSITORY substitution must match."
+  default     = "whatsapp-assistant"
+
+  validation {
+    condition     = can(regex("^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$", var.artifact_repository))
+    error_message = "artifact_repository must be lowercase letters, digits and hyphens."
+  }
+}
+
+variable "image_name" {
+  type        = string
+  description = "Image name inside the repository; the one image runs all three functions."
+  default     = "whatsapp-assistant"
+}
+
+variable "image_tag" {
+  type        = string
+  description = "Image tag to deploy (Cloud Build passes the commit's SHORT_SHA). Empty only for the bootstrap apply that targets the APIs, registry and secrets."
+  default     = ""
+
+  validation {
+    condition     = var.image_tag == "" || (can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.image_tag)) && var.image_tag != "latest")
+    error_message = "image_tag must be a Docker tag other than 'latest' (deploy immutable tags so a rollback is a re-apply)."
+  }
+}
+
+# ---------------------------------------------------------------- webhook ---
+
+variable "webhook_custom_url" {
+  type        = string
+  description = "Public https URL Twilio posts to when a custom domain fronts the webhook; empty means the deterministic run.app URL."
+  default     = ""
+
+  validation {
+    condition     = var.webhook_custom_url == "" || can(regex("^https://[^\\s]+$", var.webhook_custom_url))
+    error_message = "webhook_custom_url must be empty or an https:// URL."
+  }
+}
+
+variable "trust_forwarded_headers" {
+  type        = bool
+  description = "Let webhook_fn rebuild its URL from X-Forwarded-* headers; only behind a load balancer you control."
+  default     = false
+}
+
+# ---------------------------------------------------------------- Pub/Sub ---
+
+variable "inbound_topic" {
+  type        = string
+  description = "Topic webhook_fn publishes inbound messages to (env PUBSUB_TOPIC)."
+  default     = "inbound-messages"
+
+  validation {
+    condition     = can(regex("^[A-Za-z][A-Za-z0-9._~+%-]{2,200}$", var.inbound_topic))
+    error_message = "inbound_topic must be a valid Pub/Sub topic id."
+  }
+}
+
+variable "dead_letter_subscription" {
+  type        = string
+  description = "Push subscription on the dead-letter topic; processor_fn recognises dead-lettered deliveries by this name (env PUBSUB_DEAD_LETTER_SUBSCRIPTION)."
+  default     = "inbound-messages-dead-letter"
+
+  validation {
+    condition     = can(regex("^[A-Za-z][A-Za-z0-9._~+%-]{2,200}$", var.dead_letter_subscription))
+    error_message = "dead_letter_subscription must be a valid Pub/Sub subscription id."
+  }
+}
+
+variable "max_delivery_attempts" {
+  type        = number
+  description = "Deliveries to processor_fn before a message goes to the dead-letter topic."
+  default     = 10
+
+  validation {
+    condition     = var.max_delivery_attempts >= 5 && var.max_delivery_attempts <= 100 && floor(var.max_delivery_attempts) == var.max_delivery_attempts
+    error_message = "max_delivery_attempts must be a whole number between 5 and 100 (Pub/Sub's limits)."
+  }
+}
+
+variable "processor_ack_deadline_seconds" {
+  type        = number
+  description = "Ack deadline of the push subscription; for push it is also the request timeout, so it must cover every OpenAI attempt."
+  default     = 120
+
+  validation {
+    condition     = var.processor_ack_deadline_seconds >= 60 && var.processor_ack_deadline_seconds <= 600
+    error_message = "processor_ack_deadline_seconds must be between 60 and 600."
+  }
+}
+
+variable "push_min_backoff_seconds" {
+  type        = number
+  description = "Shortest wait before Pub/Sub redelivers a message processor_fn did not acknowledge."
+  default     = 10
+
+  validation {
+    condition     = var.push_min_backoff_seconds >= 0 && var.push_min_backoff_seconds <= 600
+    error_message = "push_min_backoff_seconds must be between 0 and 600."
+  }
+}
+
+variable "push_max_backoff_seconds" {
+  type        = number
+  description = "Longest wait before Pub/Sub redelivers a message processor_fn did not acknowledge."
+  default     = 300
+
+  validation {
+    condition     = var.push_max_backoff_seconds >= 0 && var.push_max_backoff_seconds <= 600
+    error_message = "push_max_backoff_seconds must be between 0 and 600."
+  }
+}
+
+variable "dead_letter_retention_days" {
+  type        = number
+  description = "How long the dead-letter hold subscription keeps messages for inspection and replay."
+  default     = 7
+
+  validation {
+    condition     = var.dead_letter_retention_days >= 1 && var.dead_letter_retention_days <= 7
+    error_message = "dead_letter_retention_days must be between 1 and 7 (a subscription's retention limit)."
+  }
+}
+
+variable "grant_legacy_pubsub_token_creator" {
+  type        = bool
+  description = "Grant the Pub/Sub service agent Token Creator on the push service account. Google documents this only for projects whose Pub/Sub service agent was created on or before 8 April 2021."
+  default     = false
+}
+
+# ----------------------------------------------------------------- OpenAI ---
+
+variable "openai_model" {
+  type        = string
+  description = "OpenAI model processor_fn asks (env OPENAI_MODEL)."
+  default     = "gpt-4o-mini"
+}
+
+variable "openai_timeout_seconds" {
+  type        = number
+  description = "Timeout of one OpenAI request (env OPENAI_TIMEOUT_SECONDS)."
+  default     = 20
+
+  validation {
+    condition     = var.openai_timeout_seconds > 0 && var.openai_timeout_seconds <= 600
+    error_message = "openai_timeout_seconds must be between 0 and 600."
+  }
+}
+
+variable "openai_max_retries" {
+  type        = number
+  description = "Retries of one OpenAI request after the first attempt (env OPENAI_MAX_RETRIES)."
+  default     = 2
+
+  validation {
+    condition     = var.openai_max_retries >= 0 && var.openai_max_retries <= 10
+    error_message = "openai_max_retries must be between 0 and 10."
+  }
+}
+
+# -------------------------------------------------------------- Firestore ---
+
+variable "firestore_location" {
+  type        = string
+  description = "Firestore location (a region such as us-central1, or a multi-region such as nam5); null means var.region. Cannot change after creation."
+  default     = null
+}
+
+variable "conversation_ttl_seconds" {
+  type        = number
+  description = "Idle time after which a conversation document expires (env CONVERSATION_TTL_SECONDS)."
+  default     = 86400
+
+  validation {
+    condition     = var.conversation_ttl_seconds >= 60 && var.conversation_ttl_seconds <= 34560000
+    error_message = "conversation_ttl_seconds must be between 60 and 34560000 (400 days)."
+  }
+}
+
+variable "max_context_messages" {
+  type        = number
+  description = "Messages of history sent to OpenAI (env MAX_CONTEXT_MESSAGES)."
+  default     = 20
+
+  validation {
+    condition     = var.max_context_messages >= 2 && var.max_context_messages <= 200
+    error_message = "max_context_messages must be between 2 and 200."
+  }
+}
+
+# ------------------------------------------------------------ Cloud Tasks ---
+
+variable "tasks_queue" {
+  type        = string
+  description = "Cloud Tasks queue of outbound replies (env TASKS_QUEUE)."
+  default     = "outbound-messages"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9-]{1,100}$", var.tasks_queue))
+    error_message = "tasks_queue must be 1-100 letters, digits or hyphens."
+  }
+}
+
+variable "twilio_sender_mps_limit" {
+  type        = number
+  description = "Messages per second Twilio allows our WhatsApp sender (80 by default; Twilio raises it on request). The queue may never dispatch faster."
+  default     = 80
+
+  validation {
+    condition     = var.twilio_sender_mps_limit >= 1 && var.twilio_sender_mps_limit <= 1000
+    error_message = "twilio_sender_mps_limit must be between 1 and 1000."
+  }
+}
+
+variable "tasks_max_dispatches_per_second" {
+  type        = number
+  description = "Queue dispatch rate to sender_fn; kept well under twilio_sender_mps_limit so retries and status callbacks never push us over."
+  default     = 20
+
+  validation {
+    condition     = var.tasks_max_dispatches_per_second > 0 && var.tasks_max_dispatches_per_second <= 500
+    error_message = "tasks_max_dispatches_per_second must be between 0 and 500 (Cloud Tasks' limit)."
+  }
+}
+
+variable "tasks_max_concurrent_dispatches" {
+  type        = number
+  description = "Replies in flight to sender_fn at once."
+  default     = 20
+
+  validation {
+    condition     = var.tasks_max_concurrent_dispatches >= 1 && var.tasks_max_concurrent_dispatches <= 5000
+    error_message = "tasks_max_concurrent_dispatches must be between 1 and 5000."
+  }
+}
+
+variable "tasks_max_attempts" {
+  type        = number
+  description = "Minimum attempts per reply task. Not -1: sender_fn answers 503 to wait for an earlier reply, so a task needs many attempts but never unlimited ones."
+  default     = 100
+
+  validation {
+    condition     = var.tasks_max_attempts >= 10 && var.tasks_max_attempts <= 1000
+    error_message = "tasks_max_attempts must be between 10 and 1000."
+  }
+}
+
+variable "tasks_max_retry_duration_seconds" {
+  type        = number
+  description = "Time after the first attempt during which a reply task may still be retried; WhatsApp's 24-hour reply window makes later delivery pointless."
+  default     = 86400
+
+  validation {
+    condition     = var.tasks_max_retry_duration_seconds >= 600 && var.tasks_max_retry_duration_seconds <= 86400
+    error_message = "tasks_max_retry_duration_seconds must be between 600 and 86400."
+  }
+}
+
+variable "send_max_attempts" {
+  type        = number
+  description = "Real Twilio failures after which sender_fn gives up on a reply and records it (env SEND_MAX_ATTEMPTS)."
+  default     = 8
+
+  validation {
+    condition     = var.send_max_attempts >= 1 && var.send_max_attempts <= 100
+    error_message = "send_max_attempts must be between 1 and 100."
+  }
+}
+
+# ----------------------------------------------------------------- Twilio ---
+
+variable "twilio_account_sid" {
+  type        = string
+  description = "Twilio Account SID (not a secret: the auth token is, and lives in Secret Manager)."
+
+  validation {
+    condition     = can(regex("^AC[0-9a-fA-F]{32}$", var.twilio_account_sid))
+    error_message = "twilio_account_sid must be AC followed by 32 hex digits."
+  }
+}
+
+variable "twilio_whatsapp_from" {
+  type        = string
+  description = "Our WhatsApp sender, e.g. whatsapp:+14155238886 (env TWILIO_WHATSAPP_FROM)."
+
+  validation {
+    condition     = can(regex("^whatsapp:\\+[1-9][0-9]{6,14}$", var.twilio_whatsapp_from))
+    error_message = "twilio_whatsapp_from must look like whatsapp:+14155238886."
+  }
+}
+
+# ---------------------------------------------------------------- secrets ---
+
+variable "twilio_auth_token_secret_id" {
+  type        = string
+  description = "Secret Manager secret holding the Twilio auth token (env TWILIO_AUTH_TOKEN_SECRET)."
+  default     = "twilio-auth-token"
+}
+
+variable "openai_api_key_secret_id" {
+  type        = string
+  description = "Secret Manager secret holding the OpenAI API key (env OPENAI_API_KEY_SECRET)."
+  default     = "openai-api-key"
+}
+
+# ------------------------------------------------------- runtime settings ---
+
+variable "log_level" {
+  type        = string
+  description = "Log level of the three services (env LOG_LEVEL)."
+  default     = "INFO"
+
+  validation {
+    condition     = contains(["DEBUG", "INFO", "WARNING", "ERROR"], var.log_level)
+    error_message = "log_level must be DEBUG, INFO, WARNING or ERROR."
+  }
+}
+
+variable "max_instances" {
+  type = object({
+    webhook   = number
+    processor = number
+    sender    = number
+  })
+  description = "Upper bound of Cloud Run instances per service; caps cost and protects OpenAI and Twilio quotas."
+  default = {
+    webhook   = 10
+    processor = 10
+    sender    = 5
+  }
+
+  validation {
+    condition     = alltrue([for n in values(var.max_instances) : n >= 1 && n <= 100])
+    error_message = "each max_instances value must be between 1 and 100."
+  }
+}
+
+variable "min_instances" {
+  type = object({
+    webhook   = number
+    processor = number
+    sender    = number
+  })
+  description = "Instances kept warm per service; 1 on the webhook removes cold starts from Twilio's 15-second timeout at a small fixed cost."
+  default = {
+    webhook   = 0
+    processor = 0
+    sender    = 0
+  }
+
+  validation {
+    condition     = alltrue([for n in values(var.min_instances) : n >= 0 && n <= 10])
+    error_message = "each min_instances value must be between 0 and 10."
+  }
+}
+
+variable "concurrency" {
+  type = object({
+    webhook   = number
+    processor = number
+    sender    = number
+  })
+  description = "Requests one instance serves at once; also the functions-framework thread count (env THREADS), since the work is I/O-bound."
+  default = {
+    webhook   = 40
+    processor = 16
+    sender    = 16
+  }
+
+  validation {
+    condition     = alltrue([for n in values(var.concurrency) : n >= 1 && n <= 250])
+    error_message = "each concurrency value must be between 1 and 250."
+  }
+}
+
+# ------------------------------------------------------------- monitoring ---
+
+variable "notification_channels" {
+  type        = list(string)
+  description = "Monitoring notification channel ids (projects/P/notificationChannels/N) that receive the alerts; may be empty."
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.notification_channels : can(regex("^projects/[^/]+/notificationChannels/[0-9]+$", c))])
+    error_message = "each notification channel must be projects/PROJECT/notificationChannels/ID."
+  }
+}

@@ -1,0 +1,867 @@
+"""The deployment's security and delivery properties, read from terraform/ and the Dockerfile.
+
+terraform init/validate need provider downloads this CI cannot make, so the
+HCL is parsed with python-hcl2 and the properties are asserted on the parsed
+configuration. Each property is a ``check_*`` function; the mutation tests at
+the bottom run the same functions on a copy of terraform/ with one thing
+removed or widened, and expect them to fail, so a check that asserts nothing
+cannot go unnoticed.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import hcl2
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TERRAFORM = REPO / "terraform"
+
+TWILIO_WHATSAPP_DEFAULT_MPS = 80
+WHATSAPP_WINDOW_SECONDS = 24 * 3600
+# Read by functions-framework itself, not by shared/config.py.
+FRAMEWORK_ENV = {"FUNCTION_SOURCE", "FUNCTION_TARGET", "FUNCTION_SIGNATURE_TYPE", "THREADS"}
+INVOKER_TYPES = (
+    "google_cloud_run_v2_service_iam_member",
+    "google_cloud_run_v2_service_iam_binding",
+    "google_cloud_run_service_iam_member",
+    "google_cloud_run_service_iam_binding",
+)
+
+
+# ------------------------------------------------------------------ parsing
+
+
+class Expr(str):
+    """An HCL expression as written (``var.x``, ``google_x.y.name``), as opposed to a string literal."""
+
+
+def _unescape(text: str) -> str:
+    return text.replace('\\"', '"').replace("\\\\", "\\")
+
+
+def normalise(value: Any) -> Any:
+    """python-hcl2 keeps quotes around strings and ``${}`` around expressions; drop both."""
+    if isinstance(value, dict):
+        return {
+            normalise(key): normalise(item)
+            for key, item in value.items()
+            if key not in ("__is_block__", "__comments__")
+        }
+    if isinstance(value, list):
+        return [normalise(item) for item in value]
+    if isinstance(value, str):
+        if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
+            return _unescape(value[1:-1])
+        if value.startswith("${") and value.endswith("}"):
+            return Expr(_unescape(value[2:-1]))
+        return Expr(value)
+    return value
+
+
+@dataclass
+class TfConfig:
+    directory: Path
+    resources: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    data: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    variables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    locals: dict[str, Any] = field(default_factory=dict)
+    terraform: list[dict[str, Any]] = field(default_factory=list)
+    tfvars: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def resource(self, rtype: str, name: str) -> dict[str, Any]:
+        body = self.resources.get(rtype, {}).get(name)
+        assert body is not None, f"resource {rtype}.{name} is missing"
+        return body
+
+    def of_type(self, rtype: str) -> dict[str, dict[str, Any]]:
+        return self.resources.get(rtype, {})
+
+    def resolve(self, value: Any) -> Any:
+        """Follow ``var.X`` to its default and ``local.a.b`` into locals; keep anything else."""
+        if isinstance(value, Expr):
+            match = re.fullmatch(r"var\.([A-Za-z0-9_]+)((?:\.[A-Za-z0-9_]+)*)", value)
+            if match:
+                variable = self.variables.get(match.group(1))
+                assert variable is not None, f"undeclared variable {match.group(1)}"
+                resolved = variable.get("default")
+                for part in filter(None, match.group(2).split(".")):
+                    resolved = resolved[part]
+                return resolved
+            match = re.fullmatch(r"local\.([A-Za-z0-9_.]+)", value)
+            if match:
+                resolved = self.locals
+                for part in match.group(1).split("."):
+                    assert isinstance(resolved, dict) and part in resolved, f"undeclared local {value}"
+                    resolved = resolved[part]
+                return self.resolve(resolved)
+            return value
+        if isinstance(value, str):
+            # Templates: "${var.x}s" and the one arithmetic form used here, "${var.x * N}s".
+            return re.sub(
+                r"\$\{var\.([A-Za-z0-9_]+)(?:\s*\*\s*(\d+))?\}",
+                lambda m: str(self.resolve(Expr(f"var.{m.group(1)}")) * int(m.group(2) or 1)),
+                value,
+            )
+        return value
+
+
+def _block(body: dict[str, Any], name: str) -> dict[str, Any]:
+    """The single nested block ``name`` of a resource body."""
+    blocks = body.get(name)
+    assert isinstance(blocks, list) and len(blocks) == 1, f"expected exactly one {name} block"
+    return blocks[0]
+
+
+def _single(rtype: str, bodies: dict[str, dict[str, Any]], what: str) -> tuple[str, dict[str, Any]]:
+    assert len(bodies) == 1, f"expected exactly one {rtype} for {what}, found {sorted(bodies)}"
+    return next(iter(bodies.items()))
+
+
+def load_config(directory: Path = TERRAFORM) -> TfConfig:
+    config = TfConfig(directory=directory)
+    files = sorted(directory.glob("*.tf"))
+    assert files, f"no .tf files in {directory}"
+    for path in files:
+        with path.open() as handle:
+            parsed = normalise(hcl2.load(handle))
+        for entry in parsed.get("resource", []):
+            for rtype, named in entry.items():
+                for name, body in named.items():
+                    assert name not in config.resources.get(rtype, {}), f"duplicate {rtype}.{name}"
+                    config.resources.setdefault(rtype, {})[name] = body
+        for entry in parsed.get("data", []):
+            for rtype, named in entry.items():
+                config.data.setdefault(rtype, {}).update(named)
+        for entry in parsed.get("variable", []):
+            config.variables.update(entry)
+        for entry in parsed.get("locals", []):
+            config.locals.update(entry)
+        config.terraform.extend(parsed.get("terraform", []))
+    for path in sorted((directory / "environments").glob("*.tfvars")):
+        with path.open() as handle:
+            config.tfvars[path.stem] = normalise(hcl2.load(handle))
+    return config
+
+
+def _duration_seconds(value: Any) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)s", str(value))
+    assert match, f"{value!r} is not a duration like '86400s'"
+    return float(match.group(1))
+
+
+def _config_env_names() -> set[str]:
+    source = (REPO / "shared" / "config.py").read_text()
+    names = set(re.findall(r'_(?:text|int|float|bool|list)\(\s*env,\s*"([A-Z0-9_]+)"', source))
+    assert "PUBSUB_TOPIC" in names, "could not read the variable names from shared/config.py"
+    return names
+
+
+def _service_env(config: TfConfig, service: str) -> dict[str, Any]:
+    body = config.resource("google_cloud_run_v2_service", service)
+    container = _block(_block(body, "template"), "containers")
+    env: dict[str, Any] = {}
+    for item in container.get("env", []):
+        env[item["name"]] = item.get("value")
+    for dynamic in container.get("dynamic", []):
+        for label, spec in dynamic.items():
+            if label != "env":
+                continue
+            source = config.resolve(spec["for_each"])
+            assert isinstance(source, dict), f"{service}: dynamic env must iterate over a map in locals"
+            env.update(source)
+    assert env, f"{service} has no environment"
+    return env
+
+
+# ------------------------------------------------------------------- checks
+
+
+def check_providers_pinned(config: TfConfig) -> None:
+    blocks = [b for b in config.terraform if "required_providers" in b]
+    assert len(blocks) == 1, "exactly one terraform block must declare required_providers"
+    block = blocks[0]
+    assert block.get("required_version"), "terraform.required_version is not set"
+    providers = block["required_providers"][0]
+    assert "google" in providers, "the google provider is not declared"
+    for name, spec in providers.items():
+        version = str(spec.get("version", ""))
+        assert re.fullmatch(r"~>\s*\d+\.\d+(\.\d+)?", version), (
+            f"provider {name} is not pinned with ~> X.Y: {version!r}"
+        )
+    google = providers["google"]
+    assert google.get("source") == "hashicorp/google"
+    assert re.match(r"~>\s*[67]\.", google["version"]), "google provider must be a 6.x or 7.x release"
+
+
+def check_variables_documented(config: TfConfig) -> None:
+    assert config.variables, "no variables found"
+    for name, spec in config.variables.items():
+        assert str(spec.get("description", "")).strip(), f"variable {name} has no description"
+        assert spec.get("type"), f"variable {name} has no type"
+
+
+def check_ttl_fields(config: TfConfig) -> None:
+    ttl = {
+        (body.get("collection"), body.get("field"))
+        for body in config.of_type("google_firestore_field").values()
+        if body.get("ttl_config")
+    }
+    assert ("conversations", "expireAt") in ttl, "no TTL policy on conversations.expireAt"
+    assert ("failed_messages", "expireAt") in ttl, "no TTL policy on failed_messages.expireAt"
+    databases = config.of_type("google_firestore_database")
+    _, database = _single("google_firestore_database", databases, "Firestore")
+    assert database.get("type") == "FIRESTORE_NATIVE"
+
+
+def _processor_subscription(config: TfConfig) -> dict[str, Any]:
+    subscriptions = {
+        name: body
+        for name, body in config.of_type("google_pubsub_subscription").items()
+        if "google_pubsub_topic.inbound." in str(body.get("topic"))
+    }
+    return _single("google_pubsub_subscription", subscriptions, "the inbound topic")[1]
+
+
+def check_processor_subscription(config: TfConfig) -> None:
+    sub = _processor_subscription(config)
+    assert sub.get("enable_message_ordering") is True, "message ordering must be on"
+
+    dead_letter = _block(sub, "dead_letter_policy")
+    assert "google_pubsub_topic.dead_letter." in dead_letter.get("dead_letter_topic", "")
+    attempts = config.resolve(dead_letter.get("max_delivery_attempts"))
+    assert isinstance(attempts, int) and 5 <= attempts <= 100, f"max_delivery_attempts {attempts!r} outside 5..100"
+    variable = config.variables["max_delivery_attempts"]
+    assert variable.get("validation"), "max_delivery_attempts must be validated"
+
+    retry = _block(sub, "retry_policy")
+    low = _duration_seconds(config.resolve(retry.get("minimum_backoff")))
+    high = _duration_seconds(config.resolve(retry.get("maximum_backoff")))
+    assert 0 < low <= high <= 600, f"retry backoff {low}..{high} s is not a sane range"
+
+    push = _block(sub, "push_config")
+    oidc = _block(push, "oidc_token")
+    assert "google_service_account.pubsub_push." in oidc.get("service_account_email", "")
+    assert oidc.get("audience"), "the push token must carry an explicit audience"
+
+    ack = config.resolve(sub.get("ack_deadline_seconds"))
+    assert isinstance(ack, int) and ack >= 60, f"ack deadline {ack!r} s is too short for an AI reply"
+    openai_worst = config.resolve(Expr("var.openai_timeout_seconds")) * (
+        config.resolve(Expr("var.openai_max_retries")) + 1
+    )
+    assert ack > openai_worst, f"ack deadline {ack} s does not cover {openai_worst} s of OpenAI attempts"
+    preconditions = _block(sub, "lifecycle").get("precondition", [])
+    assert any("openai" in str(p.get("condition")) for p in preconditions), (
+        "no precondition ties the ack deadline to OpenAI's timeouts"
+    )
+
+
+def check_dead_letter_subscriptions(config: TfConfig) -> None:
+    on_dead_letter = {
+        name: body
+        for name, body in config.of_type("google_pubsub_subscription").items()
+        if "google_pubsub_topic.dead_letter." in str(body.get("topic"))
+    }
+    pushes = {n: b for n, b in on_dead_letter.items() if b.get("push_config")}
+    pulls = {n: b for n, b in on_dead_letter.items() if not b.get("push_config")}
+
+    _, push = _single("push subscription", pushes, "the dead-letter topic")
+    assert push.get("name") == Expr("var.dead_letter_subscription"), (
+        "the push subscription must be named by PUBSUB_DEAD_LETTER_SUBSCRIPTION"
+    )
+    assert config.resolve(push["name"]) == "inbound-messages-dead-letter"
+    assert "google_service_account.pubsub_push." in _block(_block(push, "push_config"), "oidc_token").get(
+        "service_account_email", ""
+    )
+
+    pull_name, pull = _single("pull subscription", pulls, "the dead-letter topic")
+    retention = _duration_seconds(config.resolve(pull.get("message_retention_duration")))
+    assert retention == 7 * 86400, f"dead-letter hold keeps messages {retention} s, not 7 days"
+
+    watched = [
+        body
+        for body in config.of_type("google_monitoring_alert_policy").values()
+        for condition in body.get("conditions", [])
+        for threshold in condition.get("condition_threshold", [])
+        if "pubsub.googleapis.com/subscription/num_undelivered_messages" in str(threshold.get("filter"))
+        and f"google_pubsub_subscription.{pull_name}.name" in str(threshold.get("filter"))
+    ]
+    assert watched, f"no alert policy watches num_undelivered_messages of {pull_name}"
+
+
+def check_pubsub_service_agent(config: TfConfig) -> None:
+    agent = str(config.locals.get("pubsub_service_agent", ""))
+    assert re.search(
+        r"serviceAccount:service-\$\{data\.google_project\.this\.number\}@gcp-sa-pubsub\.iam\.gserviceaccount\.com",
+        agent,
+    )
+    publishers = [
+        b
+        for b in config.of_type("google_pubsub_topic_iam_member").values()
+        if b.get("member") == Expr("local.pubsub_service_agent") and b.get("role") == "roles/pubsub.publisher"
+    ]
+    assert any("google_pubsub_topic.dead_letter." in str(b.get("topic")) for b in publishers), (
+        "service agent cannot publish dead letters"
+    )
+    subscribers = [
+        b
+        for b in config.of_type("google_pubsub_subscription_iam_member").values()
+        if b.get("member") == Expr("local.pubsub_service_agent") and b.get("role") == "roles/pubsub.subscriber"
+    ]
+    processor_sub = [
+        n for n, b in config.of_type("google_pubsub_subscription").items() if b is _processor_subscription(config)
+    ]
+    assert any(f"google_pubsub_subscription.{processor_sub[0]}." in str(b.get("subscription")) for b in subscribers), (
+        "service agent cannot ack forwarded dead letters"
+    )
+
+
+def _invokers(config: TfConfig) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for rtype in INVOKER_TYPES:
+        for body in config.of_type(rtype).values():
+            assert body.get("role") == "roles/run.invoker", f"unexpected Cloud Run role {body.get('role')}"
+            match = re.search(r"google_cloud_run_v2_service\.([a-z_]+)\.", str(body.get("name")))
+            assert match, f"invoker binding on an unknown service: {body.get('name')}"
+            members = body.get("members") or [body.get("member")]
+            found.setdefault(match.group(1), set()).update(str(m) for m in members)
+    return found
+
+
+def check_invokers(config: TfConfig) -> None:
+    invokers = _invokers(config)
+    assert invokers.get("webhook") == {"allUsers"}, f"webhook invokers: {invokers.get('webhook')}"
+    assert invokers.get("processor") == {"google_service_account.pubsub_push.member"}, (
+        f"processor invokers: {invokers.get('processor')}"
+    )
+    assert invokers.get("sender") == {"google_service_account.tasks_invoker.member"}, (
+        f"sender invokers: {invokers.get('sender')}"
+    )
+    for rtype in ("google_project_iam_member", "google_project_iam_binding"):
+        for name, body in config.of_type(rtype).items():
+            assert body.get("role") != "roles/run.invoker", f"{rtype}.{name} grants run.invoker on the whole project"
+    ingress = {name: body.get("ingress") for name, body in config.of_type("google_cloud_run_v2_service").items()}
+    assert ingress == {
+        "webhook": "INGRESS_TRAFFIC_ALL",
+        "processor": "INGRESS_TRAFFIC_INTERNAL_ONLY",
+        "sender": "INGRESS_TRAFFIC_INTERNAL_ONLY",
+    }, f"ingress settings: {ingress}"
+
+
+def check_secret_access(config: TfConfig) -> None:
+    access: dict[str, set[str]] = {}
+    for rtype in ("google_secret_manager_secret_iam_member", "google_secret_manager_secret_iam_binding"):
+        for body in config.of_type(rtype).values():
+            secret = re.search(r"google_secret_manager_secret\.([a-z_]+)\.", str(body.get("secret_id")))
+            assert secret, f"accessor binding on an unknown secret: {body.get('secret_id')}"
+            for member in body.get("members") or [body.get("member")]:
+                account = re.fullmatch(r"google_service_account\.([a-z_]+)\.member", str(member))
+                assert account, f"secret {secret.group(1)} is granted to {member}, not to one of our service accounts"
+                access.setdefault(secret.group(1), set()).add(account.group(1))
+    assert access == {
+        "twilio_auth_token": {"webhook", "sender"},
+        "openai_api_key": {"processor"},
+    }, f"secret accessors: {access}"
+    assert not config.of_type("google_secret_manager_secret_iam_policy"), (
+        "secrets must not use authoritative IAM policies"
+    )
+    for rtype in ("google_project_iam_member", "google_project_iam_binding"):
+        for name, body in config.of_type(rtype).items():
+            assert "secretmanager" not in str(body.get("role")), (
+                f"{rtype}.{name} grants Secret Manager on the whole project"
+            )
+    for name, body in config.of_type("google_secret_manager_secret_version").items():
+        assert "secret_data" not in body, f"secret version {name} would put a secret value in the state"
+
+
+def check_queue(config: TfConfig) -> None:
+    _, queue = _single("google_cloud_tasks_queue", config.of_type("google_cloud_tasks_queue"), "outbound replies")
+    rate = _block(queue, "rate_limits")
+    dispatch = config.resolve(rate.get("max_dispatches_per_second"))
+    concurrent = config.resolve(rate.get("max_concurrent_dispatches"))
+    assert isinstance(dispatch, (int, float)) and 0 < dispatch < TWILIO_WHATSAPP_DEFAULT_MPS, (
+        f"dispatch rate {dispatch!r} not under Twilio's {TWILIO_WHATSAPP_DEFAULT_MPS} MPS"
+    )
+    assert isinstance(concurrent, int) and concurrent >= 1
+    for env, values in config.tfvars.items():
+        rate_override = values.get("tasks_max_dispatches_per_second", dispatch)
+        assert rate_override < TWILIO_WHATSAPP_DEFAULT_MPS, (
+            f"{env}.tfvars dispatches {rate_override}/s, over Twilio's default limit"
+        )
+    preconditions = _block(queue, "lifecycle").get("precondition", [])
+    assert any("twilio_sender_mps_limit" in str(p.get("condition")) for p in preconditions), (
+        "no precondition caps the rate at Twilio's limit"
+    )
+
+    retry = _block(queue, "retry_config")
+    attempts = config.resolve(retry.get("max_attempts"))
+    assert isinstance(attempts, int) and attempts >= 10, (
+        f"max_attempts {attempts!r}: -1 (unlimited) or too few for 503 deferrals"
+    )
+    duration = _duration_seconds(config.resolve(retry.get("max_retry_duration")))
+    assert 0 < duration <= WHATSAPP_WINDOW_SECONDS, f"max_retry_duration {duration} s exceeds WhatsApp's 24-hour window"
+    for key in ("min_backoff", "max_backoff", "max_doublings"):
+        assert key in retry, f"retry_config.{key} is not set"
+    assert _duration_seconds(retry["min_backoff"]) <= _duration_seconds(retry["max_backoff"])
+
+
+def check_service_env(config: TfConfig) -> None:
+    known = _config_env_names() | FRAMEWORK_ENV
+    required = {
+        "webhook": {
+            "PUBLIC_WEBHOOK_URL",
+            "TRUST_FORWARDED_HEADERS",
+            "PUBSUB_TOPIC",
+            "GOOGLE_CLOUD_PROJECT",
+            "SECRET_SOURCE",
+            "TWILIO_AUTH_TOKEN_SECRET",
+        },
+        "processor": {
+            "SENDER_URL",
+            "TASKS_QUEUE",
+            "TASKS_LOCATION",
+            "TASKS_SERVICE_ACCOUNT",
+            "OPENAI_MODEL",
+            "CONVERSATION_TTL_SECONDS",
+            "MAX_CONTEXT_MESSAGES",
+            "AUTH_AUDIENCE",
+            "AUTH_ALLOWED_SERVICE_ACCOUNTS",
+            "GOOGLE_CLOUD_PROJECT",
+            "SECRET_SOURCE",
+            "OPENAI_API_KEY_SECRET",
+            "PUBSUB_DEAD_LETTER_SUBSCRIPTION",
+        },
+        "sender": {
+            "TWILIO_ACCOUNT_SID",
+            "TWILIO_WHATSAPP_FROM",
+            "AUTH_AUDIENCE",
+            "AUTH_ALLOWED_SERVICE_ACCOUNTS",
+            "GOOGLE_CLOUD_PROJECT",
+            "SECRET_SOURCE",
+            "TWILIO_AUTH_TOKEN_SECRET",
+        },
+    }
+    envs = {service: _service_env(config, service) for service in required}
+    for service, env in envs.items():
+        unknown = set(env) - known
+        assert not unknown, f"{service} sets variables nothing reads: {sorted(unknown)}"
+        missing = required[service] - set(env)
+        assert not missing, f"{service} lacks {sorted(missing)}"
+        assert env["SECRET_SOURCE"] == "secretmanager"
+    assert envs["processor"]["AUTH_ALLOWED_SERVICE_ACCOUNTS"] == Expr("google_service_account.pubsub_push.email")
+    assert envs["sender"]["AUTH_ALLOWED_SERVICE_ACCOUNTS"] == Expr("google_service_account.tasks_invoker.email")
+    # The audience the processor checks is the one both push subscriptions put in their tokens.
+    for body in config.of_type("google_pubsub_subscription").values():
+        for push in body.get("push_config", []):
+            assert _block(push, "oidc_token").get("audience") == envs["processor"]["AUTH_AUDIENCE"]
+    # Cloud Tasks' token audience is the task URL unless set: the sender checks exactly SENDER_URL.
+    assert envs["sender"]["AUTH_AUDIENCE"] == envs["processor"]["SENDER_URL"]
+    # No service reads its own `uri` (a cycle): self URLs come from the deterministic run.app form.
+    for service, env in envs.items():
+        assert f"google_cloud_run_v2_service.{service}." not in " ".join(map(str, env.values()))
+
+
+def check_function_sources(config: TfConfig) -> None:
+    for service in ("webhook", "processor", "sender"):
+        env = _service_env(config, service)
+        source = REPO / str(env["FUNCTION_SOURCE"])
+        assert source.is_file(), f"{service}: {source.relative_to(REPO)} does not exist"
+        target = str(env["FUNCTION_TARGET"])
+        assert re.search(rf"^def {re.escape(target)}\(", source.read_text(), re.MULTILINE), (
+            f"{source.relative_to(REPO)} defines no {target}()"
+        )
+
+
+def check_send_failed_alert(config: TfConfig) -> None:
+    metrics = {
+        name: str(body.get("filter"))
+        for name, body in config.of_type("google_logging_metric").items()
+        if 'jsonPayload.event="send_failed"' in str(body.get("filter"))
+    }
+    name, metric_filter = _single("google_logging_metric", metrics, "send_failed")
+    assert 'resource.type="cloud_run_revision"' in metric_filter
+    assert "google_cloud_run_v2_service.sender.name" in metric_filter
+    alerted = [
+        body
+        for body in config.of_type("google_monitoring_alert_policy").values()
+        for condition in body.get("conditions", [])
+        for threshold in condition.get("condition_threshold", [])
+        if f"google_logging_metric.{name}.name" in str(threshold.get("filter"))
+    ]
+    assert alerted, "no alert policy on the send_failed metric"
+    for name, body in config.of_type("google_monitoring_alert_policy").items():
+        assert body.get("notification_channels") == Expr("var.notification_channels"), (
+            f"alert {name} ignores notification_channels"
+        )
+
+
+TERRAFORM_CHECKS: list[Callable[[TfConfig], None]] = [
+    check_providers_pinned,
+    check_variables_documented,
+    check_ttl_fields,
+    check_processor_subscription,
+    check_dead_letter_subscriptions,
+    check_pubsub_service_agent,
+    check_invokers,
+    check_secret_access,
+    check_queue,
+    check_service_env,
+    check_send_failed_alert,
+]
+
+
+@pytest.fixture(scope="module")
+def config() -> TfConfig:
+    return load_config()
+
+
+@pytest.mark.parametrize("check", TERRAFORM_CHECKS, ids=lambda c: c.__name__)
+def test_terraform_property(config: TfConfig, check: Callable[[TfConfig], None]) -> None:
+    check(config)
+
+
+def test_every_function_source_exists(config: TfConfig) -> None:
+    check_function_sources(config)
+
+
+def test_environment_tfvars_exist_and_name_known_variables(config: TfConfig) -> None:
+    assert {"dev", "prod"} <= set(config.tfvars)
+    for env, values in config.tfvars.items():
+        unknown = set(values) - set(config.variables)
+        assert not unknown, f"{env}.tfvars sets undeclared variables {sorted(unknown)}"
+        assert "project_id" not in values and "image_tag" not in values, (
+            "project_id and image_tag come from the command line"
+        )
+
+
+# --------------------------------------------------------------- Dockerfile
+
+
+def check_dockerfile(text: str) -> None:
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    froms = [line for line in lines if line.upper().startswith("FROM ")]
+    assert len(froms) == 1, "expected one FROM"
+    assert re.fullmatch(r"FROM python:3\.(1[1-9])\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", froms[0]), (
+        f"base image not pinned to an exact slim tag: {froms[0]}"
+    )
+    users = [line.split(None, 1)[1] for line in lines if line.upper().startswith("USER ")]
+    assert users and users[-1].split(":")[0] not in {"root", "0"}, "the image must run as a non-root USER"
+    pip = [line for line in lines if "pip install" in line]
+    assert pip and all("--no-cache-dir" in line for line in pip), "pip install must use --no-cache-dir"
+    assert any("-r requirements.txt" in line for line in pip), "requirements.txt is not installed"
+    assert "PYTHONUNBUFFERED=1" in text
+    cmd = [line for line in lines if line.upper().startswith(("CMD ", "ENTRYPOINT "))]
+    assert cmd and all(flag in cmd[-1] for flag in ("functions-framework", "--target=", "--source=", "--port=")), (
+        "the image must start functions-framework with target, source and port"
+    )
+    for folder in ("shared/", "webhook_fn/", "processor_fn/", "sender_fn/"):
+        assert any(line.startswith("COPY ") and folder in line for line in lines), (
+            f"{folder} is not copied into the image"
+        )
+
+
+def test_dockerfile() -> None:
+    check_dockerfile((REPO / "Dockerfile").read_text())
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    entries = {
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    for required in (".git", ".venv", ".venv-*", "tests", "terraform", "bench", "devstack", "docs"):
+        assert required in entries, f".dockerignore lacks {required}"
+    for kept in ("shared", "requirements.txt", "webhook_fn", "processor_fn", "sender_fn"):
+        assert kept not in entries, f".dockerignore drops {kept}, which the image needs"
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        pytest.param(lambda t: t.replace("python:3.11.14-slim-bookworm", "python:3.11-slim"), id="floating-tag"),
+        pytest.param(lambda t: t.replace("USER 10001:10001", "USER root"), id="root-user"),
+        pytest.param(lambda t: re.sub(r"(?m)^USER .*$", "", t), id="no-user"),
+        pytest.param(lambda t: t.replace("pip install --no-cache-dir", "pip install"), id="pip-cache"),
+        pytest.param(lambda t: t.replace("--target=", "--tgt="), id="no-target"),
+    ],
+)
+def test_dockerfile_check_fails_on_a_broken_dockerfile(broken: Callable[[str], str]) -> None:
+    original = (REPO / "Dockerfile").read_text()
+    mutated = broken(original)
+    assert mutated != original, "the mutation did not change the Dockerfile"
+    with pytest.raises(AssertionError):
+        check_dockerfile(mutated)
+
+
+# ------------------------------------------------------ mutation: can fail
+
+
+def remove_block(text: str, header: str) -> str:
+    """Drop the block whose first line matches ``header`` (a regex), up to its closing brace."""
+    match = re.search(header, text, re.MULTILINE)
+    assert match, f"block {header!r} not found"
+    start = text.rfind("\n", 0, match.start()) + 1
+    depth = 0
+    for index in range(text.index("{", match.start()), len(text)):
+        if text[index] == "{":
+            depth += 1
+        elif text[index] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[:start] + text[index + 1 :]
+    raise AssertionError(f"block {header!r} is not closed")
+
+
+def _sub(pattern: str, replacement: str) -> Callable[[str], str]:
+    def apply(text: str) -> str:
+        changed, count = re.subn(pattern, replacement, text, count=1, flags=re.MULTILINE)
+        assert count == 1, f"pattern {pattern!r} not found"
+        return changed
+
+    return apply
+
+
+def _append(extra: str) -> Callable[[str], str]:
+    return lambda text: text + "\n" + extra + "\n"
+
+
+@dataclass(frozen=True)
+class Mutation:
+    file: str
+    change: Callable[[str], str]
+    check: Callable[[TfConfig], None]
+    expect: str  # a regex the failure message must match, so it fails for the intended reason
+
+
+MUTATIONS = {
+    "no-conversations-ttl": Mutation(
+        "firestore.tf",
+        lambda t: remove_block(t, r'^resource "google_firestore_field" "conversations_ttl"'),
+        check_ttl_fields,
+        r"conversations.expireAt",
+    ),
+    "ttl-config-removed": Mutation(
+        "firestore.tf", lambda t: remove_block(t, r"^  ttl_config \{\}"), check_ttl_fields, r"conversations.expireAt"
+    ),
+    "no-dead-letter-policy": Mutation(
+        "pubsub.tf",
+        lambda t: remove_block(t, r"^  dead_letter_policy \{"),
+        check_processor_subscription,
+        r"dead_letter_policy",
+    ),
+    "ordering-off": Mutation(
+        "pubsub.tf",
+        _sub(r"enable_message_ordering = true", "enable_message_ordering = false"),
+        check_processor_subscription,
+        r"message ordering",
+    ),
+    "no-push-oidc": Mutation(
+        "pubsub.tf", lambda t: remove_block(t, r"^    oidc_token \{"), check_processor_subscription, r"oidc_token"
+    ),
+    "short-ack-deadline": Mutation(
+        "variables.tf",
+        _sub(r"default     = 120", "default     = 30"),
+        check_processor_subscription,
+        r"ack deadline 30 s",
+    ),
+    "no-dead-letter-hold": Mutation(
+        "pubsub.tf",
+        lambda t: remove_block(t, r'^resource "google_pubsub_subscription" "dead_letter_hold"'),
+        check_dead_letter_subscriptions,
+        r"pull subscription for the dead-letter topic",
+    ),
+    "short-dead-letter-hold": Mutation(
+        "variables.tf",
+        _sub(r"^  default     = 7$", "  default     = 3"),
+        check_dead_letter_subscriptions,
+        r"not 7 days",
+    ),
+    "no-dead-letter-alert": Mutation(
+        "monitoring.tf",
+        lambda t: remove_block(t, r'^resource "google_monitoring_alert_policy" "dead_letter_waiting"'),
+        check_dead_letter_subscriptions,
+        r"no alert policy watches num_undelivered_messages",
+    ),
+    "agent-cannot-publish": Mutation(
+        "pubsub.tf",
+        lambda t: remove_block(t, r'^resource "google_pubsub_topic_iam_member" "dead_letter_publisher"'),
+        check_pubsub_service_agent,
+        r"cannot publish dead letters",
+    ),
+    "processor-public": Mutation(
+        "run.tf",
+        _sub(r"member   = google_service_account\.pubsub_push\.member", 'member   = "allUsers"'),
+        check_invokers,
+        r"processor invokers",
+    ),
+    "sender-extra-invoker": Mutation(
+        "run.tf",
+        _append(
+            'resource "google_cloud_run_v2_service_iam_member" "sender_extra" {\n'
+            "  name   = google_cloud_run_v2_service.sender.name\n"
+            '  role   = "roles/run.invoker"\n'
+            "  member = google_service_account.webhook.member\n"
+            "}"
+        ),
+        check_invokers,
+        r"sender invokers",
+    ),
+    "webhook-private": Mutation(
+        "run.tf",
+        lambda t: remove_block(t, r'^resource "google_cloud_run_v2_service_iam_member" "webhook_public"'),
+        check_invokers,
+        r"webhook invokers",
+    ),
+    "sender-public-ingress": Mutation(
+        "run.tf",
+        _sub(
+            r'(?s)(name\s+= local\.service_names\.sender.*?ingress\s+= )"INGRESS_TRAFFIC_INTERNAL_ONLY"',
+            r'\1"INGRESS_TRAFFIC_ALL"',
+        ),
+        check_invokers,
+        r"ingress settings",
+    ),
+    "processor-reads-twilio-token": Mutation(
+        "secrets.tf",
+        _append(
+            'resource "google_secret_manager_secret_iam_member" "twilio_token_processor" {\n'
+            "  secret_id = google_secret_manager_secret.twilio_auth_token.secret_id\n"
+            '  role      = "roles/secretmanager.secretAccessor"\n'
+            "  member    = google_service_account.processor.member\n"
+            "}"
+        ),
+        check_secret_access,
+        r"secret accessors",
+    ),
+    "secret-value-in-state": Mutation(
+        "secrets.tf",
+        _append(
+            'resource "google_secret_manager_secret_version" "openai" {\n'
+            "  secret      = google_secret_manager_secret.openai_api_key.id\n"
+            "  secret_data = var.openai_model\n"
+            "}"
+        ),
+        check_secret_access,
+        r"secret value in the state",
+    ),
+    "queue-over-twilio-limit": Mutation(
+        "tasks.tf",
+        _sub(r"max_dispatches_per_second = var\.tasks_max_dispatches_per_second", "max_dispatches_per_second = 100"),
+        check_queue,
+        r"not under Twilio",
+    ),
+    "queue-unlimited-attempts": Mutation(
+        "tasks.tf",
+        _sub(r"max_attempts       = var\.tasks_max_attempts", "max_attempts       = -1"),
+        check_queue,
+        r"unlimited",
+    ),
+    "queue-no-retry-config": Mutation(
+        "tasks.tf", lambda t: remove_block(t, r"^  retry_config \{"), check_queue, r"retry_config"
+    ),
+    "provider-unpinned": Mutation(
+        "versions.tf", _sub(r'version = "~> 7\.0"', 'version = ">= 5.0"'), check_providers_pinned, r"not pinned"
+    ),
+    "variable-undocumented": Mutation(
+        "variables.tf",
+        _sub(r'^  description = "Region for Cloud Run.*$', ""),
+        check_variables_documented,
+        r"variable region has no description",
+    ),
+    "env-name-typo": Mutation(
+        "locals.tf",
+        _sub(r"^      SENDER_URL ", "      SENDER_ULR "),
+        check_service_env,
+        r"nothing reads: \['SENDER_ULR'\]",
+    ),
+    "no-send-failed-metric": Mutation(
+        "monitoring.tf",
+        _sub(r'jsonPayload\.event=\\"send_failed\\"', r'jsonPayload.event=\\"sent\\"'),
+        check_send_failed_alert,
+        r"google_logging_metric for send_failed",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MUTATIONS))
+def test_check_fails_when_the_property_is_removed(name: str, tmp_path: Path) -> None:
+    mutation = MUTATIONS[name]
+    copy = tmp_path / "terraform"
+    shutil.copytree(TERRAFORM, copy, ignore=shutil.ignore_patterns(".terraform", "*.tfstate*"))
+    target = copy / mutation.file
+    original = target.read_text()
+    changed = mutation.change(original)
+    assert changed != original, "the mutation did not change the file"
+    target.write_text(changed)
+
+    mutation.check(load_config(TERRAFORM))  # the real configuration still passes
+    with pytest.raises(AssertionError, match=mutation.expect):
+        mutation.check(load_config(copy))
+
+
+def test_every_terraform_check_has_a_mutation() -> None:
+    checks = {check.__name__ for check in TERRAFORM_CHECKS}
+    mutated = {mutation.check.__name__ for mutation in MUTATIONS.values()}
+    assert checks <= mutated, f"checks never shown to fail: {sorted(checks - mutated)}"
+
+
+# -------------------------------------------------------------- Cloud Build
+
+CLOUD_BUILD_BUILTINS = {
+    "PROJECT_ID",
+    "PROJECT_NUMBER",
+    "BUILD_ID",
+    "LOCATION",
+    "COMMIT_SHA",
+    "SHORT_SHA",
+    "REVISION_ID",
+    "BRANCH_NAME",
+    "TAG_NAME",
+    "REPO_NAME",
+}
+
+
+def check_cloudbuild(text: str) -> None:
+    ids = re.findall(r"^  - id: ([a-z-]+)$", text, re.MULTILINE)
+    assert [i for i in ids if i in {"test", "build", "push", "deploy"}] == ["test", "build", "push", "deploy"], (
+        f"steps test, build, push, deploy expected in that order, found {ids}"
+    )
+    declared = set(re.findall(r"^  (_[A-Z0-9_]+):", text, re.MULTILINE))
+    assert {"_REGION", "_REPOSITORY", "_ENV", "_TF_STATE_BUCKET"} <= declared, f"substitutions: {sorted(declared)}"
+    # Cloud Build replaces every $NAME / ${NAME} it knows and rejects the rest;
+    # shell variables must be written $$NAME.
+    used = set(re.findall(r"(?<!\$)\$\{?([A-Za-z_][A-Za-z0-9_]*)", text))
+    unknown = used - CLOUD_BUILD_BUILTINS - declared
+    assert not unknown, f"unknown substitutions (write shell variables as $$NAME): {sorted(unknown)}"
+    image = "${_REGION}-docker.pkg.dev/$PROJECT_ID/${_REPOSITORY}/whatsapp-assistant:$SHORT_SHA"
+    assert text.count(image) >= 2, "build and push must use the same SHORT_SHA-tagged image"
+    assert "google-cloud-cli:emulators" in text and "make test" in text, (
+        "the test step must run make test with emulators"
+    )
+    assert re.search(r'-var="image_tag=\$SHORT_SHA"', text), "deploy must apply the image tag that was pushed"
+
+
+def test_cloudbuild() -> None:
+    check_cloudbuild((REPO / "cloudbuild.yaml").read_text())
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        pytest.param(lambda t: t.replace('"/workspace/.tools:$$PATH"', '"/workspace/.tools:$PATH"'), id="shell-var"),
+        pytest.param(lambda t: t.replace("  - id: push\n", "  - id: upload\n"), id="no-push-step"),
+        pytest.param(lambda t: t.replace('-var="image_tag=$SHORT_SHA"', '-var="image_tag=latest"'), id="no-tag"),
+    ],
+)
+def test_cloudbuild_check_fails_on_a_broken_config(broken: Callable[[str], str]) -> None:
+    original = (REPO / "cloudbuild.yaml").read_text()
+    mutated = broken(original)
+    assert mutated != original, "the mutation did not change cloudbuild.yaml"
+    with pytest.raises(AssertionError):
+        check_cloudbuild(mutated)
