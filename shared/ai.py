@@ -60,7 +60,12 @@ class ChatModel:
             completion = self.client.chat.completions.create(model=self._model, messages=messages)
         except openai.OpenAIError as exc:
             raise ModelUnavailable(f"{type(exc).__name__}: {exc}"[:300]) from exc
-        content = (completion.choices[0].message.content or "").strip() if completion.choices else ""
+        try:
+            content = (completion.choices[0].message.content or "").strip() if completion.choices else ""
+        except (AttributeError, IndexError, TypeError) as exc:
+            # A chat-completions server (or a proxy before it) answered 2xx with
+            # something that is not a completion, e.g. an HTML error page.
+            raise ModelUnavailable(f"malformed answer from the model: {type(exc).__name__}") from exc
         if not content:
             raise ModelUnavailable("the model returned an empty answer")
         return content

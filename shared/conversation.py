@@ -165,17 +165,26 @@ def answer_updates(
     if failure_reason:
         updates[f"messages.{sid}.reason"] = failure_reason
         updates[f"messages.{sid}.fallback"] = True
-    for old in prunable_entries(conv.messages, keep=MAX_TRACKED_MESSAGES - 1, protect=sid):
+    for old in prunable_entries(conv.messages, keep=MAX_TRACKED_MESSAGES - 1, protect=sid, done_seq=conv.done_seq):
         updates[f"messages.{old}"] = REMOVE
     return updates
 
 
-def prunable_entries(messages: Mapping[str, Mapping[str, Any]], keep: int, protect: str) -> list[str]:
-    """Finished entries beyond the newest ``keep``; unfinished ones are never dropped."""
+def prunable_entries(
+    messages: Mapping[str, Mapping[str, Any]], keep: int, protect: str, done_seq: int | None = None
+) -> list[str]:
+    """Finished entries beyond the newest ``keep``; unfinished ones are never dropped.
+
+    With ``done_seq``, a reply that finished ahead of its turn (seq above the
+    watermark) is kept too: :func:`advance_done_seq` must still see it to jump
+    over it, or every later reply of the conversation would wait forever.
+    """
     finished = [
         (entry.get("updatedAt") or entry.get("receivedAt"), sid)
         for sid, entry in messages.items()
-        if sid != protect and entry.get("status") in FINISHED
+        if sid != protect
+        and entry.get("status") in FINISHED
+        and (done_seq is None or "seq" not in entry or int(entry["seq"]) <= done_seq)
     ]
     excess = len(messages) - keep
     if excess <= 0:
@@ -235,14 +244,20 @@ def applied(conv: Conversation, updates: Updates) -> Conversation:
     """The document as ``updates`` leave it, so a writer can go on without re-reading."""
     data: dict[str, Any] = _deep_copy(conv.data)
     for path, value in updates.items():
-        node = data
         *parents, leaf = path.split(".")
+        if value is REMOVE:
+            # Like Firestore's DELETE_FIELD: deleting under a missing map is a
+            # no-op and does not create the map.
+            parent: Any = data
+            for key in parents:
+                parent = parent.get(key) if isinstance(parent, dict) else None
+            if isinstance(parent, dict):
+                parent.pop(leaf, None)
+            continue
+        node = data
         for key in parents:
             node = node.setdefault(key, {})
-        if value is REMOVE:
-            node.pop(leaf, None)
-        else:
-            node[leaf] = value
+        node[leaf] = value
     return Conversation(data)
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Mapping
 
 # Twilio SIDs are two letters and 32 hex digits; a little slack costs nothing and
 # still keeps the SID safe to use as a Firestore field name.
-_SID = re.compile(r"^[A-Za-z]{2}[0-9A-Za-z]{8,62}$")
+_SID = re.compile(r"[A-Za-z]{2}[0-9A-Za-z]{8,62}")
 MAX_MEDIA = 10
 
 
@@ -53,16 +53,32 @@ class InboundMessage:
 
     @classmethod
     def from_json(cls, data: bytes) -> "InboundMessage":
-        """Inverse of :meth:`to_json`; raises InvalidWebhook for a malformed payload."""
+        """Inverse of :meth:`to_json`; raises InvalidWebhook for a malformed payload.
+
+        Field types are checked too: a payload that parses but carries, say, a
+        number for ``sid`` would otherwise fail far away, in the processor.
+        """
         try:
-            raw: dict[str, Any] = json.loads(data)
+            raw = json.loads(data)
+            if not isinstance(raw, dict):
+                raise TypeError("the payload is not a JSON object")
             raw["media"] = tuple(Media(**m) for m in raw.get("media", ()))
             message = cls(**raw)
         except (ValueError, TypeError) as exc:
             raise InvalidWebhook(f"malformed message payload: {exc}") from None
-        if not _SID.match(message.sid) or not message.sender:
+        wrong = [name for name in _TEXT_FIELDS if not isinstance(getattr(message, name), str)]
+        if any(not isinstance(m.url, str) or not isinstance(m.content_type, str) for m in message.media):
+            wrong.append("media")
+        if isinstance(message.received_at, bool) or not isinstance(message.received_at, (int, float)):
+            wrong.append("received_at")
+        if wrong:
+            raise InvalidWebhook(f"malformed message payload: wrong type for {', '.join(wrong)}")
+        if not _SID.fullmatch(message.sid) or not message.sender:
             raise InvalidWebhook("message payload lacks a valid sid or sender")
         return message
+
+
+_TEXT_FIELDS = tuple(f.name for f in fields(InboundMessage) if f.type in ("str", str))
 
 
 @dataclass(frozen=True)
@@ -84,7 +100,7 @@ def parse_webhook(form: Mapping[str, str], received_at: float) -> InboundMessage
         raise InvalidWebhook("missing MessageSid")
     if not sender:
         raise InvalidWebhook("missing From")
-    if not _SID.match(sid):
+    if not _SID.fullmatch(sid):
         raise InvalidWebhook("MessageSid is not a Twilio SID")
     if "MessageStatus" in form and form.get("SmsStatus", form["MessageStatus"]) != "received":
         return StatusCallback(
@@ -95,9 +111,12 @@ def parse_webhook(form: Mapping[str, str], received_at: float) -> InboundMessage
             error_message=form.get("ErrorMessage", ""),
         )
     try:
-        num_media = min(int(form.get("NumMedia", "0") or 0), MAX_MEDIA)
+        num_media = int(form.get("NumMedia", "0") or 0)
     except ValueError:
         raise InvalidWebhook("NumMedia is not a number") from None
+    if num_media < 0:
+        raise InvalidWebhook("NumMedia is negative")
+    num_media = min(num_media, MAX_MEDIA)
     media = tuple(
         Media(url=form.get(f"MediaUrl{i}", ""), content_type=form.get(f"MediaContentType{i}", ""))
         for i in range(num_media)

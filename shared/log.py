@@ -47,6 +47,22 @@ def mask_address(address: str) -> str:
     return f"{prefix}…{tail}#{digest}"
 
 
+def scrub(text: str, address: str) -> str:
+    """``text`` with ``address`` (and its bare number) replaced by its mask.
+
+    For text we do not control, such as an error message from an SDK or an
+    API, which may quote the address it was given.
+    """
+    if not address:
+        return text
+    masked = mask_address(address)
+    bare = address.rpartition(":")[2]
+    variants = {address, bare, bare.lstrip("+")}
+    for variant in sorted((v for v in variants if len(v) > 3), key=len, reverse=True):
+        text = text.replace(variant, masked)
+    return text
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; extra fields passed with ``extra=`` are kept."""
 

@@ -13,16 +13,19 @@ import unicodedata
 
 TWILIO_BODY_LIMIT = 1600
 
-_PARAGRAPH = re.compile(r"\n\s*\n")
-_LINE = re.compile(r"\n")
-_SENTENCE = re.compile(r"(?<=[.!?…。！？])[\"'”’)\]]*\s+")
-_WORD = re.compile(r"\s+")
+# Each pattern's "cut" group is the whitespace dropped between two parts; a
+# sentence keeps its closing quote or bracket, which sits before that group.
+_PARAGRAPH = re.compile(r"(?P<cut>\n\s*\n)")
+_LINE = re.compile(r"(?P<cut>\n)")
+_SENTENCE = re.compile(r"[.!?…。！？][\"'”’)\]]*(?P<cut>\s+)")
+_WORD = re.compile(r"(?P<cut>\s+)")
 _BOUNDARIES = (_PARAGRAPH, _LINE, _SENTENCE, _WORD)
 _JOINERS = {"\u200d", "\u200c"}
 
 
 def utf16_len(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
+    """Length as Twilio counts it; a stray surrogate (possible in decoded JSON) counts one, not raises."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def _prefix_within(text: str, limit: int) -> int:
@@ -35,18 +38,39 @@ def _prefix_within(text: str, limit: int) -> int:
     return len(text)
 
 
+def _is_regional_indicator(ch: str) -> bool:
+    return 0x1F1E6 <= ord(ch) <= 0x1F1FF
+
+
+def _splits_cluster(text: str, cut: int) -> bool:
+    """True when a cut before ``text[cut]`` would tear one visible character apart.
+
+    Marks are matched by category, not by combining class: many vowel signs
+    (Devanagari, Thai) and the keycap mark have class 0 yet attach to the
+    character before them.
+    """
+    ch, before = text[cut], text[cut - 1]
+    code = ord(ch)
+    if unicodedata.category(ch).startswith("M") or ch in _JOINERS or before in _JOINERS:
+        return True
+    if 0xFE00 <= code <= 0xFE0F or 0xE0100 <= code <= 0xE01EF:  # variation selectors
+        return True
+    if 0x1F3FB <= code <= 0x1F3FF or 0xE0020 <= code <= 0xE007F:  # skin tones, flag tags
+        return True
+    if _is_regional_indicator(ch) and _is_regional_indicator(before):
+        run = 0
+        while cut - 1 - run >= 0 and _is_regional_indicator(text[cut - 1 - run]):
+            run += 1
+        return run % 2 == 1  # flags are pairs: an odd run before the cut ends mid-flag
+    return False
+
+
 def _safe_hard_cut(text: str, end: int) -> int:
     """Move a forced cut left so it does not split a character cluster."""
     cut = end
-    while cut > 1 and (
-        unicodedata.combining(text[cut])
-        or text[cut] in _JOINERS
-        or text[cut - 1] in _JOINERS
-        or 0xFE00 <= ord(text[cut]) <= 0xFE0F
-        or 0x1F3FB <= ord(text[cut]) <= 0x1F3FF
-    ):
+    while cut > 1 and _splits_cluster(text, cut):
         cut -= 1
-    return cut if cut > 0 else end
+    return cut
 
 
 def _cut_point(text: str, limit: int) -> tuple[int, int]:
@@ -57,12 +81,12 @@ def _cut_point(text: str, limit: int) -> tuple[int, int]:
     for boundary in _BOUNDARIES:
         best = None
         for match in boundary.finditer(window):
-            if match.start() > end:
+            if match.start("cut") > end:
                 break
-            if match.start() >= floor or boundary is _WORD:
+            if match.start("cut") >= floor or boundary is _WORD:
                 best = match
-        if best is not None and best.start() > 0:
-            return best.start(), best.end()
+        if best is not None and best.start("cut") > 0:
+            return best.start("cut"), best.end("cut")
     cut = _safe_hard_cut(text, end)
     return cut, cut
 

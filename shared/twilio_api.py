@@ -8,14 +8,17 @@ all?" when a previous attempt ended without an answer.
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import datetime, timedelta
 from typing import Callable
 
 import requests
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
+
+from shared.log import scrub
 
 # Errors that another attempt will not fix. 63018 (WhatsApp rate or tier limit)
 # is here because Twilio already queues for throughput; when it still refuses,
@@ -53,16 +56,29 @@ class SendUncertain(Exception):
     """The request may have reached Twilio but no answer came back."""
 
 
-def classify(exc: TwilioRestException) -> Exception:
+def classify(exc: TwilioRestException | TwilioServiceException, address: str = "") -> Exception:
+    """What a Twilio error means for the send; ``address`` is masked in the message.
+
+    Twilio's messages quote the destination ("The 'To' number +34... is not a
+    valid phone number"), and these messages end up in logs and failure records.
+    The SDK raises TwilioServiceException instead of TwilioRestException when
+    the answer is an RFC 9457 problem document; both carry a status and a code.
+    """
     code = exc.code if isinstance(exc.code, int) else None
+    status = exc.status if isinstance(exc.status, int) else 0
+    if isinstance(exc, TwilioServiceException):
+        text = f"{exc.title}: {exc.detail}" if exc.detail else str(exc.title)
+    else:
+        text = str(exc.msg)
+    detail = scrub(text, address)
     if code in PERMANENT_CODES:
-        return SendPermanent(code, exc.msg)
-    if exc.status in RETRYABLE_STATUS or exc.status >= 500:
-        return SendRetryable(f"twilio {exc.status} (code {code}): {exc.msg}")
-    if exc.status in (401, 403):
+        return SendPermanent(code, detail)
+    if status in RETRYABLE_STATUS or status >= 500:
+        return SendRetryable(f"twilio {status} (code {code}): {detail}")
+    if status in (401, 403):
         # A rotated or wrong auth token: fixable by ops, so retried, within SEND_MAX_ATTEMPTS.
-        return SendRetryable(f"twilio rejected our credentials ({exc.status}, code {code})")
-    return SendPermanent(code, exc.msg)
+        return SendRetryable(f"twilio rejected our credentials ({status}, code {code})")
+    return SendPermanent(code, detail)
 
 
 class TwilioGateway:
@@ -103,12 +119,16 @@ class TwilioGateway:
         self.calls += 1
         try:
             message = self.client.messages.create(from_=self._from, to=to, body=body)
-        except TwilioRestException as exc:
-            raise classify(exc) from exc
+        except (TwilioRestException, TwilioServiceException) as exc:
+            # Not chained: the original's message quotes the destination unmasked.
+            raise classify(exc, to) from None
         except requests.exceptions.ConnectTimeout as exc:
             raise SendRetryable(f"could not connect to Twilio: {exc}") from exc
         except requests.exceptions.RequestException as exc:
             raise SendUncertain(f"no answer from Twilio: {type(exc).__name__}") from exc
+        except json.JSONDecodeError as exc:
+            # A 2xx that is not JSON (a proxy's page?): Twilio may well have taken it.
+            raise SendUncertain("unreadable answer from Twilio") from exc
         return str(message.sid)
 
     def find_sent(self, to: str, body: str, since: datetime) -> str | None:
@@ -120,9 +140,15 @@ class TwilioGateway:
         self.calls += 1
         try:
             recent = self.client.messages.list(to=to, from_=self._from, limit=20)
-        except TwilioRestException as exc:
-            raise classify(exc) from exc
-        except requests.exceptions.RequestException as exc:
+        except (TwilioRestException, TwilioServiceException) as exc:
+            raise classify(exc, to) from None
+        except TwilioException as exc:
+            # A list page that is not a 200 comes as a bare TwilioException
+            # holding the response, whose body may quote the address.
+            response = exc.args[1] if len(exc.args) > 1 else None
+            status = getattr(response, "status_code", "unknown")
+            raise SendRetryable(f"could not list Twilio messages: HTTP {status}") from None
+        except (requests.exceptions.RequestException, json.JSONDecodeError) as exc:
             raise SendRetryable(f"could not list Twilio messages: {type(exc).__name__}") from exc
         floor = since - timedelta(seconds=5)
         for message in recent:

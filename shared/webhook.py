@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Callable, Protocol
+from urllib.parse import quote
 
 import flask
 from twilio.request_validator import RequestValidator
@@ -18,12 +20,14 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from shared.config import Settings
 from shared.inbound import InboundMessage, InvalidWebhook, StatusCallback, parse_webhook
-from shared.log import mask_address
+from shared.log import mask_address, scrub
 
 log = logging.getLogger(__name__)
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 FORM_TYPE = "application/x-www-form-urlencoded"
+# What werkzeug leaves unescaped when it rebuilds a request path.
+_PATH_SAFE = "!$&'()*+,/:;=@%"
 
 
 class MessagePublisher(Protocol):
@@ -43,17 +47,20 @@ def signed_url(request: flask.Request, settings: Settings) -> str:
 
     PUBLIC_WEBHOOK_URL wins when set (the query string Twilio added is kept);
     else, with TRUST_FORWARDED_HEADERS, the scheme and host the proxy reports;
-    else the URL as this server saw it.
+    else the scheme and host this server saw. The query string is used exactly
+    as received: ``request.url`` decodes escapes such as ``%2F``, which Twilio
+    signed encoded.
     """
     query = request.query_string.decode()
     if settings.public_webhook_url:
         base = settings.public_webhook_url
         return f"{base}{'&' if '?' in base else '?'}{query}" if query and query not in base else base
+    scheme, host = request.scheme, request.host
     if settings.trust_forwarded_headers:
-        proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
-        host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
-        return f"{proto}://{host}{request.full_path if query else request.path}"
-    return request.url
+        scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip()
+        host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip()
+    path = quote(request.root_path + request.path, safe=_PATH_SAFE)
+    return f"{scheme}://{host}{path}{'?' + query if query else ''}"
 
 
 def _reply(status: int, body: str = "", content_type: str = "text/plain") -> flask.Response:
@@ -72,11 +79,17 @@ def handle_webhook(request: flask.Request, deps: WebhookDeps) -> flask.Response:
         return _reply(403, "missing X-Twilio-Signature\n")
     if request.mimetype != FORM_TYPE:
         return _reply(400, f"expected {FORM_TYPE}\n")
-    request.max_content_length = limit
+    # Without a Content-Length (chunked) werkzeug stops reading at the limit
+    # without an error, so read one byte more to tell "too large" from "just fits"
+    # rather than checking the signature of a silently truncated body.
+    request.max_content_length = limit + 1
     try:
-        form = request.form.to_dict()
+        body = request.get_data(cache=True)
     except RequestEntityTooLarge:
         return _reply(413, f"body larger than {limit} bytes\n")
+    if len(body) > limit:
+        return _reply(413, f"body larger than {limit} bytes\n")
+    form = request.form.to_dict()
     url = signed_url(request, deps.settings)
     if not deps.validator().validate(url, form, signature):
         log.warning(
@@ -105,11 +118,19 @@ def handle_webhook(request: flask.Request, deps: WebhookDeps) -> flask.Response:
         return _reply(200)
     try:
         message_id = deps.publisher.publish(parsed)
-    except Exception:
+    except Exception as exc:
         # Twilio retries a 5xx; the message is not lost and a late duplicate
-        # publish is harmless downstream.
-        log.exception(
-            "publish failed", extra={"event": "publish_failed", "sid": parsed.sid, "sender": mask_address(parsed.sender)}
+        # publish is harmless downstream. The sender is the ordering key, which
+        # client errors may quote: the error is logged with it masked.
+        log.error(
+            "publish failed",
+            extra={
+                "event": "publish_failed",
+                "sid": parsed.sid,
+                "sender": mask_address(parsed.sender),
+                "error": scrub(f"{type(exc).__name__}: {exc}", parsed.sender),
+                "stack_trace": scrub("".join(traceback.format_exception(exc)), parsed.sender),
+            },
         )
         return _reply(503, "could not queue the message, retry\n")
     log.info(

@@ -1,0 +1,161 @@
+"""ChatModel over a real openai client whose HTTP layer is an in-memory mock transport."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+import httpx2
+import openai
+import pytest
+
+from shared.ai import ChatModel, ModelUnavailable
+
+BASE_URL = "http://model.test/v1"
+SYSTEM = "You are the shop's assistant."
+
+
+def completion(content: Any, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1_795_000_000,
+        "model": "gpt-test",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        **extra,
+    }
+
+
+class Recorder:
+    """The mock transport's handler: records each request and answers from a script."""
+
+    def __init__(self, *responses: httpx2.Response | Callable[[httpx2.Request], httpx2.Response]) -> None:
+        self.responses = list(responses)
+        self.requests: list[httpx2.Request] = []
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        self.requests.append(request)
+        answer = self.responses.pop(0)
+        return answer(request) if callable(answer) else answer
+
+    def body(self, i: int = 0) -> dict[str, Any]:
+        return json.loads(self.requests[i].content)
+
+
+def model_with(recorder: Recorder, max_retries: int = 0) -> ChatModel:
+    model = ChatModel("gpt-test", SYSTEM, lambda: "sk-test", BASE_URL, timeout_seconds=5.0, max_retries=max_retries)
+    model._client = openai.OpenAI(
+        api_key="sk-test",
+        base_url=BASE_URL,
+        max_retries=max_retries,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(recorder)),
+    )
+    return model
+
+
+def test_success_returns_the_trimmed_content() -> None:
+    recorder = Recorder(httpx2.Response(200, json=completion("  Open 9 to 5.  ")))
+    model = model_with(recorder)
+    assert model.reply([], "When are you open?") == "Open 9 to 5."
+    assert model.calls == 1
+
+
+def test_the_request_carries_system_prompt_history_and_user_text_in_order() -> None:
+    recorder = Recorder(httpx2.Response(200, json=completion("Ana")))
+    history = [
+        {"role": "user", "content": "My name is Ana", "sid": "SM1"},
+        {"role": "assistant", "content": "Hi Ana!", "sid": "SM1"},
+    ]
+    model_with(recorder).reply(history, "What is my name?")
+    [request] = recorder.requests
+    assert request.method == "POST"
+    assert str(request.url) == f"{BASE_URL}/chat/completions"
+    assert request.headers["authorization"] == "Bearer sk-test"
+    body = recorder.body()
+    assert body["model"] == "gpt-test"
+    assert body["messages"] == [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "My name is Ana"},
+        {"role": "assistant", "content": "Hi Ana!"},
+        {"role": "user", "content": "What is my name?"},
+    ]
+
+
+def test_server_error_without_retries_is_model_unavailable() -> None:
+    recorder = Recorder(httpx2.Response(500, json={"error": {"message": "overloaded", "type": "server_error"}}))
+    with pytest.raises(ModelUnavailable) as caught:
+        model_with(recorder, max_retries=0).reply([], "hi")
+    assert len(recorder.requests) == 1
+    assert "InternalServerError" in str(caught.value)
+    assert isinstance(caught.value.__cause__, openai.APIStatusError)
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 429])
+def test_client_errors_are_model_unavailable(status: int) -> None:
+    recorder = Recorder(httpx2.Response(status, json={"error": {"message": "no", "type": "invalid_request_error"}}))
+    with pytest.raises(ModelUnavailable):
+        model_with(recorder).reply([], "hi")
+
+
+def test_connection_failure_is_model_unavailable() -> None:
+    def refuse(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ConnectError("connection refused", request=request)
+
+    with pytest.raises(ModelUnavailable) as caught:
+        model_with(Recorder(refuse)).reply([], "hi")
+    assert isinstance(caught.value.__cause__, openai.APIConnectionError)
+
+
+def test_error_text_is_bounded() -> None:
+    recorder = Recorder(httpx2.Response(500, json={"error": {"message": "x" * 5000}}))
+    with pytest.raises(ModelUnavailable) as caught:
+        model_with(recorder).reply([], "hi")
+    assert len(str(caught.value)) <= 300
+
+
+@pytest.mark.parametrize("content", ["", "   \n ", None])
+def test_empty_content_is_model_unavailable(content: str | None) -> None:
+    with pytest.raises(ModelUnavailable, match="empty"):
+        model_with(Recorder(httpx2.Response(200, json=completion(content)))).reply([], "hi")
+
+
+def test_no_choices_is_model_unavailable() -> None:
+    body = completion("x")
+    body["choices"] = []
+    with pytest.raises(ModelUnavailable):
+        model_with(Recorder(httpx2.Response(200, json=body))).reply([], "hi")
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx2.Response(200, text="<html>gateway says hello</html>", headers={"content-type": "text/html"}),
+        httpx2.Response(200, json=[1, 2, 3]),
+        httpx2.Response(200, json={"choices": [{"message": None}]}),
+    ],
+    ids=["html", "list", "null-message"],
+)
+def test_a_success_that_is_not_a_completion_is_model_unavailable(response: httpx2.Response) -> None:
+    with pytest.raises(ModelUnavailable, match="malformed"):
+        model_with(Recorder(response)).reply([], "hi")
+
+
+def test_client_is_built_once_with_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[dict[str, Any]] = []
+    key_reads: list[int] = []
+
+    class SpyOpenAI:
+        def __init__(self, **kwargs: Any) -> None:
+            seen.append(kwargs)
+
+    def api_key() -> str:
+        key_reads.append(1)
+        return "sk-lazy"
+
+    monkeypatch.setattr(openai, "OpenAI", SpyOpenAI)
+    model = ChatModel("gpt-test", SYSTEM, api_key, "", timeout_seconds=7.0, max_retries=3)
+    assert seen == [] and key_reads == []
+    first = model.client
+    assert model.client is first
+    assert seen == [{"api_key": "sk-lazy", "base_url": None, "timeout": 7.0, "max_retries": 3}]
+    assert key_reads == [1]

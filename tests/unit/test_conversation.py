@@ -1,0 +1,371 @@
+"""The conversation document's pure rules: ids, history, claims, answers, order watermark, pruning."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from shared.conversation import (
+    ANSWERED,
+    DEAD_LETTERED,
+    FAILED,
+    MAX_TRACKED_MESSAGES,
+    PROCESSING,
+    REMOVE,
+    SENDING,
+    SENT,
+    Conversation,
+    advance_done_seq,
+    answer_updates,
+    applied,
+    claim_updates,
+    conversation_id,
+    finish_updates,
+    nested,
+    prunable_entries,
+    trim_history,
+)
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+ADDRESS = "whatsapp:+34600111222"
+TTL = 3600
+LEASE = 120
+
+
+def sid(n: int) -> str:
+    return f"SM{n:032x}"
+
+
+def turn(role: str, content: str) -> dict[str, str]:
+    return {"role": role, "content": content, "sid": "x"}
+
+
+# --- ids -------------------------------------------------------------------
+
+
+def test_conversation_id_is_stable_and_opaque() -> None:
+    first = conversation_id(ADDRESS)
+    assert first == conversation_id(ADDRESS)
+    assert len(first) == 64 and int(first, 16) >= 0
+    assert "34600111222" not in first
+
+
+@pytest.mark.parametrize(
+    "other", ["whatsapp:+34600111223", "+34600111222", "whatsapp:bsuid.AB12cd34", "whatsapp:bsuid.ab12cd34", ""]
+)
+def test_conversation_id_differs_per_address(other: str) -> None:
+    assert conversation_id(other) != conversation_id(ADDRESS)
+
+
+# --- history -----------------------------------------------------------------
+
+
+def test_trim_history_keeps_the_newest_turns() -> None:
+    history = [turn("user" if i % 2 == 0 else "assistant", str(i)) for i in range(10)]
+    assert [t["content"] for t in trim_history(history, 4)] == ["6", "7", "8", "9"]
+
+
+def test_trim_history_never_starts_with_an_assistant_turn() -> None:
+    history = [turn("user" if i % 2 == 0 else "assistant", str(i)) for i in range(10)]
+    kept = trim_history(history, 5)
+    assert [t["content"] for t in kept] == ["6", "7", "8", "9"]
+    assert kept[0]["role"] == "user"
+
+
+def test_trim_history_drops_every_leading_assistant_turn() -> None:
+    history = [turn("assistant", "a"), turn("assistant", "b"), turn("user", "q"), turn("assistant", "c")]
+    assert [t["content"] for t in trim_history(history, 10)] == ["q", "c"]
+    assert trim_history([turn("assistant", "only")], 10) == []
+
+
+@pytest.mark.parametrize("limit", [0, -3])
+def test_trim_history_to_nothing(limit: int) -> None:
+    assert trim_history([turn("user", "q")], limit) == []
+
+
+def test_history_is_a_copy() -> None:
+    conv = Conversation({"history": [turn("user", "q")], "expireAt": NOW + timedelta(hours=1)})
+    conv.history(NOW)[0]["content"] = "changed"
+    assert conv.history(NOW)[0]["content"] == "q"
+
+
+# --- expiry ------------------------------------------------------------------
+
+
+def test_history_is_empty_once_expired() -> None:
+    conv = Conversation({"history": [turn("user", "q"), turn("assistant", "a")], "expireAt": NOW})
+    assert len(conv.history(NOW - timedelta(seconds=1))) == 2
+    assert conv.history(NOW) == []
+    assert conv.history(NOW + timedelta(days=3)) == []
+    assert conv.is_expired(NOW) and not conv.is_expired(NOW - timedelta(microseconds=1))
+
+
+def test_a_document_without_expiry_never_expires() -> None:
+    conv = Conversation({"history": [turn("user", "q")]})
+    assert not conv.is_expired(NOW + timedelta(days=1000))
+    assert conv.history(NOW) == [turn("user", "q")]
+
+
+def test_empty_document() -> None:
+    conv = Conversation({})
+    assert not conv.exists
+    assert conv.last_seq == 0 and conv.done_seq == 0
+    assert conv.entry(sid(1)) == {} and conv.history(NOW) == []
+
+
+# --- claim -------------------------------------------------------------------
+
+
+def test_first_claim_creates_the_entry_and_the_address() -> None:
+    updates = claim_updates(Conversation({}), sid(1), ADDRESS, NOW, TTL, LEASE)
+    assert updates == {
+        f"messages.{sid(1)}.status": PROCESSING,
+        f"messages.{sid(1)}.leaseUntil": NOW + timedelta(seconds=LEASE),
+        f"messages.{sid(1)}.attempts": 1,
+        f"messages.{sid(1)}.updatedAt": NOW,
+        f"messages.{sid(1)}.receivedAt": NOW,
+        "expireAt": NOW + timedelta(seconds=TTL),
+        "updatedAt": NOW,
+        "address": ADDRESS,
+    }
+
+
+def test_reclaim_counts_attempts_and_keeps_received_at_and_address() -> None:
+    earlier = NOW - timedelta(minutes=5)
+    conv = Conversation(
+        {
+            "address": ADDRESS,
+            "expireAt": NOW + timedelta(minutes=30),
+            "history": [turn("user", "q")],
+            "messages": {sid(1): {"status": PROCESSING, "attempts": 2, "receivedAt": earlier}},
+        }
+    )
+    updates = claim_updates(conv, sid(1), ADDRESS, NOW, TTL, LEASE)
+    assert updates[f"messages.{sid(1)}.attempts"] == 3
+    assert f"messages.{sid(1)}.receivedAt" not in updates
+    assert "address" not in updates
+    assert "history" not in updates
+    assert applied(conv, updates).entry(sid(1))["receivedAt"] == earlier
+
+
+def test_claim_resets_history_of_an_expired_conversation() -> None:
+    conv = Conversation(
+        {"address": ADDRESS, "expireAt": NOW - timedelta(seconds=1), "history": [turn("user", "old")], "lastSeq": 4}
+    )
+    updates = claim_updates(conv, sid(9), ADDRESS, NOW, TTL, LEASE)
+    assert updates["history"] == []
+    after = applied(conv, updates)
+    assert after.history(NOW) == []
+    assert after.last_seq == 4, "the sending order survives expiry"
+    assert not after.is_expired(NOW)
+
+
+# --- answer ------------------------------------------------------------------
+
+
+def claimed(conv: Conversation, n: int, now: datetime = NOW) -> Conversation:
+    return applied(conv, claim_updates(conv, sid(n), ADDRESS, now, TTL, LEASE))
+
+
+def test_answer_appends_the_turn_and_takes_the_next_seq() -> None:
+    conv = claimed(Conversation({"lastSeq": 2, "doneSeq": 2, "address": ADDRESS}), 3)
+    updates = answer_updates(conv, sid(3), "question", ["part one", "part two"], NOW, TTL, 20)
+    assert updates["lastSeq"] == 3
+    assert updates[f"messages.{sid(3)}.status"] == ANSWERED
+    assert updates[f"messages.{sid(3)}.seq"] == 3
+    assert updates[f"messages.{sid(3)}.parts"] == ["part one", "part two"]
+    assert updates[f"messages.{sid(3)}.sentParts"] == 0
+    assert updates[f"messages.{sid(3)}.leaseUntil"] is REMOVE
+    assert updates["history"] == [
+        {"role": "user", "content": "question", "sid": sid(3)},
+        {"role": "assistant", "content": "part one\n\npart two", "sid": sid(3)},
+    ]
+    assert f"messages.{sid(3)}.fallback" not in updates
+    after = applied(conv, updates)
+    assert "leaseUntil" not in after.entry(sid(3))
+    assert after.entry(sid(3))["status"] == ANSWERED
+
+
+def test_answer_with_a_failure_reason_marks_the_fallback() -> None:
+    conv = claimed(Conversation({}), 1)
+    updates = answer_updates(conv, sid(1), "q", ["sorry"], NOW, TTL, 20, failure_reason="model unavailable: 500")
+    assert updates[f"messages.{sid(1)}.reason"] == "model unavailable: 500"
+    assert updates[f"messages.{sid(1)}.fallback"] is True
+
+
+def test_answer_trims_history_to_the_window() -> None:
+    conv = Conversation({})
+    for n in range(1, 5):
+        conv = claimed(conv, n)
+        conv = applied(conv, answer_updates(conv, sid(n), f"q{n}", [f"a{n}"], NOW, TTL, 3))
+    history = conv.history(NOW)
+    assert [t["content"] for t in history] == ["q4", "a4"]
+    assert conv.last_seq == 4
+
+
+def test_answer_after_expiry_starts_a_fresh_history() -> None:
+    conv = claimed(Conversation({}), 1)
+    conv = applied(conv, answer_updates(conv, sid(1), "old", ["old answer"], NOW, TTL, 20))
+    later = NOW + timedelta(seconds=TTL + 1)
+    updates = answer_updates(conv, sid(2), "new", ["new answer"], later, TTL, 20)
+    assert [t["content"] for t in updates["history"]] == ["new", "new answer"]
+
+
+# --- finish and the order watermark ------------------------------------------
+
+
+def with_entries(done: int, entries: dict[int, tuple[int, str]]) -> Conversation:
+    """``entries`` maps message number → (seq, status)."""
+    return Conversation(
+        {"doneSeq": done, "lastSeq": max([done] + [s for s, _ in entries.values()]),
+         "messages": {sid(n): {"seq": s, "status": st} for n, (s, st) in entries.items()}}
+    )
+
+
+def test_finishing_the_next_reply_moves_the_watermark_by_one() -> None:
+    conv = with_entries(1, {2: (2, SENDING), 3: (3, ANSWERED)})
+    assert advance_done_seq(conv, sid(2)) == 2
+
+
+def test_watermark_jumps_over_later_replies_that_already_finished() -> None:
+    conv = with_entries(1, {2: (2, SENDING), 3: (3, DEAD_LETTERED), 4: (4, FAILED), 5: (5, ANSWERED), 6: (6, SENT)})
+    assert advance_done_seq(conv, sid(2)) == 4
+
+
+def test_a_reply_finishing_early_does_not_move_the_watermark() -> None:
+    conv = with_entries(1, {2: (2, SENDING), 3: (3, ANSWERED)})
+    assert advance_done_seq(conv, sid(3)) == 1
+
+
+def test_finish_updates_close_the_entry_and_move_the_watermark() -> None:
+    conv = with_entries(0, {1: (1, SENDING), 2: (2, FAILED)})
+    updates = finish_updates(conv, sid(1), SENT, NOW)
+    assert updates[f"messages.{sid(1)}.status"] == SENT
+    assert updates[f"messages.{sid(1)}.sending"] is REMOVE
+    assert updates[f"messages.{sid(1)}.leaseUntil"] is REMOVE
+    assert updates["doneSeq"] == 2
+    assert f"messages.{sid(1)}.reason" not in updates
+    after = applied(conv, updates)
+    assert after.done_seq == 2 and after.entry(sid(1))["status"] == SENT
+
+
+def test_finish_with_a_reason_and_without_a_seq() -> None:
+    conv = Conversation({"doneSeq": 3, "messages": {sid(1): {"status": PROCESSING}}})
+    updates = finish_updates(conv, sid(1), DEAD_LETTERED, NOW, reason="poison")
+    assert updates[f"messages.{sid(1)}.reason"] == "poison"
+    assert "doneSeq" not in updates
+
+
+# --- pruning -------------------------------------------------------------------
+
+
+def entries(statuses: list[str], start: datetime = NOW) -> dict[str, dict[str, Any]]:
+    return {sid(i): {"status": st, "updatedAt": start + timedelta(minutes=i)} for i, st in enumerate(statuses)}
+
+
+def test_nothing_to_prune_within_the_limit() -> None:
+    assert prunable_entries(entries([SENT] * 5), keep=5, protect="") == []
+
+
+def test_prunes_the_oldest_finished_entries() -> None:
+    messages = entries([SENT, FAILED, SENT, DEAD_LETTERED, SENT])
+    assert prunable_entries(messages, keep=3, protect="") == [sid(0), sid(1)]
+
+
+def test_unfinished_entries_are_never_pruned() -> None:
+    messages = entries([ANSWERED, SENDING, SENT, PROCESSING, SENT, SENT])
+    pruned = prunable_entries(messages, keep=2, protect="")
+    assert pruned == [sid(2), sid(4), sid(5)]
+    assert all(messages[s]["status"] == SENT for s in pruned)
+
+
+def test_the_newest_finished_entries_and_the_protected_one_are_kept() -> None:
+    messages = entries([SENT] * 6)
+    pruned = prunable_entries(messages, keep=3, protect=sid(0))
+    assert sid(0) not in pruned
+    assert sid(5) not in pruned
+    assert pruned == [sid(1), sid(2), sid(3)]
+
+
+def test_entries_without_timestamps_are_pruned_last() -> None:
+    messages = entries([SENT, SENT, SENT])
+    messages[sid(9)] = {"status": SENT}
+    assert prunable_entries(messages, keep=2, protect="") == [sid(0), sid(1)]
+    assert prunable_entries(messages, keep=0, protect="")[-1] == sid(9)
+
+
+def test_received_at_stands_in_for_updated_at() -> None:
+    messages = {
+        sid(1): {"status": SENT, "receivedAt": NOW},
+        sid(2): {"status": SENT, "updatedAt": NOW - timedelta(hours=1)},
+    }
+    assert prunable_entries(messages, keep=1, protect="") == [sid(2)]
+
+
+def test_a_reply_finished_ahead_of_the_watermark_is_not_pruned() -> None:
+    messages = entries([SENT, DEAD_LETTERED, SENT])
+    for i, entry in enumerate(messages.values()):
+        entry["seq"] = i + 1
+    # seq 2 was dead-lettered while the watermark was still at 1.
+    assert prunable_entries(messages, keep=1, protect="", done_seq=1) == [sid(0)]
+    assert prunable_entries(messages, keep=1, protect="", done_seq=3) == [sid(0), sid(1)]
+
+
+def test_answer_prunes_to_the_tracked_limit_but_keeps_what_the_watermark_needs() -> None:
+    messages: dict[str, dict[str, Any]] = {}
+    for n in range(1, MAX_TRACKED_MESSAGES + 6):
+        messages[sid(n)] = {"status": SENT, "seq": n, "updatedAt": NOW + timedelta(seconds=n)}
+    stuck, early = MAX_TRACKED_MESSAGES + 6, MAX_TRACKED_MESSAGES + 7
+    messages[sid(stuck)] = {"status": SENDING, "seq": stuck, "updatedAt": NOW}
+    messages[sid(early)] = {"status": DEAD_LETTERED, "seq": early, "updatedAt": NOW - timedelta(days=1)}
+    conv = Conversation({"doneSeq": stuck - 1, "lastSeq": early, "messages": messages})
+    conv = claimed(conv, 999, NOW + timedelta(hours=1))
+    updates = answer_updates(conv, sid(999), "q", ["a"], NOW + timedelta(hours=1), TTL, 20)
+    removed = {path.split(".")[1] for path, value in updates.items() if value is REMOVE and path.count(".") == 1}
+    assert sid(early) not in removed, "the watermark must still jump over the early-finished reply"
+    assert sid(stuck) not in removed and sid(999) not in removed
+    assert removed == {sid(n) for n in range(1, 10)}
+    after = applied(conv, updates)
+    assert len(after.messages) == MAX_TRACKED_MESSAGES - 1
+    assert advance_done_seq(after, sid(stuck)) == early
+
+
+# --- nested and applied ----------------------------------------------------------
+
+
+def test_nested_builds_a_document_and_skips_removals() -> None:
+    doc = nested({"address": ADDRESS, "messages.SM1.status": PROCESSING, "messages.SM1.n": 1, "messages.SM1.x": REMOVE})
+    assert doc == {"address": ADDRESS, "messages": {"SM1": {"status": PROCESSING, "n": 1}}}
+
+
+def test_applied_sets_and_removes_without_touching_the_original() -> None:
+    original = {"lastSeq": 1, "messages": {"SM1": {"status": SENDING, "sending": {"part": 0}}}, "history": [{"a": "b"}]}
+    conv = Conversation(original)
+    after = applied(conv, {"lastSeq": 2, "messages.SM1.sending": REMOVE, "messages.SM1.status": SENT, "messages.SM2.seq": 3})
+    assert after.data == {
+        "lastSeq": 2,
+        "messages": {"SM1": {"status": SENT}, "SM2": {"seq": 3}},
+        "history": [{"a": "b"}],
+    }
+    assert original == {"lastSeq": 1, "messages": {"SM1": {"status": SENDING, "sending": {"part": 0}}}, "history": [{"a": "b"}]}
+    after.data["history"][0]["a"] = "changed"
+    assert original["history"][0]["a"] == "b"
+
+
+def test_applied_remove_of_a_whole_entry() -> None:
+    conv = Conversation({"messages": {"SM1": {"status": SENT}, "SM2": {"status": SENT}}})
+    assert applied(conv, {"messages.SM1": REMOVE}).messages == {"SM2": {"status": SENT}}
+
+
+def test_applied_remove_under_a_missing_map_creates_nothing() -> None:
+    conv = Conversation({"messages": {}})
+    after = applied(conv, {"messages.SM9.sending": REMOVE, "other.deep.field": REMOVE, "gone": REMOVE})
+    assert after.data == {"messages": {}}
+
+
+def test_applied_with_no_updates_is_an_equal_copy() -> None:
+    conv = Conversation({"a": {"b": [1, {"c": 2}]}})
+    copy = applied(conv, {})
+    assert copy.data == conv.data and copy.data is not conv.data

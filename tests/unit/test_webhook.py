@@ -1,0 +1,381 @@
+"""handle_webhook at the HTTP level: real Twilio signatures, a fake publisher, no sockets."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Iterator, Mapping
+from urllib.parse import urlencode
+
+import flask
+import pytest
+from twilio.request_validator import RequestValidator
+
+from shared.config import Settings
+from shared.inbound import InboundMessage
+from shared.log import JsonFormatter
+from shared.webhook import EMPTY_TWIML, FORM_TYPE, WebhookDeps, handle_webhook, signed_url
+
+TOKEN = "0123456789abcdef0123456789abcdef"
+SENDER = "whatsapp:+34600111222"
+RAW_DIGITS = "34600111222"
+SAMPLES = Path(__file__).parents[2].parent / "shared" / "samples" / "twilio"
+NOW = 1_795_000_000.5
+APP = flask.Flask(__name__)
+
+
+class FakePublisher:
+    def __init__(self, error: Exception | None = None) -> None:
+        self.published: list[InboundMessage] = []
+        self.error = error
+
+    def publish(self, message: InboundMessage) -> str:
+        if self.error is not None:
+            raise self.error
+        self.published.append(message)
+        return f"pubsub-{len(self.published)}"
+
+
+class CountingValidator:
+    """The real validator, counting how often the secret was needed."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> RequestValidator:
+        self.calls += 1
+        return RequestValidator(TOKEN)
+
+
+def make_deps(publisher: FakePublisher | None = None, **settings: object) -> WebhookDeps:
+    return WebhookDeps(
+        settings=Settings(**settings),  # type: ignore[arg-type]
+        validator=CountingValidator(),
+        publisher=publisher or FakePublisher(),
+        clock=lambda: NOW,
+    )
+
+
+def sign(url: str, form: Mapping[str, str]) -> str:
+    return RequestValidator(TOKEN).compute_signature(url, dict(form))
+
+
+def text_form(**changes: str) -> dict[str, str]:
+    form = {
+        "SmsMessageSid": "SM0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+        "NumMedia": "0",
+        "ProfileName": "Ana",
+        "MessageType": "text",
+        "WaId": RAW_DIGITS,
+        "SmsStatus": "received",
+        "Body": "Hola! What are your opening hours?",
+        "To": "whatsapp:+14155238886",
+        "MessageSid": "SM0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+        "AccountSid": "AC11111111111111111111111111111111",
+        "From": SENDER,
+        "ApiVersion": "2010-04-01",
+    }
+    form.update(changes)
+    return {k: v for k, v in form.items() if v is not None}
+
+
+def post(
+    deps: WebhookDeps,
+    form: Mapping[str, str] | None = None,
+    *,
+    url: str = "http://localhost/",
+    signed_for: str | None = None,
+    signature: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    method: str = "POST",
+    body: bytes | None = None,
+    content_type: str = FORM_TYPE,
+    chunked: bool = False,
+) -> flask.Response:
+    """Post ``form`` to ``url`` signed for ``signed_for`` (default: ``url``) and run the handler."""
+    form = text_form() if form is None else form
+    all_headers = dict(headers or {})
+    if signature is None:
+        signature = sign(signed_for or url, form)
+    if signature:
+        all_headers["X-Twilio-Signature"] = signature
+    data = urlencode(form).encode() if body is None else body
+    base, _, path = url.partition("://")[2].partition("/")
+    scheme = url.partition("://")[0]
+    options: dict[str, object] = {"method": method, "headers": all_headers, "content_type": content_type}
+    if chunked:
+        all_headers["Transfer-Encoding"] = "chunked"
+        options["input_stream"] = io.BytesIO(data)
+        options["environ_overrides"] = {"wsgi.input_terminated": True}
+    else:
+        options["data"] = data
+    with APP.test_request_context("/" + path, base_url=f"{scheme}://{base}", **options) as ctx:
+        if chunked:
+            assert ctx.request.content_length is None
+        return handle_webhook(ctx.request, deps)
+
+
+@pytest.fixture(autouse=True)
+def no_raw_numbers_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Whatever a test does, no log line may carry the sender's number."""
+    caplog.set_level(logging.DEBUG)
+    yield
+    formatter = JsonFormatter()
+    for record in caplog.records:
+        line = formatter.format(record)
+        json.loads(line)
+        assert RAW_DIGITS not in line, f"raw number logged: {line}"
+
+
+def webhook_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
+    formatter = JsonFormatter()
+    return [json.loads(formatter.format(r)) for r in caplog.records if r.name == "shared.webhook"]
+
+
+def test_valid_message_is_published_once_and_answered_with_empty_twiml(caplog: pytest.LogCaptureFixture) -> None:
+    publisher = FakePublisher()
+    response = post(make_deps(publisher), text_form())
+    assert response.status_code == 200
+    assert response.mimetype == "text/xml"
+    assert response.get_data(as_text=True) == EMPTY_TWIML
+    assert len(publisher.published) == 1
+    message = publisher.published[0]
+    assert message.sid == "SM0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+    assert message.sender == SENDER
+    assert message.recipient == "whatsapp:+14155238886"
+    assert message.body == "Hola! What are your opening hours?"
+    assert message.profile_name == "Ana"
+    assert message.received_at == NOW
+    lines = webhook_lines(caplog)
+    received = [line for line in lines if line.get("event") == "received"]
+    assert len(received) == 1
+    assert received[0]["pubsub_message_id"] == "pubsub-1"
+    assert received[0]["sid"] == message.sid
+    assert str(received[0]["sender"]).startswith("whatsapp:…222#")
+
+
+@pytest.mark.parametrize("name", ["inbound-text", "inbound-image", "inbound-voice-note", "inbound-location", "inbound-button-reply"])
+def test_every_inbound_sample_is_accepted(name: str) -> None:
+    path = SAMPLES / f"{name}.json"
+    if not path.is_file():
+        pytest.skip(f"Twilio sample {path} is not present")
+    form = json.loads(path.read_text(encoding="utf-8"))
+    publisher = FakePublisher()
+    response = post(make_deps(publisher), form)
+    assert response.status_code == 200
+    assert [m.sid for m in publisher.published] == [form["MessageSid"]]
+
+
+@pytest.mark.parametrize("name", ["status-delivered", "status-read", "status-failed-63016"])
+def test_status_callback_is_acknowledged_and_not_published(name: str, caplog: pytest.LogCaptureFixture) -> None:
+    path = SAMPLES / f"{name}.json"
+    if not path.is_file():
+        pytest.skip(f"Twilio sample {path} is not present")
+    form = json.loads(path.read_text(encoding="utf-8"))
+    publisher = FakePublisher()
+    response = post(make_deps(publisher), form)
+    assert response.status_code == 200
+    assert publisher.published == []
+    [line] = [line for line in webhook_lines(caplog) if line.get("event") == "status_callback"]
+    assert line["status"] == form["MessageStatus"]
+    assert line["severity"] == ("WARNING" if form["MessageStatus"] == "failed" else "INFO")
+    assert line["error_code"] == form.get("ErrorCode", "")
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_only_post_is_accepted(method: str) -> None:
+    publisher = FakePublisher()
+    response = post(make_deps(publisher), method=method)
+    assert response.status_code == 405
+    assert publisher.published == []
+
+
+def test_missing_signature_is_refused_without_reading_the_secret(caplog: pytest.LogCaptureFixture) -> None:
+    deps = make_deps()
+    response = post(deps, signature="")
+    assert response.status_code == 403
+    assert deps.publisher.published == []  # type: ignore[attr-defined]
+    assert deps.validator.calls == 0  # type: ignore[attr-defined]
+    assert any(line.get("reason") == "no signature" for line in webhook_lines(caplog))
+
+
+def test_wrong_signature_is_refused() -> None:
+    deps = make_deps()
+    good = sign("http://localhost/", text_form())
+    response = post(deps, signature="A" + good[1:] if good[0] != "A" else "B" + good[1:])
+    assert response.status_code == 403
+    assert deps.publisher.published == []  # type: ignore[attr-defined]
+
+
+def test_signature_for_other_params_is_refused() -> None:
+    deps = make_deps()
+    response = post(deps, text_form(Body="tampered"), signature=sign("http://localhost/", text_form()))
+    assert response.status_code == 403
+    assert deps.publisher.published == []  # type: ignore[attr-defined]
+
+
+def test_signature_for_another_url_is_refused(caplog: pytest.LogCaptureFixture) -> None:
+    deps = make_deps()
+    response = post(deps, url="http://localhost/hook", signed_for="http://localhost/other")
+    assert response.status_code == 403
+    assert deps.publisher.published == []  # type: ignore[attr-defined]
+    [line] = [line for line in webhook_lines(caplog) if line.get("reason") == "bad signature"]
+    assert line["url"] == "http://localhost/hook"
+
+
+def test_json_body_is_refused() -> None:
+    deps = make_deps()
+    body = json.dumps(text_form()).encode()
+    response = post(deps, body=body, content_type="application/json", signature=sign("http://localhost/", {}))
+    assert response.status_code == 400
+    assert FORM_TYPE in response.get_data(as_text=True)
+    assert deps.publisher.published == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("missing", "reason"), [("From", "missing From"), ("MessageSid", "missing MessageSid")])
+def test_signed_form_without_a_required_field_is_refused_with_the_reason(missing: str, reason: str) -> None:
+    deps = make_deps()
+    form = text_form()
+    del form[missing]
+    response = post(deps, form)
+    assert response.status_code == 400
+    assert response.get_data(as_text=True).strip() == reason
+    assert deps.publisher.published == []  # type: ignore[attr-defined]
+
+
+def test_signed_form_with_a_bad_sid_is_refused() -> None:
+    response = post(make_deps(), text_form(MessageSid="not-a-sid"))
+    assert response.status_code == 400
+    assert "SID" in response.get_data(as_text=True)
+
+
+def test_sender_that_is_not_a_phone_number_is_published_as_given() -> None:
+    publisher = FakePublisher()
+    response = post(make_deps(publisher), text_form(From="whatsapp:bsuid.AB12cd34", ExternalUserId="AB12cd34"))
+    assert response.status_code == 200
+    assert publisher.published[0].sender == "whatsapp:bsuid.AB12cd34"
+
+
+def padded_form(total: int) -> dict[str, str]:
+    """A form whose urlencoded body is exactly ``total`` bytes."""
+    form = text_form(Body="")
+    form["Body"] = "a" * (total - len(urlencode(form)))
+    assert len(urlencode(form)) == total
+    return form
+
+
+LIMIT = 2048
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_body_over_the_limit_is_refused(chunked: bool) -> None:
+    deps = make_deps(webhook_max_body_bytes=LIMIT)
+    response = post(deps, padded_form(LIMIT + 1), chunked=chunked)
+    assert response.status_code == 413
+    assert deps.publisher.published == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_body_far_over_the_limit_is_refused(chunked: bool) -> None:
+    deps = make_deps(webhook_max_body_bytes=LIMIT)
+    response = post(deps, padded_form(LIMIT * 50), chunked=chunked)
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_body_of_exactly_the_limit_is_accepted(chunked: bool) -> None:
+    deps = make_deps(webhook_max_body_bytes=LIMIT)
+    form = padded_form(LIMIT)
+    response = post(deps, form, chunked=chunked)
+    assert response.status_code == 200
+    assert deps.publisher.published[0].body == form["Body"]  # type: ignore[attr-defined]
+
+
+def test_oversized_unsigned_body_is_refused_before_anything_else() -> None:
+    deps = make_deps(webhook_max_body_bytes=LIMIT)
+    response = post(deps, padded_form(LIMIT + 100), signature="")
+    assert response.status_code == 413
+    assert deps.validator.calls == 0  # type: ignore[attr-defined]
+
+
+def test_publisher_failure_answers_503_so_twilio_retries(caplog: pytest.LogCaptureFixture) -> None:
+    error = RuntimeError(f"ordering key {SENDER} is paused (number {RAW_DIGITS})")
+    deps = make_deps(FakePublisher(error))
+    response = post(deps)
+    assert response.status_code == 503
+    [line] = [line for line in webhook_lines(caplog) if line.get("event") == "publish_failed"]
+    assert line["severity"] == "ERROR"
+    assert "RuntimeError" in str(line["error"]) and "is paused" in str(line["error"])
+    assert "RuntimeError" in str(line["stack_trace"])
+    assert "whatsapp:…222#" in str(line["error"])
+
+
+def test_public_webhook_url_is_the_signed_url() -> None:
+    public = "https://public.example/hook"
+    deps = make_deps(public_webhook_url=public)
+    assert post(deps, url="http://internal:8080/", signed_for=public).status_code == 200
+    assert post(deps, url="http://internal:8080/", signed_for="http://internal:8080/").status_code == 403
+    assert len(deps.publisher.published) == 1  # type: ignore[attr-defined]
+
+
+def test_public_webhook_url_keeps_the_query_string() -> None:
+    public = "https://public.example/hook"
+    deps = make_deps(public_webhook_url=public)
+    url = "http://internal:8080/?tenant=acme"
+    assert post(deps, url=url, signed_for=f"{public}?tenant=acme").status_code == 200
+    assert post(deps, url=url, signed_for=public).status_code == 403
+
+
+def test_public_webhook_url_with_its_own_query_string() -> None:
+    public = "https://public.example/hook?tenant=acme"
+    deps = make_deps(public_webhook_url=public)
+    assert post(deps, url="http://internal:8080/hook?tenant=acme", signed_for=public).status_code == 200
+
+
+def test_forwarded_headers_are_used_only_when_trusted() -> None:
+    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "public.example"}
+    url, public = "http://internal:8080/hook?x=1", "https://public.example/hook?x=1"
+    trusted = make_deps(trust_forwarded_headers=True)
+    assert post(trusted, url=url, signed_for=public, headers=headers).status_code == 200
+    untrusted = make_deps()
+    assert post(untrusted, url=url, signed_for=public, headers=headers).status_code == 403
+    assert post(untrusted, url=url, signed_for=url, headers=headers).status_code == 200
+
+
+def test_forwarded_headers_with_several_hops_use_the_first() -> None:
+    headers = {"X-Forwarded-Proto": "https, http", "X-Forwarded-Host": "public.example, lb.internal"}
+    deps = make_deps(trust_forwarded_headers=True)
+    response = post(deps, url="http://internal:8080/hook", signed_for="https://public.example/hook", headers=headers)
+    assert response.status_code == 200
+
+
+def test_forwarded_without_headers_falls_back_to_the_request() -> None:
+    deps = make_deps(trust_forwarded_headers=True)
+    assert post(deps, url="http://internal:8080/hook?a=b").status_code == 200
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_escaped_query_string_is_signed_as_received(trusted: bool) -> None:
+    url = "http://localhost/hook?key=ab%2Fcd%2B%3D&next=https%3A%2F%2Fx"
+    deps = make_deps(trust_forwarded_headers=trusted)
+    assert post(deps, url=url).status_code == 200
+
+
+def test_signed_url_keeps_the_mount_point() -> None:
+    with APP.test_request_context("/hook?q=1", base_url="http://internal:8080/prefix", method="POST") as ctx:
+        assert signed_url(ctx.request, Settings()) == "http://internal:8080/prefix/hook?q=1"
+        forwarded = Settings(trust_forwarded_headers=True)
+        assert signed_url(ctx.request, forwarded) == "http://internal:8080/prefix/hook?q=1"
+
+
+def test_no_path_and_no_query() -> None:
+    with APP.test_request_context("/", base_url="http://internal:8080", method="POST") as ctx:
+        assert signed_url(ctx.request, Settings()) == "http://internal:8080/"
+
+
+def test_port_in_the_signed_url_is_optional() -> None:
+    """Twilio's validator accepts the URL with or without the default port."""
+    deps = make_deps(public_webhook_url="https://public.example/hook")
+    assert post(deps, url="http://internal:8080/", signed_for="https://public.example:443/hook").status_code == 200
