@@ -16,4 +16,7 @@ def process(cloud_event: CloudEvent) -> None:
     bootstrap.authorize(flask.request.headers.get("Authorization"))
     envelope = flask.request.get_json(silent=True) or {}
     subscription = cloud_event.data.get("subscription") or envelope.get("subscription", "")
-    handle_push(cloud_event.data.get("message") or {}, subscription, deps)
+    try:
+        handle_push(cloud_event.data.get("message") or {}, subscription, deps)
+    finally:
+        bootstrap.log_usage()

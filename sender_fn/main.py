@@ -13,5 +13,8 @@ def send(request: flask.Request) -> flask.Response:
     deps = bootstrap.sender_deps()
     set_trace(trace_from_headers(request.headers), deps.settings.project_id)
     bootstrap.authorize(request.headers.get("Authorization"))
-    status, body = handle_send_request(request.get_data(), deps)
+    try:
+        status, body = handle_send_request(request.get_data(), deps)
+    finally:
+        bootstrap.log_usage()
     return flask.Response(body, status=status, content_type="text/plain")

@@ -140,3 +140,29 @@ def twilio() -> TwilioGateway:
 @functools.cache
 def sender_deps() -> SenderDeps:
     return SenderDeps(settings=settings(), store=store(), twilio=twilio(), faults=faults(), clock=utcnow)
+
+
+def usage() -> dict[str, int]:
+    """This process's external calls so far, counted in the adapters it has built."""
+    counts: dict[str, int] = {}
+    built = {f.__name__ for f in (store, webhook_deps, queue, model, twilio, secrets) if f.cache_info().currsize}
+    if "store" in built:
+        counts["firestore_reads"] = store().ops.reads
+        counts["firestore_writes"] = store().ops.writes
+    if "webhook_deps" in built:
+        counts["pubsub_publishes"] = getattr(webhook_deps().publisher, "published", 0)
+    if "queue" in built:
+        counts["tasks_created"] = queue().created
+    if "model" in built:
+        counts["openai_calls"] = model().calls
+    if "twilio" in built:
+        counts["twilio_calls"] = twilio().calls
+    if "secrets" in built:
+        counts["secret_manager_accesses"] = getattr(secrets(), "access_count", 0)
+    return counts
+
+
+def log_usage() -> None:
+    """With LOG_USAGE on, one line per request with the cumulative counts (read by bench/)."""
+    if settings().log_usage:
+        logging.getLogger("shared.usage").info("usage", extra={"event": "usage", "usage": usage()})

@@ -50,13 +50,13 @@ class Publisher:
 
     def publish(self, message: InboundMessage) -> str:
         """Return the Pub/Sub message id once the server has stored the message."""
-        future = self.client.publish(
-            self._topic_path,
-            message.to_json(),
-            ordering_key=message.sender,
-            message_sid=message.sid,
-        )
         try:
+            future = self.client.publish(
+                self._topic_path,
+                message.to_json(),
+                ordering_key=message.sender,
+                message_sid=message.sid,
+            )
             message_id = future.result(timeout=self._timeout)
         except Exception as exc:
             # A failed publish pauses its ordering key; resume it so the next

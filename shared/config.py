@@ -131,6 +131,8 @@ class Settings:
 
     # Fault injection for tests only; empty in every real deployment
     test_fault_points: tuple[str, ...] = ()
+    # Log this process's cumulative external calls after each request (benchmarks)
+    log_usage: bool = False
 
     @property
     def emulated(self) -> bool:
@@ -187,6 +189,7 @@ class Settings:
             auth_audience=_text(env, "AUTH_AUDIENCE"),
             auth_allowed_service_accounts=_list(env, "AUTH_ALLOWED_SERVICE_ACCOUNTS"),
             test_fault_points=_list(env, "TEST_FAULT_POINTS"),
+            log_usage=_bool(env, "LOG_USAGE", False),
         )
 
 

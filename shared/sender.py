@@ -105,7 +105,10 @@ def deliver(task: SendTask, deps: SenderDeps) -> str:
             if sending.get("part") == k:
                 if now - sending["since"] < deps.in_flight_grace:
                     raise Defer(f"part {k + 1} is being sent by another attempt")
-                found = deps.twilio.find_sent(address, parts[k], sending["since"])
+                try:
+                    found = deps.twilio.find_sent(address, parts[k], sending["since"])
+                except (SendRetryable, SendPermanent) as exc:
+                    raise RetryLater(f"could not ask Twilio whether part {k + 1} was sent: {exc}") from exc
                 if found:
                     _log(logging.WARNING, "part had been accepted by Twilio", task, event="reconciled", part=k + 1)
                     conv, version = _mark_part_sent(task, deps, conv, version, k, found)

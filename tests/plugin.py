@@ -73,7 +73,7 @@ def stack(emulators: Emulators, tmp_path_factory: pytest.TempPathFactory) -> Ite
         webhook_port=0,
         log_dir=Path(tmp_path_factory.mktemp("stack-logs")),
         env=dict(E2E_ENV),
-        max_delivery_attempts=20,
+        max_delivery_attempts=12,
         tasks_min_backoff_seconds=0.1,
         tasks_max_backoff_seconds=2.0,
         tasks_max_doublings=4,
@@ -85,6 +85,49 @@ def stack(emulators: Emulators, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield running
     finally:
         running.stop()
+
+
+@dataclass
+class Ledger:
+    """What the fault tests injected and what came out; printed once at the end of the run."""
+
+    duplicates_injected: int = 0
+    faults_injected: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    reordered: int = 0
+
+    def check(self, expected: list[str], delivered: list[str]) -> tuple[int, int, int]:
+        """Compare one user's replies with what should have arrived, in order; count each kind of damage."""
+        lost = sum(1 for body in set(expected) if body not in delivered)
+        duplicated = sum(delivered.count(body) - 1 for body in set(delivered) if delivered.count(body) > 1)
+        firsts = [body for i, body in enumerate(delivered) if body in expected and body not in delivered[:i]]
+        order = [expected.index(body) for body in firsts]
+        reordered = sum(1 for a, b in zip(order, order[1:]) if b < a)
+        self.lost += lost
+        self.duplicated += duplicated
+        self.reordered += reordered
+        return lost, duplicated, reordered
+
+    def summary(self) -> str:
+        return (
+            f"exactly-once summary: duplicates injected={self.duplicates_injected}, "
+            f"faults injected={self.faults_injected}, lost={self.lost}, "
+            f"duplicated={self.duplicated}, reordered={self.reordered}"
+        )
+
+
+_LEDGER = Ledger()
+
+
+@pytest.fixture(scope="session")
+def ledger() -> Ledger:
+    return _LEDGER
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _LEDGER.duplicates_injected or _LEDGER.faults_injected:
+        terminalreporter.write_line(_LEDGER.summary())
 
 
 def unique_user() -> str:

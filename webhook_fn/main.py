@@ -12,4 +12,7 @@ from shared.webhook import handle_webhook
 def webhook(request: flask.Request) -> flask.Response:
     deps = bootstrap.webhook_deps()
     set_trace(trace_from_headers(request.headers), deps.settings.project_id)
-    return handle_webhook(request, deps)
+    try:
+        return handle_webhook(request, deps)
+    finally:
+        bootstrap.log_usage()

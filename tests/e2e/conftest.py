@@ -37,8 +37,11 @@ class Pipeline:
         status, _, _ = sign_and_post(self.stack.webhook_url, params, o.twilio_auth_token)
         return status, params["MessageSid"], params
 
+    def twilio_messages_to(self, user: str) -> list:
+        return [m for m in self.twilio.messages if m.to == user]
+
     def replies(self, user: str) -> list[str]:
-        return [m.body for m in self.twilio.messages if m.to == user]
+        return [m.body for m in self.twilio_messages_to(user)]
 
     def wait_replies(self, user: str, count: int, timeout: float = 30) -> list[str]:
         wait_until(lambda: len(self.replies(user)) >= count, timeout)

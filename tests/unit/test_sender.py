@@ -128,3 +128,19 @@ def test_unreadable_task_is_dropped_with_an_error(world) -> None:
     _, sdeps = world
     status, body = handle_send_request(b"{nope", sdeps)
     assert status == 200 and "unreadable" in body
+
+
+def test_a_failed_lookup_at_twilio_is_retried_not_resent(world) -> None:
+    pdeps, sdeps = world
+    answer(pdeps, 1)
+    task = task_for(pdeps, 1)
+    sdeps.twilio.script = [SendUncertain("read timeout")]
+    assert handle_send_request(task.to_json(), sdeps)[0] == 503
+    sdeps.clock.advance(sdeps.in_flight_grace.total_seconds() + 1)
+
+    def lookup_down(to, body, since):  # noqa: ANN001, ANN202
+        raise SendRetryable("twilio 503 on the message list")
+
+    sdeps.twilio.find_sent = lookup_down
+    assert handle_send_request(task.to_json(), sdeps)[0] == 503
+    assert sdeps.twilio.sent == []
