@@ -41,7 +41,7 @@ test-integration: prereqs ## Integration tests against the emulators
 test-e2e: prereqs ## The whole pipeline as real processes
 	@$(PY) -m pytest tests/e2e
 
-check-infra: ## terraform fmt, checkov and the Terraform property tests
+check-infra: ## terraform fmt and offline checkov on terraform/
 	@bash scripts/check-infra.sh
 
 failures: venv ## List failed and dead-lettered messages (needs FIRESTORE_EMULATOR_HOST or cloud credentials)
