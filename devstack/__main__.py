@@ -7,9 +7,21 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
-from devstack.stack import Stack, StackError, StackOptions
+from devstack.stack import ROOT, Stack, StackError, StackOptions
+
+
+def load_dotenv(path: Path) -> None:
+    """Read ``KEY=value`` lines from .env (see .env.example); variables already set win."""
+    if not path.is_file():
+        return
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            os.environ.setdefault(key.strip(), value.strip().strip("'\""))
 
 
 def _progress(line: str) -> None:
@@ -63,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     parser.add_argument("command", choices=["stack", "chat", "check"])
     args = parser.parse_args(argv)
+    load_dotenv(ROOT / ".env")
     if args.command == "check":
         from devstack.emulators import check_prerequisites
 

@@ -50,7 +50,7 @@ resource "google_monitoring_alert_policy" "dead_letter_waiting" {
       subscription `${google_pubsub_subscription.dead_letter_hold.name}`.
 
       Look at processor_fn's logs for the cause, fix it, then inspect or
-      replay the messages as described in docs/deploy.md ("Dead letters").
+      replay the messages as described in README.md, "Deploy", "Dead letters".
       The alert closes when the subscription is empty (ack what you handled).
     EOT
   }
