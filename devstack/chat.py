@@ -11,7 +11,7 @@ import secrets
 import time
 
 from devstack.stack import Stack
-from devstack.twilio_stub import inbound_message, sign_and_post
+from devstack.twilio_stub import SentMessage, inbound_message, sign_and_post
 
 REPLY_TIMEOUT_SECONDS = 90.0
 HELP = "Type a message and press Enter. /new starts a new conversation as another user, /quit or Ctrl-C stops."
@@ -42,7 +42,7 @@ def chat(stack: Stack, user: str | None = None) -> None:
             print(f"(new conversation as {user})")
             continue
         seen = sum(1 for m in stack.twilio.messages if m.to == user)
-        started = time.monotonic()
+        started = time.time()
         params = inbound_message(user, text, to=stack.options.twilio_whatsapp_from,
                                  account_sid=stack.options.twilio_account_sid)
         status, _, body = sign_and_post(stack.webhook_url, params, stack.options.twilio_auth_token)
@@ -54,17 +54,17 @@ def chat(stack: Stack, user: str | None = None) -> None:
             print(f"(no reply within {REPLY_TIMEOUT_SECONDS:.0f}s; see the logs in {stack.options.log_dir})")
             continue
         for reply in replies:
-            print(f"bot> {reply}")
-        print(f"     ({time.monotonic() - started:.2f}s round trip)")
+            print(f"bot> {reply.body}")
+        print(f"     ({replies[-1].received_at - started:.2f}s from webhook to Twilio)")
 
 
-def _wait_for_replies(stack: Stack, user: str, seen: int) -> list[str]:
+def _wait_for_replies(stack: Stack, user: str, seen: int) -> list[SentMessage]:
     """Replies to ``user`` beyond the first ``seen``; a split reply is waited for whole."""
     assert stack.twilio is not None
     deadline = time.monotonic() + REPLY_TIMEOUT_SECONDS
-    replies: list[str] = []
+    replies: list[SentMessage] = []
     while time.monotonic() < deadline:
-        mine = [m.body for m in stack.twilio.messages if m.to == user][seen:]
+        mine = [m for m in stack.twilio.messages if m.to == user][seen:]
         if mine and mine == replies:
             return replies
         replies = mine
