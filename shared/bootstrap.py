@@ -11,25 +11,31 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import TYPE_CHECKING
 
-from google.cloud import firestore
 from twilio.request_validator import RequestValidator
 from werkzeug.exceptions import Forbidden
 
 from shared import log
-from shared.ai import ChatModel
 from shared.auth import CallerRejected, CallerVerifier, build_verifier
 from shared.bus import Publisher
 from shared.config import Settings, get_settings
 from shared.conversation import utcnow
 from shared.faults import FaultPoints
-from shared.processor import ProcessorDeps
 from shared.secrets import Secrets, build_secrets
-from shared.sender import SenderDeps
-from shared.store import FirestoreStore
-from shared.tasks import TaskQueue, emulator_client
-from shared.twilio_api import TwilioGateway
 from shared.webhook import WebhookDeps
+
+# Each function imports only the client libraries it uses: the factories below
+# import theirs on first call. openai, firestore, tasks and twilio.rest add
+# ~400 ms to a cold start and ~80k objects to every full GC pass in
+# webhook_fn, which needs none of them (bench/README.md).
+if TYPE_CHECKING:
+    from shared.ai import ChatModel
+    from shared.processor import ProcessorDeps
+    from shared.sender import SenderDeps
+    from shared.store import FirestoreStore
+    from shared.tasks import TaskQueue
+    from shared.twilio_api import TwilioGateway
 
 
 @functools.cache
@@ -46,6 +52,10 @@ def secrets() -> Secrets:
 
 @functools.cache
 def store() -> FirestoreStore:
+    from google.cloud import firestore
+
+    from shared.store import FirestoreStore
+
     s = settings()
     return FirestoreStore(
         client_factory=lambda: firestore.Client(project=s.project_id, database=s.firestore_database),
@@ -95,18 +105,22 @@ def webhook_deps() -> WebhookDeps:
 
 @functools.cache
 def queue() -> TaskQueue:
+    from google.cloud import tasks_v2
+
+    from shared.tasks import TaskQueue, emulator_client
+
     s = settings()
     if s.tasks_emulator_host:
         factory = functools.partial(emulator_client, s.tasks_emulator_host)
     else:
-        from google.cloud import tasks_v2
-
         factory = tasks_v2.CloudTasksClient
     return TaskQueue(s.project_id, s.tasks_location, s.tasks_queue, s.sender_url, s.tasks_service_account, factory)
 
 
 @functools.cache
 def model() -> ChatModel:
+    from shared.ai import ChatModel
+
     s = settings()
     return ChatModel(
         model=s.openai_model,
@@ -120,6 +134,8 @@ def model() -> ChatModel:
 
 @functools.cache
 def processor_deps() -> ProcessorDeps:
+    from shared.processor import ProcessorDeps
+
     return ProcessorDeps(
         settings=settings(), store=store(), model=model(), queue=queue(), faults=faults(), clock=utcnow
     )
@@ -127,6 +143,8 @@ def processor_deps() -> ProcessorDeps:
 
 @functools.cache
 def twilio() -> TwilioGateway:
+    from shared.twilio_api import TwilioGateway
+
     s = settings()
     return TwilioGateway(
         account_sid=s.twilio_account_sid,
@@ -139,6 +157,8 @@ def twilio() -> TwilioGateway:
 
 @functools.cache
 def sender_deps() -> SenderDeps:
+    from shared.sender import SenderDeps
+
     return SenderDeps(settings=settings(), store=store(), twilio=twilio(), faults=faults(), clock=utcnow)
 
 
