@@ -17,27 +17,17 @@ resource "google_firestore_database" "main" {
   depends_on = [google_project_service.enabled]
 }
 
-# TTL on conversations.expireAt. The empty index_config exempts the field
-# from single-field indexes: nothing queries it, and an index on an ever
-# increasing timestamp is a write hotspot.
-resource "google_firestore_field" "conversations_ttl" {
+# TTL on conversations.expireAt and failed_messages.expireAt. Failure records
+# outlive conversations (the application sets a later expireAt) so they can
+# be inspected and replayed, but they still do not live forever. The empty
+# index_config exempts the field from single-field indexes: nothing queries
+# it, and an index on an ever increasing timestamp is a write hotspot.
+resource "google_firestore_field" "ttl" {
+  for_each = toset(["conversations", "failed_messages"])
+
   project    = var.project_id
   database   = google_firestore_database.main.name
-  collection = "conversations"
-  field      = "expireAt"
-
-  index_config {}
-
-  ttl_config {}
-}
-
-# TTL on failed_messages.expireAt: failure records are kept longer than
-# conversations (the application sets a later expireAt) so they can be
-# inspected and replayed, but they still do not live forever.
-resource "google_firestore_field" "failed_messages_ttl" {
-  project    = var.project_id
-  database   = google_firestore_database.main.name
-  collection = "failed_messages"
+  collection = each.key
   field      = "expireAt"
 
   index_config {}

@@ -2,47 +2,39 @@
 # private services. Each gets only the roles it needs, on the narrowest
 # resource that accepts the binding.
 
-resource "google_service_account" "webhook" {
-  project      = var.project_id
-  account_id   = "${var.name_prefix}-webhook"
-  display_name = "WhatsApp webhook (runtime of webhook_fn)"
-  description  = "Validates Twilio signatures and publishes inbound messages."
-
-  depends_on = [google_project_service.enabled]
+locals {
+  identities = {
+    webhook = {
+      display_name = "WhatsApp webhook (runtime of webhook_fn)"
+      description  = "Validates Twilio signatures and publishes inbound messages."
+    }
+    processor = {
+      display_name = "WhatsApp processor (runtime of processor_fn)"
+      description  = "Keeps conversations in Firestore, asks OpenAI, enqueues replies."
+    }
+    sender = {
+      display_name = "WhatsApp sender (runtime of sender_fn)"
+      description  = "Sends replies through Twilio and records their outcome."
+    }
+    pubsub_push = {
+      display_name = "Pub/Sub push identity (calls processor_fn)"
+      description  = "Identity in the OIDC token of both push subscriptions; may only invoke the processor."
+    }
+    tasks_invoker = {
+      display_name = "Cloud Tasks identity (calls sender_fn)"
+      description  = "Identity in the OIDC token of reply tasks; may only invoke the sender."
+    }
+  }
 }
 
-resource "google_service_account" "processor" {
+# Account ids are the keys in kebab case: wa-webhook, wa-pubsub-push, ...
+resource "google_service_account" "identity" {
+  for_each = local.identities
+
   project      = var.project_id
-  account_id   = "${var.name_prefix}-processor"
-  display_name = "WhatsApp processor (runtime of processor_fn)"
-  description  = "Keeps conversations in Firestore, asks OpenAI, enqueues replies."
-
-  depends_on = [google_project_service.enabled]
-}
-
-resource "google_service_account" "sender" {
-  project      = var.project_id
-  account_id   = "${var.name_prefix}-sender"
-  display_name = "WhatsApp sender (runtime of sender_fn)"
-  description  = "Sends replies through Twilio and records their outcome."
-
-  depends_on = [google_project_service.enabled]
-}
-
-resource "google_service_account" "pubsub_push" {
-  project      = var.project_id
-  account_id   = "${var.name_prefix}-pubsub-push"
-  display_name = "Pub/Sub push identity (calls processor_fn)"
-  description  = "Identity in the OIDC token of both push subscriptions; may only invoke the processor."
-
-  depends_on = [google_project_service.enabled]
-}
-
-resource "google_service_account" "tasks_invoker" {
-  project      = var.project_id
-  account_id   = "${var.name_prefix}-tasks-invoker"
-  display_name = "Cloud Tasks identity (calls sender_fn)"
-  description  = "Identity in the OIDC token of reply tasks; may only invoke the sender."
+  account_id   = "${var.name_prefix}-${replace(each.key, "_", "-")}"
+  display_name = each.value.display_name
+  description  = each.value.description
 
   depends_on = [google_project_service.enabled]
 }
@@ -51,8 +43,8 @@ resource "google_service_account" "tasks_invoker" {
 # documented database-level form) keeps them to the assistant's database.
 resource "google_project_iam_member" "firestore_user" {
   for_each = {
-    processor = google_service_account.processor.member
-    sender    = google_service_account.sender.member
+    processor = google_service_account.identity["processor"].member
+    sender    = google_service_account.identity["sender"].member
   }
 
   project = var.project_id
@@ -69,9 +61,9 @@ resource "google_project_iam_member" "firestore_user" {
 # The processor names the tasks invoker in each task's OIDC token, which
 # requires actAs on that service account (and nothing else).
 resource "google_service_account_iam_member" "processor_acts_as_tasks_invoker" {
-  service_account_id = google_service_account.tasks_invoker.name
+  service_account_id = google_service_account.identity["tasks_invoker"].name
   role               = "roles/iam.serviceAccountUser"
-  member             = google_service_account.processor.member
+  member             = google_service_account.identity["processor"].member
 }
 
 # Only for projects whose Pub/Sub service agent predates 8 April 2021: newer
@@ -79,7 +71,7 @@ resource "google_service_account_iam_member" "processor_acts_as_tasks_invoker" {
 resource "google_service_account_iam_member" "pubsub_agent_token_creator" {
   count = var.grant_legacy_pubsub_token_creator ? 1 : 0
 
-  service_account_id = google_service_account.pubsub_push.name
+  service_account_id = google_service_account.identity["pubsub_push"].name
   role               = "roles/iam.serviceAccountTokenCreator"
   member             = local.pubsub_service_agent
 }

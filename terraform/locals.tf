@@ -39,7 +39,7 @@ locals {
       GOOGLE_CLOUD_PROJECT     = var.project_id
       LOG_LEVEL                = var.log_level
       SECRET_SOURCE            = "secretmanager" #checkov:skip=CKV_SECRET_6:Names where secrets are read from; not a secret.
-      TWILIO_AUTH_TOKEN_SECRET = google_secret_manager_secret.twilio_auth_token.secret_id
+      TWILIO_AUTH_TOKEN_SECRET = google_secret_manager_secret.secret["twilio_auth_token"].secret_id
       PUBLIC_WEBHOOK_URL       = local.webhook_public_url
       TRUST_FORWARDED_HEADERS  = tostring(var.trust_forwarded_headers)
       PUBSUB_TOPIC             = google_pubsub_topic.inbound.name
@@ -53,7 +53,7 @@ locals {
       GOOGLE_CLOUD_PROJECT            = var.project_id
       LOG_LEVEL                       = var.log_level
       SECRET_SOURCE                   = "secretmanager" #checkov:skip=CKV_SECRET_6:Names where secrets are read from; not a secret.
-      OPENAI_API_KEY_SECRET           = google_secret_manager_secret.openai_api_key.secret_id
+      OPENAI_API_KEY_SECRET           = google_secret_manager_secret.secret["openai_api_key"].secret_id
       FIRESTORE_DATABASE              = google_firestore_database.main.name
       PUBSUB_DEAD_LETTER_SUBSCRIPTION = var.dead_letter_subscription
       CONVERSATION_TTL_SECONDS        = tostring(var.conversation_ttl_seconds)
@@ -65,9 +65,9 @@ locals {
       SENDER_URL                      = local.sender_url
       TASKS_QUEUE                     = google_cloud_tasks_queue.outbound.name
       TASKS_LOCATION                  = google_cloud_tasks_queue.outbound.location
-      TASKS_SERVICE_ACCOUNT           = google_service_account.tasks_invoker.email
+      TASKS_SERVICE_ACCOUNT           = google_service_account.identity["tasks_invoker"].email
       AUTH_AUDIENCE                   = local.processor_audience
-      AUTH_ALLOWED_SERVICE_ACCOUNTS   = google_service_account.pubsub_push.email
+      AUTH_ALLOWED_SERVICE_ACCOUNTS   = google_service_account.identity["pubsub_push"].email
     }
 
     sender = {
@@ -78,13 +78,13 @@ locals {
       GOOGLE_CLOUD_PROJECT          = var.project_id
       LOG_LEVEL                     = var.log_level
       SECRET_SOURCE                 = "secretmanager" #checkov:skip=CKV_SECRET_6:Names where secrets are read from; not a secret.
-      TWILIO_AUTH_TOKEN_SECRET      = google_secret_manager_secret.twilio_auth_token.secret_id
+      TWILIO_AUTH_TOKEN_SECRET      = google_secret_manager_secret.secret["twilio_auth_token"].secret_id
       FIRESTORE_DATABASE            = google_firestore_database.main.name
       TWILIO_ACCOUNT_SID            = var.twilio_account_sid
       TWILIO_WHATSAPP_FROM          = var.twilio_whatsapp_from
       SEND_MAX_ATTEMPTS             = tostring(var.send_max_attempts)
       AUTH_AUDIENCE                 = local.sender_url
-      AUTH_ALLOWED_SERVICE_ACCOUNTS = google_service_account.tasks_invoker.email
+      AUTH_ALLOWED_SERVICE_ACCOUNTS = google_service_account.identity["tasks_invoker"].email
     }
   }
 }

@@ -66,7 +66,7 @@ resource "google_logging_metric" "send_failed" {
   description = "Replies sender_fn gave up on after SEND_MAX_ATTEMPTS Twilio failures."
   filter = join(" AND ", [
     "resource.type=\"cloud_run_revision\"",
-    "resource.labels.service_name=\"${google_cloud_run_v2_service.sender.name}\"",
+    "resource.labels.service_name=\"${google_cloud_run_v2_service.service["sender"].name}\"",
     "jsonPayload.event=\"send_failed\"",
   ])
 

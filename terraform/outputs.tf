@@ -35,20 +35,11 @@ output "tasks_queue" {
 }
 
 output "service_accounts" {
-  description = "Service account emails per role."
-  value = {
-    webhook       = google_service_account.webhook.email
-    processor     = google_service_account.processor.email
-    sender        = google_service_account.sender.email
-    pubsub_push   = google_service_account.pubsub_push.email
-    tasks_invoker = google_service_account.tasks_invoker.email
-  }
+  description = "Service account emails per role (webhook, processor, sender, pubsub_push, tasks_invoker)."
+  value       = { for key, account in google_service_account.identity : key => account.email }
 }
 
 output "secrets" {
   description = "Secret ids to add versions to with gcloud (values never go through Terraform)."
-  value = {
-    twilio_auth_token = google_secret_manager_secret.twilio_auth_token.secret_id
-    openai_api_key    = google_secret_manager_secret.openai_api_key.secret_id
-  }
+  value       = { for key, secret in google_secret_manager_secret.secret : key => secret.secret_id }
 }

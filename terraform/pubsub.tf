@@ -44,7 +44,7 @@ resource "google_pubsub_subscription" "processor" {
     push_endpoint = local.processor_audience
 
     oidc_token {
-      service_account_email = google_service_account.pubsub_push.email
+      service_account_email = google_service_account.identity["pubsub_push"].email
       audience              = local.processor_audience
     }
   }
@@ -74,7 +74,7 @@ resource "google_pubsub_subscription" "processor" {
     }
   }
 
-  depends_on = [google_cloud_run_v2_service.processor]
+  depends_on = [google_cloud_run_v2_service.service]
 }
 
 # Dead-lettered messages pushed to processor_fn so it records them in
@@ -91,7 +91,7 @@ resource "google_pubsub_subscription" "dead_letter_push" {
     push_endpoint = local.processor_audience
 
     oidc_token {
-      service_account_email = google_service_account.pubsub_push.email
+      service_account_email = google_service_account.identity["pubsub_push"].email
       audience              = local.processor_audience
     }
   }
@@ -105,7 +105,7 @@ resource "google_pubsub_subscription" "dead_letter_push" {
     ttl = ""
   }
 
-  depends_on = [google_cloud_run_v2_service.processor]
+  depends_on = [google_cloud_run_v2_service.service]
 }
 
 # Holds everything dead-lettered for inspection and replay; never consumed
@@ -146,5 +146,5 @@ resource "google_pubsub_topic_iam_member" "webhook_publisher" {
   project = var.project_id
   topic   = google_pubsub_topic.inbound.name
   role    = "roles/pubsub.publisher"
-  member  = google_service_account.webhook.member
+  member  = google_service_account.identity["webhook"].member
 }

@@ -10,87 +10,48 @@
 # so "internal only" ingress does not block them. Both private services also
 # verify the OIDC token in code (shared/auth.py).
 
-resource "google_cloud_run_v2_service" "webhook" {
-  project             = var.project_id
-  name                = local.service_names.webhook
-  location            = var.region
-  description         = "Twilio WhatsApp webhook: validates the signature, publishes to Pub/Sub."
-  ingress             = "INGRESS_TRAFFIC_ALL"
-  deletion_protection = var.deletion_protection
-
-  template {
-    service_account                  = google_service_account.webhook.email
-    timeout                          = "30s"
-    max_instance_request_concurrency = var.concurrency.webhook
-
-    scaling {
-      min_instance_count = var.min_instances.webhook
-      max_instance_count = var.max_instances.webhook
+locals {
+  # What differs between the services; their identities, environment
+  # (locals.tf) and scaling variables are looked up by the same key.
+  services = {
+    webhook = {
+      description = "Twilio WhatsApp webhook: validates the signature, publishes to Pub/Sub."
+      ingress     = "INGRESS_TRAFFIC_ALL"
+      timeout     = "30s"
     }
-
-    containers {
-      image = local.image
-
-      ports {
-        container_port = 8080
-      }
-
-      resources {
-        limits = {
-          cpu    = "1"
-          memory = "512Mi"
-        }
-        cpu_idle          = true
-        startup_cpu_boost = true
-      }
-
-      dynamic "env" {
-        for_each = local.env.webhook
-        content {
-          name  = env.key
-          value = env.value
-        }
-      }
+    processor = {
+      description = "Pub/Sub push target: conversation in Firestore, OpenAI, reply task."
+      ingress     = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+      # A push delivery lasts at most the ack deadline; the request may not be
+      # cut shorter than that.
+      timeout = "${var.processor_ack_deadline_seconds}s"
+    }
+    sender = {
+      description = "Cloud Tasks target: sends one reply through Twilio."
+      ingress     = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+      timeout     = "60s"
     }
   }
-
-  traffic {
-    type    = "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST"
-    percent = 100
-  }
-
-  lifecycle {
-    precondition {
-      condition     = var.image_tag != ""
-      error_message = "image_tag is required to deploy the services (only the bootstrap apply may leave it empty)."
-    }
-  }
-
-  depends_on = [
-    google_project_service.enabled,
-    google_secret_manager_secret_iam_member.twilio_token_webhook,
-    google_pubsub_topic_iam_member.webhook_publisher,
-  ]
 }
 
-resource "google_cloud_run_v2_service" "processor" {
+resource "google_cloud_run_v2_service" "service" {
+  for_each = local.services
+
   project             = var.project_id
-  name                = local.service_names.processor
+  name                = local.service_names[each.key]
   location            = var.region
-  description         = "Pub/Sub push target: conversation in Firestore, OpenAI, reply task."
-  ingress             = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+  description         = each.value.description
+  ingress             = each.value.ingress
   deletion_protection = var.deletion_protection
 
   template {
-    service_account = google_service_account.processor.email
-    # A push delivery lasts at most the ack deadline; the request may not be
-    # cut shorter than that.
-    timeout                          = "${var.processor_ack_deadline_seconds}s"
-    max_instance_request_concurrency = var.concurrency.processor
+    service_account                  = google_service_account.identity[each.key].email
+    timeout                          = each.value.timeout
+    max_instance_request_concurrency = var.concurrency[each.key]
 
     scaling {
-      min_instance_count = var.min_instances.processor
-      max_instance_count = var.max_instances.processor
+      min_instance_count = var.min_instances[each.key]
+      max_instance_count = var.max_instances[each.key]
     }
 
     containers {
@@ -110,7 +71,7 @@ resource "google_cloud_run_v2_service" "processor" {
       }
 
       dynamic "env" {
-        for_each = local.env.processor
+        for_each = local.env[each.key]
         content {
           name  = env.key
           value = env.value
@@ -131,75 +92,16 @@ resource "google_cloud_run_v2_service" "processor" {
     }
   }
 
+  # The grants a first revision needs to start (secrets, Firestore, topic,
+  # queue). depends_on cannot differ per instance, so each service also waits
+  # for the other services' grants: that changes only the order of creation.
   depends_on = [
     google_project_service.enabled,
-    google_secret_manager_secret_iam_member.openai_key_processor,
+    google_secret_manager_secret_iam_member.accessor,
     google_project_iam_member.firestore_user,
+    google_pubsub_topic_iam_member.webhook_publisher,
     google_cloud_tasks_queue_iam_member.processor_enqueuer,
     google_service_account_iam_member.processor_acts_as_tasks_invoker,
-  ]
-}
-
-resource "google_cloud_run_v2_service" "sender" {
-  project             = var.project_id
-  name                = local.service_names.sender
-  location            = var.region
-  description         = "Cloud Tasks target: sends one reply through Twilio."
-  ingress             = "INGRESS_TRAFFIC_INTERNAL_ONLY"
-  deletion_protection = var.deletion_protection
-
-  template {
-    service_account                  = google_service_account.sender.email
-    timeout                          = "60s"
-    max_instance_request_concurrency = var.concurrency.sender
-
-    scaling {
-      min_instance_count = var.min_instances.sender
-      max_instance_count = var.max_instances.sender
-    }
-
-    containers {
-      image = local.image
-
-      ports {
-        container_port = 8080
-      }
-
-      resources {
-        limits = {
-          cpu    = "1"
-          memory = "512Mi"
-        }
-        cpu_idle          = true
-        startup_cpu_boost = true
-      }
-
-      dynamic "env" {
-        for_each = local.env.sender
-        content {
-          name  = env.key
-          value = env.value
-        }
-      }
-    }
-  }
-
-  traffic {
-    type    = "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST"
-    percent = 100
-  }
-
-  lifecycle {
-    precondition {
-      condition     = var.image_tag != ""
-      error_message = "image_tag is required to deploy the services (only the bootstrap apply may leave it empty)."
-    }
-  }
-
-  depends_on = [
-    google_project_service.enabled,
-    google_secret_manager_secret_iam_member.twilio_token_sender,
-    google_project_iam_member.firestore_user,
   ]
 }
 
@@ -208,24 +110,24 @@ resource "google_cloud_run_v2_service" "sender" {
 resource "google_cloud_run_v2_service_iam_member" "webhook_public" {
   #checkov:skip=CKV_GCP_102:The webhook must be public: Twilio cannot present a Google identity. webhook_fn rejects any request without a valid Twilio signature (X-Twilio-Signature over the configured public URL).
   project  = var.project_id
-  location = google_cloud_run_v2_service.webhook.location
-  name     = google_cloud_run_v2_service.webhook.name
+  location = google_cloud_run_v2_service.service["webhook"].location
+  name     = google_cloud_run_v2_service.service["webhook"].name
   role     = "roles/run.invoker"
   member   = "allUsers"
 }
 
-resource "google_cloud_run_v2_service_iam_member" "processor_invoker" {
-  project  = var.project_id
-  location = google_cloud_run_v2_service.processor.location
-  name     = google_cloud_run_v2_service.processor.name
-  role     = "roles/run.invoker"
-  member   = google_service_account.pubsub_push.member
-}
+# Each private service may be invoked by the one identity Google uses to call
+# it. Kept apart from webhook_public so the public-access skip above covers
+# the webhook alone.
+resource "google_cloud_run_v2_service_iam_member" "private_invoker" {
+  for_each = {
+    processor = google_service_account.identity["pubsub_push"].member
+    sender    = google_service_account.identity["tasks_invoker"].member
+  }
 
-resource "google_cloud_run_v2_service_iam_member" "sender_invoker" {
   project  = var.project_id
-  location = google_cloud_run_v2_service.sender.location
-  name     = google_cloud_run_v2_service.sender.name
+  location = google_cloud_run_v2_service.service[each.key].location
+  name     = google_cloud_run_v2_service.service[each.key].name
   role     = "roles/run.invoker"
-  member   = google_service_account.tasks_invoker.member
+  member   = each.value
 }

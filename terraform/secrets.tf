@@ -3,9 +3,14 @@
 # value reaches this repository, a plan, or the Terraform state. Each secret
 # is readable only by the services that need it.
 
-resource "google_secret_manager_secret" "twilio_auth_token" {
+resource "google_secret_manager_secret" "secret" {
+  for_each = {
+    twilio_auth_token = var.twilio_auth_token_secret_id
+    openai_api_key    = var.openai_api_key_secret_id
+  }
+
   project   = var.project_id
-  secret_id = var.twilio_auth_token_secret_id
+  secret_id = each.value
 
   replication {
     auto {}
@@ -14,37 +19,18 @@ resource "google_secret_manager_secret" "twilio_auth_token" {
   depends_on = [google_project_service.enabled]
 }
 
-resource "google_secret_manager_secret" "openai_api_key" {
-  project   = var.project_id
-  secret_id = var.openai_api_key_secret_id
-
-  replication {
-    auto {}
+# The one secret each service reads: webhook_fn checks Twilio's signature
+# with the auth token, sender_fn calls Twilio's API with it, and processor_fn
+# is the only caller of OpenAI.
+resource "google_secret_manager_secret_iam_member" "accessor" {
+  for_each = {
+    webhook   = "twilio_auth_token"
+    sender    = "twilio_auth_token"
+    processor = "openai_api_key"
   }
 
-  depends_on = [google_project_service.enabled]
-}
-
-# webhook_fn checks Twilio's signature with the auth token.
-resource "google_secret_manager_secret_iam_member" "twilio_token_webhook" {
   project   = var.project_id
-  secret_id = google_secret_manager_secret.twilio_auth_token.secret_id
+  secret_id = google_secret_manager_secret.secret[each.value].secret_id
   role      = "roles/secretmanager.secretAccessor"
-  member    = google_service_account.webhook.member
-}
-
-# sender_fn calls Twilio's API with the auth token.
-resource "google_secret_manager_secret_iam_member" "twilio_token_sender" {
-  project   = var.project_id
-  secret_id = google_secret_manager_secret.twilio_auth_token.secret_id
-  role      = "roles/secretmanager.secretAccessor"
-  member    = google_service_account.sender.member
-}
-
-# processor_fn is the only caller of OpenAI.
-resource "google_secret_manager_secret_iam_member" "openai_key_processor" {
-  project   = var.project_id
-  secret_id = google_secret_manager_secret.openai_api_key.secret_id
-  role      = "roles/secretmanager.secretAccessor"
-  member    = google_service_account.processor.member
+  member    = google_service_account.identity[each.key].member
 }

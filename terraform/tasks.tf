@@ -54,5 +54,5 @@ resource "google_cloud_tasks_queue_iam_member" "processor_enqueuer" {
   location = google_cloud_tasks_queue.outbound.location
   name     = google_cloud_tasks_queue.outbound.name
   role     = "roles/cloudtasks.enqueuer"
-  member   = google_service_account.processor.member
+  member   = google_service_account.identity["processor"].member
 }

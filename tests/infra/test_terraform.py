@@ -2,14 +2,16 @@
 
 terraform init/validate need provider downloads this CI cannot make, so the
 HCL is parsed with python-hcl2 and the properties are asserted on the parsed
-configuration. Each property is a ``check_*`` function; the mutation tests at
-the bottom run the same functions on a copy of terraform/ with one thing
-removed or widened, and expect them to fail, so a check that asserts nothing
-cannot go unnoticed.
+configuration, each ``for_each`` resource expanded into its instances
+(``service["webhook"]``) as Terraform would plan them. Each property is a
+``check_*`` function; the mutation tests at the bottom run the same functions
+on a copy of terraform/ with one thing removed or widened, and expect them to
+fail, so a check that asserts nothing cannot go unnoticed.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -26,6 +28,10 @@ TWILIO_WHATSAPP_DEFAULT_MPS = 80
 WHATSAPP_WINDOW_SECONDS = 24 * 3600
 # Read by functions-framework itself, not by shared/config.py.
 FRAMEWORK_ENV = {"FUNCTION_SOURCE", "FUNCTION_TARGET", "FUNCTION_SIGNATURE_TYPE", "THREADS"}
+# The for_each resources the checks look into, by instance: RUN_SERVICE["webhook"], IDENTITY["pubsub_push"], ...
+RUN_SERVICE = "google_cloud_run_v2_service.service"
+IDENTITY = "google_service_account.identity"
+SECRET = "google_secret_manager_secret.secret"
 INVOKER_TYPES = (
     "google_cloud_run_v2_service_iam_member",
     "google_cloud_run_v2_service_iam_binding",
@@ -64,6 +70,19 @@ def normalise(value: Any) -> Any:
     return value
 
 
+# Attribute and constant-key steps after a name: .a, ["b"].
+_PATH = r'(?:\.[A-Za-z0-9_]+|\["[^"]+"\])*'
+
+
+def _path_parts(path: str) -> list[str]:
+    return [attr or key for attr, key in re.findall(r'\.([A-Za-z0-9_]+)|\["([^"]+)"\]', path)]
+
+
+def instance(name: str, key: str) -> str:
+    """The name of one instance of a ``for_each`` resource, as in its address: ``service["webhook"]``."""
+    return f'{name}["{key}"]'
+
+
 @dataclass
 class TfConfig:
     directory: Path
@@ -83,20 +102,20 @@ class TfConfig:
         return self.resources.get(rtype, {})
 
     def resolve(self, value: Any) -> Any:
-        """Follow ``var.X`` to its default and ``local.a.b`` into locals; keep anything else."""
+        """Follow ``var.X`` to its default and ``local.a.b`` / ``local.a["b"]`` into locals; keep anything else."""
         if isinstance(value, Expr):
-            match = re.fullmatch(r"var\.([A-Za-z0-9_]+)((?:\.[A-Za-z0-9_]+)*)", value)
+            match = re.fullmatch(rf"var\.([A-Za-z0-9_]+)({_PATH})", value)
             if match:
                 variable = self.variables.get(match.group(1))
                 assert variable is not None, f"undeclared variable {match.group(1)}"
                 resolved = variable.get("default")
-                for part in filter(None, match.group(2).split(".")):
+                for part in _path_parts(match.group(2)):
                     resolved = resolved[part]
                 return resolved
-            match = re.fullmatch(r"local\.([A-Za-z0-9_.]+)", value)
+            match = re.fullmatch(rf"local({_PATH})", value)
             if match:
                 resolved = self.locals
-                for part in match.group(1).split("."):
+                for part in _path_parts(match.group(1)):
                     assert isinstance(resolved, dict) and part in resolved, f"undeclared local {value}"
                     resolved = resolved[part]
                 return self.resolve(resolved)
@@ -123,18 +142,85 @@ def _single(rtype: str, bodies: dict[str, dict[str, Any]], what: str) -> tuple[s
     return next(iter(bodies.items()))
 
 
+def _for_each_items(config: TfConfig, rtype: str, name: str, spec: Any) -> dict[str, Any]:
+    """The keys and values a ``for_each`` iterates: an inline map, a map in locals or variables, or toset([...])."""
+    if isinstance(spec, Expr):
+        listed = re.fullmatch(r"toset\((\[.*\])\)", spec, re.DOTALL)
+        if listed:
+            return {key: key for key in json.loads(listed.group(1))}
+        spec = config.resolve(spec)
+    assert isinstance(spec, dict), f"{rtype}.{name}: cannot read the keys of its for_each {spec!r}"
+    return spec
+
+
+# each.key, each.value, each.value.attr
+_EACH = re.compile(r"\beach\.(key|value)((?:\.[A-Za-z0-9_]+)*)")
+
+
+def _render(value: Any) -> str:
+    """``value`` written back as HCL, to stand where ``each.key`` / ``each.value`` stood in an expression."""
+    if isinstance(value, Expr):
+        return str(value)
+    assert isinstance(value, (str, int, float)), f"cannot substitute {value!r} into an expression"
+    return json.dumps(value)
+
+
+def _substitute(body: Any, key: str, value: Any) -> Any:
+    """Replace ``each.key`` and ``each.value[.attr]`` in a resource body with one instance's key and value."""
+    if isinstance(body, dict):
+        return {k: _substitute(v, key, value) for k, v in body.items()}
+    if isinstance(body, list):
+        return [_substitute(item, key, value) for item in body]
+    if not isinstance(body, str):
+        return body
+
+    def lookup(match: re.Match[str]) -> Any:
+        if match.group(1) == "key":
+            return key
+        found = value
+        for part in filter(None, match.group(2).split(".")):
+            found = found[part]
+        return found
+
+    if isinstance(body, Expr):
+        whole = _EACH.fullmatch(body)
+        if whole:
+            return lookup(whole)
+        return Expr(_EACH.sub(lambda m: _render(lookup(m)), body))
+
+    def interpolated(match: re.Match[str]) -> str:
+        found = lookup(match)
+        return f"${{{found}}}" if isinstance(found, Expr) else str(found)
+
+    # A string template: "${each.key}" becomes the key's text; each.key inside a longer ${...} a quoted string.
+    body = re.sub(rf"\$\{{{_EACH.pattern}\}}", interpolated, body)
+    return _EACH.sub(lambda m: _render(lookup(m)), body)
+
+
+def _instances(config: TfConfig, rtype: str, name: str, body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A resource's instances by name: itself, or one ``name["key"]`` per key of its ``for_each``."""
+    if "for_each" not in body:
+        return {name: body}
+    items = _for_each_items(config, rtype, name, body["for_each"])
+    assert items, f"{rtype}.{name}: for_each has no keys"
+    rest = {k: v for k, v in body.items() if k != "for_each"}
+    # str(): map keys parse as bare words (Expr), but each.key is text.
+    return {instance(name, str(key)): _substitute(rest, str(key), value) for key, value in items.items()}
+
+
 def load_config(directory: Path = TERRAFORM) -> TfConfig:
     config = TfConfig(directory=directory)
     files = sorted(directory.glob("*.tf"))
     assert files, f"no .tf files in {directory}"
+    declared: dict[tuple[str, str], dict[str, Any]] = {}
     for path in files:
         with path.open() as handle:
             parsed = normalise(hcl2.load(handle))
         for entry in parsed.get("resource", []):
             for rtype, named in entry.items():
                 for name, body in named.items():
-                    assert name not in config.resources.get(rtype, {}), f"duplicate {rtype}.{name}"
-                    config.resources.setdefault(rtype, {})[name] = body
+                    assert (rtype, name) not in declared, f"duplicate {rtype}.{name}"
+                    declared[(rtype, name)] = body
         for entry in parsed.get("data", []):
             for rtype, named in entry.items():
                 config.data.setdefault(rtype, {}).update(named)
@@ -143,6 +229,9 @@ def load_config(directory: Path = TERRAFORM) -> TfConfig:
         for entry in parsed.get("locals", []):
             config.locals.update(entry)
         config.terraform.extend(parsed.get("terraform", []))
+    # Expanded once every file is read: a for_each may iterate a local declared in any file.
+    for (rtype, name), body in declared.items():
+        config.resources.setdefault(rtype, {}).update(_instances(config, rtype, name, body))
     for path in sorted((directory / "environments").glob("*.tfvars")):
         with path.open() as handle:
             config.tfvars[path.stem] = normalise(hcl2.load(handle))
@@ -163,7 +252,7 @@ def _config_env_names() -> set[str]:
 
 
 def _service_env(config: TfConfig, service: str) -> dict[str, Any]:
-    body = config.resource("google_cloud_run_v2_service", service)
+    body = config.resource("google_cloud_run_v2_service", instance("service", service))
     container = _block(_block(body, "template"), "containers")
     env: dict[str, Any] = {}
     for item in container.get("env", []):
@@ -246,7 +335,7 @@ def check_processor_subscription(config: TfConfig) -> None:
 
     push = _block(sub, "push_config")
     oidc = _block(push, "oidc_token")
-    assert "google_service_account.pubsub_push." in oidc.get("service_account_email", "")
+    assert instance(IDENTITY, "pubsub_push") + "." in oidc.get("service_account_email", "")
     assert oidc.get("audience"), "the push token must carry an explicit audience"
 
     ack = config.resolve(sub.get("ack_deadline_seconds"))
@@ -275,7 +364,7 @@ def check_dead_letter_subscriptions(config: TfConfig) -> None:
         "the push subscription must be named by PUBSUB_DEAD_LETTER_SUBSCRIPTION"
     )
     assert config.resolve(push["name"]) == "inbound-messages-dead-letter"
-    assert "google_service_account.pubsub_push." in _block(_block(push, "push_config"), "oidc_token").get(
+    assert instance(IDENTITY, "pubsub_push") + "." in _block(_block(push, "push_config"), "oidc_token").get(
         "service_account_email", ""
     )
 
@@ -326,7 +415,7 @@ def _invokers(config: TfConfig) -> dict[str, set[str]]:
     for rtype in INVOKER_TYPES:
         for body in config.of_type(rtype).values():
             assert body.get("role") == "roles/run.invoker", f"unexpected Cloud Run role {body.get('role')}"
-            match = re.search(r"google_cloud_run_v2_service\.([a-z_]+)\.", str(body.get("name")))
+            match = re.search(rf'{re.escape(RUN_SERVICE)}\["([a-z_]+)"\]\.', str(body.get("name")))
             assert match, f"invoker binding on an unknown service: {body.get('name')}"
             members = body.get("members") or [body.get("member")]
             found.setdefault(match.group(1), set()).update(str(m) for m in members)
@@ -336,10 +425,10 @@ def _invokers(config: TfConfig) -> dict[str, set[str]]:
 def check_invokers(config: TfConfig) -> None:
     invokers = _invokers(config)
     assert invokers.get("webhook") == {"allUsers"}, f"webhook invokers: {invokers.get('webhook')}"
-    assert invokers.get("processor") == {"google_service_account.pubsub_push.member"}, (
+    assert invokers.get("processor") == {instance(IDENTITY, "pubsub_push") + ".member"}, (
         f"processor invokers: {invokers.get('processor')}"
     )
-    assert invokers.get("sender") == {"google_service_account.tasks_invoker.member"}, (
+    assert invokers.get("sender") == {instance(IDENTITY, "tasks_invoker") + ".member"}, (
         f"sender invokers: {invokers.get('sender')}"
     )
     for rtype in ("google_project_iam_member", "google_project_iam_binding"):
@@ -347,9 +436,9 @@ def check_invokers(config: TfConfig) -> None:
             assert body.get("role") != "roles/run.invoker", f"{rtype}.{name} grants run.invoker on the whole project"
     ingress = {name: body.get("ingress") for name, body in config.of_type("google_cloud_run_v2_service").items()}
     assert ingress == {
-        "webhook": "INGRESS_TRAFFIC_ALL",
-        "processor": "INGRESS_TRAFFIC_INTERNAL_ONLY",
-        "sender": "INGRESS_TRAFFIC_INTERNAL_ONLY",
+        instance("service", "webhook"): "INGRESS_TRAFFIC_ALL",
+        instance("service", "processor"): "INGRESS_TRAFFIC_INTERNAL_ONLY",
+        instance("service", "sender"): "INGRESS_TRAFFIC_INTERNAL_ONLY",
     }, f"ingress settings: {ingress}"
 
 
@@ -357,10 +446,10 @@ def check_secret_access(config: TfConfig) -> None:
     access: dict[str, set[str]] = {}
     for rtype in ("google_secret_manager_secret_iam_member", "google_secret_manager_secret_iam_binding"):
         for body in config.of_type(rtype).values():
-            secret = re.search(r"google_secret_manager_secret\.([a-z_]+)\.", str(body.get("secret_id")))
+            secret = re.search(rf'{re.escape(SECRET)}\["([a-z_]+)"\]\.', str(body.get("secret_id")))
             assert secret, f"accessor binding on an unknown secret: {body.get('secret_id')}"
             for member in body.get("members") or [body.get("member")]:
-                account = re.fullmatch(r"google_service_account\.([a-z_]+)\.member", str(member))
+                account = re.fullmatch(rf'{re.escape(IDENTITY)}\["([a-z_]+)"\]\.member', str(member))
                 assert account, f"secret {secret.group(1)} is granted to {member}, not to one of our service accounts"
                 access.setdefault(secret.group(1), set()).add(account.group(1))
     assert access == {
@@ -453,17 +542,17 @@ def check_service_env(config: TfConfig) -> None:
         missing = required[service] - set(env)
         assert not missing, f"{service} lacks {sorted(missing)}"
         assert env["SECRET_SOURCE"] == "secretmanager"
-    assert envs["processor"]["AUTH_ALLOWED_SERVICE_ACCOUNTS"] == Expr("google_service_account.pubsub_push.email")
-    assert envs["sender"]["AUTH_ALLOWED_SERVICE_ACCOUNTS"] == Expr("google_service_account.tasks_invoker.email")
+    assert envs["processor"]["AUTH_ALLOWED_SERVICE_ACCOUNTS"] == Expr(instance(IDENTITY, "pubsub_push") + ".email")
+    assert envs["sender"]["AUTH_ALLOWED_SERVICE_ACCOUNTS"] == Expr(instance(IDENTITY, "tasks_invoker") + ".email")
     # The audience the processor checks is the one both push subscriptions put in their tokens.
     for body in config.of_type("google_pubsub_subscription").values():
         for push in body.get("push_config", []):
             assert _block(push, "oidc_token").get("audience") == envs["processor"]["AUTH_AUDIENCE"]
     # Cloud Tasks' token audience is the task URL unless set: the sender checks exactly SENDER_URL.
     assert envs["sender"]["AUTH_AUDIENCE"] == envs["processor"]["SENDER_URL"]
-    # No service reads its own `uri` (a cycle): self URLs come from the deterministic run.app form.
+    # No service reads a service's `uri` (a cycle: the three are one resource): URLs come from the run.app form.
     for service, env in envs.items():
-        assert f"google_cloud_run_v2_service.{service}." not in " ".join(map(str, env.values()))
+        assert "google_cloud_run_v2_service." not in " ".join(map(str, env.values())), f"{service} env names a service"
 
 
 def check_function_sources(config: TfConfig) -> None:
@@ -485,7 +574,7 @@ def check_send_failed_alert(config: TfConfig) -> None:
     }
     name, metric_filter = _single("google_logging_metric", metrics, "send_failed")
     assert 'resource.type="cloud_run_revision"' in metric_filter
-    assert "google_cloud_run_v2_service.sender.name" in metric_filter
+    assert instance(RUN_SERVICE, "sender") + ".name" in metric_filter
     alerted = [
         body
         for body in config.of_type("google_monitoring_alert_policy").values()
@@ -642,7 +731,7 @@ class Mutation:
 MUTATIONS = {
     "no-conversations-ttl": Mutation(
         "firestore.tf",
-        lambda t: remove_block(t, r'^resource "google_firestore_field" "conversations_ttl"'),
+        _sub(r'toset\(\["conversations", "failed_messages"\]\)', 'toset(["failed_messages"])'),
         check_ttl_fields,
         r"conversations.expireAt",
     ),
@@ -696,7 +785,7 @@ MUTATIONS = {
     ),
     "processor-public": Mutation(
         "run.tf",
-        _sub(r"member   = google_service_account\.pubsub_push\.member", 'member   = "allUsers"'),
+        _sub(r'processor = google_service_account\.identity\["pubsub_push"\]\.member', 'processor = "allUsers"'),
         check_invokers,
         r"processor invokers",
     ),
@@ -704,9 +793,9 @@ MUTATIONS = {
         "run.tf",
         _append(
             'resource "google_cloud_run_v2_service_iam_member" "sender_extra" {\n'
-            "  name   = google_cloud_run_v2_service.sender.name\n"
+            '  name   = google_cloud_run_v2_service.service["sender"].name\n'
             '  role   = "roles/run.invoker"\n'
-            "  member = google_service_account.webhook.member\n"
+            '  member = google_service_account.identity["webhook"].member\n'
             "}"
         ),
         check_invokers,
@@ -721,7 +810,7 @@ MUTATIONS = {
     "sender-public-ingress": Mutation(
         "run.tf",
         _sub(
-            r'(?s)(name\s+= local\.service_names\.sender.*?ingress\s+= )"INGRESS_TRAFFIC_INTERNAL_ONLY"',
+            r'(?s)(^    sender = \{.*?ingress\s+= )"INGRESS_TRAFFIC_INTERNAL_ONLY"',
             r'\1"INGRESS_TRAFFIC_ALL"',
         ),
         check_invokers,
@@ -731,11 +820,17 @@ MUTATIONS = {
         "secrets.tf",
         _append(
             'resource "google_secret_manager_secret_iam_member" "twilio_token_processor" {\n'
-            "  secret_id = google_secret_manager_secret.twilio_auth_token.secret_id\n"
+            '  secret_id = google_secret_manager_secret.secret["twilio_auth_token"].secret_id\n'
             '  role      = "roles/secretmanager.secretAccessor"\n'
-            "  member    = google_service_account.processor.member\n"
+            '  member    = google_service_account.identity["processor"].member\n'
             "}"
         ),
+        check_secret_access,
+        r"secret accessors",
+    ),
+    "webhook-reads-openai-key": Mutation(
+        "secrets.tf",
+        _sub(r'webhook   = "twilio_auth_token"', 'webhook   = "openai_api_key"'),
         check_secret_access,
         r"secret accessors",
     ),
@@ -743,7 +838,7 @@ MUTATIONS = {
         "secrets.tf",
         _append(
             'resource "google_secret_manager_secret_version" "openai" {\n'
-            "  secret      = google_secret_manager_secret.openai_api_key.id\n"
+            '  secret      = google_secret_manager_secret.secret["openai_api_key"].id\n'
             "  secret_data = var.openai_model\n"
             "}"
         ),
