@@ -1,0 +1,105 @@
+"""Function processes the benchmark starts itself, served exactly as the stack serves its own.
+
+Every process gets its own session (process group), is tracked in a registry
+and is stopped with its whole group, so a floor function or a cold-start
+candidate never outlives the run, whatever ends it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Mapping
+
+from devstack.stack import FUNCTIONS, HOST, ROOT
+
+FLOOR_SOURCE = "bench/floor_fn/main.py"
+FLOOR_TARGET = "floor"
+
+
+def source_and_target(name: str) -> tuple[str, str]:
+    """Where each benchmarked function lives: the stack's three, plus the floor."""
+    if name == "floor":
+        return FLOOR_SOURCE, FLOOR_TARGET
+    return FUNCTIONS[name]
+
+
+def function_command(name: str, port: int) -> list[str]:
+    """The stack's own command line (devstack.stack.Stack.start_function), for a fair comparison."""
+    source, target = source_and_target(name)
+    return [
+        sys.executable, "-m", "functions_framework",
+        f"--source={ROOT / source}", f"--target={target}",
+        f"--host={HOST}", f"--port={port}",
+    ]
+
+
+def process_env(function_env: Mapping[str, str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment the stack gives its functions: ours without emulator hosts, then theirs."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.endswith("_EMULATOR_HOST")},
+        **function_env,
+        **(extra or {}),
+    }
+
+
+class Processes:
+    """A registry of the process groups this run started; ``stop_all`` is safe at any time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: list[subprocess.Popen[bytes]] = []
+
+    def start(self, command: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                command, cwd=ROOT, env=dict(env), stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        with self._lock:
+            self._running.append(process)
+        return process
+
+    def stop(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGTERM the group, then SIGKILL what is left after a short grace."""
+        with self._lock:
+            if process in self._running:
+                self._running.remove(process)
+        if process.poll() is not None:
+            return
+        for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                process.wait(timeout=grace)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def stop_all(self) -> None:
+        with self._lock:
+            running = list(self._running)
+        for process in running:
+            self.stop(process)
+
+
+def wait_listening(process: subprocess.Popen[bytes], port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"function process exited with {process.returncode} before listening on {port}")
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"function process did not listen on {port} within {timeout:.0f}s")

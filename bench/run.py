@@ -1,0 +1,570 @@
+"""``python -m bench``: start a private stack, measure every figure against its floor, report.
+
+Only ratios and side-by-side figures are meaningful on a small shared machine;
+absolute milliseconds are printed for context. Progress goes to stderr, the
+one table to stdout, everything (with N and spread) to the JSON file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from google.cloud import pubsub_v1
+
+from bench import ack, coldstart, cost, cpu, e2e, secrets_check, stages, throughput
+from bench.driver import Delivery, Driver, check_delivery
+from bench.procs import Processes, function_command, process_env, wait_listening
+from bench.profile import Profiler
+from bench.receiver import Receiver
+from bench.report import Goal, dist_row, note_row, render
+from bench.stats import Summary, ratio, summarize
+from devstack.emulators import free_port
+from devstack.stack import HOST, ROOT, Stack, StackOptions
+
+DEFAULT_OUTPUT = ROOT / "bench" / "results.json"
+FLOOR_TOPIC = "bench-floor"
+SLOW_AI_SECONDS = 10.0
+ACK_P99_LIMIT = 1.5
+SLOW_AI_LIMIT = 1.5
+E2E_LIMIT = 2.0
+FIRESTORE_OPS_LIMIT = 4.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of each figure to measure; --quick is for the smoke test, not for conclusions."""
+
+    warmup: int
+    ack_pairs: int
+    ack_clients: int
+    ack_per_client: int
+    ack_rounds: int
+    slow_pairs: int
+    slow_per_client: int
+    slow_rounds: int
+    e2e_messages: int
+    rates: tuple[float, ...]
+    step_seconds: float
+    grace_seconds: float
+    cold_repeats: int
+    secret_messages: int
+
+
+FULL = Plan(
+    warmup=5, ack_pairs=300, ack_clients=8, ack_per_client=5, ack_rounds=10,
+    slow_pairs=100, slow_per_client=3, slow_rounds=6, e2e_messages=150,
+    rates=(5, 10, 15, 20, 30, 40), step_seconds=10, grace_seconds=20, cold_repeats=5, secret_messages=1000,
+)
+QUICK = Plan(
+    warmup=2, ack_pairs=15, ack_clients=8, ack_per_client=2, ack_rounds=2,
+    slow_pairs=6, slow_per_client=1, slow_rounds=2, e2e_messages=8,
+    rates=(5, 10), step_seconds=2, grace_seconds=10, cold_repeats=3, secret_messages=100,
+)
+
+
+def _say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def machine_info() -> dict[str, Any]:
+    model = ""
+    try:
+        for raw in Path("/proc/cpuinfo").read_text().splitlines():
+            if raw.startswith("model name"):
+                model = raw.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "git_commit": commit,
+    }
+
+
+def ms(values: list[float]) -> Summary:
+    return summarize(values).scaled(1000)
+
+
+class Bench:
+    """Owns everything the run starts, so one ``close`` stops it all."""
+
+    def __init__(self, plan: Plan, log_dir: Path, profile_dir: Path | None = None) -> None:
+        self.plan = plan
+        self.profiler = Profiler(profile_dir) if profile_dir else None
+        self.profile: dict[str, list[tuple[str, float]]] = {}
+        self.log_dir = log_dir
+        self.processes = Processes()
+        self.stack: Stack | None = None
+        self.receiver: Receiver | None = None
+        self.hops: e2e.HopFloor | None = None
+        self.floor_url = ""
+        self.floor_pid = 0
+        self.floor_env: dict[str, str] = {}
+        self.phases: dict[str, float] = {}
+
+    # Setup and teardown
+
+    def start(self) -> Driver:
+        options = StackOptions(
+            webhook_port=0, env={"LOG_USAGE": "true"}, log_dir=self.log_dir, progress=_say,
+        )
+        self.stack = Stack(options).start()
+        # This process's own Google clients (floors, probes) use the stack's emulators.
+        os.environ.update(self.stack.firestore.env())
+        os.environ.update(self.stack.pubsub.env())
+        os.environ["GOOGLE_CLOUD_PROJECT"] = options.project
+        self._start_floor()
+        self.receiver = Receiver().start()
+        self.hops = e2e.HopFloor(self.stack, self.receiver)
+        return Driver(self.stack)
+
+    def _start_floor(self) -> None:
+        """The floor function, with its own topic (and an ordered subscription storing what it gets)."""
+        assert self.stack is not None
+        project = f"projects/{self.stack.options.project}"
+        topic = f"{project}/topics/{FLOOR_TOPIC}"
+        publisher = pubsub_v1.PublisherClient()
+        publisher.create_topic(name=topic)
+        publisher.stop()
+        subscriber = pubsub_v1.SubscriberClient()
+        subscriber.create_subscription(
+            request={"name": f"{project}/subscriptions/{FLOOR_TOPIC}", "topic": topic, "enable_message_ordering": True}
+        )
+        subscriber.close()
+        self.floor_env = {"BENCH_FLOOR_TOPIC": topic}
+        port = free_port()
+        process = self.processes.start(
+            function_command("floor", port),
+            process_env(self.stack.function_env(), self.floor_env),
+            self.log_dir / "floor_fn.log",
+        )
+        wait_listening(process, port)
+        self.floor_url = f"http://{HOST}:{port}/"
+        self.floor_pid = process.pid
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds so far of each function, the floor, both emulators and this process."""
+        assert self.stack is not None
+        groups = {name: process.pid for name, process in self.stack.processes.items()}
+        groups["floor"] = self.floor_pid
+        groups["firestore_emulator"] = self.stack.firestore.pgid or 0
+        groups["pubsub_emulator"] = self.stack.pubsub.pgid or 0
+        return cpu.snapshot(groups)
+
+    def start_profiling(self) -> None:
+        if self.profiler is not None:
+            assert self.stack is not None
+            pids = {name: process.pid for name, process in self.stack.processes.items()}
+            _say(f"profiling {', '.join(pids)} with py-spy into {self.profiler.out_dir}")
+            self.profiler.start(pids | {"floor": self.floor_pid})
+
+    def stop_profiling(self) -> None:
+        if self.profiler is not None:
+            self.profile = self.profiler.stop() or self.profile
+
+    def close(self) -> None:
+        for step in (
+            self.stop_profiling,
+            lambda: self.hops and self.hops.close(),
+            lambda: self.receiver and self.receiver.stop(),
+            self.processes.stop_all,
+            lambda: self.stack and self.stack.stop(),
+        ):
+            try:
+                step()
+            except Exception as exc:  # keep stopping the rest
+                _say(f"cleanup step failed: {exc!r}")
+
+    # Phases
+
+    def timed(self, name: str, started: float) -> None:
+        self.phases[name] = round(time.monotonic() - started, 1)
+
+    def warm_up(self, driver: Driver) -> None:
+        """First requests build every lazy client; none of that belongs in the figures."""
+        started = time.monotonic()
+        assert self.hops is not None
+        ack.sequential(driver, self.floor_url, self.plan.warmup, "warm")
+        for i in range(self.plan.warmup):
+            self.hops.round(f"warm-{i}")
+        if not driver.wait_drained(60):
+            raise RuntimeError("the warm-up messages got no replies: see the function logs")
+        self.timed("warm_up", started)
+
+
+def run(plan: Plan, log_dir: Path, profile_dir: Path | None = None) -> tuple[dict[str, Any], str]:
+    """Every figure, in an order that keeps each measurement on a quiet pipeline."""
+    bench = Bench(plan, log_dir, profile_dir)
+    t_run = time.monotonic()
+    machine = machine_info()
+    try:
+        driver = bench.start()
+        stack = bench.stack
+        assert stack is not None and stack.openai is not None and bench.hops is not None
+        bench.warm_up(driver)
+        bench.start_profiling()
+
+        _say("Secret Manager accesses with the real client")
+        started = time.monotonic()
+        secret_manager = secrets_check.measure(plan.secret_messages, stack.options.project)
+        bench.timed("secret_manager", started)
+
+        _say(f"end-to-end latency: {plan.e2e_messages} sequential messages, each followed by a floor round")
+        started = time.monotonic()
+        before = cost.settled_mark(log_dir)
+        cpu_before = bench.cpu()
+        e2e_run = e2e.run(driver, bench.hops, plan.e2e_messages, "e2e")
+        driver.wait_drained(plan.grace_seconds)
+        after = cost.settled_mark(log_dir)
+        e2e_cpu = {
+            name: value
+            for name, value in cpu.per_unit_ms(cpu_before, bench.cpu(), len(e2e_run.latencies)).items()
+            if name in ("webhook", "processor", "sender")
+        }
+        cost_sequential = cost.cost_between(log_dir, before, after, len(e2e_run.latencies))
+        e2e_stages = stages.breakdown(log_dir, e2e_run.timeline)
+        bench.timed("e2e", started)
+
+        _say(f"throughput: offered rates {', '.join(f'{r:g}' for r in plan.rates)} msg/s, {plan.step_seconds:g}s each")
+        started = time.monotonic()
+        before = cost.settled_mark(log_dir)
+        cpu_before = bench.cpu()
+        steps = throughput.run(driver, list(plan.rates), plan.step_seconds, plan.grace_seconds, "tp")
+        driver.wait_drained(plan.grace_seconds)
+        after = cost.settled_mark(log_dir)
+        load_cpu = cpu.per_unit_ms(cpu_before, bench.cpu(), sum(s.accepted for s in steps))
+        load_cpu.pop("floor", None)
+        load_cpu["total"] = round(sum(v for k, v in load_cpu.items() if k != "total"), 2)
+        cost_load = cost.cost_between(log_dir, before, after, sum(s.accepted for s in steps))
+        bench.timed("throughput", started)
+
+        bench.stop_profiling()
+        _say(f"cold starts: {plan.cold_repeats} fresh processes per function")
+        started = time.monotonic()
+        cold = coldstart.run(
+            driver, bench.processes, stack.function_env(), bench.floor_env, log_dir, plan.cold_repeats, "cold"
+        )
+        bench.timed("cold_start", started)
+
+        _say("ack latency with an instant model")
+        started = time.monotonic()
+        driver.wait_drained(plan.grace_seconds)
+        cpu_before = bench.cpu()
+        fast_seq = ack.sequential(driver, bench.floor_url, plan.ack_pairs, "ack")
+        cpu_after = bench.cpu()
+        fast_seq.cpu_ms = {
+            "target": cpu.per_unit_ms(cpu_before, cpu_after, len(fast_seq.target))["webhook"],
+            "floor": cpu.per_unit_ms(cpu_before, cpu_after, len(fast_seq.floor))["floor"],
+        }
+        fast_conc = ack.concurrent(
+            driver, bench.floor_url, plan.ack_clients, plan.ack_per_client, plan.ack_rounds, "ackc"
+        )
+        cpu_final = bench.cpu()
+        fast_conc.cpu_ms = {
+            "target": cpu.per_unit_ms(cpu_after, cpu_final, len(fast_conc.target))["webhook"],
+            "floor": cpu.per_unit_ms(cpu_after, cpu_final, len(fast_conc.floor))["floor"],
+        }
+        bench.timed("ack_instant_ai", started)
+        started = time.monotonic()
+        drained = driver.wait_drained(max(plan.grace_seconds, 60))
+        bench.timed("drain_before_slow_ai", started)
+        # Everything booked so far has had its chance: the delivery check covers it.
+        delivery = check_delivery(driver.book.snapshot(), driver.twilio.messages)
+        if not drained:
+            _say("the pipeline did not drain before the 10 s model phase; missing replies count as lost")
+
+        _say(f"ack latency with a {SLOW_AI_SECONDS:g} s model (replies not awaited)")
+        started = time.monotonic()
+        stack.openai.delay_seconds = SLOW_AI_SECONDS
+        try:
+            slow_seq = ack.sequential(driver, bench.floor_url, plan.slow_pairs, "slow")
+            slow_conc = ack.concurrent(
+                driver, bench.floor_url, plan.ack_clients, plan.slow_per_client, plan.slow_rounds, "slowc"
+            )
+        finally:
+            stack.openai.delay_seconds = 0
+        bench.timed("ack_slow_ai", started)
+    finally:
+        bench.close()
+    results, table = assemble(
+        machine, bench, secret_manager, e2e_run, e2e_stages, e2e_cpu, cost_sequential, steps, cost_load,
+        load_cpu, cold, (fast_seq, fast_conc, slow_seq, slow_conc), delivery, stack,
+    )
+    results["duration_seconds"] = round(time.monotonic() - t_run, 1)
+    return results, table
+
+
+def assemble(
+    machine: dict[str, Any],
+    bench: Bench,
+    secret_manager: dict[str, Any],
+    e2e_run: e2e.E2ERun,
+    e2e_stages: dict[str, Summary],
+    e2e_cpu: dict[str, float],
+    cost_sequential: dict[str, Any],
+    steps: list[throughput.Step],
+    cost_load: dict[str, Any],
+    load_cpu: dict[str, float],
+    cold: coldstart.ColdStarts,
+    acks: tuple[ack.AckRun, ack.AckRun, ack.AckRun, ack.AckRun],
+    delivery: Delivery,
+    stack: Stack,
+) -> tuple[dict[str, Any], str]:
+    """Goals, results.json content and the printed table, from the raw measurements."""
+    fast_seq, fast_conc, slow_seq, slow_conc = acks
+    rows: list[list[str] | str] = []
+    goals: list[Goal] = []
+    ack_json: dict[str, Any] = {}
+    fast_p99: dict[str, float] = {}
+
+    rows.append("1. webhook ack latency, ms (signed POST -> 200); floor = bare function doing one ordered publish")
+    for label, key, runs, ai in (
+        ("instant AI", "instant_ai", (fast_seq, fast_conc), 0.0),
+        (f"{SLOW_AI_SECONDS:g} s AI", "slow_ai", (slow_seq, slow_conc), SLOW_AI_SECONDS),
+    ):
+        section: dict[str, Any] = {"ai_delay_seconds": ai}
+        for mode, run_ in zip(("sequential", "concurrent"), runs):
+            target, floor = ms(run_.target), ms(run_.floor)
+            r = ratio(target.p99, floor.p99)
+            mode_label = "sequential" if mode == "sequential" else f"{bench.plan.ack_clients} clients"
+            goal = None
+            if key == "instant_ai":
+                fast_p99[mode] = target.p99
+                goal = Goal(f"ack p99 <= {ACK_P99_LIMIT}x floor p99 ({mode})", r, ACK_P99_LIMIT, "<=",
+                            f"webhook p99 {target.p99:.1f} ms, floor p99 {floor.p99:.1f} ms")
+                goals.append(goal)
+            rows.append(dist_row(f"  {label}, {mode_label}", target, floor, r, goal))
+            section[mode] = {
+                "target_ms": target.to_json(2), "floor_ms": floor.to_json(2),
+                "ratio_p99": round(r, 3), "ratio_p50": round(ratio(target.p50, floor.p50), 3),
+                "errors": dict(run_.errors),
+                "started_epoch": round(run_.started, 3),
+                "slowest": run_.slowest(),
+            }
+            if run_.cpu_ms:
+                cpu_ratio = ratio(run_.cpu_ms["target"], run_.cpu_ms["floor"])
+                section[mode]["cpu_ms_per_request"] = run_.cpu_ms | {"ratio": round(cpu_ratio, 3)}
+                rows.append(note_row(
+                    f"    CPU per request, {mode_label}",
+                    f"webhook_fn {run_.cpu_ms['target']:.2f} ms vs floor {run_.cpu_ms['floor']:.2f} ms "
+                    f"= {cpu_ratio:.2f}x (process CPU, /proc)",
+                    len(run_.target),
+                ))
+            if key == "slow_ai":
+                moved = ratio(target.p99, fast_p99[mode])
+                section[mode]["ratio_p99_vs_instant_ai"] = round(moved, 3)
+                goal = Goal(f"ack p99 with {SLOW_AI_SECONDS:g} s AI <= {SLOW_AI_LIMIT}x p99 with instant AI ({mode})",
+                            moved, SLOW_AI_LIMIT, "<=", f"{target.p99:.1f} ms vs {fast_p99[mode]:.1f} ms")
+                goals.append(goal)
+                rows.append(note_row(f"    p99 {label} / instant AI, {mode_label}",
+                                     f"{target.p99:.1f} / {fast_p99[mode]:.1f} ms = {moved:.2f}x", "", goal))
+        ack_json[key] = section
+
+    rows.append("2. end to end, ms (POST start -> Twilio stand-in receives the send), instant AI, distinct users")
+    lat = ms(e2e_run.latencies)
+    push, task, txn, sums = ms(e2e_run.push), ms(e2e_run.task), ms(e2e_run.transaction), ms(e2e_run.floor_sums)
+    floor_p50 = push.p50 + task.p50 + txn.p50
+    e2e_ratio = ratio(lat.p50, floor_p50)
+    goal = Goal(f"end-to-end p50 <= {E2E_LIMIT}x emulator-hop floor", e2e_ratio, E2E_LIMIT, "<=",
+                f"e2e p50 {lat.p50:.1f} ms, floor (sum of hop medians) {floor_p50:.1f} ms")
+    goals.append(goal)
+    rows.append(dist_row("  pipeline, sequential", lat, None, e2e_ratio, goal, floor_p50=floor_p50, floor_p99=sums.p99))
+    rows.append(dist_row("    floor hop: publish -> push delivered", push))
+    rows.append(dist_row("    floor hop: create task -> dispatched", task))
+    rows.append(dist_row("    floor hop: Firestore transaction", txn))
+    rows.append(dist_row("    floor: paired sum of the 3 hops", sums))
+    for name, label in (
+        ("webhook", "POST -> webhook published"),
+        ("to_processor", "-> processor claimed (push, read, write)"),
+        ("model_and_save", "-> answered (model, write)"),
+        ("to_twilio", "-> at Twilio (task, read, write, send)"),
+    ):
+        rows.append(dist_row(f"    stage: {label}", e2e_stages[name]))
+    outside = e2e_stages["outside_push"]
+    no_push_floor = ms(e2e_run.floor_without_push)
+    rows.append(dist_row("    stages 1+3+4 (all but the push stage)", outside, no_push_floor,
+                         ratio(outside.p50, no_push_floor.p50)))
+    rows.append(note_row("    CPU per message in the functions",
+                         ", ".join(f"{k} {v:.1f} ms" for k, v in e2e_cpu.items()), lat.n))
+
+    rows.append(f"3. throughput, instant AI, many users (tasks queue at the production default "
+                f"{stack.options.tasks_max_dispatches_per_second:g}/s: a cap by design)")
+    best = max((s.rate for s in steps if s.sustained), default=0.0)
+    for s in steps:
+        l_ = ms(s.latencies)
+        rows.append(note_row(
+            f"  offered {s.rate:g} msg/s for {s.duration:g}s",
+            f"sent {s.offered_rate:.1f}/s, replied {s.completion_rate:.1f}/s, {s.completed}/{s.accepted} replies, "
+            f"latency p50 {l_.p50:.0f} p99 {l_.p99:.0f} ms, {'sustained' if s.sustained else 'NOT sustained'}: {s.reason}",
+            s.accepted,
+        ))
+    rows.append(note_row("  highest sustained rate", f"{best:g} msg/s", sum(s.accepted for s in steps)))
+    if load_cpu:
+        rows.append(note_row(
+            "  CPU per message across the steps",
+            ", ".join(f"{k} {v:.1f}" for k, v in load_cpu.items() if k != "total")
+            + f" = {load_cpu['total']:.1f} ms (bench = client + Twilio/OpenAI/Tasks stand-ins)",
+            sum(s.accepted for s in steps),
+        ))
+
+    rows.append("4. cost per inbound text message (from the functions' usage lines)")
+    per = cost_sequential["per_message"]
+    ops = per["firestore_ops"]
+    goal = Goal(f"<= {FIRESTORE_OPS_LIMIT:g} Firestore document operations per message", ops, FIRESTORE_OPS_LIMIT,
+                "<=", f"{per['firestore_reads']:g} reads + {per['firestore_writes']:g} writes")
+    goals.append(goal)
+    rows.append(note_row("  Firestore reads + writes, sequential",
+                         f"{per['firestore_reads']:g} reads + {per['firestore_writes']:g} writes = {ops:g} ops",
+                         cost_sequential["n"], goal))
+    rows.append(note_row("  other calls, sequential",
+                         f"publishes {per['pubsub_publishes']:g}, tasks {per['tasks_created']:g}, "
+                         f"OpenAI {per['openai_calls']:g}, Twilio {per['twilio_calls']:g}, "
+                         f"Secret Manager {per['secret_manager_accesses']:g} (SECRET_SOURCE=env)",
+                         cost_sequential["n"]))
+    load = cost_load["per_message"]
+    rows.append(note_row("  same, under load (throughput batch)",
+                         f"{load['firestore_reads']:g} reads + {load['firestore_writes']:g} writes, "
+                         f"tasks {load['tasks_created']:g}, OpenAI {load['openai_calls']:g}, "
+                         f"Twilio {load['twilio_calls']:g}, sender requests "
+                         f"{cost_load['functions']['sender']['requests']}", cost_load["n"]))
+    sm = secret_manager["per_message"]
+    goal = Goal("0 Secret Manager calls per message after warm-up", sm, 0, "==",
+                f"{secret_manager['accesses_after_warm_up']} accesses in {secret_manager['n']} messages after "
+                f"{secret_manager['warm_up_accesses']} at warm-up (real client, gRPC stand-in)")
+    goals.append(goal)
+    rows.append(note_row("  Secret Manager, real client + stand-in",
+                         f"{sm:g} per message ({secret_manager['warm_up_accesses']} at warm-up, "
+                         f"{secret_manager['accesses_after_warm_up']} after)", secret_manager["n"], goal))
+
+    rows.append("5. cold start, ms (Popen -> first 200), against the bare floor function")
+    floor_cold = ms(cold.first_ok["floor"])
+    cold_json = cold.to_json()
+    for name in ("webhook", "processor", "sender"):
+        s = ms(cold.first_ok[name])
+        r = ratio(s.p50, floor_cold.p50)
+        cold_json[name]["ratio_p50_vs_floor"] = round(r, 3)
+        rows.append(dist_row(f"  {name}_fn", s, floor_cold, r))
+    rows.append(dist_row("  floor function", floor_cold))
+
+    rows.append("6. delivery: every accepted message answered once, in order per user")
+    damage = delivery.lost + delivery.duplicated + delivery.reordered
+    goal = Goal("0 lost, duplicated or reordered messages", float(damage), 0, "==",
+                f"lost {delivery.lost}, duplicated {delivery.duplicated}, reordered {delivery.reordered}")
+    goals.append(goal)
+    rows.append(note_row("  lost / duplicated / reordered",
+                         f"{delivery.lost} / {delivery.duplicated} / {delivery.reordered} "
+                         f"({delivery.messages} messages from {delivery.users} users)", delivery.messages, goal))
+
+    met = sum(g.passed for g in goals)
+    rows.append(f"goals met: {met} of {len(goals)}")
+    if bench.profiler is not None:
+        rows.append("profiled with py-spy during figures 2-4: latencies are inflated, compare only unprofiled runs")
+    results: dict[str, Any] = {
+        "machine": machine | {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "plan": asdict(bench.plan),
+        "stack": {
+            "tasks_max_dispatches_per_second": stack.options.tasks_max_dispatches_per_second,
+            "tasks_max_concurrent_dispatches": stack.options.tasks_max_concurrent_dispatches,
+            "functions_framework_threads": (os.cpu_count() or 1) * 4,
+        },
+        "ack": ack_json,
+        "e2e": {
+            "n": lat.n,
+            "target_ms": lat.to_json(2),
+            "floor": {
+                "pubsub_publish_to_push_ms": push.to_json(2),
+                "tasks_create_to_dispatch_ms": task.to_json(2),
+                "firestore_transaction_ms": txn.to_json(2),
+                "sum_of_medians_ms": round(floor_p50, 2),
+                "paired_sum_ms": sums.to_json(2),
+            },
+            "stages_ms": {name: summary.to_json(2) for name, summary in e2e_stages.items()},
+            "cpu_ms_per_message": e2e_cpu,
+            "ratio_p50": round(e2e_ratio, 3),
+            "ratio_p99_vs_paired_sum_p99": round(ratio(lat.p99, sums.p99), 3),
+            **e2e_run.to_json(),
+        },
+        "throughput": {
+            "n": sum(s.accepted for s in steps),
+            "highest_sustained_rate": best,
+            "tasks_max_dispatches_per_second": stack.options.tasks_max_dispatches_per_second,
+            "note": "the Cloud Tasks queue's rate limit (production default) caps replies per second by design",
+            "cpu_ms_per_message": load_cpu,
+            "steps": [s.to_json() for s in steps],
+        },
+        "cost": {"sequential": cost_sequential, "under_load": cost_load, "secret_manager": secret_manager},
+        "delivery": delivery.to_json() | {"n": delivery.messages},
+        "cold_start": cold_json | {"n": sum(len(v) for v in cold.first_ok.values())},
+        "goals": [g.to_json() for g in goals],
+        "phase_seconds": bench.phases,
+        "profiled": bench.profiler is not None,
+        "profile_top_frames_percent": bench.profile,
+    }
+    return results, render(rows)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """Stop like Ctrl-C, so the same cleanup runs."""
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="tiny N for the smoke test (under a minute)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"results file (default {DEFAULT_OUTPUT})")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the function and emulator logs")
+    parser.add_argument("--fail-on-miss", action="store_true", help="exit 1 when a goal is missed")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="sample the functions with py-spy during figures 2-4 into DIR (skews the figures)")
+    args = parser.parse_args(argv)
+    # SIGINT too: a shell starts background jobs with it ignored, and Ctrl-C must always clean up.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    plan = QUICK if args.quick else FULL
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-logs-"))
+    keep = args.keep_logs
+    try:
+        results, table = run(plan, log_dir, args.profile)
+    except KeyboardInterrupt:
+        keep = True
+        _say(f"interrupted; everything started was stopped (logs in {log_dir})")
+        return 130
+    except Exception:
+        keep = True
+        _say(f"failed; logs kept in {log_dir}")
+        raise
+    finally:
+        if not keep:
+            shutil.rmtree(log_dir, ignore_errors=True)
+    results["quick"] = args.quick
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    print(table, flush=True)
+    _say(f"wrote {args.output} in {results['duration_seconds']:g}s" + (f"; logs in {log_dir}" if keep else ""))
+    missed = [g for g in results["goals"] if not g["pass"]]
+    return 1 if missed and args.fail_on_miss else 0
