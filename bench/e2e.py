@@ -22,7 +22,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 from google.cloud import firestore, pubsub_v1, tasks_v2
-from google.protobuf import duration_pb2
 
 from bench.driver import Driver
 from bench.receiver import Receiver
@@ -74,22 +73,7 @@ class HopFloor:
         subscriber.close()
         self.tasks = emulator_client(stack.tasks.address)
         self._queue = f"{project}/locations/{o.tasks_location}/queues/{HOP_QUEUE}"
-        self.tasks.create_queue(
-            parent=f"{project}/locations/{o.tasks_location}",
-            queue=tasks_v2.Queue(
-                name=self._queue,
-                rate_limits=tasks_v2.RateLimits(
-                    max_dispatches_per_second=o.tasks_max_dispatches_per_second,
-                    max_concurrent_dispatches=o.tasks_max_concurrent_dispatches,
-                ),
-                retry_config=tasks_v2.RetryConfig(
-                    max_attempts=o.tasks_max_attempts,
-                    min_backoff=duration_pb2.Duration(nanos=int(o.tasks_min_backoff_seconds * 1e9)),
-                    max_backoff=duration_pb2.Duration(seconds=int(o.tasks_max_backoff_seconds)),
-                    max_doublings=o.tasks_max_doublings,
-                ),
-            ),
-        )
+        self.tasks.create_queue(parent=f"{project}/locations/{o.tasks_location}", queue=o.queue(self._queue))
         self.db = firestore.Client(project=o.project)
 
     def push(self, key: str) -> float:

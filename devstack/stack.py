@@ -85,6 +85,22 @@ class StackOptions:
     function_env: dict[str, dict[str, str]] = field(default_factory=dict)
     progress: Callable[[str], None] = lambda line: None
 
+    def queue(self, name: str) -> tasks_v2.Queue:
+        """A queue with the rate limits and retry policy Terraform gives the real one."""
+        return tasks_v2.Queue(
+            name=name,
+            rate_limits=tasks_v2.RateLimits(
+                max_dispatches_per_second=self.tasks_max_dispatches_per_second,
+                max_concurrent_dispatches=self.tasks_max_concurrent_dispatches,
+            ),
+            retry_config=tasks_v2.RetryConfig(
+                max_attempts=self.tasks_max_attempts,
+                min_backoff=duration_pb2.Duration(nanos=int(self.tasks_min_backoff_seconds * 1e9)),
+                max_backoff=duration_pb2.Duration(seconds=int(self.tasks_max_backoff_seconds)),
+                max_doublings=self.tasks_max_doublings,
+            ),
+        )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: object) -> "StackOptions":
         """The README's variables for the local stack."""
@@ -230,22 +246,7 @@ class Stack:
             )
             subscriber.close()
         client = emulator_client(self.tasks.address)
-        client.create_queue(
-            parent=f"projects/{o.project}/locations/{o.tasks_location}",
-            queue=tasks_v2.Queue(
-                name=self.queue_path,
-                rate_limits=tasks_v2.RateLimits(
-                    max_dispatches_per_second=o.tasks_max_dispatches_per_second,
-                    max_concurrent_dispatches=o.tasks_max_concurrent_dispatches,
-                ),
-                retry_config=tasks_v2.RetryConfig(
-                    max_attempts=o.tasks_max_attempts,
-                    min_backoff=duration_pb2.Duration(nanos=int(o.tasks_min_backoff_seconds * 1e9)),
-                    max_backoff=duration_pb2.Duration(seconds=int(o.tasks_max_backoff_seconds)),
-                    max_doublings=o.tasks_max_doublings,
-                ),
-            ),
-        )
+        client.create_queue(parent=f"projects/{o.project}/locations/{o.tasks_location}", queue=o.queue(self.queue_path))
 
     def function_env(self) -> dict[str, str]:
         """What every function process gets, as Cloud Run would set it (README lists each)."""
