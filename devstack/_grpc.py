@@ -3,7 +3,8 @@
 Both stand-ins serve the *real* Google service names with the proto-plus types
 the official clients ship, so the clients talk to them unchanged. This module
 keeps the boilerplate (binding 127.0.0.1 on a free port, wiring unary
-handlers, aborting with a status code) in one place.
+handlers, aborting with a status code, the start/stop lifecycle and running
+in the foreground until signalled) in one place.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import logging
 from collections.abc import Callable, Mapping
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import grpc
+
+from devstack.httpserver import Lifecycle, serve_until_signalled, stop_requested
 
 _log = logging.getLogger(__name__)
 
@@ -91,3 +94,59 @@ def serve(
         raise OSError(f"could not bind {LOOPBACK}:{port} for {service}")
     server.start()
     return server, bound
+
+
+class GrpcStandIn(Lifecycle):
+    """Lifecycle of a stand-in serving one gRPC service: ``start()`` returns the address for the client.
+
+    Subclasses set ``service`` and implement ``_methods``; they extend
+    ``start``/``stop`` (calling ``super()``) for their own threads.
+    """
+
+    service: ClassVar[str]
+    max_workers: ClassVar[int] = 8
+
+    def __init__(self, port: int = 0) -> None:
+        self._port = port
+        self._server: grpc.Server | None = None
+        self._address = ""
+
+    def _methods(self) -> Mapping[str, Unary]:
+        raise NotImplementedError
+
+    @property
+    def address(self) -> str:
+        """``127.0.0.1:PORT`` once started."""
+        if not self._address:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return self._address
+
+    def start(self) -> str:
+        if self._server is not None:
+            return self._address
+        self._server, port = serve(self.service, self._methods(), port=self._port, max_workers=self.max_workers)
+        self._address = f"{LOOPBACK}:{port}"
+        return self._address
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop(grace=None).wait(5)
+            self._server = None
+
+
+def run_until_signalled(stand_in: GrpcStandIn, before_ready: Callable[[], None] | None = None) -> int:
+    """Serve ``stand_in`` in the foreground: ``READY 127.0.0.1:PORT`` once usable, stop on SIGINT/SIGTERM.
+
+    Signals are caught before starting, so one arriving during ``before_ready``
+    still ends in a clean stop.
+    """
+    done = stop_requested()
+    address = stand_in.start()
+    try:
+        if before_ready is not None:
+            before_ready()
+    except BaseException:
+        stand_in.stop()
+        raise
+    serve_until_signalled(stand_in, address, done)
+    return 0

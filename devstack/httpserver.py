@@ -4,6 +4,10 @@ The stand-ins must behave like real network services (keep-alive, exact
 Content-Length, one slow answer never blocking another) while staying in the
 standard library. ``TCP_NODELAY`` matters: without it every small response
 waits for the peer's delayed ACK and each call costs ~40 ms.
+
+``RecordingStub`` holds what the Twilio and OpenAI stand-ins share on top:
+recording with ``wait_for``, an answer delay, and the ``/_stub/`` admin
+endpoints a stand-in in another process is driven through.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ import select
 import signal
 import socket
 import threading
+import time
+import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Mapping, Self
+from typing import Any, Callable, ClassVar, Generic, Mapping, Protocol, Self, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 HOST = "127.0.0.1"
@@ -148,7 +154,29 @@ class _Server(ThreadingHTTPServer):
     owner: "StubServer"
 
 
-class StubServer:
+class Lifecycle:
+    """``with`` support for anything with ``start``/``stop``: a failing test never leaks a server."""
+
+    def start(self) -> Any:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class StubServer(Lifecycle):
     """Base for a stand-in: owns the listening socket and the serving thread.
 
     Subclasses implement ``handle``; it runs on one thread per connection, so
@@ -232,20 +260,114 @@ class StubServer:
             else:
                 self._connections.discard(conn)
 
-    def __enter__(self) -> Self:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+class JsonRecord(Protocol):
+    """What a recording stand-in keeps: anything its admin endpoint can list as JSON."""
+
+    def to_json(self) -> dict[str, Any]: ...
 
 
-def serve_until_signalled(server: StubServer, ready_url: str) -> None:
-    """Run a started stand-in in the foreground until SIGINT or SIGTERM."""
+R = TypeVar("R", bound=JsonRecord)
+
+
+class RecordingStub(StubServer, Generic[R]):
+    """A stand-in that records what it accepted, can answer late, and is driven over ``/_stub/``.
+
+    One condition guards the records, the delay and every setting a subclass
+    adds, so a handler can record a request and consume its faults in one
+    step, and ``wait_for`` wakes the moment a record lands.
+    """
+
+    records_path: ClassVar[str]
+
+    def __init__(self, port: int = 0, delay_seconds: float = 0.0) -> None:
+        super().__init__(port)
+        self._lock = threading.Condition()
+        self._records: list[R] = []
+        self._delay_seconds = float(delay_seconds)
+
+    @property
+    def delay_seconds(self) -> float:
+        with self._lock:
+            return self._delay_seconds
+
+    @delay_seconds.setter
+    def delay_seconds(self, value: float) -> None:
+        if value < 0:
+            raise ValueError("delay_seconds must be >= 0")
+        with self._lock:
+            self._delay_seconds = float(value)
+
+    def _snapshot(self) -> list[R]:
+        with self._lock:
+            return list(self._records)
+
+    def _add_record(self, record: R) -> None:
+        with self._lock:
+            self._records.append(record)
+            self._lock.notify_all()
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[R]:
+        """Wait until at least ``count`` records arrived; returns what arrived (maybe fewer)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while len(self._records) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._lock.wait(remaining)
+            return list(self._records)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._records.clear()
+
+    def _configure(self, spec: Mapping[str, Any]) -> None:
+        """Apply ``POST /_stub/config``; subclasses extend it with their own keys."""
+        if "delay_seconds" in spec:
+            self.delay_seconds = float(spec["delay_seconds"])
+
+    def _admin(self, request: Request) -> Response:
+        """The admin endpoints every recording stand-in serves; subclasses add theirs before these."""
+        if request.path == self.records_path and request.method == "GET":
+            return Response.json(200, [r.to_json() for r in self._snapshot()])
+        if request.path == self.records_path and request.method == "DELETE":
+            self.clear()
+            return Response.json(200, {"cleared": True})
+        if request.path == "/_stub/config" and request.method == "POST":
+            return apply_admin_spec(request, self._apply_config)
+        return Response.json(404, {"error": f"no admin endpoint {request.method} {request.path}"})
+
+    def _apply_config(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        self._configure(spec)
+        return {"delay_seconds": self.delay_seconds}
+
+
+def apply_admin_spec(request: Request, apply: Callable[[Any], dict[str, Any]]) -> Response:
+    """Run ``apply`` on the JSON body; a malformed spec is the caller's 400, not the stand-in's 500."""
+    try:
+        answer = apply(request.json() or {})
+    except (ValueError, TypeError, AttributeError) as exc:
+        return Response.json(400, {"error": str(exc)})
+    return Response.json(200, answer)
+
+
+def call_admin(url: str, method: str, payload: Any = None, timeout: float = 5.0) -> Any:
+    """One JSON call to a stand-in's admin endpoint in another process; the decoded answer."""
+    data = None if payload is None else json.dumps(payload).encode("utf-8")
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+class Stoppable(Protocol):
+    """Any stand-in, HTTP or gRPC, that the foreground runner can shut down."""
+
+    def stop(self) -> None: ...
+
+
+def stop_requested() -> threading.Event:
+    """An event that SIGINT or SIGTERM sets, so a foreground stand-in exits through its cleanup."""
     done = threading.Event()
 
     def _on_signal(signum: int, frame: object) -> None:
@@ -253,6 +375,13 @@ def serve_until_signalled(server: StubServer, ready_url: str) -> None:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+    return done
+
+
+def serve_until_signalled(server: Stoppable, ready_url: str, done: threading.Event | None = None) -> None:
+    """Run a started stand-in in the foreground until SIGINT or SIGTERM (or ``done``), then stop it."""
+    if done is None:
+        done = stop_requested()
     print(f"READY {ready_url}", flush=True)
     try:
         while not done.wait(0.5):

@@ -35,15 +35,21 @@ Run it alone: ``python -m devstack.openai_stub [--port N] [--delay S]`` prints
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
-import threading
 import time
-import urllib.request
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from devstack.httpserver import DROP, Drop, Request, Response, StubHandler, StubServer, serve_until_signalled
+from devstack.httpserver import (
+    DROP,
+    Drop,
+    RecordingStub,
+    Request,
+    Response,
+    StubHandler,
+    call_admin,
+    serve_until_signalled,
+)
 
 OFFLINE_PREFIX = "[offline model]"
 OFFLINE_MODEL_ID = "offline-model"
@@ -122,14 +128,17 @@ class ChatRequest:
         return {"model": self.model, "messages": self.messages, "received_at": self.received_at}
 
 
-class OpenAIStub(StubServer):
-    """OpenAI's chat-completions endpoint, answered by the offline model or a test's script."""
+class OpenAIStub(RecordingStub[ChatRequest]):
+    """OpenAI's chat-completions endpoint, answered by the offline model or a test's script.
+
+    ``wait_for(count, timeout)`` waits for received chat requests;
+    ``delay_seconds`` holds every answer back.
+    """
+
+    records_path = "/_stub/requests"
 
     def __init__(self, port: int = 0, delay_seconds: float = 0.0) -> None:
-        super().__init__(port)
-        self._lock = threading.Condition()
-        self._requests: list[ChatRequest] = []
-        self._delay_seconds = float(delay_seconds)
+        super().__init__(port, delay_seconds)
         self._fail_times = 0
         self._fail_status = 500
         self._hang_times = 0
@@ -145,41 +154,14 @@ class OpenAIStub(StubServer):
         return super().base_url
 
     @property
-    def delay_seconds(self) -> float:
-        with self._lock:
-            return self._delay_seconds
-
-    @delay_seconds.setter
-    def delay_seconds(self, value: float) -> None:
-        if value < 0:
-            raise ValueError("delay_seconds must be >= 0")
-        with self._lock:
-            self._delay_seconds = float(value)
-
-    @property
     def requests(self) -> list[ChatRequest]:
-        with self._lock:
-            return list(self._requests)
-
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[ChatRequest]:
-        """Wait until at least ``count`` requests arrived; returns what arrived (maybe fewer)."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while len(self._requests) < count:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._lock.wait(remaining)
-            return list(self._requests)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._requests.clear()
+        """Received chat requests, oldest first."""
+        return self._snapshot()
 
     def reset(self) -> None:
         """Back to a fresh stand-in: no records, no faults, no delay, the offline model."""
         with self._lock:
-            self._requests.clear()
+            self._records.clear()
             self._delay_seconds = 0.0
             self._fail_times = 0
             self._fail_status = 500
@@ -244,8 +226,7 @@ class OpenAIStub(StubServer):
             return openai_error(400, "This stand-in does not stream; call without stream=True.", "stream")
 
         with self._lock:
-            self._requests.append(ChatRequest(model, messages, time.time(), body))
-            self._lock.notify_all()
+            self._add_record(ChatRequest(model, messages, time.time(), body))
             hang = self._hang_times > 0
             if hang:
                 self._hang_times -= 1
@@ -292,28 +273,15 @@ class OpenAIStub(StubServer):
             "system_fingerprint": "fp_offline",
         }
 
-    def _admin(self, request: Request) -> Response:
-        if request.path == "/_stub/requests" and request.method == "GET":
-            return Response.json(200, [r.to_json() for r in self.requests])
-        if request.path == "/_stub/requests" and request.method == "DELETE":
-            self.clear()
-            return Response.json(200, {"cleared": True})
-        if request.path == "/_stub/config" and request.method == "POST":
-            try:
-                spec = request.json() or {}
-                if "delay_seconds" in spec:
-                    self.delay_seconds = float(spec["delay_seconds"])
-                if "fail_times" in spec:
-                    self.fail_next(int(spec["fail_times"]), int(spec.get("fail_status", 500)))
-                if "hang_times" in spec:
-                    self.hang_next(int(spec["hang_times"]))
-                if "reply_text" in spec:
-                    text = spec["reply_text"]
-                    self.set_reply_text(None if text is None else str(text))
-            except (ValueError, TypeError, AttributeError) as exc:
-                return Response.json(400, {"error": str(exc)})
-            return Response.json(200, {"delay_seconds": self.delay_seconds})
-        return Response.json(404, {"error": f"no admin endpoint {request.method} {request.path}"})
+    def _configure(self, spec: Mapping[str, Any]) -> None:
+        super()._configure(spec)
+        if "fail_times" in spec:
+            self.fail_next(int(spec["fail_times"]), int(spec.get("fail_status", 500)))
+        if "hang_times" in spec:
+            self.hang_next(int(spec["hang_times"]))
+        if "reply_text" in spec:
+            text = spec["reply_text"]
+            self.set_reply_text(None if text is None else str(text))
 
 
 class OpenAIStubAdmin:
@@ -324,12 +292,7 @@ class OpenAIStubAdmin:
         self.timeout = timeout
 
     def _call(self, method: str, path: str, payload: Any = None) -> Any:
-        data = None if payload is None else json.dumps(payload).encode("utf-8")
-        req = urllib.request.Request(
-            self.root_url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-            return json.loads(resp.read() or b"null")
+        return call_admin(self.root_url + path, method, payload, self.timeout)
 
     def requests(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/_stub/requests"))

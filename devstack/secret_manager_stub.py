@@ -22,17 +22,16 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import FrameType, TracebackType
 
 import grpc
 from google.cloud.secretmanager_v1 import types as sm
 
-from devstack._grpc import LOOPBACK, Unary, fail, serve
+from devstack._grpc import GrpcStandIn, Unary, fail, run_until_signalled
 from shared.secrets import crc32c
 
 SERVICE = "google.cloud.secretmanager.v1.SecretManagerService"
@@ -54,31 +53,25 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class SecretManagerStub:
+class SecretManagerStub(GrpcStandIn):
     """In-memory Secret Manager reachable through the real client.
 
     ``secrets`` maps secret ids to values; each becomes version 1 of
-    ``projects/{project}/secrets/{id}``.
+    ``projects/{project}/secrets/{id}``. ``start()`` returns ``127.0.0.1:PORT``.
     """
 
+    service = SERVICE
+    max_workers = 4
+
     def __init__(self, secrets: dict[str, str] | None = None, project: str = "local-project", port: int = 0) -> None:
+        super().__init__(port)
         self.project = project
-        self._port = port
         self._lock = threading.Lock()
         self._secrets: dict[str, _Secret] = {}
         self._access_count = 0
         self._faults: list[grpc.StatusCode] = []
-        self._server: grpc.Server | None = None
-        self._address = ""
         for name, value in (secrets or {}).items():
             self.set_secret(name, value)
-
-    @property
-    def address(self) -> str:
-        """``127.0.0.1:PORT`` once started."""
-        if not self._address:
-            raise RuntimeError("SecretManagerStub is not started")
-        return self._address
 
     @property
     def access_count(self) -> int:
@@ -86,38 +79,13 @@ class SecretManagerStub:
         with self._lock:
             return self._access_count
 
-    def start(self) -> str:
-        if self._server is not None:
-            return self._address
-        self._server, port = serve(
-            SERVICE,
-            {
-                "AccessSecretVersion": Unary(
-                    self._access, sm.AccessSecretVersionRequest, sm.AccessSecretVersionResponse
-                ),
-                "CreateSecret": Unary(self._create_secret, sm.CreateSecretRequest, sm.Secret),
-                "AddSecretVersion": Unary(self._add_version, sm.AddSecretVersionRequest, sm.SecretVersion),
-                "GetSecret": Unary(self._get_secret, sm.GetSecretRequest, sm.Secret),
-            },
-            port=self._port,
-            max_workers=4,
-        )
-        self._address = f"{LOOPBACK}:{port}"
-        return self._address
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop(grace=None).wait(5)
-            self._server = None
-
-    def __enter__(self) -> SecretManagerStub:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _methods(self) -> Mapping[str, Unary]:
+        return {
+            "AccessSecretVersion": Unary(self._access, sm.AccessSecretVersionRequest, sm.AccessSecretVersionResponse),
+            "CreateSecret": Unary(self._create_secret, sm.CreateSecretRequest, sm.Secret),
+            "AddSecretVersion": Unary(self._add_version, sm.AddSecretVersionRequest, sm.SecretVersion),
+            "GetSecret": Unary(self._get_secret, sm.GetSecretRequest, sm.Secret),
+        }
 
     def set_secret(self, name: str, value: str) -> str:
         """Add a version with ``value``, creating the secret if needed; returns the version name.
@@ -247,21 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         if not var or not os.environ.get(var):
             parser.error(f"--secret-env {item!r}: expected ID=VAR with VAR set in the environment")
         secrets[secret_id] = os.environ[var]
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    stub = SecretManagerStub(secrets, project=args.project, port=args.port)
-    address = stub.start()
-    print(f"READY {address}", flush=True)
-    try:
-        stop.wait()
-    finally:
-        stub.stop()
-    return 0
+    return run_until_signalled(SecretManagerStub(secrets, project=args.project, port=args.port))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,6 @@ import logging
 import math
 import re
 import secrets
-import signal
 import socket
 import sys
 import threading
@@ -61,7 +60,6 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from types import FrameType, TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -73,7 +71,7 @@ from google.cloud import tasks_v2
 from google.protobuf import field_mask_pb2
 from google.rpc import status_pb2
 
-from devstack._grpc import LOOPBACK, Unary, fail, serve
+from devstack._grpc import LOOPBACK, GrpcStandIn, Unary, fail, run_until_signalled
 
 _log = logging.getLogger(__name__)
 
@@ -269,12 +267,14 @@ def _page(items: list[Any], page_size: int, page_token: str) -> tuple[list[Any],
     return items[start:end], token
 
 
-class TasksEmulator:
+class TasksEmulator(GrpcStandIn):
     """Cloud Tasks stand-in: ``start()`` returns the address for the real client.
 
     ``tombstone_seconds`` is how long a finished or deleted task name stays
     reserved; ``dispatch_workers`` bounds concurrent HTTP dispatches overall.
     """
+
+    service = SERVICE
 
     def __init__(
         self,
@@ -284,7 +284,7 @@ class TasksEmulator:
         dispatch_workers: int = 32,
         max_task_records: int = 10_000,
     ) -> None:
-        self._port = port
+        super().__init__(port)
         self._tombstone_seconds = tombstone_seconds
         self._queue_tombstone_seconds = queue_tombstone_seconds
         self._workers = dispatch_workers
@@ -301,23 +301,14 @@ class TasksEmulator:
         self._dropped = 0
         self._records: OrderedDict[str, _Record] = OrderedDict()
         self._stopping = False
-        self._server: grpc.Server | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._scheduler: threading.Thread | None = None
-        self._address = ""
         self._connections: set[http.client.HTTPConnection] = set()
         self._connections_lock = threading.Lock()
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self._kid = secrets.token_hex(8)
 
     # Lifecycle
-
-    @property
-    def address(self) -> str:
-        """``127.0.0.1:PORT`` once started."""
-        if not self._address:
-            raise RuntimeError("TasksEmulator is not started")
-        return self._address
 
     def start(self) -> str:
         if self._server is not None:
@@ -326,7 +317,12 @@ class TasksEmulator:
         self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="tasks-dispatch")
         self._scheduler = threading.Thread(target=self._schedule_loop, name="tasks-scheduler", daemon=True)
         self._scheduler.start()
-        handlers = {
+        address = super().start()
+        _log.info("tasks emulator serving", extra={"address": address})
+        return address
+
+    def _methods(self) -> Mapping[str, Unary]:
+        return {
             "CreateQueue": Unary(self._create_queue, tasks_v2.CreateQueueRequest, tasks_v2.Queue),
             "GetQueue": Unary(self._get_queue, tasks_v2.GetQueueRequest, tasks_v2.Queue),
             "ListQueues": Unary(self._list_queues, tasks_v2.ListQueuesRequest, tasks_v2.ListQueuesResponse),
@@ -341,19 +337,13 @@ class TasksEmulator:
             "DeleteTask": Unary(self._delete_task, tasks_v2.DeleteTaskRequest, None),
             "RunTask": Unary(self._run_task, tasks_v2.RunTaskRequest, tasks_v2.Task),
         }
-        self._server, port = serve(SERVICE, handlers, port=self._port, max_workers=8)
-        self._address = f"{LOOPBACK}:{port}"
-        _log.info("tasks emulator serving", extra={"address": self._address})
-        return self._address
 
     def stop(self) -> None:
         """Stop serving and dispatching; in-flight HTTP calls are cut off so a slow target cannot stall shutdown."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._server is not None:
-            self._server.stop(grace=None).wait(5)
-            self._server = None
+        super().stop()
         if self._scheduler is not None:
             self._scheduler.join(timeout=5)
             self._scheduler = None
@@ -367,15 +357,6 @@ class TasksEmulator:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-
-    def __enter__(self) -> TasksEmulator:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # Introspection for tests and the dev stack
 
@@ -431,14 +412,18 @@ class TasksEmulator:
             name = request.queue.name
             if name in self._queues:
                 fail(Code.ALREADY_EXISTS, "Queue already exists")
-            if self._queue_tombstones.get(name, 0.0) > time.monotonic():
-                fail(
-                    Code.FAILED_PRECONDITION,
-                    "The queue cannot be created because a queue with this name existed too recently.",
-                )
-            queue = self._new_queue(request.queue)
-            self._queues[name] = queue
-            return tasks_v2.Queue(queue.message)
+            return self._add_queue(name, request.queue)
+
+    def _add_queue(self, name: str, source: tasks_v2.Queue) -> tasks_v2.Queue:
+        """Register a new queue unless its name is still reserved; caller holds the lock."""
+        if self._queue_tombstones.get(name, 0.0) > time.monotonic():
+            fail(
+                Code.FAILED_PRECONDITION,
+                "The queue cannot be created because a queue with this name existed too recently.",
+            )
+        queue = self._new_queue(source)
+        self._queues[name] = queue
+        return tasks_v2.Queue(queue.message)
 
     def _new_queue(self, source: tasks_v2.Queue) -> _Queue:
         message = tasks_v2.Queue(source)
@@ -544,14 +529,7 @@ class TasksEmulator:
         with self._cond:
             existing = self._queues.get(name)
             if existing is None:
-                if self._queue_tombstones.get(name, 0.0) > time.monotonic():
-                    fail(
-                        Code.FAILED_PRECONDITION,
-                        "The queue cannot be created because a queue with this name existed too recently.",
-                    )
-                queue = self._new_queue(request.queue)
-                self._queues[name] = queue
-                return tasks_v2.Queue(queue.message)
+                return self._add_queue(name, request.queue)
             updated = tasks_v2.Queue.pb(tasks_v2.Queue(existing.message))
             source = tasks_v2.Queue.pb(request.queue)
             paths = list(mask.paths) or [f.name for f in descriptor.fields if f.name not in _QUEUE_OUTPUT_ONLY]
@@ -980,18 +958,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
     emulator = TasksEmulator(
         port=args.port, tombstone_seconds=args.tombstone_seconds, dispatch_workers=args.dispatch_workers
     )
-    address = emulator.start()
-    try:
+
+    def before_ready() -> None:
         for name in args.queue:
             try:
                 emulator.create_queue(name)
@@ -1000,12 +971,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.jwks_file:
             with open(args.jwks_file, "w", encoding="utf-8") as out:
                 json.dump(emulator.jwks, out)
-        print(f"READY {address}", flush=True)
-        while not stop.wait(0.5):
-            pass
-    finally:
-        emulator.stop()
-    return 0
+
+    return run_until_signalled(emulator, before_ready)
 
 
 if __name__ == "__main__":

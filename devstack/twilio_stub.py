@@ -48,10 +48,8 @@ import argparse
 import base64
 import binascii
 import hmac
-import json
 import re
 import secrets
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -64,7 +62,17 @@ from typing import Any, Callable, Mapping
 
 from twilio.request_validator import RequestValidator
 
-from devstack.httpserver import DROP, Drop, Request, Response, StubHandler, StubServer, serve_until_signalled
+from devstack.httpserver import (
+    DROP,
+    Drop,
+    RecordingStub,
+    Request,
+    Response,
+    StubHandler,
+    apply_admin_spec,
+    call_admin,
+    serve_until_signalled,
+)
 
 API_VERSION = "2010-04-01"
 MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Messages\.json$")
@@ -156,50 +164,31 @@ def _segments(body: str, to: str) -> int:
     return -(-len(body) // multi)
 
 
-class TwilioStub(StubServer):
-    """Twilio's Messages API for one account, with recording and programmable faults."""
+class TwilioStub(RecordingStub[SentMessage]):
+    """Twilio's Messages API for one account, with recording and programmable faults.
+
+    ``wait_for(count, timeout)`` waits for accepted messages; ``delay_seconds``
+    holds every send back before it is answered.
+    """
+
+    records_path = "/_stub/messages"
 
     def __init__(self, account_sid: str, auth_token: str, port: int = 0) -> None:
         super().__init__(port)
         self.account_sid = account_sid
         self._auth_token = auth_token
-        self._lock = threading.Condition()
-        self._messages: list[SentMessage] = []
         self._faults: list[_Fault] = []
         self._attempts: list[tuple[str, str]] = []
-        self._delay_seconds = 0.0
-
-    @property
-    def delay_seconds(self) -> float:
-        with self._lock:
-            return self._delay_seconds
-
-    @delay_seconds.setter
-    def delay_seconds(self, value: float) -> None:
-        if value < 0:
-            raise ValueError("delay_seconds must be >= 0")
-        with self._lock:
-            self._delay_seconds = float(value)
 
     @property
     def messages(self) -> list[SentMessage]:
-        with self._lock:
-            return list(self._messages)
-
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[SentMessage]:
-        """Wait until at least ``count`` messages were accepted; returns what arrived (maybe fewer)."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while len(self._messages) < count:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._lock.wait(remaining)
-            return list(self._messages)
+        """Accepted messages, oldest first."""
+        return self._snapshot()
 
     def clear(self) -> None:
+        """Forget accepted messages and attempts; faults and the delay stay."""
         with self._lock:
-            self._messages.clear()
+            super().clear()
             self._attempts.clear()
 
     def fail_next(
@@ -265,9 +254,7 @@ class TwilioStub(StubServer):
             status_callback=params.get("StatusCallback") or None,
             params=dict(params),
         )
-        with self._lock:
-            self._messages.append(message)
-            self._lock.notify_all()
+        self._add_record(message)
         return message
 
     def handle(self, request: Request, handler: StubHandler) -> Response | Drop:
@@ -389,42 +376,28 @@ class TwilioStub(StubServer):
         }
 
     def _admin(self, request: Request) -> Response:
-        if request.path == "/_stub/messages" and request.method == "GET":
-            return Response.json(200, [m.to_json() for m in self.messages])
-        if request.path == "/_stub/messages" and request.method == "DELETE":
-            self.clear()
-            return Response.json(200, {"cleared": True})
         if request.path == "/_stub/faults" and request.method == "DELETE":
             self.clear_faults()
             return Response.json(200, {"cleared": True})
         if request.path == "/_stub/faults" and request.method == "POST":
-            try:
-                spec = request.json() or {}
-                times = int(spec.get("times", 1))
-                prefix = spec.get("body_prefix")
-                predicate = body_starts_with(str(prefix)) if prefix else None
-                if spec.get("action", "error") == "disconnect":
-                    self.accept_then_disconnect(times, predicate)
-                else:
-                    self.add_rule(
-                        predicate,
-                        status=int(spec.get("status", 429)),
-                        code=int(spec.get("code", 20429)),
-                        times=times,
-                        message=str(spec.get("message", "Error")),
-                    )
-            except (ValueError, TypeError, AttributeError) as exc:
-                return Response.json(400, {"error": str(exc)})
-            return Response.json(200, {"added": True})
-        if request.path == "/_stub/config" and request.method == "POST":
-            try:
-                spec = request.json() or {}
-                if "delay_seconds" in spec:
-                    self.delay_seconds = float(spec["delay_seconds"])
-            except (ValueError, TypeError, AttributeError) as exc:
-                return Response.json(400, {"error": str(exc)})
-            return Response.json(200, {"delay_seconds": self.delay_seconds})
-        return Response.json(404, {"error": f"no admin endpoint {request.method} {request.path}"})
+            return apply_admin_spec(request, self._add_fault_spec)
+        return super()._admin(request)
+
+    def _add_fault_spec(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        times = int(spec.get("times", 1))
+        prefix = spec.get("body_prefix")
+        predicate = body_starts_with(str(prefix)) if prefix else None
+        if spec.get("action", "error") == "disconnect":
+            self.accept_then_disconnect(times, predicate)
+        else:
+            self.add_rule(
+                predicate,
+                status=int(spec.get("status", 429)),
+                code=int(spec.get("code", 20429)),
+                times=times,
+                message=str(spec.get("message", "Error")),
+            )
+        return {"added": True}
 
 
 class TwilioStubAdmin:
@@ -435,12 +408,7 @@ class TwilioStubAdmin:
         self.timeout = timeout
 
     def _call(self, method: str, path: str, payload: Any = None) -> Any:
-        data = None if payload is None else json.dumps(payload).encode("utf-8")
-        req = urllib.request.Request(
-            self.base_url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-            return json.loads(resp.read() or b"null")
+        return call_admin(self.base_url + path, method, payload, self.timeout)
 
     def messages(self) -> list[SentMessage]:
         return [SentMessage.from_json(m) for m in self._call("GET", "/_stub/messages")]

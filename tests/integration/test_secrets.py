@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import select
-import signal
-import subprocess
-import sys
+import re
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -20,9 +15,9 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 from devstack.secret_manager_stub import SecretManagerStub
 from shared.config import Settings
 from shared.secrets import SecretManagerSecrets, SecretUnavailable, build_secrets, crc32c
+from tests.integration.helpers import start_module, stop_module
 
 PROJECT = "test-project"
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -153,40 +148,24 @@ def test_stub_serves_the_admin_calls_the_dev_stack_uses(
 
 
 def test_stub_runs_as_a_process_and_stops_on_sigterm() -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "STUB_VALUE": "from-env"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "devstack.secret_manager_stub",
-            "--project",
-            PROJECT,
-            "--secret-env",
-            "cli-secret=STUB_VALUE",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    process, address = start_module(
+        "devstack.secret_manager_stub",
+        "--project",
+        PROJECT,
+        "--secret-env",
+        "cli-secret=STUB_VALUE",
+        env={"STUB_VALUE": "from-env"},
     )
     try:
-        assert process.stdout is not None
-        ready, _, _ = select.select([process.stdout], [], [], 20)
-        assert ready, "no READY line within 20 s"
-        line = process.stdout.readline().strip()
-        assert line.startswith("READY 127.0.0.1:")
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", address)
         client = SecretManagerServiceClient(
-            transport=SecretManagerServiceGrpcTransport(channel=grpc.insecure_channel(line.split(" ", 1)[1]))
+            transport=SecretManagerServiceGrpcTransport(channel=grpc.insecure_channel(address))
         )
         try:
             response = client.access_secret_version(name=f"projects/{PROJECT}/secrets/cli-secret/versions/latest")
             assert response.payload.data == b"from-env"
         finally:
             client.transport.close()
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=5)
+        code = stop_module(process)
+    assert code == 0

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -28,8 +24,8 @@ from twilio.rest import Client
 
 from devstack.openai_stub import OFFLINE_PREFIX, OpenAIStub, OpenAIStubAdmin
 from devstack.twilio_stub import TwilioStub, TwilioStubAdmin, inbound_message, sign_and_post
+from tests.integration.helpers import start_module, stop_module
 
-REPO = Path(__file__).resolve().parents[2]
 SAMPLE = Path("/work/shared/samples/twilio/inbound-text.json")
 ACCOUNT_SID = "AC" + "5" * 32
 AUTH_TOKEN = "test-auth-token"
@@ -170,34 +166,8 @@ def test_admin_endpoints_over_http(twilio_stub: TwilioStub) -> None:
     assert admin.messages() == [] and twilio_stub.messages == []
 
 
-def _start_cli(module: str, *args: str) -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", module, *args],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    line_box: list[str] = []
-    reader = threading.Thread(target=lambda: line_box.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    reader.join(timeout=20)
-    if not line_box or not line_box[0].startswith("READY "):
-        proc.kill()
-        _, err = proc.communicate(timeout=5)
-        pytest.fail(f"{module} did not print READY: {line_box!r} {err[-2000:]}")
-    return proc, line_box[0].split()[1]
-
-
-def _stop_cli(proc: subprocess.Popen[str]) -> int:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-
-
 def test_twilio_stub_runs_as_a_process() -> None:
-    proc, url = _start_cli("devstack.twilio_stub", "--account-sid", ACCOUNT_SID, "--auth-token", AUTH_TOKEN)
+    proc, url = start_module("devstack.twilio_stub", "--account-sid", ACCOUNT_SID, "--auth-token", AUTH_TOKEN)
     try:
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url)
         client = Client(ACCOUNT_SID, AUTH_TOKEN, http_client=TwilioHttpClient(timeout=5))
@@ -205,7 +175,8 @@ def test_twilio_stub_runs_as_a_process() -> None:
         sent = client.messages.create(to=WA_USER, from_=WA_FROM, body="cross-process")
         assert [(m.sid, m.body) for m in TwilioStubAdmin(url).messages()] == [(sent.sid, "cross-process")]
     finally:
-        assert _stop_cli(proc) == 0
+        code = stop_module(proc)
+    assert code == 0
 
 
 # Webhook signing
@@ -414,7 +385,7 @@ def test_models_and_unprefixed_path(openai_stub: OpenAIStub) -> None:
 
 
 def test_openai_stub_runs_as_a_process() -> None:
-    proc, url = _start_cli("devstack.openai_stub", "--delay", "0.2")
+    proc, url = start_module("devstack.openai_stub", "--delay", "0.2")
     try:
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v1", url)
         client = openai.OpenAI(api_key="k", base_url=url, max_retries=0, timeout=5)
@@ -425,7 +396,8 @@ def test_openai_stub_runs_as_a_process() -> None:
         with urllib.request.urlopen(url.removesuffix("/v1") + "/_stub/requests", timeout=5) as resp:
             assert [r["messages"] for r in json.loads(resp.read())] == [[{"role": "user", "content": "ping"}]]
     finally:
-        assert _stop_cli(proc) == 0
+        code = stop_module(proc)
+    assert code == 0
 
 
 def test_twilio_message_list_is_read_by_the_real_client_newest_first() -> None:

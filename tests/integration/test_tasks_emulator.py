@@ -7,11 +7,7 @@ wait has a timeout so a broken dispatcher fails fast instead of hanging.
 from __future__ import annotations
 
 import logging
-import os
-import select
-import signal
-import subprocess
-import sys
+import re
 import threading
 import time
 import uuid
@@ -19,7 +15,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import grpc
 import jwt
@@ -29,8 +24,8 @@ from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
 from devstack.tasks_emulator import TasksEmulator, backoff_seconds
+from tests.integration.helpers import start_module, stop_module
 
-REPO = Path(__file__).resolve().parents[2]
 LOCATION = "projects/test-project/locations/us-central1"
 SERVICE_ACCOUNT = "sender-invoker@test-project.iam.gserviceaccount.com"
 WAIT = 10.0
@@ -540,30 +535,16 @@ def test_backoff_follows_the_documented_cloud_tasks_example(retry_index: int, ex
 
 
 def test_module_runs_as_a_process_and_stops_on_sigterm() -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "devstack.tasks_emulator", "--port", "0", "--queue", f"{LOCATION}/queues/cli"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    process, address = start_module("devstack.tasks_emulator", "--port", "0", "--queue", f"{LOCATION}/queues/cli")
     try:
-        assert process.stdout is not None
-        ready, _, _ = select.select([process.stdout], [], [], 20)
-        assert ready, "no READY line within 20 s"
-        line = process.stdout.readline().strip()
-        assert line.startswith("READY 127.0.0.1:")
-        client = make_client(line.split(" ", 1)[1])
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", address)
+        client = make_client(address)
         try:
             assert client.get_queue(name=f"{LOCATION}/queues/cli").state == tasks_v2.Queue.State.RUNNING
         finally:
             client.transport.close()
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
-        assert process.stdout.read().strip() == "", "READY must be the only stdout line"
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=5)
+        code = stop_module(process)
+    assert code == 0
+    assert process.stdout is not None
+    assert process.stdout.read().strip() == "", "READY must be the only stdout line"
