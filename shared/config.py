@@ -134,11 +134,6 @@ class Settings:
     # Log this process's cumulative external calls after each request (benchmarks)
     log_usage: bool = False
 
-    @property
-    def emulated(self) -> bool:
-        """True when talking to local emulators, where some cloud checks are off."""
-        return bool(self.tasks_emulator_host)
-
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env

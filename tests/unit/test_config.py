@@ -25,7 +25,7 @@ def test_empty_environment_gives_the_defaults() -> None:
     assert settings.auth_allowed_service_accounts == ()
     assert settings.test_fault_points == ()
     assert settings.public_webhook_url == "" and not settings.trust_forwarded_headers
-    assert not settings.emulated
+    assert settings.tasks_emulator_host == ""
 
 
 def test_blank_values_fall_back_to_the_defaults() -> None:
@@ -59,7 +59,7 @@ def test_values_are_read_and_trimmed() -> None:
     assert settings.publish_max_latency_seconds == 0.05
     assert settings.trust_forwarded_headers is True
     assert settings.twilio_api_base_url == "http://127.0.0.1:9000"
-    assert settings.emulated
+    assert settings.tasks_emulator_host != ""
     assert settings.openai_max_retries == 0
 
 
