@@ -78,8 +78,8 @@ def concurrent(driver: Driver, floor_url: str, clients: int, per_client: int, ro
             batches = [[_prepare(driver, which, floor_url, tag) for _ in range(per_client)] for _ in range(clients)]
             barrier = threading.Barrier(clients)
 
-            def client(batch: list[PreparedPost], side: str = which) -> None:
-                barrier.wait(timeout=30)
+            def client(batch: list[PreparedPost], side: str = which, gate: threading.Barrier = barrier) -> None:
+                gate.wait(timeout=30)
                 for prepared in batch:
                     result = driver.send(prepared, book=side == TARGET)
                     with lock:

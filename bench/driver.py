@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from twilio.request_validator import RequestValidator
 
+from devstack.delivery import count_damage
 from devstack.stack import Stack
 from devstack.twilio_stub import SentMessage, inbound_message, new_sid
 
@@ -122,16 +123,14 @@ def check_delivery(expected: dict[str, list[str]], sent: list[SentMessage]) -> D
     for user, markers in expected.items():
         got = replies.get(user, [])
         wanted = set(markers)
+        damage = count_damage(markers, got)
         result.users += 1
         result.messages += len(markers)
         result.unexpected += sum(1 for m in got if m not in wanted)
-        got = [m for m in got if m in wanted]
-        result.delivered += len(set(got))
-        result.lost += len(wanted - set(got))
-        result.duplicated += len(got) - len(set(got))
-        position = {m: i for i, m in enumerate(markers)}
-        firsts = list(dict.fromkeys(got))
-        result.reordered += sum(1 for a, b in zip(firsts, firsts[1:]) if position[b] < position[a])
+        result.delivered += len(wanted) - damage.lost
+        result.lost += damage.lost
+        result.duplicated += damage.duplicated
+        result.reordered += damage.reordered
     return result
 
 

@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 
 import pytest
 
+from devstack.delivery import Damage, count_damage
 from devstack.emulators import FirestoreEmulator, PubSubEmulator, check_prerequisites, start_all, stop_all
 from devstack.stack import Stack, StackOptions
 
@@ -97,17 +98,13 @@ class Ledger:
     duplicated: int = 0
     reordered: int = 0
 
-    def check(self, expected: list[str], delivered: list[str]) -> tuple[int, int, int]:
-        """Compare one user's replies with what should have arrived, in order; count each kind of damage."""
-        lost = sum(1 for body in set(expected) if body not in delivered)
-        duplicated = sum(delivered.count(body) - 1 for body in set(delivered) if delivered.count(body) > 1)
-        firsts = [body for i, body in enumerate(delivered) if body in expected and body not in delivered[:i]]
-        order = [expected.index(body) for body in firsts]
-        reordered = sum(1 for a, b in zip(order, order[1:]) if b < a)
-        self.lost += lost
-        self.duplicated += duplicated
-        self.reordered += reordered
-        return lost, duplicated, reordered
+    def check(self, expected: list[str], delivered: list[str]) -> Damage:
+        """Compare one user's replies with what should have arrived, in order; book the damage."""
+        damage = count_damage(expected, delivered)
+        self.lost += damage.lost
+        self.duplicated += damage.duplicated
+        self.reordered += damage.reordered
+        return damage
 
     def summary(self) -> str:
         return (

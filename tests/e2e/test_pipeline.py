@@ -6,7 +6,6 @@ import time
 import urllib.request
 from datetime import datetime, timedelta, timezone
 
-from google.cloud import firestore
 
 from devstack.twilio_stub import inbound_message, sign_and_post
 from shared.conversation import conversation_id
