@@ -144,7 +144,6 @@ def deliver(task: SendTask, deps: SenderDeps) -> str:
         _log(logging.INFO, "part sent", task, event="part_sent", part=k + 1, of=len(parts), twilio_sid=twilio_sid)
         conv, version = _mark_part_sent(task, deps, conv, version, k, twilio_sid)
         if conv.entry(task.sid).get("status") == SENT:
-            _log(logging.INFO, "reply sent", task, event="sent", status=SENT, parts=len(parts))
             return "sent"
     raise Conflict(f"conversation kept changing while sending {task.sid}")
 
@@ -172,6 +171,8 @@ def _mark_part_sent(
             snap = deps.store.load(task.conversation_id)
             conv, version = snap.conversation, snap.version
             continue
+        if k + 1 >= len(entry["parts"]):
+            _log(logging.INFO, "reply sent", task, event="sent", status=SENT, parts=len(entry["parts"]))
         return applied(conv, updates), version
     raise Conflict(f"could not record part {k + 1} of {task.sid} as sent")
 
