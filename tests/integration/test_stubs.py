@@ -26,7 +26,7 @@ from devstack.openai_stub import OFFLINE_PREFIX, OpenAIStub, OpenAIStubAdmin
 from devstack.twilio_stub import TwilioStub, TwilioStubAdmin, inbound_message, sign_and_post
 from tests.integration.helpers import start_module, stop_module
 
-SAMPLE = Path("/work/shared/samples/twilio/inbound-text.json")
+SAMPLE = Path(__file__).parents[1] / "samples" / "twilio" / "inbound-text.json"
 ACCOUNT_SID = "AC" + "5" * 32
 AUTH_TOKEN = "test-auth-token"
 WA_FROM = "whatsapp:+14155238886"
