@@ -12,7 +12,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from typing import Callable, Protocol
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 import flask
 from twilio.request_validator import RequestValidator
@@ -42,18 +42,26 @@ class WebhookDeps:
     clock: Callable[[], float] = time.time
 
 
+def _split_fragment(url: str) -> tuple[str, str]:
+    """``url`` without its ``#...`` part, and that part (without the ``#``)."""
+    base, _, fragment = url.partition("#")
+    return base, fragment
+
+
 def signed_url(request: flask.Request, settings: Settings) -> str:
     """The URL Twilio signed, which behind Cloud Run's proxy is not ``request.url``.
 
-    PUBLIC_WEBHOOK_URL wins when set (the query string Twilio added is kept);
+    PUBLIC_WEBHOOK_URL wins when set (the query string Twilio added is kept,
+    and any ``#`` connection overrides are left out: see :func:`signed_urls`);
     else, with TRUST_FORWARDED_HEADERS, the scheme and host the proxy reports;
     else the scheme and host this server saw. The query string is used exactly
     as received: ``request.url`` decodes escapes such as ``%2F``, which Twilio
-    signed encoded.
+    signed encoded. Raises UnicodeDecodeError for a query string that is not
+    UTF-8, which :func:`handle_webhook` refuses before calling this.
     """
     query = request.query_string.decode()
     if settings.public_webhook_url:
-        base = settings.public_webhook_url
+        base = _split_fragment(settings.public_webhook_url)[0]
         return f"{base}{'&' if '?' in base else '?'}{query}" if query and query not in base else base
     scheme, host = request.scheme, request.host
     if settings.trust_forwarded_headers:
@@ -63,22 +71,68 @@ def signed_url(request: flask.Request, settings: Settings) -> str:
     return f"{scheme}://{host}{path}{'?' + query if query else ''}"
 
 
+def signed_urls(request: flask.Request, settings: Settings) -> tuple[str, ...]:
+    """Every form of the URL a genuine signature may cover, the plain one first.
+
+    Twilio's connection overrides (``#rc=...&rp=...``) travel as a URL fragment,
+    which HTTP never sends to the server, and Twilio's documentation does not
+    say whether the signature covers it (docs/decisions, webhook retries). So when
+    PUBLIC_WEBHOOK_URL carries the fragment pasted into Twilio, a signature
+    over the URL with it and one over the URL without it are both accepted:
+    both are URLs the account owner configured, so neither lets anyone else
+    forge a request.
+    """
+    plain = signed_url(request, settings)
+    fragment = _split_fragment(settings.public_webhook_url)[1] if settings.public_webhook_url else ""
+    return (plain, f"{plain}#{fragment}") if fragment else (plain,)
+
+
 def _reply(status: int, body: str = "", content_type: str = "text/plain") -> flask.Response:
     return flask.Response(body, status=status, content_type=content_type)
 
 
+def _reject(status: int, reason: str, detail: str = "", **fields: object) -> flask.Response:
+    """Refuse the request with ``status`` and log why, in one structured line.
+
+    ``fields`` must never carry a raw phone number or a secret; senders go
+    through mask_address first.
+    """
+    log.warning(
+        f"webhook rejected: {reason}",
+        extra={"event": "webhook_rejected", "reason": reason, "http_status": status, **fields},
+    )
+    return _reply(status, f"{detail or reason}\n")
+
+
+def _form_is_utf8(body: bytes) -> bool:
+    """Whether the body, and every percent-escape in it, decodes as UTF-8.
+
+    werkzeug silently parses a form with a bad escape as empty; Twilio always
+    sends UTF-8, so anything else is a malformed request, not a bad signature.
+    """
+    try:
+        parse_qsl(body.decode("utf-8"), keep_blank_values=True, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def handle_webhook(request: flask.Request, deps: WebhookDeps) -> flask.Response:
     if request.method != "POST":
-        return _reply(405, "only POST is accepted\n")
+        return _reject(405, "method not allowed", "only POST is accepted", method=request.method[:16])
     limit = deps.settings.webhook_max_body_bytes
+    too_large = f"body larger than {limit} bytes"
     if (request.content_length or 0) > limit:
-        return _reply(413, f"body larger than {limit} bytes\n")
+        return _reject(413, "body too large", too_large, content_length=request.content_length, limit=limit)
     signature = request.headers.get("X-Twilio-Signature", "")
     if not signature:
-        log.warning("webhook without signature", extra={"event": "webhook_rejected", "reason": "no signature"})
-        return _reply(403, "missing X-Twilio-Signature\n")
+        return _reject(403, "no signature", "missing X-Twilio-Signature")
     if request.mimetype != FORM_TYPE:
-        return _reply(400, f"expected {FORM_TYPE}\n")
+        return _reject(400, "not form-encoded", f"expected {FORM_TYPE}", content_type=request.mimetype[:100])
+    try:
+        request.query_string.decode()
+    except UnicodeDecodeError:
+        return _reject(400, "query string is not UTF-8")
     # Without a Content-Length (chunked) werkzeug stops reading at the limit
     # without an error, so read one byte more to tell "too large" from "just fits"
     # rather than checking the signature of a silently truncated body.
@@ -86,22 +140,20 @@ def handle_webhook(request: flask.Request, deps: WebhookDeps) -> flask.Response:
     try:
         body = request.get_data(cache=True)
     except RequestEntityTooLarge:
-        return _reply(413, f"body larger than {limit} bytes\n")
+        return _reject(413, "body too large", too_large, limit=limit)
     if len(body) > limit:
-        return _reply(413, f"body larger than {limit} bytes\n")
-    form = request.form.to_dict()
-    url = signed_url(request, deps.settings)
-    if not deps.validator().validate(url, form, signature):
-        log.warning(
-            "webhook with a bad signature",
-            extra={"event": "webhook_rejected", "reason": "bad signature", "url": url},
-        )
-        return _reply(403, "invalid X-Twilio-Signature\n")
+        return _reject(413, "body too large", too_large, limit=limit)
+    if not _form_is_utf8(body):
+        return _reject(400, "form is not UTF-8")
+    urls = signed_urls(request, deps.settings)
+    # All values of a repeated field are signed, as Twilio's SDK expects.
+    validator = deps.validator()
+    if not any(validator.validate(url, request.form, signature) for url in urls):
+        return _reject(403, "bad signature", "invalid X-Twilio-Signature", url=urls[0])
     try:
-        parsed = parse_webhook(form, received_at=deps.clock())
+        parsed = parse_webhook(request.form.to_dict(), received_at=deps.clock())
     except InvalidWebhook as exc:
-        log.warning("unusable webhook", extra={"event": "webhook_rejected", "reason": exc.reason})
-        return _reply(400, f"{exc.reason}\n")
+        return _reject(400, exc.reason)
     if isinstance(parsed, StatusCallback):
         level = logging.WARNING if parsed.status in {"failed", "undelivered"} else logging.INFO
         log.log(
@@ -119,9 +171,10 @@ def handle_webhook(request: flask.Request, deps: WebhookDeps) -> flask.Response:
     try:
         message_id = deps.publisher.publish(parsed)
     except Exception as exc:
-        # Twilio retries a 5xx; the message is not lost and a late duplicate
-        # publish is harmless downstream. The sender is the ordering key, which
-        # client errors may quote: the error is logged with it masked.
+        # Twilio retries a 5xx only when the webhook URL carries the connection
+        # overrides (docs/decisions, webhook retries); a late duplicate publish is harmless
+        # downstream. The sender is the ordering key, which client errors may
+        # quote: the error is logged with it masked.
         log.error(
             "publish failed",
             extra={

@@ -12,11 +12,12 @@ from urllib.parse import urlencode
 import flask
 import pytest
 from twilio.request_validator import RequestValidator
+from werkzeug.datastructures import MultiDict
 
 from shared.config import Settings
 from shared.inbound import InboundMessage
 from shared.log import JsonFormatter
-from shared.webhook import EMPTY_TWIML, FORM_TYPE, WebhookDeps, handle_webhook, signed_url
+from shared.webhook import EMPTY_TWIML, FORM_TYPE, WebhookDeps, handle_webhook, signed_url, signed_urls
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 SENDER = "whatsapp:+34600111222"
@@ -59,7 +60,7 @@ def make_deps(publisher: FakePublisher | None = None, **settings: object) -> Web
 
 
 def sign(url: str, form: Mapping[str, str]) -> str:
-    return RequestValidator(TOKEN).compute_signature(url, dict(form))
+    return RequestValidator(TOKEN).compute_signature(url, form if isinstance(form, MultiDict) else dict(form))
 
 
 def text_form(**changes: str) -> dict[str, str]:
@@ -373,3 +374,148 @@ def test_port_in_the_signed_url_is_optional() -> None:
     """Twilio's validator accepts the URL with or without the default port."""
     deps = make_deps(public_webhook_url="https://public.example/hook")
     assert post(deps, url="http://internal:8080/", signed_for="https://public.example:443/hook").status_code == 200
+
+
+def rejections(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
+    return [line for line in webhook_lines(caplog) if line.get("event") == "webhook_rejected"]
+
+
+def post_raw(
+    deps: WebhookDeps,
+    body: bytes,
+    *,
+    query: bytes = b"",
+    signature: str = "c2lnbmF0dXJl",
+    method: str = "POST",
+) -> flask.Response:
+    """Post raw bytes, with a raw query string, as a broken or hostile client could."""
+    environ = {"QUERY_STRING": query.decode("latin-1")}
+    headers = {"X-Twilio-Signature": signature} if signature else {}
+    with APP.test_request_context(
+        "/", method=method, data=body, content_type=FORM_TYPE, headers=headers, environ_overrides=environ
+    ) as ctx:
+        return handle_webhook(ctx.request, deps)
+
+
+REJECTED_CASES = {
+    "get": (405, "method not allowed", lambda deps: post(deps, method="GET")),
+    "content-length over the limit": (413, "body too large", lambda deps: post(deps, padded_form(LIMIT + 1))),
+    "chunked over the limit": (413, "body too large", lambda deps: post(deps, padded_form(LIMIT + 1), chunked=True)),
+    "no signature": (403, "no signature", lambda deps: post(deps, signature="")),
+    "json": (
+        400,
+        "not form-encoded",
+        lambda deps: post(deps, body=b"{}", content_type="application/json", signature=sign("http://localhost/", {})),
+    ),
+    "query not utf-8": (400, "query string is not UTF-8", lambda deps: post_raw(deps, b"a=b", query=b"x=\xff")),
+    "raw body not utf-8": (400, "form is not UTF-8", lambda deps: post_raw(deps, b"Body=caf\xe9")),
+    "escaped body not utf-8": (400, "form is not UTF-8", lambda deps: post_raw(deps, b"Body=caf%E9")),
+    "bad signature": (403, "bad signature", lambda deps: post(deps, signed_for="http://localhost/other")),
+    "missing From": (400, "missing From", lambda deps: post(deps, text_form(From=None))),  # type: ignore[arg-type]
+}
+
+
+@pytest.mark.parametrize("case", list(REJECTED_CASES))
+def test_every_rejection_is_logged_once_with_its_reason(case: str, caplog: pytest.LogCaptureFixture) -> None:
+    status, reason, send = REJECTED_CASES[case]
+    deps = make_deps(webhook_max_body_bytes=LIMIT)
+    response = send(deps)
+    assert response.status_code == status
+    assert deps.publisher.published == []  # type: ignore[attr-defined]
+    [line] = rejections(caplog)
+    assert line["reason"] == reason
+    assert line["http_status"] == status
+    assert line["severity"] == "WARNING"
+    assert TOKEN not in json.dumps(line)
+
+
+def test_a_rejection_log_carries_no_signature_or_secret(caplog: pytest.LogCaptureFixture) -> None:
+    signature = sign("http://localhost/other", text_form())
+    post(make_deps(), signature=signature)
+    [line] = rejections(caplog)
+    assert signature not in json.dumps(line) and TOKEN not in json.dumps(line)
+
+
+def test_accepted_message_logs_no_rejection(caplog: pytest.LogCaptureFixture) -> None:
+    assert post(make_deps()).status_code == 200
+    assert rejections(caplog) == []
+
+
+@pytest.mark.parametrize("query", [b"x=\xff", b"tenant=\xc3", b"\x80\x81"])
+def test_query_string_that_is_not_utf8_is_refused_with_400_before_the_secret_is_read(query: bytes) -> None:
+    deps = make_deps()
+    response = post_raw(deps, urlencode(text_form()).encode(), query=query)
+    assert response.status_code == 400
+    assert response.get_data(as_text=True).strip() == "query string is not UTF-8"
+    assert deps.validator.calls == 0  # type: ignore[attr-defined]
+
+
+def test_query_string_with_escaped_non_utf8_bytes_is_signed_as_received() -> None:
+    """Escapes stay escaped in the signed URL, so %FF is no reason to refuse."""
+    url = "http://localhost/hook?x=%FF%FE"
+    assert post(make_deps(), url=url).status_code == 200
+
+
+RETRIES = "rc=3&rp=ct,rt,4xx,5xx&rt=5000"
+
+
+def test_the_sdk_signs_the_fragment_when_given_one() -> None:
+    """Why signed_urls tries two URLs: the same request has two possible signatures."""
+    plain = "https://public.example/hook"
+    assert sign(plain, text_form()) != sign(f"{plain}#{RETRIES}", text_form())
+
+
+@pytest.mark.parametrize("signed_with_fragment", [False, True], ids=["signed-without-fragment", "signed-with-fragment"])
+def test_public_url_with_connection_overrides_accepts_either_signature(signed_with_fragment: bool) -> None:
+    public = f"https://public.example/hook#{RETRIES}"
+    signed_for = public if signed_with_fragment else "https://public.example/hook"
+    deps = make_deps(public_webhook_url=public)
+    assert post(deps, url="http://internal:8080/", signed_for=signed_for).status_code == 200
+    assert len(deps.publisher.published) == 1  # type: ignore[attr-defined]
+
+
+def test_public_url_with_connection_overrides_refuses_another_fragment() -> None:
+    deps = make_deps(public_webhook_url=f"https://public.example/hook#{RETRIES}")
+    response = post(deps, url="http://internal:8080/", signed_for="https://public.example/hook#rc=5")
+    assert response.status_code == 403
+    assert deps.publisher.published == []  # type: ignore[attr-defined]
+
+
+def test_plain_public_url_refuses_a_signature_over_the_fragment() -> None:
+    """If Twilio signs the fragment, PUBLIC_WEBHOOK_URL must carry it too."""
+    deps = make_deps(public_webhook_url="https://public.example/hook")
+    response = post(deps, url="http://internal:8080/", signed_for=f"https://public.example/hook#{RETRIES}")
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize("signed_with_fragment", [False, True], ids=["signed-without-fragment", "signed-with-fragment"])
+def test_connection_overrides_after_a_query_string(signed_with_fragment: bool) -> None:
+    public = f"https://public.example/hook?tenant=acme#{RETRIES}"
+    signed_for = public if signed_with_fragment else "https://public.example/hook?tenant=acme"
+    deps = make_deps(public_webhook_url=public)
+    assert post(deps, url="http://internal:8080/hook?tenant=acme", signed_for=signed_for).status_code == 200
+
+
+def test_signed_urls_lists_the_plain_url_first() -> None:
+    with APP.test_request_context("/", base_url="http://internal:8080", method="POST") as ctx:
+        plain = Settings(public_webhook_url="https://public.example/hook")
+        assert signed_urls(ctx.request, plain) == ("https://public.example/hook",)
+        with_fragment = Settings(public_webhook_url=f"https://public.example/hook#{RETRIES}")
+        assert signed_url(ctx.request, with_fragment) == "https://public.example/hook"
+        assert signed_urls(ctx.request, with_fragment) == (
+            "https://public.example/hook",
+            f"https://public.example/hook#{RETRIES}",
+        )
+
+
+def test_repeated_fields_are_all_signed() -> None:
+    """Twilio's SDK signs every value of a repeated field; so does the check."""
+    pairs = [*text_form().items(), ("Body", "second value")]
+    body = urlencode(pairs).encode()
+    every_value = MultiDict(pairs)
+    deps = make_deps()
+    assert post(deps, body=body, signature=sign("http://localhost/", every_value)).status_code == 200
+    assert deps.publisher.published[0].body == text_form()["Body"]  # type: ignore[attr-defined]
+    first_values = make_deps()
+    assert post(first_values, body=body, signature=sign("http://localhost/", text_form())).status_code == 403
+    assert first_values.publisher.published == []  # type: ignore[attr-defined]
