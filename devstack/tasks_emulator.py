@@ -19,6 +19,10 @@ dispatches HTTP tasks the way Cloud Tasks does:
 * ``rate_limits``: a token bucket (``max_dispatches_per_second`` /
   ``max_burst_size``) and ``max_concurrent_dispatches``, with concurrent
   dispatch from a bounded thread pool; paused queues do not dispatch;
+* system throttling: 429 and 5xx answers (and a high error rate) slow the
+  whole queue down, successes bring it back up to ``max_dispatches_per_second``
+  (see :meth:`TasksEmulator._throttle`), and a failed attempt's ``Retry-After``
+  holds that task's next attempt back;
 * the request carries the X-CloudTasks-* headers, ``User-Agent:
   Google-Cloud-Tasks`` and, with ``oidc_token``, an RS256 ID token signed by a
   key generated at start (see :attr:`TasksEmulator.jwks`).
@@ -28,8 +32,7 @@ What it does NOT do:
 * App Engine tasks, OAuth tokens, queue-level ``uri_override``: UNIMPLEMENTED;
 * IAM, CMEK, BufferTask, batch calls, ListQueues filters, Stackdriver logging;
 * redirects are not followed (a 3xx is a failed attempt);
-* the extra backoff Cloud Tasks applies on 429/503 and ``Retry-After``, and its
-  slow ramp-up on new or idle queues;
+* the slow ramp-up of new or idle queues and of sudden large backlogs;
 * queue-name reuse protection after DeleteQueue (7 days in Cloud Tasks) is off
   unless ``queue_tombstone_seconds`` is given;
 * durations keep sub-second precision (Cloud Tasks truncates backoffs to whole
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import email.utils
 import hashlib
 import heapq
 import http.client
@@ -55,7 +59,7 @@ import socket
 import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -91,6 +95,14 @@ MAX_TASK_BYTES = 1024 * 1024
 MAX_URL_LENGTH = 2083
 MAX_PAGE_SIZE = 1000
 OIDC_ISSUER = "https://accounts.google.com"
+
+# System throttling. Cloud Tasks documents when it throttles and in which
+# direction, not by how much; these magnitudes are the stand-in's own.
+THROTTLE_DECREASE = 0.5  # each backoff error multiplies the queue's effective rate by this
+THROTTLE_FLOOR = 1 / 64  # the effective rate never drops below this share of max_dispatches_per_second
+RECOVERY_SUCCESSES = 20  # successes that climb from zero back to max_dispatches_per_second
+ERROR_WINDOW = 20  # recent answers the error rate is taken over
+HIGH_ERROR_RATE = 0.5  # from this share of failures in the window, any failure throttles
 OIDC_LIFETIME_SECONDS = 3600
 
 _LOCATION_RE = r"projects/[A-Za-z0-9.:-]+/locations/[A-Za-z0-9-]+"
@@ -177,15 +189,40 @@ class TaskRecord:
 
 
 @dataclass(frozen=True)
+class QueueStats:
+    """One queue's dispatch counts and system throttling, the way Cloud Tasks' console shows it."""
+
+    name: str
+    max_dispatches_per_second: float
+    effective_execution_rate: float  # v2beta3 QueueStats' name: the rate after system throttling
+    lowest_effective_rate: float  # since the queue was created
+    throttle_events: int  # answers that lowered the effective rate
+    dispatched: int  # attempts made, retries included
+    succeeded: int  # 2xx answers
+    failed: int  # other answers and no answer
+
+    @property
+    def throttled(self) -> bool:
+        return self.effective_execution_rate < self.max_dispatches_per_second
+
+
+@dataclass(frozen=True)
 class EmulatorStats:
     dispatched: int  # attempts made, retries included
     succeeded: int
     dropped: int  # given up after the retry limits
     tasks: Mapping[str, TaskRecord]
+    queues: Mapping[str, QueueStats] = field(default_factory=dict)
 
     def attempts(self, task_name: str) -> int:
         record = self.tasks.get(task_name)
         return record.attempts if record else 0
+
+    def queue(self, name: str) -> QueueStats:
+        """The stats of queue ``name`` (full resource name or queue id)."""
+        if name in self.queues:
+            return self.queues[name]
+        return next(q for full, q in self.queues.items() if full.rsplit("/", 1)[-1] == name)
 
 
 @dataclass
@@ -219,6 +256,12 @@ class _Queue:
     tokens: float = 0.0
     refilled: float = 0.0
     in_flight: int = 0
+    effective_rate: float = 0.0  # max_dispatches_per_second lowered by system throttling
+    lowest_rate: float = 0.0
+    throttle_events: int = 0
+    dispatched: int = 0
+    succeeded: int = 0
+    recent: deque[bool] = field(default_factory=lambda: deque(maxlen=ERROR_WINDOW))  # True: 2xx
 
     @property
     def short_id(self) -> str:
@@ -228,13 +271,29 @@ class _Queue:
     def running(self) -> bool:
         return self.message.state == tasks_v2.Queue.State.RUNNING
 
-    def refill(self, now: float) -> None:
+    @property
+    def burst(self) -> float:
+        """Bucket size: ``max_burst_size``, shrunk with the rate while throttled so a full bucket cannot undo it."""
         limits = self.message.rate_limits
-        self.tokens = min(
-            float(limits.max_burst_size),
-            self.tokens + (now - self.refilled) * limits.max_dispatches_per_second,
-        )
+        if self.effective_rate >= limits.max_dispatches_per_second:
+            return float(limits.max_burst_size)
+        return float(min(limits.max_burst_size, max(1, math.ceil(self.effective_rate / 5))))
+
+    def refill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + (now - self.refilled) * self.effective_rate)
         self.refilled = now
+
+    def stats(self) -> QueueStats:
+        return QueueStats(
+            name=self.message.name,
+            max_dispatches_per_second=self.message.rate_limits.max_dispatches_per_second,
+            effective_execution_rate=self.effective_rate,
+            lowest_effective_rate=self.lowest_rate,
+            throttle_events=self.throttle_events,
+            dispatched=self.dispatched,
+            succeeded=self.succeeded,
+            failed=self.dispatched - self.succeeded,
+        )
 
 
 @dataclass(frozen=True)
@@ -244,6 +303,22 @@ class _Outbound:
     headers: dict[str, str]
     body: bytes
     deadline: float
+
+
+def _retry_after(value: str | None) -> float:
+    """Seconds a Retry-After header asks for (delta-seconds or an HTTP date); 0 when absent or unreadable."""
+    if not value:
+        return 0.0
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 0.0
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _wall(ts: datetime) -> float:
@@ -380,7 +455,8 @@ class TasksEmulator(GrpcStandIn):
                 name: TaskRecord(name, len(r.statuses), tuple(r.statuses), tuple(r.times), r.outcome)
                 for name, r in self._records.items()
             }
-            return EmulatorStats(self._dispatched, self._succeeded, self._dropped, tasks)
+            queues = {name: queue.stats() for name, queue in self._queues.items()}
+            return EmulatorStats(self._dispatched, self._succeeded, self._dropped, tasks, queues)
 
     def wait_until_idle(self, timeout: float) -> bool:
         """Block until no task is queued or in flight; False if ``timeout`` passed first."""
@@ -432,6 +508,7 @@ class TasksEmulator(GrpcStandIn):
             del message.purge_time
         queue = _Queue(message=message, burst_override=source.rate_limits.max_burst_size)
         self._normalize_queue(queue)
+        queue.effective_rate = queue.lowest_rate = queue.message.rate_limits.max_dispatches_per_second
         queue.tokens = float(queue.message.rate_limits.max_burst_size)
         queue.refilled = time.monotonic()
         return queue
@@ -541,9 +618,14 @@ class TasksEmulator(GrpcStandIn):
                 burst = request.queue.rate_limits.max_burst_size
             candidate = _Queue(message=tasks_v2.Queue.wrap(updated), burst_override=burst)
             self._normalize_queue(candidate)
+            existing.refill(time.monotonic())
+            unthrottled = existing.effective_rate >= existing.message.rate_limits.max_dispatches_per_second
             existing.message = candidate.message
             existing.burst_override = burst
-            existing.tokens = min(existing.tokens, float(existing.message.rate_limits.max_burst_size))
+            ceiling = existing.message.rate_limits.max_dispatches_per_second
+            existing.effective_rate = ceiling if unthrottled else min(existing.effective_rate, ceiling)
+            existing.lowest_rate = min(existing.lowest_rate, existing.effective_rate)
+            existing.tokens = min(existing.tokens, existing.burst)
             self._cond.notify_all()
             return tasks_v2.Queue(existing.message)
 
@@ -777,7 +859,7 @@ class TasksEmulator(GrpcStandIn):
                     break
                 queue.refill(now)
                 if queue.tokens < 1.0:
-                    ready = now + (1.0 - queue.tokens) / limits.max_dispatches_per_second
+                    ready = now + (1.0 - queue.tokens) / queue.effective_rate
                     wake = ready if wake is None else min(wake, ready)
                     break
                 queue.tokens -= 1.0
@@ -852,8 +934,8 @@ class TasksEmulator(GrpcStandIn):
         }
         return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self._kid})
 
-    def _send(self, outbound: _Outbound) -> int:
-        """One HTTP attempt; the status code, or 0 when no response arrived in time."""
+    def _send(self, outbound: _Outbound) -> tuple[int, float]:
+        """One HTTP attempt: the status code (0 when no response arrived in time) and its Retry-After in seconds."""
         parts = urlsplit(outbound.url)
         connection_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         deadline = time.monotonic() + outbound.deadline
@@ -864,7 +946,7 @@ class TasksEmulator(GrpcStandIn):
             connection.connect()
             with self._connections_lock:
                 if self._stopping:
-                    return 0
+                    return 0, 0.0
                 self._connections.add(connection)
             connection.request(outbound.method, path, body=outbound.body or None, headers=outbound.headers)
             if connection.sock is not None:
@@ -872,10 +954,10 @@ class TasksEmulator(GrpcStandIn):
             response = connection.getresponse()
             response.read()
             if time.monotonic() > deadline:
-                return 0
-            return response.status
+                return 0, 0.0
+            return response.status, _retry_after(response.getheader("Retry-After"))
         except (OSError, http.client.HTTPException):
-            return 0
+            return 0, 0.0
         finally:
             with self._connections_lock:
                 self._connections.discard(connection)
@@ -883,16 +965,57 @@ class TasksEmulator(GrpcStandIn):
 
     def _attempt(self, queue: _Queue, task: _Task, outbound: _Outbound) -> None:
         dispatched = datetime.now(UTC)
-        status = self._send(outbound)
+        status, retry_after = self._send(outbound)
         with self._cond:
-            self._complete(queue, task, dispatched, status)
+            self._complete(queue, task, dispatched, status, retry_after)
             self._cond.notify_all()
 
-    def _complete(self, queue: _Queue, task: _Task, dispatched: datetime, status: int) -> None:
+    @staticmethod
+    def _throttle(queue: _Queue, status: int, now: float) -> None:
+        """System throttling: backoff errors slow the whole queue down, successes bring it back.
+
+        Cloud Tasks documents that for HTTP targets a 429 or a 5xx answer (or a
+        high error rate) makes it slow down the queue's execution until the
+        errors stop, without changing the queue's settings, and that a queue's
+        output grows back in part with its successful dispatches:
+        https://cloud.google.com/tasks/docs/common-pitfalls ("Backoff errors and
+        enforced rates", "Manage long-running tasks gradually"); the queue's
+        actual dispatch rate is ``rate_limits`` lowered by "system throttling due
+        to 429 (Too Many Requests) or 503 (Service Unavailable) responses from
+        the worker, high error rates" (``Queue.rate_limits`` in
+        https://cloud.google.com/tasks/docs/reference/rpc/google.cloud.tasks.v2#queue);
+        the rate after throttling is what v2beta3 calls
+        ``QueueStats.effective_execution_rate`` (at most
+        ``max_dispatches_per_second``). The amounts are not documented: here each
+        backoff error halves the rate (down to a floor), each success adds
+        1/RECOVERY_SUCCESSES of the maximum back.
+        """
+        queue.refill(now)  # tokens earned so far, at the rate that held until now
+        ok = 200 <= status < 300
+        queue.recent.append(ok)
+        ceiling = queue.message.rate_limits.max_dispatches_per_second
+        if ok:
+            queue.effective_rate = min(ceiling, queue.effective_rate + ceiling / RECOVERY_SUCCESSES)
+            return
+        backoff_error = status == 429 or status >= 500
+        failures = queue.recent.count(False)
+        error_rate_high = len(queue.recent) >= ERROR_WINDOW // 2 and failures / len(queue.recent) >= HIGH_ERROR_RATE
+        if not (backoff_error or error_rate_high):
+            return
+        queue.effective_rate = max(ceiling * THROTTLE_FLOOR, queue.effective_rate * THROTTLE_DECREASE)
+        queue.lowest_rate = min(queue.lowest_rate, queue.effective_rate)
+        queue.throttle_events += 1
+        queue.tokens = min(queue.tokens, queue.burst)
+
+    def _complete(self, queue: _Queue, task: _Task, dispatched: datetime, status: int, retry_after: float) -> None:
         now = time.monotonic()
         queue.in_flight -= 1
         self._in_flight -= 1
         self._dispatched += 1
+        queue.dispatched += 1
+        if 200 <= status < 300:
+            queue.succeeded += 1
+        self._throttle(queue, status, now)
         task.running = False
         record = self._records.get(task.message.name)
         if record is not None:
@@ -934,7 +1057,8 @@ class TasksEmulator(GrpcStandIn):
                 extra={"task": message.name, "attempts": message.dispatch_count, "last_status": status},
             )
             return
-        delay = policy.backoff(message.dispatch_count)
+        # "The retry specified in the Retry-After HTTP response header is considered" (common-pitfalls page).
+        delay = max(policy.backoff(message.dispatch_count), retry_after)
         task.due = now + delay
         message.schedule_time = _utc(time.time() + delay)
         task.generation += 1

@@ -31,6 +31,9 @@ SERVICE_ACCOUNT = "sender-invoker@test-project.iam.gserviceaccount.com"
 WAIT = 10.0
 
 
+Answer = tuple[int, float] | tuple[int, float, dict[str, str]]  # status, delay, extra headers
+
+
 @dataclass(frozen=True)
 class Hit:
     path: str
@@ -46,7 +49,7 @@ class Receiver:
     def __init__(self) -> None:
         self._lock = threading.Condition()
         self._hits: list[Hit] = []
-        self._plans: dict[str, list[tuple[int, float]]] = {}
+        self._plans: dict[str, list[Answer]] = {}
         self._active: dict[str, int] = {}
         self.peak: dict[str, int] = {}
         receiver = self
@@ -54,7 +57,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def _handle(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, delay = receiver._enter(
+                status, delay, *extra = receiver._enter(
                     Hit(self.path, self.command, time.monotonic(), dict(self.headers), body)
                 )
                 if delay:
@@ -64,6 +67,8 @@ class Receiver:
                 receiver._leave(self.path)
                 try:
                     self.send_response(status)
+                    for key, value in (extra[0] if extra else {}).items():
+                        self.send_header(key, value)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                 except OSError:
@@ -82,12 +87,12 @@ class Receiver:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
 
-    def plan(self, path: str, *responses: tuple[int, float]) -> None:
-        """Answer the next requests on ``path`` with (status, delay); 200 at once afterwards."""
+    def plan(self, path: str, *responses: Answer) -> None:
+        """Answer the next requests on ``path`` with (status, delay[, headers]); 200 at once afterwards."""
         with self._lock:
             self._plans[path] = list(responses)
 
-    def _enter(self, hit: Hit) -> tuple[int, float]:
+    def _enter(self, hit: Hit) -> Answer:
         with self._lock:
             self._hits.append(hit)
             self._active[hit.path] = self._active.get(hit.path, 0) + 1
@@ -393,6 +398,135 @@ def test_rate_limit_spaces_dispatches(
     hits = receiver.wait_hits(path, 10)
     assert hits[-1].at - start >= 1.5, "10 tasks at 5/s with a burst of 1 need about 1.8 s"
     assert emulator.wait_until_idle(WAIT)
+
+
+THROTTLE_RATE = 20.0
+
+
+def throttled_queue(
+    client: tasks_v2.CloudTasksClient, emulator: TasksEmulator, receiver: Receiver, path: str, answers: int = 4
+) -> tasks_v2.Queue:
+    """A queue at THROTTLE_RATE whose one task was answered 429 ``answers`` times and then dropped."""
+    queue = new_queue(
+        client,
+        rate_limits={"max_dispatches_per_second": THROTTLE_RATE},
+        retry_config={
+            "max_attempts": answers,
+            "min_backoff": timedelta(seconds=0.01),
+            "max_backoff": timedelta(seconds=0.05),
+        },
+    )
+    busy = f"{path}/busy"
+    receiver.plan(busy, *[(429, 0.0)] * answers)
+    name = f"{queue.name}/tasks/busy"
+    client.create_task(parent=queue.name, task=http_task(receiver.url(busy), name=name))
+    assert wait_until(lambda: emulator.stats().tasks[name].outcome == "dropped")
+    assert emulator.stats().tasks[name].statuses == (429,) * answers
+    return queue
+
+
+def run_tasks(
+    client: tasks_v2.CloudTasksClient, emulator: TasksEmulator, queue: tasks_v2.Queue, url: str, prefix: str, count: int
+) -> list[float]:
+    """Create ``count`` tasks, wait until each succeeded, and return their dispatch times (the stand-in's clock)."""
+    names = [f"{queue.name}/tasks/{prefix}-{i}" for i in range(count)]
+    for name in names:
+        client.create_task(parent=queue.name, task=http_task(url, name=name))
+    assert wait_until(lambda: all(emulator.stats().tasks[n].outcome == "succeeded" for n in names), 3 * WAIT)
+    records = emulator.stats().tasks
+    assert all(records[n].statuses == (200,) for n in names)
+    return sorted(records[n].attempt_times[0] for n in names)
+
+
+def dispatch_rate(times: list[float]) -> float:
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
+def test_429_answers_from_one_target_throttle_the_whole_queue(
+    client: tasks_v2.CloudTasksClient, emulator: TasksEmulator, receiver: Receiver, path: str
+) -> None:
+    queue = throttled_queue(client, emulator, receiver, path, answers=4)
+    control = new_queue(client, rate_limits={"max_dispatches_per_second": THROTTLE_RATE})
+    stats = emulator.stats().queue(queue.name)
+    assert stats.throttle_events == 4
+    assert stats.effective_execution_rate == pytest.approx(THROTTLE_RATE / 16), "halved by each 429"
+    assert stats.throttled
+    assert client.get_queue(name=queue.name).rate_limits.max_dispatches_per_second == THROTTLE_RATE, (
+        "system throttling does not change the queue's settings"
+    )
+
+    other = receiver.url(f"{path}/other")
+    throttled_times = run_tasks(client, emulator, queue, other, "other", 10)
+    run_tasks(client, emulator, control, other, "other", 10)
+
+    # Unthrottled, 10 tasks go out as a burst of 4 and then at 20/s: over 30/s.
+    # Throttled, they start at 1.25/s and each success adds 1/s: about 5/s.
+    assert dispatch_rate(throttled_times) <= THROTTLE_RATE / 2
+    gaps = [b - a for a, b in zip(throttled_times, throttled_times[1:], strict=False)]
+    assert gaps[0] >= 0.3, "after the first success the queue runs at 2.25/s"
+    assert emulator.stats().queue(control.name).throttle_events == 0
+    assert not emulator.stats().queue(control.name).throttled, "another queue to the same host is not throttled"
+
+
+def test_successes_bring_a_throttled_queue_back_to_its_rate_and_never_above(
+    client: tasks_v2.CloudTasksClient, emulator: TasksEmulator, receiver: Receiver, path: str
+) -> None:
+    queue = throttled_queue(client, emulator, receiver, path, answers=4)
+    url = receiver.url(f"{path}/ok")
+    run_tasks(client, emulator, queue, url, "first", 10)
+    stats = emulator.stats().queue(queue.name)
+    assert stats.effective_execution_rate == pytest.approx(THROTTLE_RATE / 16 + 10 * THROTTLE_RATE / 20)
+    assert stats.throttled
+    run_tasks(client, emulator, queue, url, "second", 10)
+    stats = emulator.stats().queue(queue.name)
+    assert stats.effective_execution_rate == THROTTLE_RATE, "recovered, and capped at max_dispatches_per_second"
+    assert not stats.throttled
+    assert stats.lowest_effective_rate == pytest.approx(THROTTLE_RATE / 16)
+    assert (stats.dispatched, stats.succeeded, stats.failed) == (24, 20, 4)
+
+
+def test_throttling_has_a_floor_and_ordinary_errors_throttle_only_at_a_high_error_rate(
+    client: tasks_v2.CloudTasksClient, emulator: TasksEmulator, receiver: Receiver, path: str
+) -> None:
+    floored = new_queue(
+        client,
+        rate_limits={"max_dispatches_per_second": 64},
+        retry_config={
+            "max_attempts": 7,
+            "min_backoff": timedelta(seconds=0.01),
+            "max_backoff": timedelta(seconds=0.01),
+        },
+    )
+    receiver.plan(f"{path}/down", *[(503, 0.0)] * 7)
+    name = f"{floored.name}/tasks/down"
+    client.create_task(parent=floored.name, task=http_task(receiver.url(f"{path}/down"), name=name))
+    assert wait_until(lambda: emulator.stats().tasks[name].outcome == "dropped")
+    stats = emulator.stats().queue(floored.name)
+    assert stats.throttle_events == 7
+    assert stats.effective_execution_rate == pytest.approx(1.0), "64/s halved six times, then held at the floor"
+
+    gone = new_queue(client, retry_config={"max_attempts": 1})
+    receiver.plan(f"{path}/gone", *[(404, 0.0)] * 10)
+    names = [f"{gone.name}/tasks/gone-{i}" for i in range(10)]
+    for task_name in names[:9]:
+        client.create_task(parent=gone.name, task=http_task(receiver.url(f"{path}/gone"), name=task_name))
+    assert wait_until(lambda: all(emulator.stats().tasks[n].outcome == "dropped" for n in names[:9]))
+    assert emulator.stats().queue(gone.name).throttle_events == 0, "a 404 is not a backoff error"
+    client.create_task(parent=gone.name, task=http_task(receiver.url(f"{path}/gone"), name=names[9]))
+    assert wait_until(lambda: emulator.stats().tasks[names[9]].outcome == "dropped")
+    assert emulator.stats().queue(gone.name).throttle_events == 1, "10 failures in a row is a high error rate"
+
+
+def test_retry_after_holds_the_next_attempt_back(
+    client: tasks_v2.CloudTasksClient, emulator: TasksEmulator, receiver: Receiver, path: str
+) -> None:
+    queue = new_queue(client, retry_config={"min_backoff": timedelta(seconds=0.01)})
+    receiver.plan(path, (429, 0.0, {"Retry-After": "1"}))
+    name = f"{queue.name}/tasks/later"
+    client.create_task(parent=queue.name, task=http_task(receiver.url(path), name=name))
+    assert wait_until(lambda: emulator.stats().tasks[name].outcome == "succeeded")
+    first, second = emulator.stats().tasks[name].attempt_times
+    assert second - first >= 0.95, "the backoff alone would retry after 0.01 s"
 
 
 def test_max_concurrent_dispatches_is_respected_and_dispatch_is_concurrent(
