@@ -478,7 +478,8 @@ def test_successes_bring_a_throttled_queue_back_to_its_rate_and_never_above(
     assert stats.effective_execution_rate == pytest.approx(THROTTLE_RATE / 16 + 10 * THROTTLE_RATE / 20)
     assert stats.throttled
     run_tasks(client, emulator, queue, url, "second", 10)
-    stats = emulator.stats().queue(queue.name)
+    stats = emulator.queue_stats(queue.name)
+    assert stats == emulator.stats().queue(queue.name.rsplit("/", 1)[-1])
     assert stats.effective_execution_rate == THROTTLE_RATE, "recovered, and capped at max_dispatches_per_second"
     assert not stats.throttled
     assert stats.lowest_effective_rate == pytest.approx(THROTTLE_RATE / 16)
