@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import platform
 import shutil
@@ -25,7 +26,7 @@ from typing import Any
 
 from google.cloud import pubsub_v1
 
-from bench import ack, coldstart, cost, cpu, e2e, secrets_check, stages, throughput
+from bench import ack, burst, coldstart, cost, cpu, e2e, secrets_check, stages, throughput
 from bench.driver import Delivery, Driver, check_delivery
 from bench.procs import Processes, function_command, process_env, wait_listening
 from bench.profile import Profiler
@@ -41,7 +42,9 @@ SLOW_AI_SECONDS = 10.0
 ACK_P99_LIMIT = 1.5
 SLOW_AI_LIMIT = 1.5
 E2E_LIMIT = 2.0
+BURST_GRACE_SECONDS = 180.0  # a throttled queue can take minutes to answer everyone; the figure says how long
 FIRESTORE_OPS_LIMIT = 4.0
+BURST_LIMIT = 1.5
 
 
 @dataclass(frozen=True)
@@ -62,17 +65,21 @@ class Plan:
     grace_seconds: float
     cold_repeats: int
     secret_messages: int
+    burst_others: int
+    burst_rounds: int
 
 
 FULL = Plan(
     warmup=5, ack_pairs=300, ack_clients=8, ack_per_client=5, ack_rounds=10,
     slow_pairs=100, slow_per_client=3, slow_rounds=6, e2e_messages=150,
     rates=(5, 10, 15, 20, 30, 40), step_seconds=10, grace_seconds=20, cold_repeats=5, secret_messages=1000,
+    burst_others=50, burst_rounds=3,
 )
 QUICK = Plan(
     warmup=2, ack_pairs=15, ack_clients=8, ack_per_client=2, ack_rounds=2,
     slow_pairs=6, slow_per_client=1, slow_rounds=2, e2e_messages=8,
     rates=(5, 10), step_seconds=2, grace_seconds=10, cold_repeats=3, secret_messages=100,
+    burst_others=10, burst_rounds=1,
 )
 
 
@@ -216,6 +223,15 @@ class Bench:
             raise RuntimeError("the warm-up messages got no replies: see the function logs")
         self.timed("warm_up", started)
 
+    def burst_user(self, driver: Driver) -> burst.BurstRun:
+        plan = self.plan
+        _say(f"burst user: {plan.burst_others} users alone, then with one user sending {burst.BURST_MESSAGES} "
+             f"messages in {burst.BURST_SECONDS:g}s ({plan.burst_rounds} rounds each)")
+        started = time.monotonic()
+        result = burst.run(driver, plan.burst_others, plan.burst_rounds, "burst", BURST_GRACE_SECONDS)
+        self.timed("burst", started)
+        return result
+
 
 def run(plan: Plan, log_dir: Path, profile_dir: Path | None = None) -> tuple[dict[str, Any], str]:
     """Every figure, in an order that keeps each measurement on a quiet pipeline."""
@@ -271,6 +287,8 @@ def run(plan: Plan, log_dir: Path, profile_dir: Path | None = None) -> tuple[dic
         )
         bench.timed("cold_start", started)
 
+        burst_run = bench.burst_user(driver)
+
         _say("ack latency with an instant model")
         started = time.monotonic()
         driver.wait_drained(plan.grace_seconds)
@@ -313,7 +331,7 @@ def run(plan: Plan, log_dir: Path, profile_dir: Path | None = None) -> tuple[dic
         bench.close()
     results, table = assemble(
         machine, bench, secret_manager, e2e_run, e2e_stages, e2e_cpu, cost_sequential, steps, cost_load,
-        load_cpu, cold, (fast_seq, fast_conc, slow_seq, slow_conc), delivery, stack,
+        load_cpu, cold, burst_run, (fast_seq, fast_conc, slow_seq, slow_conc), delivery, stack,
     )
     results["duration_seconds"] = round(time.monotonic() - t_run, 1)
     return results, table
@@ -331,6 +349,7 @@ def assemble(
     cost_load: dict[str, Any],
     load_cpu: dict[str, float],
     cold: coldstart.ColdStarts,
+    burst_run: burst.BurstRun,
     acks: tuple[ack.AckRun, ack.AckRun, ack.AckRun, ack.AckRun],
     delivery: Delivery,
     stack: Stack,
@@ -480,6 +499,10 @@ def assemble(
                          f"{delivery.lost} / {delivery.duplicated} / {delivery.reordered} "
                          f"({delivery.messages} messages from {delivery.users} users)", delivery.messages, goal))
 
+    burst_rows, burst_goal, burst_json = burst_report(bench.plan, burst_run)
+    rows += burst_rows
+    goals.append(burst_goal)
+
     met = sum(g.passed for g in goals)
     rows.append(f"goals met: {met} of {len(goals)}")
     if bench.profiler is not None:
@@ -520,10 +543,97 @@ def assemble(
         "cost": {"sequential": cost_sequential, "under_load": cost_load, "secret_manager": secret_manager},
         "delivery": delivery.to_json() | {"n": delivery.messages},
         "cold_start": cold_json | {"n": sum(len(v) for v in cold.first_ok.values())},
+        "burst": burst_json,
         "goals": [g.to_json() for g in goals],
         "phase_seconds": bench.phases,
         "profiled": bench.profiler is not None,
         "profile_top_frames_percent": bench.profile,
+    }
+    return results, render(rows)
+
+
+def burst_report(plan: Plan, run_: burst.BurstRun) -> tuple[list[list[str] | str], Goal, dict[str, Any]]:
+    """Figure 7's rows, goal and JSON section."""
+    alone, crowded = ms(run_.baseline_latencies), ms(run_.burst_round_latencies)
+    own = ms(run_.burst_user_latencies)
+    r = ratio(crowded.p99, alone.p99)
+    goal = Goal(f"others' e2e p99 with a burst user <= {BURST_LIMIT}x without", r, BURST_LIMIT, "<=",
+                f"p99 {crowded.p99:.0f} ms with the burst user vs {alone.p99:.0f} ms without")
+    rounds = run_.baseline + run_.burst
+    missing = sum(x.missing for x in rounds)
+    rejected = sum(x.rejected for x in rounds)
+    rows: list[list[str] | str] = [
+        f"7. burst user, ms (POST -> Twilio stand-in): {plan.burst_others} users send one message each at once; "
+        f"one more user sends {burst.BURST_MESSAGES} in {burst.BURST_SECONDS:g}s",
+        dist_row(f"  {plan.burst_others} users, no burst user", alone),
+        dist_row(f"  same {plan.burst_others} users, with the burst user", crowded, alone, r, goal),
+        dist_row("    the burst user's own messages", own),
+    ]
+    for label, part in (("without", run_.baseline), ("with", run_.burst)):
+        rows.append(note_row(
+            f"    queue, rounds {label} the burst user",
+            f"throttle events {sum(x.throttle_events for x in part)}, failed dispatches "
+            f"{sum(x.failed_dispatches for x in part)}, effective rate at start "
+            f"{min((x.rate_at_start for x in part), default=math.nan):g}/s, lowest "
+            f"{min((x.lowest_rate for x in part), default=math.nan):.2f}/s, all answered after "
+            f"{max((x.seconds for x in part), default=math.nan):.1f}s at most",
+            len(part),
+        ))
+    if missing or rejected:
+        rows.append(note_row("    not measured", f"{missing} replies missing, {rejected} posts rejected",
+                             missing + rejected))
+    section = {
+        "n": alone.n + crowded.n,
+        "others": plan.burst_others,
+        "burst_messages": burst.BURST_MESSAGES,
+        "burst_seconds": burst.BURST_SECONDS,
+        "without_burst_ms": alone.to_json(1),
+        "with_burst_ms": crowded.to_json(1),
+        "burst_user_ms": own.to_json(1),
+        "ratio_p99": None if math.isnan(r) else round(r, 3),
+        "ratio_p50": None if math.isnan(ratio(crowded.p50, alone.p50)) else round(ratio(crowded.p50, alone.p50), 3),
+        "rounds": [x.to_json() for x in rounds],
+    }
+    return rows, goal, section
+
+
+def run_burst_only(plan: Plan, log_dir: Path) -> tuple[dict[str, Any], str]:
+    """Figure 7 alone on a fresh stack (``--only burst``), to try a change to the sender quickly."""
+    bench = Bench(plan, log_dir)
+    t_run = time.monotonic()
+    machine = machine_info()
+    try:
+        driver = bench.start()
+        assert bench.stack is not None
+        bench.warm_up(driver)
+        burst_run = bench.burst_user(driver)
+        delivery = check_delivery(driver.book.snapshot(), driver.twilio.messages)
+        stack = bench.stack
+    finally:
+        bench.close()
+    rows, goal, section = burst_report(plan, burst_run)
+    damage = delivery.lost + delivery.duplicated + delivery.reordered
+    delivery_goal = Goal("0 lost, duplicated or reordered messages", float(damage), 0, "==",
+                         f"lost {delivery.lost}, duplicated {delivery.duplicated}, reordered {delivery.reordered}")
+    rows.append(note_row("  lost / duplicated / reordered",
+                         f"{delivery.lost} / {delivery.duplicated} / {delivery.reordered} "
+                         f"({delivery.messages} messages from {delivery.users} users)", delivery.messages,
+                         delivery_goal))
+    goals = [goal, delivery_goal]
+    rows.append(f"goals met: {sum(g.passed for g in goals)} of {len(goals)} (figure 7 only)")
+    results: dict[str, Any] = {
+        "machine": machine | {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "only": "burst",
+        "plan": asdict(plan),
+        "stack": {
+            "tasks_max_dispatches_per_second": stack.options.tasks_max_dispatches_per_second,
+            "tasks_max_concurrent_dispatches": stack.options.tasks_max_concurrent_dispatches,
+        },
+        "burst": section,
+        "delivery": delivery.to_json() | {"n": delivery.messages},
+        "goals": [g.to_json() for g in goals],
+        "phase_seconds": bench.phases,
+        "duration_seconds": round(time.monotonic() - t_run, 1),
     }
     return results, render(rows)
 
@@ -536,7 +646,10 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="tiny N for the smoke test (under a minute)")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"results file (default {DEFAULT_OUTPUT})")
+    parser.add_argument("--output", type=Path,
+                        help=f"results file (default {DEFAULT_OUTPUT}; with --only, none unless given)")
+    parser.add_argument("--only", choices=["burst"],
+                        help="measure one figure on a fresh stack and print its rows (burst: figure 7)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the function and emulator logs")
     parser.add_argument("--fail-on-miss", action="store_true", help="exit 1 when a goal is missed")
     parser.add_argument("--profile", type=Path, metavar="DIR",
@@ -549,7 +662,10 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="bench-logs-"))
     keep = args.keep_logs
     try:
-        results, table = run(plan, log_dir, args.profile)
+        if args.only == "burst":
+            results, table = run_burst_only(plan, log_dir)
+        else:
+            results, table = run(plan, log_dir, args.profile)
     except KeyboardInterrupt:
         keep = True
         _say(f"interrupted; everything started was stopped (logs in {log_dir})")
@@ -562,9 +678,12 @@ def main(argv: list[str] | None = None) -> int:
         if not keep:
             shutil.rmtree(log_dir, ignore_errors=True)
     results["quick"] = args.quick
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    output = args.output or (None if args.only else DEFAULT_OUTPUT)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     print(table, flush=True)
-    _say(f"wrote {args.output} in {results['duration_seconds']:g}s" + (f"; logs in {log_dir}" if keep else ""))
+    where = f"wrote {output}" if output is not None else "no results file (--output FILE to keep one)"
+    _say(f"{where} in {results['duration_seconds']:g}s" + (f"; logs in {log_dir}" if keep else ""))
     missed = [g for g in results["goals"] if not g["pass"]]
     return 1 if missed and args.fail_on_miss else 0
