@@ -76,11 +76,11 @@ def signed_urls(request: flask.Request, settings: Settings) -> tuple[str, ...]:
 
     Twilio's connection overrides (``#rc=...&rp=...``) travel as a URL fragment,
     which HTTP never sends to the server, and Twilio's documentation does not
-    say whether the signature covers it (docs/decisions, webhook retries). So when
-    PUBLIC_WEBHOOK_URL carries the fragment pasted into Twilio, a signature
-    over the URL with it and one over the URL without it are both accepted:
-    both are URLs the account owner configured, so neither lets anyone else
-    forge a request.
+    say whether the signature covers it (docs/decisions/0007-webhook-retries.md).
+    So when PUBLIC_WEBHOOK_URL carries the fragment pasted into Twilio, a
+    signature over the URL with it and one over the URL without it are both
+    accepted: both are URLs the account owner configured, so neither lets
+    anyone else forge a request.
     """
     plain = signed_url(request, settings)
     fragment = _split_fragment(settings.public_webhook_url)[1] if settings.public_webhook_url else ""
@@ -171,10 +171,10 @@ def handle_webhook(request: flask.Request, deps: WebhookDeps) -> flask.Response:
     try:
         message_id = deps.publisher.publish(parsed)
     except Exception as exc:
-        # Twilio retries a 5xx only when the webhook URL carries the connection
-        # overrides (docs/decisions, webhook retries); a late duplicate publish is harmless
-        # downstream. The sender is the ordering key, which client errors may
-        # quote: the error is logged with it masked.
+        # Twilio retries a 5xx only because the webhook URL carries connection
+        # overrides (docs/decisions/0007-webhook-retries.md); a late duplicate
+        # publish is harmless downstream. The sender is the ordering key, which
+        # client errors may quote: the error is logged with it masked.
         log.error(
             "publish failed",
             extra={
