@@ -1,4 +1,8 @@
-"""processor_fn: Pub/Sub pushes each inbound message here, in order per sender."""
+"""processor_fn: Pub/Sub pushes each inbound message here, in order per sender.
+
+The same code also serves the reconciler (FUNCTION_TARGET=reconcile), which
+Cloud Scheduler calls every minute to finish messages that stalled.
+"""
 
 import flask
 import functions_framework
@@ -7,6 +11,7 @@ from cloudevents.http import CloudEvent
 from shared import bootstrap
 from shared.log import set_trace, trace_from_headers
 from shared.processor import handle_push
+from shared.reconciler import reconcile as reconcile_stalled
 
 
 @functions_framework.cloud_event
@@ -20,3 +25,11 @@ def process(cloud_event: CloudEvent) -> None:
         handle_push(cloud_event.data.get("message") or {}, subscription, deps)
     finally:
         bootstrap.log_usage()
+
+
+@functions_framework.http
+def reconcile(request: flask.Request) -> flask.Response:
+    deps = bootstrap.reconciler_deps()
+    set_trace(trace_from_headers(request.headers), deps.settings.project_id)
+    bootstrap.authorize(request.headers.get("Authorization"))
+    return flask.jsonify(reconcile_stalled(deps))

@@ -2,18 +2,61 @@
 
 from __future__ import annotations
 
+import email.utils
+import logging
+import math
 import threading
+import time
 from typing import Callable
 
 import openai
+
+log = logging.getLogger(__name__)
+
+# The SDK's own backoff between attempts, used when the server names no wait.
+INITIAL_RETRY_SECONDS = 0.5
+MAX_RETRY_SECONDS = 8.0
+RETRYABLE_STATUS = frozenset({408, 409, 429})
 
 
 class ModelUnavailable(Exception):
     """The model gave no usable answer after the SDK's own retries."""
 
 
+def retry_after_seconds(exc: openai.APIStatusError) -> float | None:
+    """The wait the server asked for (``retry-after-ms``, ``retry-after`` in seconds or as a date)."""
+    headers = exc.response.headers
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            value = float(raw) / divisor
+        except ValueError:
+            parsed = email.utils.parsedate_tz(raw) if divisor == 1.0 else None
+            if parsed is None:
+                continue
+            value = float(email.utils.mktime_tz(parsed) - time.time())
+        if math.isfinite(value):
+            return max(0.0, value)
+    return None
+
+
+def _retryable(exc: openai.OpenAIError) -> bool:
+    if isinstance(exc, openai.APIConnectionError):  # includes the time-out
+        return True
+    return isinstance(exc, openai.APIStatusError) and (exc.status_code in RETRYABLE_STATUS or exc.status_code >= 500)
+
+
 class ChatModel:
-    """Chat completions with the SDK's retries and timeout; the client is built on first use.
+    """Chat completions within one time budget; the client is built on first use.
+
+    The SDK retries by itself and honours ``Retry-After`` up to two minutes per
+    retry, so its total time has no bound we can set: one call could outlive
+    the processing lease and Pub/Sub's ack deadline, and every redelivery would
+    call the model again. So the SDK's retries are off and this class retries
+    the same errors with the same backoff, but never starts a wait or an
+    attempt that would end past ``budget_seconds`` (docs/decisions/0007).
 
     ``base_url`` empty means OpenAI itself; the SDK also honours OPENAI_BASE_URL,
     but we pass it explicitly so configuration stays in one place.
@@ -27,6 +70,10 @@ class ChatModel:
         base_url: str,
         timeout_seconds: float,
         max_retries: int,
+        budget_seconds: float = 60.0,
+        max_tokens: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._model = model
         self._system_prompt = system_prompt
@@ -34,6 +81,10 @@ class ChatModel:
         self._base_url = base_url or None
         self._timeout = timeout_seconds
         self._max_retries = max_retries
+        self._budget = budget_seconds
+        self._max_tokens = max_tokens
+        self._clock = clock
+        self._sleep = sleep
         self._client: openai.OpenAI | None = None
         self._lock = threading.Lock()
         self.calls = 0
@@ -47,7 +98,7 @@ class ChatModel:
                         api_key=self._api_key(),
                         base_url=self._base_url,
                         timeout=self._timeout,
-                        max_retries=self._max_retries,
+                        max_retries=0,
                     )
         return self._client
 
@@ -56,10 +107,7 @@ class ChatModel:
         messages += [{"role": turn["role"], "content": turn["content"]} for turn in history]
         messages.append({"role": "user", "content": user_text})
         self.calls += 1
-        try:
-            completion = self.client.chat.completions.create(model=self._model, messages=messages)
-        except openai.OpenAIError as exc:
-            raise ModelUnavailable(f"{type(exc).__name__}: {exc}"[:300]) from exc
+        completion = self._create(messages)
         try:
             content = (completion.choices[0].message.content or "").strip() if completion.choices else ""
         except (AttributeError, IndexError, TypeError) as exc:
@@ -69,3 +117,29 @@ class ChatModel:
         if not content:
             raise ModelUnavailable("the model returned an empty answer")
         return content
+
+    def _create(self, messages: list[dict[str, str]]) -> object:
+        """One completion, retried within the budget; raises ModelUnavailable when it runs out."""
+        deadline = self._clock() + self._budget
+        extra = {"max_tokens": self._max_tokens} if self._max_tokens else {}
+        attempt = 0
+        while True:
+            remaining = deadline - self._clock()
+            try:
+                return self.client.chat.completions.create(
+                    model=self._model, messages=messages, timeout=min(self._timeout, remaining), **extra
+                )
+            except openai.OpenAIError as exc:
+                failure = f"{type(exc).__name__}: {exc}"[:300]
+                if not _retryable(exc) or attempt >= self._max_retries:
+                    raise ModelUnavailable(failure) from exc
+                asked = retry_after_seconds(exc) if isinstance(exc, openai.APIStatusError) else None
+                wait = asked if asked is not None else min(INITIAL_RETRY_SECONDS * 2**attempt, MAX_RETRY_SECONDS)
+                # An attempt needs time too: give up rather than wait into the lease.
+                if self._clock() + wait + min(self._timeout, 1.0) >= deadline:
+                    raise ModelUnavailable(
+                        f"{failure} (next attempt in {wait:g}s would pass the {self._budget:g}s budget)"[:300]
+                    ) from exc
+                log.warning("model attempt failed, retrying", extra={"event": "ai_retry", "wait_seconds": wait, "reason": failure})
+                self._sleep(wait)
+                attempt += 1

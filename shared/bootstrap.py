@@ -32,6 +32,7 @@ from shared.webhook import WebhookDeps
 if TYPE_CHECKING:
     from shared.ai import ChatModel
     from shared.processor import ProcessorDeps
+    from shared.reconciler import ReconcilerDeps
     from shared.sender import SenderDeps
     from shared.store import FirestoreStore
     from shared.tasks import TaskQueue
@@ -61,6 +62,7 @@ def store() -> FirestoreStore:
         client_factory=lambda: firestore.Client(project=s.project_id, database=s.firestore_database),
         conversations=s.conversations_collection,
         failures=s.failures_collection,
+        dedupe=s.dedupe_collection,
     )
 
 
@@ -129,6 +131,8 @@ def model() -> ChatModel:
         base_url=s.openai_base_url,
         timeout_seconds=s.openai_timeout_seconds,
         max_retries=s.openai_max_retries,
+        budget_seconds=s.model_budget_seconds,
+        max_tokens=s.openai_max_tokens,
     )
 
 
@@ -159,7 +163,14 @@ def twilio() -> TwilioGateway:
 def sender_deps() -> SenderDeps:
     from shared.sender import SenderDeps
 
-    return SenderDeps(settings=settings(), store=store(), twilio=twilio(), faults=faults(), clock=utcnow)
+    return SenderDeps(settings=settings(), store=store(), twilio=twilio(), queue=queue(), faults=faults(), clock=utcnow)
+
+
+@functools.cache
+def reconciler_deps() -> ReconcilerDeps:
+    from shared.reconciler import ReconcilerDeps
+
+    return ReconcilerDeps(settings=settings(), store=store(), queue=queue(), clock=utcnow)
 
 
 def usage() -> dict[str, int]:

@@ -94,7 +94,22 @@ class Settings:
     failures_collection: str = "failed_messages"
     conversation_ttl_seconds: int = 24 * 3600
     max_context_messages: int = 20
+    # Every field of the conversation document is bounded, so it stays far
+    # below Firestore's 1 MiB document limit (docs/decisions/0007).
+    max_history_chars: int = 16000
+    max_inbound_chars: int = 4000
+    max_reply_chars: int = 3200
+    max_open_messages: int = 20
     processing_lease_seconds: int = 120
+    # Late redeliveries (Pub/Sub keeps 7 days, Twilio retries) are recognised
+    # for this long, whatever happened to the conversation document.
+    dedupe_collection: str = "seen_messages"
+    dedupe_horizon_seconds: int = 8 * 24 * 3600
+
+    # Liveness: every accepted message is terminal within liveness_seconds of
+    # its receipt; the reconciler nudges anything idle for reconcile_after_seconds.
+    liveness_seconds: int = 900
+    reconcile_after_seconds: int = 180
 
     # Cloud Tasks: sender_fn is the target
     tasks_emulator_host: str = ""
@@ -115,6 +130,10 @@ class Settings:
     openai_model: str = "gpt-4o-mini"
     openai_timeout_seconds: float = 20.0
     openai_max_retries: int = 2
+    # The whole model call, retries and Retry-After waits included; below the
+    # processing lease so a slow model ends in the fallback reply, not a redelivery.
+    model_budget_seconds: float = 60.0
+    openai_max_tokens: int = 600
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     fallback_reply: str = DEFAULT_FALLBACK_REPLY
 
@@ -156,7 +175,15 @@ class Settings:
             failures_collection=_text(env, "FAILURES_COLLECTION", d.failures_collection),
             conversation_ttl_seconds=_int(env, "CONVERSATION_TTL_SECONDS", d.conversation_ttl_seconds, 60, 400 * 24 * 3600),
             max_context_messages=_int(env, "MAX_CONTEXT_MESSAGES", d.max_context_messages, 2, 200),
+            max_history_chars=_int(env, "MAX_HISTORY_CHARS", d.max_history_chars, 100, 200_000),
+            max_inbound_chars=_int(env, "MAX_INBOUND_CHARS", d.max_inbound_chars, 100, 50_000),
+            max_reply_chars=_int(env, "MAX_REPLY_CHARS", d.max_reply_chars, 100, 20_000),
+            max_open_messages=_int(env, "MAX_OPEN_MESSAGES", d.max_open_messages, 1, 100),
             processing_lease_seconds=_int(env, "PROCESSING_LEASE_SECONDS", d.processing_lease_seconds, 5, 3600),
+            dedupe_collection=_text(env, "DEDUPE_COLLECTION", d.dedupe_collection),
+            dedupe_horizon_seconds=_int(env, "DEDUPE_HORIZON_SECONDS", d.dedupe_horizon_seconds, 3600, 60 * 24 * 3600),
+            liveness_seconds=_int(env, "LIVENESS_SECONDS", d.liveness_seconds, 30, 7 * 24 * 3600),
+            reconcile_after_seconds=_int(env, "RECONCILE_AFTER_SECONDS", d.reconcile_after_seconds, 1, 24 * 3600),
             tasks_emulator_host=_text(env, "CLOUD_TASKS_EMULATOR_HOST"),
             tasks_location=_text(env, "TASKS_LOCATION", d.tasks_location),
             tasks_queue=_text(env, "TASKS_QUEUE", d.tasks_queue),
@@ -171,6 +198,8 @@ class Settings:
             openai_model=_text(env, "OPENAI_MODEL", d.openai_model),
             openai_timeout_seconds=_float(env, "OPENAI_TIMEOUT_SECONDS", d.openai_timeout_seconds, 0.1, 600.0),
             openai_max_retries=_int(env, "OPENAI_MAX_RETRIES", d.openai_max_retries, 0, 10),
+            model_budget_seconds=_float(env, "MODEL_BUDGET_SECONDS", d.model_budget_seconds, 0.5, 3600.0),
+            openai_max_tokens=_int(env, "OPENAI_MAX_TOKENS", d.openai_max_tokens, 16, 16_000),
             system_prompt=_text(env, "SYSTEM_PROMPT", d.system_prompt),
             fallback_reply=_text(env, "FALLBACK_REPLY", d.fallback_reply),
             secret_source=secret_source,
@@ -185,7 +214,26 @@ class Settings:
             auth_allowed_service_accounts=_list(env, "AUTH_ALLOWED_SERVICE_ACCOUNTS"),
             test_fault_points=_list(env, "TEST_FAULT_POINTS"),
             log_usage=_bool(env, "LOG_USAGE", False),
-        )
+        )._checked()
+
+    def _checked(self) -> "Settings":
+        """Refuse combinations that would break the liveness bound (docs/decisions/0007)."""
+        if self.model_budget_seconds >= self.processing_lease_seconds:
+            raise ConfigError(
+                f"MODEL_BUDGET_SECONDS ({self.model_budget_seconds:g}) must be below PROCESSING_LEASE_SECONDS "
+                f"({self.processing_lease_seconds}), or a slow model outlives its claim"
+            )
+        if self.liveness_seconds <= self.processing_lease_seconds + self.in_flight_grace_seconds:
+            raise ConfigError(
+                f"LIVENESS_SECONDS ({self.liveness_seconds}) must exceed PROCESSING_LEASE_SECONDS plus the "
+                f"Twilio in-flight grace ({self.processing_lease_seconds + self.in_flight_grace_seconds:g})"
+            )
+        return self
+
+    @property
+    def in_flight_grace_seconds(self) -> float:
+        """Worst case of one Twilio call: connect and read time-outs add up, plus a margin."""
+        return 2 * self.twilio_timeout_seconds + 5
 
 
 @functools.lru_cache(maxsize=1)

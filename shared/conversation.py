@@ -9,8 +9,14 @@ docs/decisions/0004-idempotency-records.md):
     expireAt     now + CONVERSATION_TTL_SECONDS on every write (Firestore TTL)
     lastSeq      the sequence number given to the newest answered message
     doneSeq      every reply with seq <= doneSeq is finished (sent or failed)
+    watch        present while a message is unfinished: when the reconciler
+                 should look at this conversation (shared/liveness.py)
     messages     {MessageSid: entry} for recent inbound messages: the dedupe
                  and progress records (status, seq, parts, sentParts, ...)
+
+Every field is bounded (history by characters, reply text dropped once a
+message is finished, at most MAX_TRACKED_MESSAGES finished entries), so the
+document stays far below Firestore's 1 MiB limit.
 
 Functions here compute field updates (dotted Firestore field paths → values);
 the store applies them atomically against the version they were computed from.
@@ -79,6 +85,22 @@ class Conversation:
     def done_seq(self) -> int:
         return int(self.data.get("doneSeq", 0))
 
+    def open_entries(self) -> dict[str, Mapping[str, Any]]:
+        """Messages not finished yet: the ones the reconciler keeps an eye on."""
+        return {sid: entry for sid, entry in self.messages.items() if entry.get("status") not in FINISHED}
+
+    def next_in_line(self) -> tuple[str, Mapping[str, Any]] | None:
+        """The answered reply whose turn it is to be sent, if it is waiting."""
+        want = self.done_seq + 1
+        for sid, entry in self.messages.items():
+            if entry.get("seq") is not None and int(entry["seq"]) == want and entry.get("status") in (ANSWERED, SENDING):
+                return sid, entry
+        return None
+
+    def known_twilio_sids(self) -> set[str]:
+        """Every Twilio SID recorded for any part of this conversation."""
+        return {str(sid) for entry in self.messages.values() for sid in entry.get("twilioSids", [])}
+
     def is_expired(self, now: datetime) -> bool:
         expire_at = self.data.get("expireAt")
         return expire_at is not None and expire_at <= now
@@ -102,19 +124,39 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def trim_history(history: list[dict[str, str]], max_messages: int) -> list[dict[str, str]]:
-    """Keep the newest turns; never start on an assistant turn without its question."""
+def trim_history(history: list[dict[str, str]], max_messages: int, max_chars: int | None = None) -> list[dict[str, str]]:
+    """Keep the newest turns within both limits; never start on an assistant turn without its question."""
     kept = history[-max_messages:] if max_messages > 0 else []
+    if max_chars is not None:
+        while kept and sum(len(turn.get("content", "")) for turn in kept) > max_chars:
+            kept = kept[1:]
     while kept and kept[0].get("role") == "assistant":
         kept = kept[1:]
     return kept
 
 
+def cap_text(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, marked as cut so nobody mistakes it for the whole."""
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+
+
 def claim_updates(
-    conv: Conversation, sid: str, address: str, now: datetime, ttl_seconds: int, lease_seconds: int
+    conv: Conversation,
+    sid: str,
+    address: str,
+    now: datetime,
+    ttl_seconds: int,
+    lease_seconds: int,
+    watch_after_seconds: int = 0,
 ) -> Updates:
-    """Mark a message as being processed by this worker until the lease runs out."""
+    """Mark a message as being processed by this worker until the lease runs out.
+
+    ``watch`` asks the reconciler to look at the conversation if the message is
+    still unfinished ``watch_after_seconds`` from now; finishing the last open
+    message removes it again, so a healthy conversation is never looked at.
+    """
     entry = conv.entry(sid)
+    watch = now + timedelta(seconds=watch_after_seconds)
     updates: Updates = {
         f"messages.{sid}.status": PROCESSING,
         f"messages.{sid}.leaseUntil": now + timedelta(seconds=lease_seconds),
@@ -125,6 +167,9 @@ def claim_updates(
     }
     if not entry:
         updates[f"messages.{sid}.receivedAt"] = now
+    current_watch = conv.data.get("watch")
+    if watch_after_seconds and (current_watch is None or current_watch > watch):
+        updates["watch"] = watch
     if conv.is_expired(now):
         # Renewing expireAt below would revive the stale history: drop it now.
         updates["history"] = []
@@ -142,6 +187,7 @@ def answer_updates(
     ttl_seconds: int,
     max_messages: int,
     failure_reason: str = "",
+    max_history_chars: int | None = None,
 ) -> Updates:
     """Append the turn, give the reply its place in the sending order, prune old entries."""
     reply = "\n\n".join(reply_parts)
@@ -151,7 +197,7 @@ def answer_updates(
     ]
     seq = conv.last_seq + 1
     updates: Updates = {
-        "history": trim_history(history, max_messages),
+        "history": trim_history(history, max_messages, max_history_chars),
         "lastSeq": seq,
         "expireAt": expire_at(now, ttl_seconds),
         "updatedAt": now,
@@ -211,18 +257,29 @@ def advance_done_seq(conv: Conversation, finished_sid: str) -> int:
 
 
 def finish_updates(conv: Conversation, sid: str, status: str, now: datetime, reason: str = "") -> Updates:
-    """Close a message as sent, failed or dead-lettered, and move the order watermark."""
+    """Close a message as sent, failed or dead-lettered, and move the order watermark.
+
+    The reply text goes: a finished message is only a dedupe record now, and
+    the history keeps what the model needs. The reconciler's ``watch`` goes
+    with the last open message.
+    """
     updates: Updates = {
         f"messages.{sid}.status": status,
         f"messages.{sid}.updatedAt": now,
         f"messages.{sid}.sending": REMOVE,
         f"messages.{sid}.leaseUntil": REMOVE,
+        f"messages.{sid}.parts": REMOVE,
         "updatedAt": now,
     }
+    entry = conv.entry(sid)
+    if "parts" in entry:
+        updates[f"messages.{sid}.partCount"] = len(entry["parts"])
     if reason:
-        updates[f"messages.{sid}.reason"] = reason
-    if "seq" in conv.entry(sid):
+        updates[f"messages.{sid}.reason"] = reason[:300]
+    if "seq" in entry:
         updates["doneSeq"] = advance_done_seq(conv, sid)
+    if "watch" in conv.data and not (set(conv.open_entries()) - {sid}):
+        updates["watch"] = REMOVE
     return updates
 
 

@@ -9,7 +9,11 @@ Steps, each safe to repeat after a crash at any point (Pub/Sub delivers again):
    same time does not call the model too;
 3. ask the model (or fall back to a friendly text when it is down);
 4. append the turn and give the reply its sequence number (compare-and-set);
-5. create the named send task for sender_fn.
+5. create the named send task for sender_fn, when it is the reply's turn
+   (otherwise the reply before it hands off, shared/handoff.py).
+
+The first claim also writes a dedupe marker in the same commit, so a
+redelivery is recognised however late it comes (docs/decisions/0007).
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ from shared.conversation import (
     FINISHED,
     PROCESSING,
     SENDING,
+    Conversation,
     answer_updates,
     applied,
+    cap_text,
     claim_updates,
     conversation_id,
     finish_updates,
@@ -37,8 +43,8 @@ from shared.faults import FaultPoints, InjectedFault
 from shared.inbound import InboundMessage, InvalidWebhook, describe_for_model
 from shared.log import mask_address
 from shared.splitting import split_reply
-from shared.store import Conflict, ConversationStore, failure_record
-from shared.tasks import SendTask
+from shared.handoff import Queue, send_when_its_turn
+from shared.store import Conflict, ConversationStore, DedupeMarker, failure_record
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +58,6 @@ class MessageBusy(Exception):
 
 class Model(Protocol):
     def reply(self, history: list[dict[str, str]], user_text: str) -> str: ...
-
-
-class Queue(Protocol):
-    def enqueue(self, task: SendTask) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -76,26 +78,35 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
     """Answer ``msg`` unless that already happened; return what was done."""
     settings, store = deps.settings, deps.store
     cid = conversation_id(msg.sender)
+    marker_conflict = False
     for _ in range(MAX_CONFLICT_RETRIES):
         snap = store.load(cid)
-        entry = snap.conversation.entry(msg.sid)
+        conv = snap.conversation
+        entry = conv.entry(msg.sid)
         status = entry.get("status")
+        if not entry and marker_conflict and store.seen(msg.sid):
+            # Taken on long ago; its entry was pruned or the conversation expired.
+            _log(logging.INFO, "late duplicate of a message already taken on", msg, event="duplicate", status="seen")
+            return "duplicate"
         if status in FINISHED:
             _log(logging.INFO, "duplicate of a finished message", msg, event="duplicate", status=status)
             return "duplicate"
         if status in (ANSWERED, SENDING):
-            created = deps.queue.enqueue(SendTask(cid, msg.sid, int(entry["seq"])))
-            _log(logging.INFO, "duplicate of an answered message", msg, event="duplicate", status=status, task_created=created)
-            return "requeued" if created else "duplicate"
+            return _ensure_send_task(msg, deps, cid, conv, entry)
         now = deps.clock()
         if status == PROCESSING and entry.get("leaseUntil") and entry["leaseUntil"] > now:
             raise MessageBusy(f"message {msg.sid} is being processed by another delivery")
+        if not entry and len(conv.open_entries()) >= settings.max_open_messages:
+            raise MessageBusy(f"{settings.max_open_messages} earlier messages of this conversation are still unfinished")
         updates = claim_updates(
-            snap.conversation, msg.sid, msg.sender, now, settings.conversation_ttl_seconds, settings.processing_lease_seconds
+            conv, msg.sid, msg.sender, now, settings.conversation_ttl_seconds, settings.processing_lease_seconds,
+            watch_after_seconds=settings.reconcile_after_seconds,
         )
+        marker = None if entry else DedupeMarker(msg.sid, cid, now + timedelta(seconds=settings.dedupe_horizon_seconds))
         try:
-            version = store.apply(cid, updates, snap.version)
+            version = store.apply(cid, updates, snap.version, marker)
         except Conflict:
+            marker_conflict = marker is not None
             continue
         break
     else:
@@ -103,7 +114,7 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
     _log(logging.INFO, "processing", msg, event="processing", status=PROCESSING, attempt=updates[f"messages.{msg.sid}.attempts"])
     deps.faults.hit("after_claim")
 
-    user_text = describe_for_model(msg)
+    user_text = cap_text(describe_for_model(msg), settings.max_inbound_chars)
     failure = ""
     try:
         reply = deps.model.reply(snap.conversation.history(now), user_text)
@@ -113,18 +124,23 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
         _log(logging.ERROR, "model unavailable, sending the fallback reply", msg, event="ai_failed", reason=failure)
     deps.faults.hit("after_ai")
 
-    parts = split_reply(reply) or [settings.fallback_reply]
+    parts = split_reply(cap_text(reply, settings.max_reply_chars)) or [settings.fallback_reply]
     conv = applied(snap.conversation, updates)
     for _ in range(MAX_CONFLICT_RETRIES):
         now = deps.clock()
         entry = conv.entry(msg.sid)
-        if entry.get("status") != PROCESSING:
-            # Another delivery finished it while our model call ran: theirs stands.
-            _log(logging.INFO, "answered by another delivery", msg, event="duplicate", status=entry.get("status"))
+        status = entry.get("status")
+        if status in (ANSWERED, SENDING):
+            # Our own commit whose answer was lost (the retry met a changed
+            # document), or a later delivery that took over the lease: the
+            # answer stands, and its send task must exist.
+            return _ensure_send_task(msg, deps, cid, conv, entry)
+        if status != PROCESSING:
+            _log(logging.INFO, "finished by another delivery", msg, event="duplicate", status=status)
             return "duplicate"
         updates = answer_updates(
             conv, msg.sid, user_text, parts, now,
-            settings.conversation_ttl_seconds, settings.max_context_messages, failure,
+            settings.conversation_ttl_seconds, settings.max_context_messages, failure, settings.max_history_chars,
         )
         try:
             store.apply(cid, updates, version)
@@ -136,6 +152,7 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
     else:
         raise Conflict(f"conversation kept changing while saving {msg.sid}")
     seq = updates["lastSeq"]
+    conv = applied(conv, updates)
     _log(logging.INFO, "answered", msg, event="answered", status=ANSWERED, seq=seq, parts=len(parts), fallback=bool(failure))
     if failure:
         store.record_failure(
@@ -147,26 +164,52 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
         )
     deps.faults.hit("after_save")
 
-    deps.queue.enqueue(SendTask(cid, msg.sid, seq))
+    send_when_its_turn(deps.queue, cid, conv, msg.sid, seq)
     deps.faults.hit("after_enqueue")
     return "answered"
 
 
+def _ensure_send_task(
+    msg: InboundMessage, deps: ProcessorDeps, cid: str, conv: Conversation, entry: Mapping[str, Any]
+) -> str:
+    """An answered message seen again: make sure its send task exists (named, so never twice)."""
+    created = send_when_its_turn(deps.queue, cid, conv, msg.sid, int(entry["seq"]))
+    _log(logging.INFO, "duplicate of an answered message", msg, event="duplicate", status=entry.get("status"), task_created=created)
+    return "requeued"
+
+
 def record_dead_letter(msg: InboundMessage, deps: ProcessorDeps, delivery_attempts: str) -> str:
-    """Close a message Pub/Sub gave up on, with the last reason we knew, and let later replies go."""
+    """Close a message Pub/Sub gave up on, with the last reason we knew, and let later replies go.
+
+    An answered message is the sender's to finish: closing it here could cut a
+    reply in the middle of its parts, so only its send task is made sure of
+    (the reconciler closes it if that does not help). A conversation that is
+    gone is not re-created: the failure record is enough, and a new document
+    would carry the address without the data that makes it expire.
+    """
     cid = conversation_id(msg.sender)
     store = deps.store
+    reason = f"dead-lettered after {delivery_attempts or 'max'} delivery attempts"
     for _ in range(MAX_CONFLICT_RETRIES):
         snap = store.load(cid)
         conv, entry, now = snap.conversation, snap.conversation.entry(msg.sid), deps.clock()
-        if entry.get("status") in FINISHED:
+        status = entry.get("status")
+        if status in FINISHED:
             return "already finished"
-        reason = f"dead-lettered after {delivery_attempts or 'max'} delivery attempts"
+        if status in (ANSWERED, SENDING):
+            try:
+                _ensure_send_task(msg, deps, cid, conv, entry)
+            except Exception as exc:
+                _log(logging.WARNING, "dead letter of an answered message; the reconciler will finish it", msg,
+                     event="dead_letter_answered", reason=repr(exc)[:300])
+            return "left to the sender"
+        if not conv.exists:
+            break
         if entry.get("lastError"):
             reason += f"; last error: {entry['lastError']}"
         updates = finish_updates(conv, msg.sid, DEAD_LETTERED, now, reason)
-        if not conv.exists:
-            updates.update({"address": msg.sender, "updatedAt": now})
+        if not entry:
+            updates[f"messages.{msg.sid}.receivedAt"] = now
         try:
             store.apply(cid, updates, snap.version)
         except Conflict:

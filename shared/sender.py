@@ -9,8 +9,9 @@ attempt that died between 2 and 3 is the one window no local record can close:
 before sending it again we ask Twilio whether it already took that body for
 that recipient (see docs/decisions/0004-idempotency-records.md).
 
-A reply whose predecessor in the conversation is not finished is deferred
-(HTTP 429), so Cloud Tasks offers it again after a backoff.
+A reply whose predecessor in the conversation is not finished waits (HTTP
+200, nothing done): the sender that finishes the predecessor hands off to it
+(shared/handoff.py). Every failed attempt counts toward SEND_MAX_ATTEMPTS.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from shared.conversation import (
     applied,
     finish_updates,
 )
-from shared.faults import FaultPoints
+from shared.faults import FaultPoints, InjectedFault
+from shared.handoff import Queue, hand_off_next, its_turn
 from shared.log import mask_address
 from shared.processor import FAILURE_RETENTION, MAX_CONFLICT_RETRIES
 from shared.store import Conflict, ConversationStore, failure_record
@@ -42,18 +44,14 @@ from shared.twilio_api import SendPermanent, SendRetryable, SendUncertain
 log = logging.getLogger(__name__)
 
 
-class Defer(Exception):
-    """Not this message's turn yet (or another attempt is mid-send): try again later."""
-
-
 class RetryLater(Exception):
-    """Twilio did not take the part; Cloud Tasks should retry the task."""
+    """Twilio did not take the part (or we cannot tell yet); Cloud Tasks should retry the task."""
 
 
 class Gateway(Protocol):
     def send(self, to: str, body: str) -> str: ...
 
-    def find_sent(self, to: str, body: str, since: datetime) -> str | None: ...
+    def find_sent(self, to: str, body: str, since: datetime, exclude: frozenset[str] = frozenset()) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -61,13 +59,14 @@ class SenderDeps:
     settings: Settings
     store: ConversationStore
     twilio: Gateway
+    queue: Queue
     faults: FaultPoints
     clock: Callable[[], datetime]
 
     @property
     def in_flight_grace(self) -> timedelta:
         """How long a ``sending`` mark may belong to an attempt that is still waiting on Twilio."""
-        return timedelta(seconds=self.settings.twilio_timeout_seconds + 5)
+        return timedelta(seconds=self.settings.in_flight_grace_seconds)
 
 
 def _log(level: int, message: str, task: SendTask, **fields: Any) -> None:
@@ -75,9 +74,15 @@ def _log(level: int, message: str, task: SendTask, **fields: Any) -> None:
 
 
 def deliver(task: SendTask, deps: SenderDeps) -> str:
-    """Send every unsent part of the reply; return "sent", "failed", "duplicate" or "unknown"."""
-    store = deps.store
-    snap = store.load(task.conversation_id)
+    """Send every unsent part of the reply; return what happened.
+
+    "sent" and "failed" finish the reply; "duplicate", "unknown", "waiting"
+    (not its turn: the reply before it hands off) and "in flight" (another
+    task is inside the Twilio call) leave nothing for this task to do. Only
+    :class:`RetryLater` asks Cloud Tasks for another attempt.
+    """
+    store, cid = deps.store, task.conversation_id
+    snap = store.load(cid)
     conv, version = snap.conversation, snap.version
     for _ in range(MAX_CONFLICT_RETRIES * 4):
         entry = conv.entry(task.sid)
@@ -86,13 +91,17 @@ def deliver(task: SendTask, deps: SenderDeps) -> str:
             _log(logging.ERROR, "send task for an unknown message dropped", task, event="send_failed", reason="unknown message")
             return "unknown"
         if status in FINISHED:
+            # Also the retry of a task that finished the reply but died before handing off.
+            _hand_off(task, deps, conv)
             _log(logging.INFO, "duplicate send task", task, event="duplicate", status=status)
             return "duplicate"
         if status not in (ANSWERED, SENDING):
-            raise Defer(f"message is {status}, not answered yet")
+            _log(logging.INFO, "send task before the answer; the answer creates its own", task, event="not_answered", status=status)
+            return "not answered"
         seq = int(entry["seq"])
-        if conv.done_seq < seq - 1:
-            raise Defer(f"reply #{seq} waits for reply #{seq - 1}")
+        if not its_turn(conv, seq):
+            _log(logging.INFO, "waiting for the reply before", task, event="waiting", done_seq=conv.done_seq)
+            return "waiting"
         parts: list[str] = list(entry["parts"])
         k = int(entry.get("sentParts", 0))
         address = str(conv.data["address"])
@@ -100,15 +109,18 @@ def deliver(task: SendTask, deps: SenderDeps) -> str:
         sending = entry.get("sending") or {}
         try:
             if k >= len(parts):
-                store.apply(task.conversation_id, finish_updates(conv, task.sid, SENT, now), version)
+                conv, version = _finish(task, deps, conv, version, SENT, now)
                 return "sent"
             if sending.get("part") == k:
                 if now - sending["since"] < deps.in_flight_grace:
-                    raise Defer(f"part {k + 1} is being sent by another attempt")
+                    if sending.get("task") != task.task_id:
+                        _log(logging.INFO, "part is being sent under another task", task, event="in_flight", part=k + 1)
+                        return "in flight"
+                    raise RetryLater(f"part {k + 1} may still be in Twilio's hands; asking once the grace is over")
                 try:
-                    found = deps.twilio.find_sent(address, parts[k], sending["since"])
-                except (SendRetryable, SendPermanent) as exc:
-                    raise RetryLater(f"could not ask Twilio whether part {k + 1} was sent: {exc}") from exc
+                    found = deps.twilio.find_sent(address, parts[k], sending["since"], frozenset(conv.known_twilio_sids()))
+                except (SendRetryable, SendPermanent, SendUncertain) as exc:
+                    return _attempt_failed(task, deps, f"could not ask Twilio whether part {k + 1} was sent: {exc}", keep_mark=True)
                 if found:
                     _log(logging.WARNING, "part had been accepted by Twilio", task, event="reconciled", part=k + 1)
                     conv, version = _mark_part_sent(task, deps, conv, version, k, found)
@@ -117,13 +129,13 @@ def deliver(task: SendTask, deps: SenderDeps) -> str:
                     continue
             claim = {
                 f"messages.{task.sid}.status": SENDING,
-                f"messages.{task.sid}.sending": {"part": k, "since": now},
+                f"messages.{task.sid}.sending": {"part": k, "since": now, "task": task.task_id},
                 f"messages.{task.sid}.updatedAt": now,
             }
-            version = store.apply(task.conversation_id, claim, version)
+            version = store.apply(cid, claim, version)
             conv = applied(conv, claim)
         except Conflict:
-            snap = store.load(task.conversation_id)
+            snap = store.load(cid)
             conv, version = snap.conversation, snap.version
             continue
         deps.faults.hit("before_send")
@@ -132,14 +144,10 @@ def deliver(task: SendTask, deps: SenderDeps) -> str:
         except SendPermanent as exc:
             return _fail(task, deps, str(exc), code=exc.code)
         except SendRetryable as exc:
-            attempts = int(entry.get("sendAttempts", 0)) + 1
-            if attempts >= deps.settings.send_max_attempts:
-                return _fail(task, deps, f"gave up after {attempts} attempts: {exc}")
-            _record_attempt(task, deps, attempts, str(exc))
-            raise RetryLater(str(exc)) from exc
+            return _attempt_failed(task, deps, str(exc), keep_mark=False)
         except SendUncertain as exc:
-            # Leave the part marked "sending": the next attempt asks Twilio first.
-            raise RetryLater(str(exc)) from exc
+            # The mark stays: the next attempt asks Twilio before sending again.
+            return _attempt_failed(task, deps, str(exc), keep_mark=True)
         deps.faults.hit("after_send")
         _log(logging.INFO, "part sent", task, event="part_sent", part=k + 1, of=len(parts), twilio_sid=twilio_sid)
         conv, version = _mark_part_sent(task, deps, conv, version, k, twilio_sid)
@@ -148,53 +156,98 @@ def deliver(task: SendTask, deps: SenderDeps) -> str:
     raise Conflict(f"conversation kept changing while sending {task.sid}")
 
 
+def _finish(
+    task: SendTask,
+    deps: SenderDeps,
+    conv: Conversation,
+    version: Any,
+    status: str,
+    now: datetime,
+    reason: str = "",
+    also: dict[str, Any] | None = None,
+) -> tuple[Conversation, Any]:
+    """Close the reply (with ``also`` in the same write), then hand off to the one after it.
+
+    Raises Conflict like any write.
+    """
+    updates = {**(also or {}), **finish_updates(conv, task.sid, status, now, reason)}
+    version = deps.store.apply(task.conversation_id, updates, version)
+    conv = applied(conv, updates)
+    if status == SENT:
+        _log(logging.INFO, "reply sent", task, event="sent", status=SENT, parts=conv.entry(task.sid).get("partCount"))
+    _hand_off(task, deps, conv)
+    return conv, version
+
+
+def _hand_off(task: SendTask, deps: SenderDeps, conv: Conversation) -> None:
+    """Start the reply now in line; if that fails, this task is retried and its retry hands off."""
+    try:
+        hand_off_next(deps.queue, task.conversation_id, conv)
+    except Exception as exc:
+        raise RetryLater(f"could not hand off to the next reply: {exc!r}") from exc
+
+
 def _mark_part_sent(
     task: SendTask, deps: SenderDeps, conv: Conversation, version: Any, k: int, twilio_sid: str
 ) -> tuple[Conversation, Any]:
-    """Record part k as delivered; a conflict is retried here, never by sending again."""
+    """Record part k as delivered; a conflict is retried here, never by sending again.
+
+    A message closed meanwhile (by the reconciler or a dead letter) keeps its
+    status: the SID is kept as a late delivery, so nothing is overwritten.
+    """
     for _ in range(MAX_CONFLICT_RETRIES):
         entry = conv.entry(task.sid)
-        if int(entry.get("sentParts", 0)) > k:
-            return conv, version
         now = deps.clock()
-        updates: dict[str, Any] = {
-            f"messages.{task.sid}.sentParts": k + 1,
-            f"messages.{task.sid}.twilioSids": list(entry.get("twilioSids", [])) + [twilio_sid],
-            f"messages.{task.sid}.sending": REMOVE,
-            f"messages.{task.sid}.updatedAt": now,
-        }
-        if k + 1 >= len(entry["parts"]):
-            updates.update(finish_updates(conv, task.sid, SENT, now))
         try:
+            if entry.get("status") in FINISHED:
+                late = {f"messages.{task.sid}.lateTwilioSids": list(entry.get("lateTwilioSids", [])) + [twilio_sid]}
+                _log(logging.WARNING, "part delivered after the message was closed", task, event="late_part", part=k + 1)
+                version = deps.store.apply(task.conversation_id, late, version)
+                return applied(conv, late), version
+            if int(entry.get("sentParts", 0)) > k:
+                return conv, version
+            updates: dict[str, Any] = {
+                f"messages.{task.sid}.sentParts": k + 1,
+                f"messages.{task.sid}.twilioSids": list(entry.get("twilioSids", [])) + [twilio_sid],
+                f"messages.{task.sid}.sending": REMOVE,
+                f"messages.{task.sid}.updatedAt": now,
+            }
+            if k + 1 >= len(entry["parts"]):
+                return _finish(task, deps, conv, version, SENT, now, also=updates)
             version = deps.store.apply(task.conversation_id, updates, version)
+            return applied(conv, updates), version
         except Conflict:
             snap = deps.store.load(task.conversation_id)
             conv, version = snap.conversation, snap.version
-            continue
-        if k + 1 >= len(entry["parts"]):
-            _log(logging.INFO, "reply sent", task, event="sent", status=SENT, parts=len(entry["parts"]))
-        return applied(conv, updates), version
     raise Conflict(f"could not record part {k + 1} of {task.sid} as sent")
 
 
-def _record_attempt(task: SendTask, deps: SenderDeps, attempts: int, error: str) -> None:
-    """Count a failed attempt and clear the ``sending`` mark: Twilio did not take the part."""
+def _attempt_failed(task: SendTask, deps: SenderDeps, error: str, keep_mark: bool) -> str:
+    """Count a failed attempt of any kind; past SEND_MAX_ATTEMPTS the reply is failed, else retried.
+
+    ``keep_mark`` leaves the ``sending`` mark when Twilio may have taken the
+    part, so the next attempt asks before sending again.
+    """
     for _ in range(MAX_CONFLICT_RETRIES):
         snap = deps.store.load(task.conversation_id)
+        entry = snap.conversation.entry(task.sid)
+        if entry.get("status") in FINISHED or not entry:
+            return "duplicate"
+        attempts = int(entry.get("sendAttempts", 0)) + 1
+        if attempts >= deps.settings.send_max_attempts:
+            return _fail(task, deps, f"gave up after {attempts} attempts: {error}")
+        updates: dict[str, Any] = {
+            f"messages.{task.sid}.sendAttempts": attempts,
+            f"messages.{task.sid}.lastError": error[:300],
+        }
+        if not keep_mark:
+            updates[f"messages.{task.sid}.sending"] = REMOVE
         try:
-            deps.store.apply(
-                task.conversation_id,
-                {
-                    f"messages.{task.sid}.sendAttempts": attempts,
-                    f"messages.{task.sid}.lastError": error[:300],
-                    f"messages.{task.sid}.sending": REMOVE,
-                },
-                snap.version,
-            )
-            return
+            deps.store.apply(task.conversation_id, updates, snap.version)
         except Conflict:
             continue
-    _log(logging.WARNING, "a failed attempt could not be counted", task)
+        raise RetryLater(error)
+    raise Conflict(f"could not count a failed attempt of {task.sid}")
 
 
 def _fail(task: SendTask, deps: SenderDeps, reason: str, code: int | None = None) -> str:
@@ -202,8 +255,10 @@ def _fail(task: SendTask, deps: SenderDeps, reason: str, code: int | None = None
     for _ in range(MAX_CONFLICT_RETRIES):
         snap = deps.store.load(task.conversation_id)
         conv, now = snap.conversation, deps.clock()
+        if conv.entry(task.sid).get("status") in FINISHED:
+            return "duplicate"
         try:
-            deps.store.apply(task.conversation_id, finish_updates(conv, task.sid, FAILED, now, reason), snap.version)
+            _finish(task, deps, conv, snap.version, FAILED, now, reason)
             break
         except Conflict:
             continue
@@ -222,7 +277,11 @@ def _fail(task: SendTask, deps: SenderDeps, reason: str, code: int | None = None
 
 
 def handle_send_request(body: bytes, deps: SenderDeps) -> tuple[int, str]:
-    """One Cloud Tasks delivery: 2xx finishes the task, anything else makes Cloud Tasks retry."""
+    """One Cloud Tasks delivery: 2xx finishes the task, anything else makes Cloud Tasks retry.
+
+    Only real trouble answers non-2xx (Cloud Tasks slows the whole queue on
+    429 and 5xx): waiting for the reply before is a 200, see shared/handoff.py.
+    """
     try:
         task = SendTask.from_json(body)
     except (ValueError, KeyError, TypeError) as exc:
@@ -231,10 +290,17 @@ def handle_send_request(body: bytes, deps: SenderDeps) -> tuple[int, str]:
         return 200, "unreadable task dropped\n"
     try:
         outcome = deliver(task, deps)
-    except Defer as exc:
-        _log(logging.INFO, "send deferred", task, event="deferred", reason=str(exc))
-        return 429, f"deferred: {exc}\n"
     except RetryLater as exc:
         _log(logging.WARNING, "send will be retried", task, event="send_retry", reason=str(exc)[:300])
         return 503, "retry later\n"
+    except InjectedFault:
+        raise
+    except Exception as exc:
+        # Counted like any failed attempt, so a persistent bug ends in a
+        # recorded failure instead of retrying until the task expires.
+        _log(logging.ERROR, "send attempt failed unexpectedly", task, event="send_error", reason=repr(exc)[:300])
+        try:
+            outcome = _attempt_failed(task, deps, f"unexpected error: {exc!r}", keep_mark=True)
+        except RetryLater:
+            return 500, "retry later\n"
     return 200, f"{outcome}\n"

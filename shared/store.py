@@ -30,6 +30,21 @@ class Snapshot:
     version: Any  # the document's update_time; None when it does not exist
 
 
+@dataclass(frozen=True)
+class DedupeMarker:
+    """A per-message record, written with the first claim, that outlives the conversation.
+
+    Created in the same commit as the claim, so it exists exactly when the
+    message was taken on; a redelivery that finds it but no entry in the
+    conversation (pruned, or the conversation expired and was deleted) is late
+    and must not be answered again. It holds no address and no text.
+    """
+
+    sid: str
+    conversation_id: str
+    expire_at: datetime
+
+
 @dataclass
 class OpCounter:
     """Firestore document operations, counted where they happen (for benchmarks)."""
@@ -49,7 +64,13 @@ class ConversationStore(Protocol):
 
     def load(self, conversation_id: str) -> Snapshot: ...
 
-    def apply(self, conversation_id: str, updates: Updates, version: Any) -> Any: ...
+    def apply(
+        self, conversation_id: str, updates: Updates, version: Any, marker: DedupeMarker | None = None
+    ) -> Any: ...
+
+    def seen(self, sid: str) -> bool: ...
+
+    def due_conversations(self, now: datetime, limit: int) -> list[str]: ...
 
     def record_failure(self, sid: str, record: Mapping[str, Any]) -> None: ...
 
@@ -64,12 +85,14 @@ class FirestoreStore:
         client_factory: Callable[[], firestore.Client],
         conversations: str,
         failures: str,
+        dedupe: str = "seen_messages",
     ) -> None:
         self._client_factory = client_factory
         self._client: firestore.Client | None = None
         self._lock = threading.Lock()
         self._conversations = conversations
         self._failures = failures
+        self._dedupe = dedupe
         self.ops = OpCounter()
 
     @property
@@ -90,20 +113,50 @@ class FirestoreStore:
             return Snapshot(Conversation({}), None)
         return Snapshot(Conversation(snap.to_dict() or {}), snap.update_time)
 
-    def apply(self, conversation_id: str, updates: Updates, version: Any) -> Any:
-        """Write ``updates`` only if the document is still at ``version``; return the new version."""
+    def apply(
+        self, conversation_id: str, updates: Updates, version: Any, marker: DedupeMarker | None = None
+    ) -> Any:
+        """Write ``updates`` only if the document is still at ``version``; return the new version.
+
+        With ``marker``, the dedupe marker is created in the same atomic commit,
+        and the commit fails (:class:`Conflict`) if the marker already exists.
+        """
         doc = self._doc(conversation_id)
+        batch = self.client.batch()
+        if version is None:
+            batch.create(doc, nested(updates))
+        else:
+            fields = {k: firestore.DELETE_FIELD if v is REMOVE else v for k, v in updates.items()}
+            batch.update(doc, fields, option=self.client.write_option(last_update_time=version))
+        if marker is not None:
+            batch.create(
+                self.client.collection(self._dedupe).document(marker.sid),
+                {"conversation": marker.conversation_id, "expireAt": marker.expire_at},
+            )
         try:
-            if version is None:
-                result = doc.create(nested(updates))
-            else:
-                fields = {k: firestore.DELETE_FIELD if v is REMOVE else v for k, v in updates.items()}
-                result = doc.update(fields, option=self.client.write_option(last_update_time=version))
+            results = batch.commit()
         except (gexc.Conflict, gexc.FailedPrecondition, gexc.NotFound) as exc:
             raise Conflict(str(exc)) from None
         finally:
-            self.ops.add(writes=1)
-        return result.update_time
+            self.ops.add(writes=2 if marker is not None else 1)
+        return results[0].update_time
+
+    def seen(self, sid: str) -> bool:
+        """Whether a dedupe marker exists for ``sid`` (only asked on the rare conflict path)."""
+        self.ops.add(reads=1)
+        return bool(self.client.collection(self._dedupe).document(sid).get().exists)
+
+    def due_conversations(self, now: datetime, limit: int) -> list[str]:
+        """Ids of conversations whose ``watch`` time has come (indexed, so only those are read)."""
+        query = (
+            self.client.collection(self._conversations)
+            .where(filter=firestore.FieldFilter("watch", "<=", now))
+            .order_by("watch")
+            .limit(limit)
+        )
+        ids = [snap.id for snap in query.select([]).stream()]
+        self.ops.add(reads=max(1, len(ids)))
+        return ids
 
     def record_failure(self, sid: str, record: Mapping[str, Any]) -> None:
         """Idempotent: the record is keyed by the message, so a retry rewrites it."""

@@ -23,24 +23,39 @@ _CREATE_RETRY = gretry.Retry(
 
 @dataclass(frozen=True)
 class SendTask:
-    """What sender_fn needs: the reply itself lives in the conversation document."""
+    """What sender_fn needs: the reply itself lives in the conversation document.
+
+    ``kind`` tells the tasks for one reply apart: "" is the processor's, "next"
+    the hand-off from the reply before it, "rN" the reconciler's N-th nudge.
+    Each has its own name, because Cloud Tasks refuses a name for about an hour
+    after a task of that name ran, and the body carries it so an attempt knows
+    its own ``sending`` mark from another task's.
+    """
 
     conversation_id: str
     sid: str
     seq: int
+    kind: str = ""
 
     def to_json(self) -> bytes:
-        return json.dumps({"conversation": self.conversation_id, "sid": self.sid, "seq": self.seq}).encode()
+        raw: dict[str, Any] = {"conversation": self.conversation_id, "sid": self.sid, "seq": self.seq}
+        if self.kind:
+            raw["kind"] = self.kind
+        return json.dumps(raw).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> "SendTask":
         raw: dict[str, Any] = json.loads(data)
-        return cls(conversation_id=str(raw["conversation"]), sid=str(raw["sid"]), seq=int(raw["seq"]))
+        kind = str(raw.get("kind", ""))
+        if not all(c.isalnum() for c in kind):
+            raise ValueError(f"bad task kind {kind!r}")
+        return cls(conversation_id=str(raw["conversation"]), sid=str(raw["sid"]), seq=int(raw["seq"]), kind=kind)
 
     @property
     def task_id(self) -> str:
         # Hash-like prefix first: Cloud Tasks spreads load on the name's prefix.
-        return f"{self.conversation_id[:20]}-{self.sid}"
+        base = f"{self.conversation_id[:20]}-{self.sid}"
+        return f"{base}-{self.kind}" if self.kind else base
 
 
 def emulator_client(address: str) -> tasks_v2.CloudTasksClient:

@@ -38,6 +38,7 @@ PERMANENT_CODES = frozenset(
     }
 )
 RETRYABLE_STATUS = frozenset({408, 409, 429})
+CLOCK_SKEW_SECONDS = 1
 
 
 class SendRetryable(Exception):
@@ -121,7 +122,7 @@ class TwilioGateway:
             message = self.client.messages.create(from_=self._from, to=to, body=body)
         except (TwilioRestException, TwilioServiceException) as exc:
             # Not chained: the original's message quotes the destination unmasked.
-            raise classify(exc, to) from None
+            raise _after_send(classify(exc, to), exc) from None
         except requests.exceptions.ConnectTimeout as exc:
             raise SendRetryable(f"could not connect to Twilio: {exc}") from exc
         except requests.exceptions.RequestException as exc:
@@ -131,11 +132,15 @@ class TwilioGateway:
             raise SendUncertain("unreadable answer from Twilio") from exc
         return str(message.sid)
 
-    def find_sent(self, to: str, body: str, since: datetime) -> str | None:
+    def find_sent(self, to: str, body: str, since: datetime, exclude: frozenset[str] = frozenset()) -> str | None:
         """The SID of a message with this body that Twilio accepted for ``to`` since ``since``.
 
         Narrows the one window that cannot be closed: Twilio accepted a message
-        but the attempt died before recording it.
+        but the attempt died before recording it. Replies to one user are sent
+        one part at a time, so a message from our number to ``to`` created
+        after the part was marked, with its body, and not among the SIDs
+        already recorded for the conversation (``exclude``: identical bodies,
+        such as the fallback text, are common) can only be this part.
         """
         self.calls += 1
         try:
@@ -150,9 +155,24 @@ class TwilioGateway:
             raise SendRetryable(f"could not list Twilio messages: HTTP {status}") from None
         except (requests.exceptions.RequestException, json.JSONDecodeError) as exc:
             raise SendRetryable(f"could not list Twilio messages: {type(exc).__name__}") from exc
-        floor = since - timedelta(seconds=5)
+        # Twilio's date_created has whole seconds; allow one more for clock skew.
+        floor = since.replace(microsecond=0) - timedelta(seconds=CLOCK_SKEW_SECONDS)
         for message in recent:
             created = message.date_created
-            if message.body == body and (created is None or created >= floor):
+            if message.body != body or str(message.sid) in exclude:
+                continue
+            if created is not None and created >= floor:
                 return str(message.sid)
         return None
+
+
+def _after_send(error: Exception, exc: TwilioRestException | TwilioServiceException) -> Exception:
+    """A 5xx answer to a send is no proof that Twilio did not take the message.
+
+    A gateway or Twilio itself can fail after the message was accepted; the
+    next attempt must ask before sending again, as after a lost answer.
+    """
+    status = exc.status if isinstance(exc.status, int) else 0
+    if isinstance(error, SendRetryable) and status >= 500:
+        return SendUncertain(str(error))
+    return error

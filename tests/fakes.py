@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
 from shared.conversation import Conversation, Updates, applied, nested
-from shared.store import Conflict, OpCounter, Snapshot
+from shared.store import Conflict, DedupeMarker, OpCounter, Snapshot
 from shared.tasks import SendTask
 
 
@@ -17,10 +17,14 @@ class FakeStore:
     def __init__(self) -> None:
         self.docs: dict[str, tuple[dict[str, Any], int]] = {}
         self.failures: dict[str, dict[str, Any]] = {}
+        self.markers: dict[str, DedupeMarker] = {}
         self.ops = OpCounter()
         self._lock = threading.Lock()
         self._clock = 0
         self.before_apply: Callable[[str], None] | None = None
+        # Commits whose answer is lost: written, then reported as a conflict,
+        # as Firestore does when the client retries a commit that went through.
+        self.lose_answers = 0
 
     def load(self, conversation_id: str) -> Snapshot:
         self.ops.add(reads=1)
@@ -30,11 +34,15 @@ class FakeStore:
             data, version = self.docs[conversation_id]
             return Snapshot(applied(Conversation(data), {}), version)
 
-    def apply(self, conversation_id: str, updates: Updates, version: Any) -> Any:
+    def apply(
+        self, conversation_id: str, updates: Updates, version: Any, marker: DedupeMarker | None = None
+    ) -> Any:
         if self.before_apply:
             self.before_apply(conversation_id)
-        self.ops.add(writes=1)
+        self.ops.add(writes=2 if marker else 1)
         with self._lock:
+            if marker is not None and marker.sid in self.markers:
+                raise Conflict("marker exists")
             current = self.docs.get(conversation_id)
             if version is None:
                 if current is not None:
@@ -46,7 +54,27 @@ class FakeStore:
                 data = dict(applied(Conversation(current[0]), updates).data)
             self._clock += 1
             self.docs[conversation_id] = (data, self._clock)
+            if marker is not None:
+                self.markers[marker.sid] = marker
+            if self.lose_answers:
+                self.lose_answers -= 1
+                raise Conflict("FAILED_PRECONDITION on the retried commit")
             return self._clock
+
+    def seen(self, sid: str) -> bool:
+        self.ops.add(reads=1)
+        return sid in self.markers
+
+    def due_conversations(self, now: datetime, limit: int) -> list[str]:
+        with self._lock:
+            due = sorted((data["watch"], cid) for cid, (data, _) in self.docs.items() if data.get("watch") and data["watch"] <= now)
+        self.ops.add(reads=max(1, len(due[:limit])))
+        return [cid for _, cid in due[:limit]]
+
+    def delete(self, conversation_id: str) -> None:
+        """What Firestore's TTL policy does to an expired conversation."""
+        with self._lock:
+            self.docs.pop(conversation_id, None)
 
     def record_failure(self, sid: str, record: Mapping[str, Any]) -> None:
         self.ops.add(writes=1)
@@ -76,9 +104,12 @@ class FakeQueue:
     def __init__(self) -> None:
         self.tasks: dict[str, SendTask] = {}
         self.attempts = 0
+        self.error: Exception | None = None
 
     def enqueue(self, task: SendTask) -> bool:
         self.attempts += 1
+        if self.error is not None:
+            raise self.error
         if task.task_id in self.tasks:
             return False
         self.tasks[task.task_id] = task
@@ -100,10 +131,10 @@ class FakeTwilio:
         self.sent.append((to, body, sid))
         return sid
 
-    def find_sent(self, to: str, body: str, since: datetime) -> str | None:
+    def find_sent(self, to: str, body: str, since: datetime, exclude: frozenset[str] = frozenset()) -> str | None:
         self.lookups += 1
         for sent_to, sent_body, sid in reversed(self.sent):
-            if sent_to == to and sent_body == body:
+            if sent_to == to and sent_body == body and sid not in exclude:
                 return sid
         return None
 

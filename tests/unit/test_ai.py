@@ -42,15 +42,89 @@ class Recorder:
         return json.loads(self.requests[i].content)
 
 
-def model_with(recorder: Recorder, max_retries: int = 0) -> ChatModel:
-    model = ChatModel("gpt-test", SYSTEM, lambda: "sk-test", BASE_URL, timeout_seconds=5.0, max_retries=max_retries)
+class FakeTime:
+    """A clock the model's waits advance, so budget tests take no real time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def model_with(recorder: Recorder, max_retries: int = 0, budget: float = 60.0, time: FakeTime | None = None) -> ChatModel:
+    time = time or FakeTime()
+    model = ChatModel(
+        "gpt-test", SYSTEM, lambda: "sk-test", BASE_URL, timeout_seconds=5.0, max_retries=max_retries,
+        budget_seconds=budget, max_tokens=321, clock=time.clock, sleep=time.sleep,
+    )
     model._client = openai.OpenAI(
         api_key="sk-test",
         base_url=BASE_URL,
-        max_retries=max_retries,
+        max_retries=0,
         http_client=httpx2.Client(transport=httpx2.MockTransport(recorder)),
     )
     return model
+
+
+def overloaded(retry_after: str | None = None, status: int = 429) -> httpx2.Response:
+    headers = {"retry-after": retry_after} if retry_after is not None else {}
+    return httpx2.Response(status, json={"error": {"message": "slow down", "type": "rate_limit"}}, headers=headers)
+
+
+def test_retry_after_within_the_budget_is_honoured() -> None:
+    time = FakeTime()
+    recorder = Recorder(overloaded("3"), httpx2.Response(200, json=completion("ok")))
+    assert model_with(recorder, max_retries=2, time=time).reply([], "hi") == "ok"
+    assert time.sleeps == [3.0]
+    assert len(recorder.requests) == 2
+
+
+def test_retry_after_past_the_budget_gives_up_at_once_instead_of_waiting() -> None:
+    # The SDK would sleep the 120 s the server asked for, past the lease and the ack deadline.
+    time = FakeTime()
+    recorder = Recorder(overloaded("120"), httpx2.Response(200, json=completion("too late")))
+    with pytest.raises(ModelUnavailable, match="budget"):
+        model_with(recorder, max_retries=5, budget=30.0, time=time).reply([], "hi")
+    assert time.sleeps == [] and len(recorder.requests) == 1
+
+
+def test_retries_stop_at_the_budget_whatever_the_retry_count() -> None:
+    time = FakeTime()
+
+    def slow_failure(request: httpx2.Request) -> httpx2.Response:
+        time.now += 4.0  # each attempt takes 4 s before failing
+        return overloaded(status=503)
+
+    recorder = Recorder(*[slow_failure] * 50)
+    with pytest.raises(ModelUnavailable):
+        model_with(recorder, max_retries=50, budget=20.0, time=time).reply([], "hi")
+    assert time.now - 1000.0 < 20.0
+    assert 2 <= len(recorder.requests) < 50
+
+
+def test_each_attempt_gets_at_most_the_time_left() -> None:
+    time = FakeTime()
+    seen: list[float] = []
+
+    def record_timeout(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request.extensions["timeout"]["read"])
+        time.now += 3.0
+        return overloaded(status=500) if len(seen) == 1 else httpx2.Response(200, json=completion("ok"))
+
+    assert model_with(Recorder(record_timeout, record_timeout), max_retries=1, budget=6.0, time=time).reply([], "hi") == "ok"
+    assert seen[0] == 5.0 and seen[1] < 3.0
+
+
+def test_max_tokens_bounds_the_reply() -> None:
+    recorder = Recorder(httpx2.Response(200, json=completion("ok")))
+    model_with(recorder).reply([], "hi")
+    assert recorder.body()["max_tokens"] == 321
 
 
 def test_success_returns_the_trimmed_content() -> None:
@@ -157,5 +231,6 @@ def test_client_is_built_once_with_the_settings(monkeypatch: pytest.MonkeyPatch)
     assert seen == [] and key_reads == []
     first = model.client
     assert model.client is first
-    assert seen == [{"api_key": "sk-lazy", "base_url": None, "timeout": 7.0, "max_retries": 3}]
+    # Retries are ChatModel's own, within its budget: the SDK's are off.
+    assert seen == [{"api_key": "sk-lazy", "base_url": None, "timeout": 7.0, "max_retries": 0}]
     assert key_reads == [1]

@@ -369,3 +369,57 @@ def test_applied_with_no_updates_is_an_equal_copy() -> None:
     conv = Conversation({"a": {"b": [1, {"c": 2}]}})
     copy = applied(conv, {})
     assert copy.data == conv.data and copy.data is not conv.data
+
+
+def firestore_size(value: object) -> int:
+    """Storage size by Firestore's documented rules (strings: UTF-8 bytes + 1, numbers and times: 8, ...)."""
+    if isinstance(value, str):
+        return len(value.encode()) + 1
+    if isinstance(value, bool) or value is None:
+        return 1
+    if isinstance(value, (int, float, datetime)):
+        return 8
+    if isinstance(value, list):
+        return sum(firestore_size(v) for v in value)
+    if isinstance(value, dict):
+        return sum(len(k.encode()) + 1 + firestore_size(v) for k, v in value.items())
+    raise TypeError(type(value))
+
+
+def test_the_worst_case_document_stays_well_below_one_mebibyte() -> None:
+    """Everything at its limit: longest texts in 4-byte characters, every tracked and open entry."""
+    from shared.config import Settings
+    from shared.faults import FaultPoints
+    from shared.processor import ProcessorDeps, process_message
+    from shared.inbound import InboundMessage
+    from tests.fakes import Clock, FakeModel, FakeQueue, FakeStore
+
+    settings = Settings()
+    store, clock = FakeStore(), Clock()
+    widest = "😀"  # 4 bytes in UTF-8, the most a character costs
+    model = FakeModel(lambda history, text: widest * 100_000)
+    deps = ProcessorDeps(settings=settings, store=store, model=model, queue=FakeQueue(), faults=FaultPoints(), clock=clock)
+    sender = "whatsapp:+" + "9" * 15
+    cid = conversation_id(sender)
+
+    def message(n: int) -> InboundMessage:
+        return InboundMessage(sid=f"SM{n:032x}", sender=sender, recipient="whatsapp:+14155238886", body=widest * 100_000)
+
+    n = 0
+    for n in range(1, MAX_TRACKED_MESSAGES + 10):
+        process_message(message(n), deps)
+        snap = store.load(cid)
+        updates = finish_updates(snap.conversation, message(n).sid, FAILED, clock(), "x" * 10_000)
+        updates[f"messages.{message(n).sid}.lastError"] = "y" * 300
+        updates[f"messages.{message(n).sid}.twilioSids"] = ["SM" + "f" * 32] * 3
+        store.apply(cid, updates, snap.version)
+        clock.advance(1)
+    for m in range(n + 1, n + 1 + settings.max_open_messages):
+        process_message(message(m), deps)
+    data = store.conversation(cid).data
+    conv = Conversation(data)
+    assert len(conv.open_entries()) == settings.max_open_messages
+    assert len(data["messages"]) >= MAX_TRACKED_MESSAGES - 1
+    assert all(len(e.get("reason", "")) <= 300 for e in conv.messages.values())
+    size = len(f"projects/p/databases/(default)/documents/conversations/{cid}".encode()) + 16 + firestore_size(dict(data)) + 32
+    assert size < 512 * 1024, size

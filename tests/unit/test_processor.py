@@ -7,7 +7,9 @@ import base64
 import pytest
 
 from shared.config import Settings
-from shared.conversation import ANSWERED, DEAD_LETTERED, PROCESSING, conversation_id
+from datetime import timedelta
+
+from shared.conversation import ANSWERED, DEAD_LETTERED, PROCESSING, conversation_id, finish_updates
 from shared.faults import FaultPoints, InjectedFault
 from shared.inbound import InboundMessage
 from shared.processor import MessageBusy, ProcessorDeps, handle_push, process_message
@@ -43,8 +45,8 @@ def test_answers_once_and_enqueues_one_task() -> None:
 def test_duplicates_do_not_call_the_model_again() -> None:
     deps = make_deps()
     process_message(msg(1), deps)
-    assert process_message(msg(1), deps) == "duplicate"
-    assert process_message(msg(1), deps) == "duplicate"
+    assert process_message(msg(1), deps) == "requeued"
+    assert process_message(msg(1), deps) == "requeued"
     assert len(deps.model.calls) == 1
     assert len(deps.queue.tasks) == 1
     assert len(deps.store.conversation(conversation_id(SENDER)).data["history"]) == 2
@@ -150,15 +152,148 @@ def test_malformed_payload_is_acknowledged_and_recorded() -> None:
     assert "malformed" in deps.store.failures["pubsub-42"]["reason"]
 
 
-def test_dead_letter_delivery_records_the_reason_and_unblocks_order() -> None:
-    deps = make_deps()
-    process_message(msg(1), deps)
-    sub = f"projects/p/subscriptions/{deps.settings.dead_letter_subscription}"
-    handle_push(push(msg(1)), sub, deps)
+def dead_letter_sub(deps: ProcessorDeps) -> str:
+    return f"projects/p/subscriptions/{deps.settings.dead_letter_subscription}"
+
+
+def test_dead_letter_delivery_records_the_reason() -> None:
+    deps = make_deps(faults=FaultPoints(("after_claim",)))
+    with pytest.raises(InjectedFault):
+        process_message(msg(1), deps)
+    assert handle_push(push(msg(1)), dead_letter_sub(deps), deps) == "dead-lettered"
     conv = deps.store.conversation(conversation_id(SENDER))
     assert conv.entry(msg(1).sid)["status"] == DEAD_LETTERED
-    assert conv.done_seq == 1
+    assert "watch" not in conv.data
     assert deps.store.failures[msg(1).sid]["status"] == DEAD_LETTERED
+    # The user's next message is answered as usual.
+    assert process_message(msg(2), deps) == "answered"
+
+
+def test_dead_letter_of_an_answered_message_leaves_it_to_the_sender() -> None:
+    deps = make_deps()
+    process_message(msg(1, "first"), deps)
+    process_message(msg(2, "second"), deps)
+    deps.queue.tasks.clear()
+    assert handle_push(push(msg(1)), dead_letter_sub(deps), deps) == "left to the sender"
+    conv = deps.store.conversation(conversation_id(SENDER))
+    assert conv.entry(msg(1).sid)["status"] == ANSWERED and conv.entry(msg(1).sid)["parts"] == ["Hello!"]
+    assert [t.sid for t in deps.queue.tasks.values()] == [msg(1).sid]
+    assert msg(1).sid not in deps.store.failures
+
+
+def test_dead_letter_for_a_conversation_that_is_gone_creates_no_document() -> None:
+    deps = make_deps()
+    assert handle_push(push(msg(1)), dead_letter_sub(deps), deps) == "dead-lettered"
+    assert deps.store.docs == {}
+    record = deps.store.failures[msg(1).sid]
+    assert record["status"] == DEAD_LETTERED and SENDER.split("+")[1] not in str(record)
+
+
+def test_lost_commit_answer_still_creates_the_send_task() -> None:
+    deps = make_deps()
+    original = deps.store.apply
+    calls = {"n": 0}
+
+    def apply(cid, updates, version, marker=None):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] == 2:  # the answer: written, but the client saw FAILED_PRECONDITION
+            deps.store.lose_answers = 1
+        return original(cid, updates, version, marker)
+
+    deps.store.apply = apply
+    assert process_message(msg(1), deps) == "requeued"
+    conv = deps.store.conversation(conversation_id(SENDER))
+    assert conv.entry(msg(1).sid)["status"] == ANSWERED
+    assert [t.sid for t in deps.queue.tasks.values()] == [msg(1).sid]
+    assert len(deps.model.calls) == 1
+
+
+def test_a_delivery_whose_lease_expired_meets_the_answer_of_the_next_and_sends_it() -> None:
+    clock = Clock()
+    deps = make_deps(clock=clock)
+    cid = conversation_id(SENDER)
+    slow = {"first": True}
+
+    def model_reply(history, text):  # noqa: ANN001, ANN202
+        if slow["first"]:
+            slow["first"] = False
+            # While this (first) delivery waits on the model, its lease runs out
+            # and a redelivery answers the message, but loses its enqueue.
+            clock.advance(deps.settings.processing_lease_seconds + 1)
+            second = make_deps(clock=clock, store=deps.store, model=deps.model, queue=FakeQueueDown())
+            with pytest.raises(ConnectionError):
+                process_message(msg(1), second)
+        return "Hello!"
+
+    deps.model._reply = model_reply
+    assert process_message(msg(1), deps) == "requeued"
+    assert deps.store.conversation(cid).entry(msg(1).sid)["status"] == ANSWERED
+    assert [t.sid for t in deps.queue.tasks.values()] == [msg(1).sid]
+    assert len(deps.store.conversation(cid).data["history"]) == 2
+
+
+class FakeQueueDown:
+    def enqueue(self, task):  # noqa: ANN001, ANN202
+        raise ConnectionError("tasks down")
+
+
+def test_late_redelivery_after_the_conversation_was_deleted_is_not_answered_again() -> None:
+    clock = Clock()
+    deps = make_deps(clock=clock)
+    process_message(msg(1), deps)
+    clock.advance(deps.settings.conversation_ttl_seconds + 86400)
+    deps.store.delete(conversation_id(SENDER))  # Firestore's TTL policy
+    assert process_message(msg(1), deps) == "duplicate"
+    assert len(deps.model.calls) == 1
+    assert conversation_id(SENDER) not in deps.store.docs
+
+
+def test_late_redelivery_after_its_entry_was_pruned_is_not_answered_again() -> None:
+    deps = make_deps()
+    cid = conversation_id(SENDER)
+    process_message(msg(1), deps)
+    for n in range(2, 60):
+        process_message(msg(n), deps)
+        snap = deps.store.load(cid)
+        for sid in snap.conversation.open_entries():
+            snap = deps.store.load(cid)
+            deps.store.apply(cid, finish_updates(snap.conversation, sid, "sent", deps.clock()), snap.version)
+    assert msg(1).sid not in deps.store.conversation(cid).messages
+    calls = len(deps.model.calls)
+    assert process_message(msg(1), deps) == "duplicate"
+    assert len(deps.model.calls) == calls
+
+
+def test_the_marker_is_written_with_the_first_claim_only() -> None:
+    deps = make_deps(faults=FaultPoints(("after_claim",)))
+    with pytest.raises(InjectedFault):
+        process_message(msg(1), deps)
+    assert msg(1).sid in deps.store.markers
+    writes = deps.store.ops.writes
+    deps.clock.advance(deps.settings.processing_lease_seconds + 1)
+    assert process_message(msg(1), deps) == "answered"
+    assert deps.store.ops.writes - writes == 2  # re-claim and answer: no second marker
+    assert deps.store.markers[msg(1).sid].expire_at > deps.clock() + timedelta(days=7)
+
+
+def test_too_many_unfinished_messages_make_pubsub_wait() -> None:
+    deps = make_deps(settings=Settings(max_open_messages=3))
+    for n in range(1, 4):
+        process_message(msg(n), deps)
+    with pytest.raises(MessageBusy):
+        process_message(msg(4), deps)
+    assert msg(4).sid not in deps.store.conversation(conversation_id(SENDER)).messages
+
+
+def test_inbound_text_and_reply_are_capped_before_they_are_stored() -> None:
+    deps = make_deps(settings=Settings(max_inbound_chars=100, max_reply_chars=200, max_context_messages=4))
+    deps.model._reply = "r" * 5000
+    process_message(msg(1, "q" * 5000), deps)
+    _, text = deps.model.calls[0]
+    assert len(text) == 100 and text.endswith("…")
+    conv = deps.store.conversation(conversation_id(SENDER))
+    assert sum(len(p) for p in conv.entry(msg(1).sid)["parts"]) <= 200
+    assert all(len(turn["content"]) <= 200 for turn in conv.data["history"])
 
 
 def test_retryable_failure_is_raised_and_noted() -> None:

@@ -173,7 +173,8 @@ def test_send_maps_transport_errors(exc: Exception, expected: type[Exception]) -
     [
         (error(400, 63016, "outside the allowed window"), SendPermanent),
         (error(429, 20429, "Too Many Requests"), SendRetryable),
-        (error(503, 20503, "Service unavailable"), SendRetryable),
+        (error(503, 20503, "Service unavailable"), SendUncertain),
+        (error(500, 20500, "Internal error"), SendUncertain),
         (error(401, 20003, "Authenticate"), SendRetryable),
         (error(400, 21602, "Message body is required"), SendPermanent),
     ],
@@ -201,7 +202,7 @@ def test_find_sent_matches_body_and_time() -> None:
         )
     )
     gw = gateway(http)
-    assert gw.find_sent(TO, "Hello!", since=SENT_AT + timedelta(seconds=3)) == "SM" + "3" * 32
+    assert gw.find_sent(TO, "Hello!", since=SENT_AT + timedelta(milliseconds=500)) == "SM" + "3" * 32
     [req] = http.requests
     assert req["method"] == "GET"
     assert req["params"]["To"] == TO and req["params"]["From"] == FROM
@@ -212,14 +213,29 @@ def test_find_sent_ignores_an_older_message_with_the_same_body() -> None:
     assert gateway(http).find_sent(TO, "Hello!", since=SENT_AT) is None
 
 
-def test_find_sent_allows_a_few_seconds_of_clock_skew() -> None:
+def test_find_sent_allows_a_second_of_clock_skew() -> None:
+    http = FakeHttp(listing(message_json("SM" + "2" * 32, "Hello!", created=SENT_AT - timedelta(seconds=1))))
+    assert gateway(http).find_sent(TO, "Hello!", since=SENT_AT + timedelta(milliseconds=400)) == "SM" + "2" * 32
+
+
+def test_find_sent_ignores_a_message_a_few_seconds_before_the_mark() -> None:
     http = FakeHttp(listing(message_json("SM" + "2" * 32, "Hello!", created=SENT_AT - timedelta(seconds=4))))
-    assert gateway(http).find_sent(TO, "Hello!", since=SENT_AT) == "SM" + "2" * 32
+    assert gateway(http).find_sent(TO, "Hello!", since=SENT_AT) is None
 
 
-def test_find_sent_without_a_date_counts_as_recent() -> None:
+def test_find_sent_without_a_date_cannot_be_ours() -> None:
     http = FakeHttp(listing(message_json("SM" + "4" * 32, "Hello!", created=None)))
-    assert gateway(http).find_sent(TO, "Hello!", since=SENT_AT) == "SM" + "4" * 32
+    assert gateway(http).find_sent(TO, "Hello!", since=SENT_AT) is None
+
+
+def test_find_sent_skips_sids_already_recorded_for_the_conversation() -> None:
+    # Identical bodies (the fallback text, a repeated paragraph): the SID of
+    # the part sent just before must not be taken for this one.
+    earlier, ours = "SM" + "5" * 32, "SM" + "6" * 32
+    http = FakeHttp(listing(message_json(earlier, "Sorry!", created=SENT_AT)))
+    assert gateway(http).find_sent(TO, "Sorry!", since=SENT_AT, exclude=frozenset({earlier})) is None
+    http = FakeHttp(listing(message_json(ours, "Sorry!", created=SENT_AT), message_json(earlier, "Sorry!", created=SENT_AT)))
+    assert gateway(http).find_sent(TO, "Sorry!", since=SENT_AT, exclude=frozenset({earlier})) == ours
 
 
 def test_find_sent_finds_nothing() -> None:
@@ -261,7 +277,7 @@ def problem(status: int, code: int, title: str, detail: str) -> Response:
         (problem(400, 63016, "Outside the window", "24 hours passed"), SendPermanent),
         (problem(400, 21211, "Invalid To", f"The 'To' number {TO} is not valid"), SendPermanent),
         (problem(429, 20429, "Too Many Requests", "slow down"), SendRetryable),
-        (problem(503, 20503, "Unavailable", "later"), SendRetryable),
+        (problem(503, 20503, "Unavailable", "later"), SendUncertain),
     ],
 )
 def test_send_maps_problem_documents(response: Response, expected: type[Exception]) -> None:
