@@ -56,7 +56,7 @@ class ChatModel:
     the processing lease and Pub/Sub's ack deadline, and every redelivery would
     call the model again. So the SDK's retries are off and this class retries
     the same errors with the same backoff, but never starts a wait or an
-    attempt that would end past ``budget_seconds`` (docs/decisions/0007).
+    attempt that would end past ``budget_seconds`` (docs/decisions/0008-liveness.md).
 
     ``base_url`` empty means OpenAI itself; the SDK also honours OPENAI_BASE_URL,
     but we pass it explicitly so configuration stays in one place.

@@ -95,7 +95,7 @@ class Settings:
     conversation_ttl_seconds: int = 24 * 3600
     max_context_messages: int = 20
     # Every field of the conversation document is bounded, so it stays far
-    # below Firestore's 1 MiB document limit (docs/decisions/0007).
+    # below Firestore's 1 MiB document limit (docs/decisions/0008-liveness.md).
     max_history_chars: int = 16000
     max_inbound_chars: int = 4000
     max_reply_chars: int = 3200
@@ -217,7 +217,7 @@ class Settings:
         )._checked()
 
     def _checked(self) -> "Settings":
-        """Refuse combinations that would break the liveness bound (docs/decisions/0007)."""
+        """Refuse combinations that would break the liveness bound (docs/decisions/0008-liveness.md)."""
         if self.model_budget_seconds >= self.processing_lease_seconds:
             raise ConfigError(
                 f"MODEL_BUDGET_SECONDS ({self.model_budget_seconds:g}) must be below PROCESSING_LEASE_SECONDS "

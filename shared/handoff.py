@@ -6,7 +6,7 @@ Tasks would take as overload and slow the whole queue for (system throttling);
 instead whoever finishes reply n creates the task for reply n + 1, and the
 writer of an answer creates its task only when it is already its turn. Both
 decide on the state their compare-and-set write left, so exactly one of them
-sees the other's write and the hand-off is never lost (docs/decisions/0007).
+sees the other's write and the hand-off is never lost (docs/decisions/0008-liveness.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The liveness rules: what the reconciler does with a conversation whose messages stall.
 
 Pure functions, no I/O. Every accepted message must be terminal within
-``liveness_seconds`` of its receipt (docs/decisions/0007-liveness.md):
+``liveness_seconds`` of its receipt (docs/decisions/0008-liveness.md):
 
 * the reply whose turn it is (``seq == doneSeq + 1``) and that has made no
   progress for ``reconcile_after_seconds`` gets a fresh send task, in case its

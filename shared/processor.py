@@ -13,7 +13,7 @@ Steps, each safe to repeat after a crash at any point (Pub/Sub delivers again):
    (otherwise the reply before it hands off, shared/handoff.py).
 
 The first claim also writes a dedupe marker in the same commit, so a
-redelivery is recognised however late it comes (docs/decisions/0007).
+redelivery is recognised however late it comes (docs/decisions/0008-liveness.md).
 """
 
 from __future__ import annotations
