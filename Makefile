@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv prereqs dev stack test test-unit test-integration test-e2e check-infra failures bench clean
+.PHONY: help venv prereqs dev stack test test-unit test-integration test-e2e check-infra failures replay bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ check-infra: ## terraform fmt and offline checkov on terraform/
 
 failures: venv ## List failed and dead-lettered messages (needs FIRESTORE_EMULATOR_HOST or cloud credentials)
 	@$(PY) -m shared.failures
+
+replay: venv ## Answer dead-lettered messages after all: make replay [SIDS="SM... SM..."] (needs the emulators' or cloud credentials)
+	@$(PY) -m shared.replay $(SIDS)
 
 bench: prereqs ## Benchmarks against the local stack; prints a table, writes bench/results.json
 	@$(PY) -m bench
