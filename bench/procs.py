@@ -2,13 +2,14 @@
 
 Every process gets its own session (process group), is tracked in a registry
 and is stopped with its whole group, so a floor function or a cold-start
-candidate never outlives the run, whatever ends it.
+candidate never outlives the run, whatever ends it: they are started with
+``devstack.lifecycle.spawn``, whose watchdog stops them if the run dies
+before it could.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Mapping
 
+from devstack.lifecycle import spawn, stop_groups
 from devstack.stack import FUNCTIONS, HOST, ROOT
 
 FLOOR_SOURCE = "bench/floor_fn/main.py"
@@ -59,10 +61,7 @@ class Processes:
     def start(self, command: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:
-            process = subprocess.Popen(
-                command, cwd=ROOT, env=dict(env), stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+            process = spawn(command, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         with self._lock:
             self._running.append(process)
         return process
@@ -72,18 +71,7 @@ class Processes:
         with self._lock:
             if process in self._running:
                 self._running.remove(process)
-        if process.poll() is not None:
-            return
-        for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                process.wait(timeout=grace)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        stop_groups([process], grace_seconds=3.0)
 
     def stop_all(self) -> None:
         with self._lock:

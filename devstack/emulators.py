@@ -2,7 +2,9 @@
 
 Each emulator is a process tree (gcloud -> bash -> java). Killing only the
 gcloud process leaves java listening on the port, so every emulator runs in
-its own process group and is stopped by signalling the whole group.
+its own process group and is stopped by signalling the whole group. The
+groups are started with ``devstack.lifecycle.spawn``, so they also go away
+when the process that started them dies without stopping them.
 
 ``python -m devstack.emulators check`` lists missing prerequisites (exit 1 if any).
 ``python -m devstack.emulators run [--project P]`` starts both and prints their env.
@@ -27,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Iterable, Self, Sequence
+
+from devstack.lifecycle import live_group_members, spawn, stop_groups
 
 HOST = "127.0.0.1"
 COMPONENTS_HINT = (
@@ -132,43 +136,6 @@ def check_prerequisites() -> list[str]:
     return problems
 
 
-def _proc_state(pid: int) -> tuple[int, str] | None:
-    """(process group, state letter) of ``pid`` from /proc, or None if it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rfind(")") + 2 :].split()
-    return int(fields[2]), fields[0]
-
-
-def live_group_members(pgid: int) -> list[int]:
-    """PIDs in process group ``pgid`` that are still running (zombies do not count)."""
-    members: list[int] = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        state = _proc_state(int(entry))
-        if state is not None and state[0] == pgid and state[1] not in {"Z", "X"}:
-            members.append(int(entry))
-    return members
-
-
-def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals, wait_seconds: float) -> bool:
-    """Send ``sig`` to the group led by ``process``; True once no member is left running."""
-    pgid = process.pid
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return True
-    end = time.monotonic() + wait_seconds
-    while time.monotonic() < end:
-        if process.poll() is not None and not live_group_members(pgid):
-            return True
-        time.sleep(0.05)
-    return False
-
-
 class Emulator:
     """One emulator process group, bound to 127.0.0.1 on its own port."""
 
@@ -183,6 +150,7 @@ class Emulator:
         self._log_file: IO[bytes] | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
+        self._hurry = threading.Event()
 
     @property
     def host(self) -> str:
@@ -226,13 +194,8 @@ class Emulator:
                 self.log_path = Path(path)
             self._log_file = open(self.log_path, "wb")
             env = {**os.environ, "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
-            self._process = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=self._log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=env,
+            self._process = spawn(
+                self.command(), env=env, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT
             )
 
     def _wait_ready(self, deadline: float) -> None:
@@ -265,17 +228,16 @@ class Emulator:
         """SIGTERM the whole group, wait, then SIGKILL what is left; safe to call twice."""
         self._stop(grace_seconds, keep_log=False)
 
+    def hurry(self) -> None:
+        """Make a stop in progress (or the next one) skip the grace period and SIGKILL."""
+        self._hurry.set()
+
     def _stop(self, grace_seconds: float, keep_log: bool) -> None:
         with self._lock:
             process, self._process = self._process, None
             log_file, self._log_file = self._log_file, None
         if process is not None:
-            if not _signal_group(process, signal.SIGTERM, grace_seconds):
-                _signal_group(process, signal.SIGKILL, 5.0)
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
+            stop_groups([process], grace_seconds, self._hurry)
         if log_file is not None:
             log_file.close()
         if not keep_log and not self._log_path_given and self.log_path is not None:
@@ -345,9 +307,18 @@ def start_all(emulators: Iterable[Emulator], timeout: float = 60) -> list[Emulat
     items = list(emulators)
     if not items:
         return []
-    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+    pool = ThreadPoolExecutor(max_workers=len(items))
+    try:
         futures = [pool.submit(e.start, timeout) for e in items]
         errors = [f.exception() for f in futures]
+    except BaseException:
+        # Interrupted (Ctrl-C) while they boot: stopping them ends the starts waiting for them.
+        for emulator in items:
+            emulator.hurry()
+        stop_all(items)
+        raise
+    finally:
+        pool.shutdown(wait=True)
     failures = [e for e in errors if e is not None]
     if failures:
         for emulator in items:

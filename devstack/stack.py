@@ -12,16 +12,20 @@ end-to-end tests and the benchmarks, so all of them run the same thing:
   OpenAI is used);
 * webhook_fn, processor_fn and sender_fn as functions-framework processes,
   exactly as Cloud Run runs them.
+
+Every process it starts goes through ``devstack.lifecycle.spawn``: ``stop``
+ends them in order, and if this process dies first its watchdog ends them.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
@@ -29,7 +33,8 @@ from typing import Callable, Mapping
 from google.cloud import pubsub_v1, tasks_v2
 from google.protobuf import duration_pb2
 
-from devstack.emulators import FirestoreEmulator, PubSubEmulator, check_prerequisites, free_port, start_all, stop_all
+from devstack.emulators import FirestoreEmulator, PubSubEmulator, check_prerequisites, free_port, start_all
+from devstack.lifecycle import live_members, spawn, stop_groups
 from devstack.openai_stub import OpenAIStub
 from devstack.tasks_emulator import TasksEmulator
 from devstack.twilio_stub import TwilioStub
@@ -48,6 +53,8 @@ FUNCTIONS = {
     "processor": ("processor_fn/main.py", "process"),
     "sender": ("sender_fn/main.py", "send"),
 }
+# A function gets this long to finish its requests after SIGTERM, then SIGKILL.
+FUNCTION_GRACE_SECONDS = 5.0
 
 
 class StackError(RuntimeError):
@@ -138,6 +145,12 @@ class Stack:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._started = time.monotonic()
         self._function_env: dict[str, dict[str, str]] = {}
+        # Every process group this stack started, for ``leftovers``.
+        self._groups: set[int] = set()
+        self._hurry = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._stopper: threading.Thread | None = None
+        self._stop_error: BaseException | None = None
 
     # Addresses
 
@@ -183,7 +196,10 @@ class Stack:
         o = self.options
         if self._own_emulators:
             self._say("starting the Firestore and Pub/Sub emulators (a few seconds)")
-            start_all([self.firestore, self.pubsub], timeout=90)
+            try:
+                start_all([self.firestore, self.pubsub], timeout=90)
+            finally:
+                self._groups.update(g for g in (self.firestore.pgid, self.pubsub.pgid) if g is not None)
         self._say(f"Firestore emulator on {self.firestore.host}, Pub/Sub emulator on {self.pubsub.host}")
         self.tasks.start()
         self._say(f"Cloud Tasks stand-in on {self.tasks.address}")
@@ -295,21 +311,21 @@ class Stack:
             **self.options.function_env.get(name, {}),
             **(extra_env or {}),
         }
-        log = open(self.options.log_dir / f"{name}_fn.log", "ab")
-        self.processes[name] = subprocess.Popen(
-            [
-                sys.executable, "-m", "functions_framework",
-                f"--source={ROOT / source}", f"--target={target}",
-                f"--host={HOST}", f"--port={self.ports[name]}",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
+        with open(self.options.log_dir / f"{name}_fn.log", "ab") as log:
+            process = spawn(
+                [
+                    sys.executable, "-m", "functions_framework",
+                    f"--source={ROOT / source}", f"--target={target}",
+                    f"--host={HOST}", f"--port={self.ports[name]}",
+                ],
+                env=env,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.processes[name] = process
+        self._groups.add(process.pid)
         if wait:
             self._wait_listening(name)
 
@@ -328,29 +344,58 @@ class Stack:
 
     def stop_function(self, name: str) -> None:
         process = self.processes.pop(name, None)
-        if process is None or process.poll() is not None:
-            return
-        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                process.wait(timeout=wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        if process is not None:
+            stop_groups([process], FUNCTION_GRACE_SECONDS, self._hurry)
 
     def stop(self) -> None:
-        """Stop everything this stack started; safe to call twice and after a failed start."""
-        for name in list(self.processes):
-            self.stop_function(name)
-        for stub in (self.twilio, self.openai):
-            if stub is not None:
-                stub.stop()
-        self.tasks.stop()
+        """Stop everything this stack started; safe to call twice, after a failed start, and
+        concurrently. The work runs on its own non-daemon thread, so an exception that
+        interrupts the caller (a second Ctrl-C) cannot leave it half done: the interpreter
+        waits for that thread before it exits."""
+        with self._stop_lock:
+            stopper = self._stopper
+            if stopper is None or not stopper.is_alive():
+                self._stop_error = None
+                stopper = threading.Thread(target=self._stop_recording_errors, name="stack-stop")
+                self._stopper = stopper
+                stopper.start()
+        try:
+            stopper.join()
+        except BaseException:
+            self.hurry()
+            raise
+        if self._stop_error is not None:
+            raise self._stop_error
+
+    def hurry(self) -> None:
+        """Make a stop in progress skip the grace periods: SIGKILL instead of waiting."""
+        self._hurry.set()
         if self._own_emulators:
-            stop_all([self.firestore, self.pubsub])
+            self.firestore.hurry()
+            self.pubsub.hurry()
+
+    def _stop_recording_errors(self) -> None:
+        """The caller of ``stop`` gets the error, not the thread's excepthook."""
+        try:
+            self._stop_everything()
+        except BaseException as exc:
+            self._stop_error = exc
+
+    def _stop_everything(self) -> None:
+        """Functions and emulators are signalled together so their grace periods overlap."""
+        functions = [self.processes.pop(name) for name in list(self.processes)]
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="stack-stop") as pool:
+            emulators = [pool.submit(e.stop) for e in (self.firestore, self.pubsub) if self._own_emulators]
+            stop_groups(functions, FUNCTION_GRACE_SECONDS, self._hurry)
+            for stub in (self.twilio, self.openai, self.tasks):
+                if stub is not None:
+                    stub.stop()
+            for future in emulators:
+                future.result()
+
+    def leftovers(self) -> list[int]:
+        """PIDs still running in any process group this stack started; empty after ``stop``."""
+        return sorted(pid for pids in live_members(sorted(self._groups)).values() for pid in pids)
 
     def __enter__(self) -> "Stack":
         return self.start()
