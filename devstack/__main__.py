@@ -9,8 +9,13 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING, Callable
 
-from devstack.stack import ROOT, Stack, StackError, StackOptions
+if TYPE_CHECKING:
+    from devstack.stack import Stack
+
+# The stack module imports the Google clients (about a second); signals are handled before that.
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_dotenv(path: Path) -> None:
@@ -28,53 +33,104 @@ def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _stop_on_sigterm() -> None:
-    def handler(signum: int, frame: FrameType | None) -> None:
+class Signals:
+    """SIGINT, SIGTERM and SIGHUP, however many and whenever they come, end in one full stop.
+
+    The first signal raises KeyboardInterrupt to interrupt whatever the main
+    thread is doing (start-up, the wait, the chat prompt). Once stopping has
+    begun, a signal never raises again (that used to abort the cleanup
+    half-way); it only makes the stop skip its grace periods. The handler does
+    no I/O, so it cannot collide with a progress line being written.
+    """
+
+    HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self.received: list[int] = []
+        self.stack: Stack | None = None
+
+    def install(self) -> None:
+        for sig in self.HANDLED:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+        if self.stopping:
+            if self.stack is not None:
+                self.stack.hurry()
+            return
+        self.stopping = True
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
 
-
-def run_stack() -> int:
-    stack = Stack(StackOptions.from_env(os.environ, progress=_progress))
-    _stop_on_sigterm()
+def _stop(stack: Stack, signals: Signals, ready: bool, code: int) -> int:
+    """Stop everything and turn the outcome into the exit status (README, `make stack`)."""
+    _progress("stopping everything the stack started")
     try:
-        stack.start()
-        print(f"READY {stack.webhook_url}", flush=True)
-        threading.Event().wait()
+        stack.stop()
+    except Exception as exc:  # still report what is left, and the watchdog still runs
+        _progress(f"stopping failed: {exc!r}")
+        code = code or 1
+    left = stack.leftovers()
+    if left:
+        _progress(f"could not stop processes {left}")
+        return 1
+    _progress("stopped: nothing the stack started is running")
+    if code == 0 and signals.received and not ready:
+        return 128 + signals.received[0]
+    return code
+
+
+def _run(signals: Signals, body: Callable[[Stack], object]) -> int:
+    """Start the stack, run ``body`` until it returns or a signal comes, then always stop it all."""
+    try:
+        from devstack.stack import Stack, StackError, StackOptions
+
+        stack = Stack(StackOptions.from_env(os.environ, progress=_progress))
+    except KeyboardInterrupt:
+        return 128 + signals.received[0]
+    signals.stack = stack
+    ready, code = False, 0
+    try:
+        try:
+            stack.start()
+            ready = True
+            body(stack)
+        finally:
+            signals.stopping = True
     except StackError as exc:
         print(exc, file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        _progress("stopping")
+        code = 2
+    except (KeyboardInterrupt, EOFError):
+        pass
     finally:
-        stack.stop()
-    return 0
+        signals.stopping = True
+        code = _stop(stack, signals, ready, code)
+    return code
 
 
-def run_chat() -> int:
+def _serve(stack: Stack) -> None:
+    print(f"READY {stack.webhook_url}", flush=True)
+    threading.Event().wait()
+
+
+def _chat(stack: Stack) -> None:
     from devstack.chat import chat
 
-    stack = Stack(StackOptions.from_env(os.environ, progress=_progress))
-    _stop_on_sigterm()
     try:
-        stack.start()
         chat(stack)
-    except StackError as exc:
-        print(exc, file=sys.stderr)
-        return 2
     except (KeyboardInterrupt, EOFError):
         print()
-    finally:
-        _progress("stopping everything the stack started")
-        stack.stop()
-    return 0
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     parser.add_argument("command", choices=["stack", "chat", "check"])
     args = parser.parse_args(argv)
+    signals = Signals()
+    signals.install()
     load_dotenv(ROOT / ".env")
     if args.command == "check":
         from devstack.emulators import check_prerequisites
@@ -83,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         for problem in problems:
             print(f"missing: {problem}", file=sys.stderr)
         return 1 if problems else 0
-    return run_stack() if args.command == "stack" else run_chat()
+    return _run(signals, _serve if args.command == "stack" else _chat)
 
 
 if __name__ == "__main__":
