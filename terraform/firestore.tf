@@ -1,8 +1,9 @@
-# Firestore in Native mode. Conversations and failure records expire through
-# TTL policies on their `expireAt` field; the application decides each
-# document's expiry (CONVERSATION_TTL_SECONDS for conversations, a longer
-# retention for failed_messages), Firestore deletes it within about a day
-# after that time, at no query cost.
+# Firestore in Native mode. Conversations, failure records and the dedupe
+# records of seen message ids expire through TTL policies on their `expireAt`
+# field; the application decides each document's expiry
+# (CONVERSATION_TTL_SECONDS for conversations, a longer retention for
+# failed_messages, DEDUPE_HORIZON_SECONDS for seen_messages), Firestore
+# deletes it within about a day after that time, at no query cost.
 resource "google_firestore_database" "main" {
   project                           = var.project_id
   name                              = "(default)"
@@ -17,13 +18,14 @@ resource "google_firestore_database" "main" {
   depends_on = [google_project_service.enabled]
 }
 
-# TTL on conversations.expireAt and failed_messages.expireAt. Failure records
-# outlive conversations (the application sets a later expireAt) so they can
-# be inspected and replayed, but they still do not live forever. The empty
+# TTL on expireAt in conversations, failed_messages and seen_messages.
+# Failure records outlive conversations (the application sets a later
+# expireAt) so they can be inspected and replayed, but they still do not live
+# forever; seen_messages only need to outlive a redelivery. The empty
 # index_config exempts the field from single-field indexes: nothing queries
 # it, and an index on an ever increasing timestamp is a write hotspot.
 resource "google_firestore_field" "ttl" {
-  for_each = toset(["conversations", "failed_messages"])
+  for_each = toset(["conversations", "failed_messages", "seen_messages"])
 
   project    = var.project_id
   database   = google_firestore_database.main.name

@@ -1,4 +1,4 @@
-# One identity per service, plus the two identities Google uses to call our
+# One identity per service, plus the three identities Google uses to call our
 # private services. Each gets only the roles it needs, on the narrowest
 # resource that accepts the binding.
 
@@ -24,6 +24,14 @@ locals {
       display_name = "Cloud Tasks identity (calls sender_fn)"
       description  = "Identity in the OIDC token of reply tasks; may only invoke the sender."
     }
+    reconciler = {
+      display_name = "WhatsApp reconciler (runtime of processor_fn reconcile)"
+      description  = "Finishes messages stuck past their deadline: re-enqueues replies or records failures."
+    }
+    scheduler = {
+      display_name = "Cloud Scheduler identity (calls the reconciler)"
+      description  = "Identity in the OIDC token of the reconcile job; may only invoke the reconciler."
+    }
   }
 }
 
@@ -43,8 +51,9 @@ resource "google_service_account" "identity" {
 # documented database-level form) keeps them to the assistant's database.
 resource "google_project_iam_member" "firestore_user" {
   for_each = {
-    processor = google_service_account.identity["processor"].member
-    sender    = google_service_account.identity["sender"].member
+    processor  = google_service_account.identity["processor"].member
+    sender     = google_service_account.identity["sender"].member
+    reconciler = google_service_account.identity["reconciler"].member
   }
 
   project = var.project_id
@@ -58,12 +67,25 @@ resource "google_project_iam_member" "firestore_user" {
   }
 }
 
-# The processor names the tasks invoker in each task's OIDC token, which
-# requires actAs on that service account (and nothing else).
-resource "google_service_account_iam_member" "processor_acts_as_tasks_invoker" {
+# The processor and the reconciler name the tasks invoker in each task's OIDC
+# token, which requires actAs on that service account (and nothing else).
+resource "google_service_account_iam_member" "acts_as_tasks_invoker" {
+  for_each = {
+    processor  = google_service_account.identity["processor"].member
+    reconciler = google_service_account.identity["reconciler"].member
+  }
+
   service_account_id = google_service_account.identity["tasks_invoker"].name
   role               = "roles/iam.serviceAccountUser"
-  member             = google_service_account.identity["processor"].member
+  member             = each.value
+}
+
+# Renamed when the reconciler was added: without this, Terraform would remove
+# the processor's binding and add an identical one, and a destroy that runs
+# after the create removes the binding both addresses describe.
+moved {
+  from = google_service_account_iam_member.processor_acts_as_tasks_invoker
+  to   = google_service_account_iam_member.acts_as_tasks_invoker["processor"]
 }
 
 # Only for projects whose Pub/Sub service agent predates 8 April 2021: newer

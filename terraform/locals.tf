@@ -2,9 +2,10 @@ locals {
   image = "${var.region}-docker.pkg.dev/${var.project_id}/${var.artifact_repository}/${var.image_name}:${var.image_tag}"
 
   service_names = {
-    webhook   = "${var.name_prefix}-webhook"
-    processor = "${var.name_prefix}-processor"
-    sender    = "${var.name_prefix}-sender"
+    webhook    = "${var.name_prefix}-webhook"
+    processor  = "${var.name_prefix}-processor"
+    sender     = "${var.name_prefix}-sender"
+    reconciler = "${var.name_prefix}-reconciler"
   }
 
   # Cloud Run's deterministic URL (https://SERVICE-PROJECT_NUMBER.REGION.run.app)
@@ -16,33 +17,58 @@ locals {
     key => "https://${name}-${data.google_project.this.number}.${var.region}.run.app"
   }
 
-  webhook_public_url = var.webhook_custom_url != "" ? var.webhook_custom_url : local.run_urls.webhook
-  processor_audience = local.run_urls.processor
-  sender_url         = local.run_urls.sender
+  webhook_public_url  = var.webhook_custom_url != "" ? var.webhook_custom_url : local.run_urls.webhook
+  processor_audience  = local.run_urls.processor
+  sender_url          = local.run_urls.sender
+  reconciler_audience = local.run_urls.reconciler
 
   pubsub_service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
 
-  dead_letter_topic     = "${var.inbound_topic}-dead-letter"
-  dead_letter_hold      = "${var.inbound_topic}-dead-letter-hold"
-  processor_push        = "${var.inbound_topic}-processor"
-  openai_attempts_total = var.openai_timeout_seconds * (var.openai_max_retries + 1)
+  dead_letter_topic = "${var.inbound_topic}-dead-letter"
+  dead_letter_hold  = "${var.inbound_topic}-dead-letter-hold"
+  processor_push    = "${var.inbound_topic}-processor"
+
+  # How long the inbound subscription keeps an unacknowledged message, i.e.
+  # the latest a redelivery can arrive; the dedupe horizon must cover it.
+  inbound_retention_seconds = 604800
+
+  # Firestore collections, named once: the TTL policies (firestore.tf) and
+  # the services' environment must agree, and renaming one per environment
+  # would strand its documents, so these are not variables.
+  collections = {
+    conversations = "conversations"
+    failures      = "failed_messages"
+    dedupe        = "seen_messages"
+  }
 
   # Every name here is read by shared/config.py, except FUNCTION_* and THREADS,
   # which functions-framework reads itself. Plain maps (no merge()) so the
   # tests in tests/infra can read each service's environment from the HCL.
+  # Every setting that changes behaviour comes from a variable, so each
+  # environment's tfvars can set it; an empty value is not passed at all
+  # (run.tf), so the application's default applies.
+  #
+  # shared/config.py checks at start-up that MODEL_BUDGET_SECONDS is below
+  # PROCESSING_LEASE_SECONDS and LIVENESS_SECONDS above the lease plus twice
+  # TWILIO_TIMEOUT_SECONDS plus 5 s. The three services that read any of
+  # them get all four, so every instance checks the same values, the ones
+  # the preconditions in pubsub.tf check at plan time.
   env = {
     webhook = {
-      FUNCTION_SOURCE          = "webhook_fn/main.py"
-      FUNCTION_TARGET          = "webhook"
-      FUNCTION_SIGNATURE_TYPE  = "http"
-      THREADS                  = tostring(var.concurrency.webhook)
-      GOOGLE_CLOUD_PROJECT     = var.project_id
-      LOG_LEVEL                = var.log_level
-      SECRET_SOURCE            = "secretmanager" #checkov:skip=CKV_SECRET_6:Names where secrets are read from; not a secret.
-      TWILIO_AUTH_TOKEN_SECRET = google_secret_manager_secret.secret["twilio_auth_token"].secret_id
-      PUBLIC_WEBHOOK_URL       = local.webhook_public_url
-      TRUST_FORWARDED_HEADERS  = tostring(var.trust_forwarded_headers)
-      PUBSUB_TOPIC             = google_pubsub_topic.inbound.name
+      FUNCTION_SOURCE             = "webhook_fn/main.py"
+      FUNCTION_TARGET             = "webhook"
+      FUNCTION_SIGNATURE_TYPE     = "http"
+      THREADS                     = tostring(var.concurrency.webhook)
+      GOOGLE_CLOUD_PROJECT        = var.project_id
+      LOG_LEVEL                   = var.log_level
+      SECRET_SOURCE               = "secretmanager" #checkov:skip=CKV_SECRET_6:Names where secrets are read from; not a secret.
+      TWILIO_AUTH_TOKEN_SECRET    = google_secret_manager_secret.secret["twilio_auth_token"].secret_id
+      PUBLIC_WEBHOOK_URL          = local.webhook_public_url
+      TRUST_FORWARDED_HEADERS     = tostring(var.trust_forwarded_headers)
+      PUBSUB_TOPIC                = google_pubsub_topic.inbound.name
+      WEBHOOK_MAX_BODY_BYTES      = tostring(var.webhook_max_body_bytes)
+      PUBLISH_MAX_LATENCY_SECONDS = tostring(var.publish_max_latency_seconds)
+      LOG_USAGE                   = tostring(var.log_usage)
     }
 
     processor = {
@@ -68,6 +94,23 @@ locals {
       TASKS_SERVICE_ACCOUNT           = google_service_account.identity["tasks_invoker"].email
       AUTH_AUDIENCE                   = local.processor_audience
       AUTH_ALLOWED_SERVICE_ACCOUNTS   = google_service_account.identity["pubsub_push"].email
+      CONVERSATIONS_COLLECTION        = local.collections.conversations
+      FAILURES_COLLECTION             = local.collections.failures
+      DEDUPE_COLLECTION               = local.collections.dedupe
+      DEDUPE_HORIZON_SECONDS          = tostring(var.dedupe_horizon_seconds)
+      MODEL_BUDGET_SECONDS            = tostring(var.model_budget_seconds)
+      OPENAI_MAX_TOKENS               = tostring(var.openai_max_tokens)
+      OPENAI_BASE_URL                 = var.openai_base_url
+      SYSTEM_PROMPT                   = var.system_prompt
+      FALLBACK_REPLY                  = var.fallback_reply
+      MAX_INBOUND_CHARS               = tostring(var.max_inbound_chars)
+      MAX_HISTORY_CHARS               = tostring(var.max_history_chars)
+      MAX_REPLY_CHARS                 = tostring(var.max_reply_chars)
+      MAX_OPEN_MESSAGES               = tostring(var.max_open_messages)
+      LIVENESS_SECONDS                = tostring(var.liveness_seconds)
+      RECONCILE_AFTER_SECONDS         = tostring(var.reconcile_after_seconds)
+      TWILIO_TIMEOUT_SECONDS          = tostring(var.twilio_timeout_seconds)
+      LOG_USAGE                       = tostring(var.log_usage)
     }
 
     sender = {
@@ -85,6 +128,42 @@ locals {
       SEND_MAX_ATTEMPTS             = tostring(var.send_max_attempts)
       AUTH_AUDIENCE                 = local.sender_url
       AUTH_ALLOWED_SERVICE_ACCOUNTS = google_service_account.identity["tasks_invoker"].email
+      CONVERSATIONS_COLLECTION      = local.collections.conversations
+      FAILURES_COLLECTION           = local.collections.failures
+      TWILIO_TIMEOUT_SECONDS        = tostring(var.twilio_timeout_seconds)
+      TWILIO_API_BASE_URL           = var.twilio_api_base_url
+      LIVENESS_SECONDS              = tostring(var.liveness_seconds)
+      RECONCILE_AFTER_SECONDS       = tostring(var.reconcile_after_seconds)
+      PROCESSING_LEASE_SECONDS      = tostring(var.processor_ack_deadline_seconds)
+      MODEL_BUDGET_SECONDS          = tostring(var.model_budget_seconds)
+      LOG_USAGE                     = tostring(var.log_usage)
+    }
+
+    # Finishes messages stuck past their deadline: re-creates the reply task
+    # for sender_fn (as the tasks invoker) or records the failure. Called
+    # only by Cloud Scheduler (scheduler.tf). It reads no secret.
+    reconciler = {
+      FUNCTION_SOURCE               = "processor_fn/main.py"
+      FUNCTION_TARGET               = "reconcile"
+      FUNCTION_SIGNATURE_TYPE       = "http"
+      THREADS                       = tostring(var.concurrency.reconciler)
+      GOOGLE_CLOUD_PROJECT          = var.project_id
+      LOG_LEVEL                     = var.log_level
+      FIRESTORE_DATABASE            = google_firestore_database.main.name
+      CONVERSATIONS_COLLECTION      = local.collections.conversations
+      FAILURES_COLLECTION           = local.collections.failures
+      SENDER_URL                    = local.sender_url
+      TASKS_QUEUE                   = google_cloud_tasks_queue.outbound.name
+      TASKS_LOCATION                = google_cloud_tasks_queue.outbound.location
+      TASKS_SERVICE_ACCOUNT         = google_service_account.identity["tasks_invoker"].email
+      AUTH_AUDIENCE                 = local.reconciler_audience
+      AUTH_ALLOWED_SERVICE_ACCOUNTS = google_service_account.identity["scheduler"].email
+      LIVENESS_SECONDS              = tostring(var.liveness_seconds)
+      RECONCILE_AFTER_SECONDS       = tostring(var.reconcile_after_seconds)
+      TWILIO_TIMEOUT_SECONDS        = tostring(var.twilio_timeout_seconds)
+      SEND_MAX_ATTEMPTS             = tostring(var.send_max_attempts)
+      PROCESSING_LEASE_SECONDS      = tostring(var.processor_ack_deadline_seconds)
+      MODEL_BUDGET_SECONDS          = tostring(var.model_budget_seconds)
     }
   }
 }

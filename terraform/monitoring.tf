@@ -1,8 +1,9 @@
 # Two alerts, both quiet in normal operation:
 #   - a message is waiting in the dead-letter hold subscription (processor_fn
 #     failed it max_delivery_attempts times);
-#   - sender_fn gave up on a reply (its structured log line with
-#     "event": "send_failed").
+#   - a reply could not be sent (the structured log line with
+#     "event": "send_failed" of sender_fn or the reconciler), matched in the
+#     logs directly.
 # notification_channels may be empty: the incidents still open in Cloud
 # Monitoring, they just notify nobody.
 
@@ -60,15 +61,15 @@ resource "google_monitoring_alert_policy" "dead_letter_waiting" {
   depends_on = [google_project_service.enabled]
 }
 
+# Counts send_failed lines, for charts and reports. No alert depends on it:
+# an alert on a user metric created in the same apply fails with "Cannot
+# find metric(s)" until the metric has propagated, and the provider does not
+# retry (hashicorp/terraform-provider-google#11102).
 resource "google_logging_metric" "send_failed" {
   project     = var.project_id
   name        = "${var.name_prefix}-send-failed"
-  description = "Replies sender_fn gave up on after SEND_MAX_ATTEMPTS Twilio failures."
-  filter = join(" AND ", [
-    "resource.type=\"cloud_run_revision\"",
-    "resource.labels.service_name=\"${google_cloud_run_v2_service.service["sender"].name}\"",
-    "jsonPayload.event=\"send_failed\"",
-  ])
+  description = "Replies that could not be sent: sender_fn gave up after SEND_MAX_ATTEMPTS Twilio failures, or the reconciler recorded one."
+  filter      = local.send_failed_filter
 
   metric_descriptor {
     metric_kind  = "DELTA"
@@ -80,6 +81,18 @@ resource "google_logging_metric" "send_failed" {
   depends_on = [google_project_service.enabled]
 }
 
+locals {
+  # By service name, not by the service resource: the alert can exist before
+  # the services do. The reconciler records failures too.
+  send_failed_filter = join(" AND ", [
+    "resource.type=\"cloud_run_revision\"",
+    "(resource.labels.service_name=\"${local.service_names.sender}\" OR resource.labels.service_name=\"${local.service_names.reconciler}\")",
+    "jsonPayload.event=\"send_failed\"",
+  ])
+}
+
+# A log-match condition reads the log entries themselves, so the alert needs
+# no metric and is created in the same apply as everything else.
 resource "google_monitoring_alert_policy" "send_failed" {
   project      = var.project_id
   display_name = "[${var.environment}] WhatsApp assistant: replies could not be sent"
@@ -87,30 +100,19 @@ resource "google_monitoring_alert_policy" "send_failed" {
   severity     = "ERROR"
 
   conditions {
-    display_name = "sender_fn logged send_failed"
+    display_name = "sender_fn or the reconciler logged send_failed"
 
-    condition_threshold {
-      filter = join(" AND ", [
-        "resource.type = \"cloud_run_revision\"",
-        "metric.type = \"logging.googleapis.com/user/${google_logging_metric.send_failed.name}\"",
-      ])
-      comparison      = "COMPARISON_GT"
-      threshold_value = 0
-      duration        = "0s"
-
-      aggregations {
-        alignment_period     = "300s"
-        per_series_aligner   = "ALIGN_SUM"
-        cross_series_reducer = "REDUCE_SUM"
-      }
-
-      trigger {
-        count = 1
-      }
+    condition_matched_log {
+      filter = local.send_failed_filter
     }
   }
 
+  # Log-match policies require a notification rate limit: at most one
+  # notification per 5 minutes, however many replies fail.
   alert_strategy {
+    notification_rate_limit {
+      period = "300s"
+    }
     auto_close = "86400s"
   }
 
@@ -118,13 +120,16 @@ resource "google_monitoring_alert_policy" "send_failed" {
     mime_type = "text/markdown"
     subject   = "WhatsApp replies failing in ${var.environment}"
     content   = <<-EOT
-      sender_fn gave up on at least one reply after ${var.send_max_attempts}
-      Twilio failures and recorded it in Firestore (failed_messages). Its log
-      line ("event": "send_failed") carries Twilio's error code: check the
-      Twilio console (sender status, balance, template approval) and
-      TWILIO_* settings.
+      sender_fn (or the reconciler, for a reply stuck past its deadline) gave
+      up on at least one reply and recorded it in Firestore
+      (failed_messages). The log line ("event": "send_failed") carries
+      Twilio's error code when there is one: check the Twilio console (sender
+      status, balance, template approval) and the TWILIO_* settings.
+      sender_fn gives up after ${var.send_max_attempts} Twilio failures.
     EOT
   }
 
   notification_channels = var.notification_channels
+
+  depends_on = [google_project_service.enabled]
 }

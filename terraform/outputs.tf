@@ -9,7 +9,7 @@ output "twilio_webhook_url_with_retries" {
 }
 
 output "service_urls" {
-  description = "URLs of the three Cloud Run services (deterministic run.app form; the services also answer on their legacy hash URL)."
+  description = "URLs of the Cloud Run services (deterministic run.app form; the services also answer on their legacy hash URL)."
   value       = local.run_urls
 }
 
@@ -40,11 +40,35 @@ output "tasks_queue" {
 }
 
 output "service_accounts" {
-  description = "Service account emails per role (webhook, processor, sender, pubsub_push, tasks_invoker)."
+  description = "Service account emails per role (webhook, processor, sender, reconciler, pubsub_push, tasks_invoker, scheduler)."
   value       = { for key, account in google_service_account.identity : key => account.email }
 }
 
 output "secrets" {
   description = "Secret ids to add versions to with gcloud (values never go through Terraform)."
   value       = { for key, secret in google_secret_manager_secret.secret : key => secret.secret_id }
+}
+
+output "reconcile_job" {
+  description = "Cloud Scheduler job that runs the reconciler every minute (gcloud scheduler jobs run/pause/resume NAME --location=REGION)."
+  value = {
+    name     = google_cloud_scheduler_job.reconcile.name
+    location = google_cloud_scheduler_job.reconcile.region
+  }
+}
+
+output "firestore_collections" {
+  description = "Firestore collections the services use; each has a TTL policy on expireAt."
+  value       = local.collections
+}
+
+# Read back by release.tf on the next apply: keep the name and the type.
+output "release_sequence" {
+  description = "release_sequence of the last apply (the deploy build's creation time in milliseconds); an apply with a lower one fails."
+  value       = var.release_sequence
+}
+
+output "release_image_tag" {
+  description = "Image tag of the last apply."
+  value       = var.image_tag
 }

@@ -35,10 +35,11 @@ resource "google_pubsub_subscription" "processor" {
   # with the sender as ordering key.
   enable_message_ordering = true
 
-  # For push, the ack deadline is also the HTTP timeout of each delivery, so
-  # it must outlast every OpenAI attempt (see the precondition below).
+  # For push, the ack deadline is also the HTTP timeout of each delivery and
+  # the processor's lease on a message, so it must outlast the whole model
+  # call (see the preconditions below).
   ack_deadline_seconds       = var.processor_ack_deadline_seconds
-  message_retention_duration = "604800s"
+  message_retention_duration = "${local.inbound_retention_seconds}s"
 
   push_config {
     push_endpoint = local.processor_audience
@@ -64,9 +65,26 @@ resource "google_pubsub_subscription" "processor" {
   }
 
   lifecycle {
+    # MODEL_BUDGET_SECONDS bounds the whole model call, the SDK's retries
+    # included; the lease (PROCESSING_LEASE_SECONDS = the ack deadline) must
+    # outlast it, or Pub/Sub redelivers, and another instance takes the
+    # message over, while the first is still waiting for the model.
     precondition {
-      condition     = var.processor_ack_deadline_seconds > local.openai_attempts_total
-      error_message = "processor_ack_deadline_seconds must exceed openai_timeout_seconds * (openai_max_retries + 1), or Pub/Sub redelivers while the processor is still waiting for OpenAI."
+      condition     = var.model_budget_seconds < var.processor_ack_deadline_seconds
+      error_message = "model_budget_seconds must be below processor_ack_deadline_seconds (the processing lease), or a message is redelivered while the model is still answering it."
+    }
+    # shared/config.py refuses to start otherwise: a message must not be
+    # closed as failed while a processor may hold its lease or a Twilio call
+    # (two timeouts plus 5 s) may still be under way.
+    precondition {
+      condition     = var.liveness_seconds > var.processor_ack_deadline_seconds + 2 * var.twilio_timeout_seconds + 5
+      error_message = "liveness_seconds must exceed processor_ack_deadline_seconds + 2 * twilio_timeout_seconds + 5 (the lease plus a Twilio call in flight); the services refuse to start otherwise."
+    }
+    # A redelivery can come as late as the subscription keeps the message;
+    # the processor must still remember the message id then.
+    precondition {
+      condition     = var.dedupe_horizon_seconds >= local.inbound_retention_seconds
+      error_message = "dedupe_horizon_seconds must be at least the inbound subscription's message retention (604800 s), or a late redelivery is answered twice."
     }
     precondition {
       condition     = var.push_min_backoff_seconds <= var.push_max_backoff_seconds

@@ -1,14 +1,17 @@
-# Three Cloud Run services from one image; FUNCTION_SOURCE / FUNCTION_TARGET
+# Four Cloud Run services from one image; FUNCTION_SOURCE / FUNCTION_TARGET
 # (locals.tf) choose the function each one runs.
 #
 # Who may call what:
-#   webhook   - public (allUsers): Twilio cannot present a Google identity;
-#               webhook_fn checks Twilio's signature instead.
-#   processor - internal ingress, invoker = the Pub/Sub push identity only.
-#   sender    - internal ingress, invoker = the Cloud Tasks identity only.
-# Pub/Sub push and Cloud Tasks in the same project count as internal traffic,
-# so "internal only" ingress does not block them. Both private services also
-# verify the OIDC token in code (shared/auth.py).
+#   webhook    - public (allUsers): Twilio cannot present a Google identity;
+#                webhook_fn checks Twilio's signature instead.
+#   processor  - internal ingress, invoker = the Pub/Sub push identity only.
+#   sender     - internal ingress, invoker = the Cloud Tasks identity only.
+#   reconciler - internal ingress, invoker = the Cloud Scheduler identity only.
+# Pub/Sub push, Cloud Tasks and Cloud Scheduler in the same project, calling
+# the run.app URL, count as internal traffic (Cloud Run, "Restrict network
+# ingress": the Internal setting allows these products), so "internal only"
+# ingress does not block them. Every private service also verifies the OIDC
+# token in code (shared/auth.py).
 
 locals {
   # What differs between the services; their identities, environment
@@ -31,7 +34,16 @@ locals {
       ingress     = "INGRESS_TRAFFIC_INTERNAL_ONLY"
       timeout     = "60s"
     }
+    reconciler = {
+      description = "Cloud Scheduler target: finishes messages stuck past their deadline."
+      ingress     = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+      # One run per minute; a run may not outlast the interval, or two would
+      # overlap (the scheduler job's attempt deadline is the same).
+      timeout = "${local.reconcile_run_seconds}s"
+    }
   }
+
+  reconcile_run_seconds = 60
 }
 
 resource "google_cloud_run_v2_service" "service" {
@@ -70,8 +82,10 @@ resource "google_cloud_run_v2_service" "service" {
         startup_cpu_boost = true
       }
 
+      # Empty values are left out so the application's own default applies
+      # (an optional URL, or the built-in persona).
       dynamic "env" {
-        for_each = local.env[each.key]
+        for_each = { for name, value in local.env[each.key] : name => value if value != "" }
         content {
           name  = env.key
           value = env.value
@@ -100,8 +114,8 @@ resource "google_cloud_run_v2_service" "service" {
     google_secret_manager_secret_iam_member.accessor,
     google_project_iam_member.firestore_user,
     google_pubsub_topic_iam_member.webhook_publisher,
-    google_cloud_tasks_queue_iam_member.processor_enqueuer,
-    google_service_account_iam_member.processor_acts_as_tasks_invoker,
+    google_cloud_tasks_queue_iam_member.enqueuer,
+    google_service_account_iam_member.acts_as_tasks_invoker,
   ]
 }
 
@@ -121,8 +135,9 @@ resource "google_cloud_run_v2_service_iam_member" "webhook_public" {
 # the webhook alone.
 resource "google_cloud_run_v2_service_iam_member" "private_invoker" {
   for_each = {
-    processor = google_service_account.identity["pubsub_push"].member
-    sender    = google_service_account.identity["tasks_invoker"].member
+    processor  = google_service_account.identity["pubsub_push"].member
+    sender     = google_service_account.identity["tasks_invoker"].member
+    reconciler = google_service_account.identity["scheduler"].member
   }
 
   project  = var.project_id

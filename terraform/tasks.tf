@@ -1,5 +1,6 @@
-# Outbound replies: processor_fn enqueues one task per reply; Cloud Tasks
-# calls sender_fn with an OIDC token of the tasks invoker.
+# Outbound replies: processor_fn (and the reconciler, for a reply that got
+# stuck) enqueues one task per reply; Cloud Tasks calls sender_fn with an
+# OIDC token of the tasks invoker.
 #
 # Rate: Twilio's default WhatsApp throughput is 80 messages per second per
 # sender. The queue dispatches at most 20 per second and 20 at once by
@@ -48,11 +49,22 @@ resource "google_cloud_tasks_queue" "outbound" {
   depends_on = [google_project_service.enabled]
 }
 
-# processor_fn may add tasks to this queue only.
-resource "google_cloud_tasks_queue_iam_member" "processor_enqueuer" {
+# processor_fn and the reconciler may add tasks to this queue only.
+resource "google_cloud_tasks_queue_iam_member" "enqueuer" {
+  for_each = {
+    processor  = google_service_account.identity["processor"].member
+    reconciler = google_service_account.identity["reconciler"].member
+  }
+
   project  = var.project_id
   location = google_cloud_tasks_queue.outbound.location
   name     = google_cloud_tasks_queue.outbound.name
   role     = "roles/cloudtasks.enqueuer"
-  member   = google_service_account.identity["processor"].member
+  member   = each.value
+}
+
+# Same binding, new address (see the moved block in identities.tf).
+moved {
+  from = google_cloud_tasks_queue_iam_member.processor_enqueuer
+  to   = google_cloud_tasks_queue_iam_member.enqueuer["processor"]
 }

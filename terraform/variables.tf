@@ -20,8 +20,9 @@ variable "region" {
   default     = "us-central1"
 
   validation {
-    condition     = can(regex("^[a-z]+-[a-z]+[0-9]$", var.region))
-    error_message = "region must look like us-central1 or europe-west1."
+    # One or more digits: europe-west10 and me-central2 are regions too.
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]+$", var.region))
+    error_message = "region must look like us-central1, europe-west1 or europe-west10."
   }
 }
 
@@ -73,7 +74,7 @@ variable "artifact_repository" {
 
 variable "image_name" {
   type        = string
-  description = "Image name inside the repository; the one image runs all three functions."
+  description = "Image name inside the repository; the one image runs every function."
   default     = "whatsapp-assistant"
 }
 
@@ -85,6 +86,50 @@ variable "image_tag" {
   validation {
     condition     = var.image_tag == "" || (can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.image_tag)) && var.image_tag != "latest")
     error_message = "image_tag must be a Docker tag other than 'latest' (deploy immutable tags so a rollback is a re-apply)."
+  }
+}
+
+variable "image_keep_count" {
+  type        = number
+  description = "Newest image versions the registry's cleanup policy always keeps (each is one commit's tag); older ones are deleted after a week. The deployed tag is always kept."
+  default     = 20
+
+  validation {
+    condition     = var.image_keep_count >= 5 && var.image_keep_count <= 500 && floor(var.image_keep_count) == var.image_keep_count
+    error_message = "image_keep_count must be a whole number between 5 and 500."
+  }
+}
+
+# ---------------------------------------------------------------- release ---
+
+variable "state_bucket" {
+  type        = string
+  description = "GCS bucket of this configuration's own Terraform state (the -backend-config bucket). Read back during plan to refuse applying an older release over a newer one."
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$", var.state_bucket))
+    error_message = "state_bucket must be a Cloud Storage bucket name."
+  }
+}
+
+variable "state_prefix" {
+  type        = string
+  description = "State prefix inside state_bucket (the -backend-config prefix), e.g. whatsapp-assistant/prod."
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._/-]+$", var.state_prefix))
+    error_message = "state_prefix must be a path such as whatsapp-assistant/prod."
+  }
+}
+
+variable "release_sequence" {
+  type        = number
+  description = "Order of this release: Cloud Build passes its build's creation time in milliseconds. An apply whose release_sequence is lower than the one last applied fails, so an older commit never replaces a newer one. For a deliberate manual apply pass the current time: $(date +%s%3N)."
+  default     = 0
+
+  validation {
+    condition     = var.release_sequence >= 0 && floor(var.release_sequence) == var.release_sequence
+    error_message = "release_sequence must be a whole number of milliseconds since 1970."
   }
 }
 
@@ -105,6 +150,28 @@ variable "trust_forwarded_headers" {
   type        = bool
   description = "Let webhook_fn rebuild its URL from X-Forwarded-* headers; only behind a load balancer you control."
   default     = false
+}
+
+variable "webhook_max_body_bytes" {
+  type        = number
+  description = "Largest request body webhook_fn accepts (env WEBHOOK_MAX_BODY_BYTES); Twilio's form posts are a few KiB."
+  default     = 65536
+
+  validation {
+    condition     = var.webhook_max_body_bytes >= 1024 && var.webhook_max_body_bytes <= 10485760
+    error_message = "webhook_max_body_bytes must be between 1024 and 10485760."
+  }
+}
+
+variable "publish_max_latency_seconds" {
+  type        = number
+  description = "How long webhook_fn's Pub/Sub client may hold a message to batch it (env PUBLISH_MAX_LATENCY_SECONDS); Twilio waits for the publish."
+  default     = 0.001
+
+  validation {
+    condition     = var.publish_max_latency_seconds >= 0 && var.publish_max_latency_seconds <= 1
+    error_message = "publish_max_latency_seconds must be between 0 and 1."
+  }
 }
 
 # ---------------------------------------------------------------- Pub/Sub ---
@@ -144,7 +211,7 @@ variable "max_delivery_attempts" {
 
 variable "processor_ack_deadline_seconds" {
   type        = number
-  description = "Ack deadline of the push subscription; for push it is also the request timeout, so it must cover every OpenAI attempt."
+  description = "Ack deadline of the push subscription; for push it is also the request timeout, and processor_fn uses it as its processing lease (env PROCESSING_LEASE_SECONDS). Must exceed model_budget_seconds."
   default     = 120
 
   validation {
@@ -177,12 +244,12 @@ variable "push_max_backoff_seconds" {
 
 variable "dead_letter_retention_days" {
   type        = number
-  description = "How long the dead-letter hold subscription keeps messages for inspection and replay."
+  description = "How long the dead-letter hold subscription keeps messages for inspection and replay (Pub/Sub allows 10 minutes to 31 days)."
   default     = 7
 
   validation {
-    condition     = var.dead_letter_retention_days >= 1 && var.dead_letter_retention_days <= 7
-    error_message = "dead_letter_retention_days must be between 1 and 7 (a subscription's retention limit)."
+    condition     = var.dead_letter_retention_days >= 1 && var.dead_letter_retention_days <= 31 && floor(var.dead_letter_retention_days) == var.dead_letter_retention_days
+    error_message = "dead_letter_retention_days must be a whole number between 1 and 31 (a subscription keeps messages at most 31 days)."
   }
 }
 
@@ -206,8 +273,8 @@ variable "openai_timeout_seconds" {
   default     = 20
 
   validation {
-    condition     = var.openai_timeout_seconds > 0 && var.openai_timeout_seconds <= 600
-    error_message = "openai_timeout_seconds must be between 0 and 600."
+    condition     = var.openai_timeout_seconds >= 0.1 && var.openai_timeout_seconds <= 600
+    error_message = "openai_timeout_seconds must be between 0.1 and 600 (the range shared/config.py accepts)."
   }
 }
 
@@ -219,6 +286,105 @@ variable "openai_max_retries" {
   validation {
     condition     = var.openai_max_retries >= 0 && var.openai_max_retries <= 10
     error_message = "openai_max_retries must be between 0 and 10."
+  }
+}
+
+variable "model_budget_seconds" {
+  type        = number
+  description = "Wall-clock budget of one whole model call, the SDK's retries included (env MODEL_BUDGET_SECONDS). Must stay below processor_ack_deadline_seconds, the processing lease, so a reply is never still being written when Pub/Sub redelivers the message."
+  default     = 60
+
+  validation {
+    condition     = var.model_budget_seconds >= 5 && var.model_budget_seconds <= 590
+    error_message = "model_budget_seconds must be between 5 and 590."
+  }
+}
+
+variable "openai_max_tokens" {
+  type        = number
+  description = "Upper bound of tokens in one model answer (env OPENAI_MAX_TOKENS); caps cost and the length of a WhatsApp reply."
+  default     = 600
+
+  validation {
+    condition     = var.openai_max_tokens >= 16 && var.openai_max_tokens <= 16000 && floor(var.openai_max_tokens) == var.openai_max_tokens
+    error_message = "openai_max_tokens must be a whole number between 16 and 16000."
+  }
+}
+
+variable "openai_base_url" {
+  type        = string
+  description = "Base URL of an OpenAI-compatible API (env OPENAI_BASE_URL); empty means OpenAI's own endpoint."
+  default     = ""
+
+  validation {
+    condition     = var.openai_base_url == "" || can(regex("^https://[^\\s]+$", var.openai_base_url))
+    error_message = "openai_base_url must be empty or an https:// URL."
+  }
+}
+
+variable "system_prompt" {
+  type        = string
+  description = "The assistant's persona: system prompt sent with every conversation (env SYSTEM_PROMPT). Empty means the built-in default of shared/config.py. Use a heredoc in the tfvars for several lines."
+  default     = ""
+
+  validation {
+    condition     = length(var.system_prompt) <= 20000
+    error_message = "system_prompt must be at most 20000 characters."
+  }
+}
+
+variable "fallback_reply" {
+  type        = string
+  description = "Text sent when no model answer can be had in time (env FALLBACK_REPLY). Empty means the built-in default of shared/config.py."
+  default     = ""
+
+  validation {
+    condition     = length(var.fallback_reply) <= 1600
+    error_message = "fallback_reply must be at most 1600 characters (one WhatsApp message through Twilio)."
+  }
+}
+
+variable "max_inbound_chars" {
+  type        = number
+  description = "Longest user message processor_fn passes to the model; longer ones are cut (env MAX_INBOUND_CHARS)."
+  default     = 4000
+
+  validation {
+    condition     = var.max_inbound_chars >= 100 && var.max_inbound_chars <= 50000 && floor(var.max_inbound_chars) == var.max_inbound_chars
+    error_message = "max_inbound_chars must be a whole number between 100 and 50000."
+  }
+}
+
+variable "max_history_chars" {
+  type        = number
+  description = "Characters of conversation history sent to the model at most (env MAX_HISTORY_CHARS); bounds prompt cost next to max_context_messages."
+  default     = 16000
+
+  validation {
+    condition     = var.max_history_chars >= 1000 && var.max_history_chars <= 200000 && floor(var.max_history_chars) == var.max_history_chars
+    error_message = "max_history_chars must be a whole number between 1000 and 200000."
+  }
+}
+
+variable "max_reply_chars" {
+  type        = number
+  description = "Longest reply sent to the user; a longer model answer is cut before it is split into WhatsApp messages (env MAX_REPLY_CHARS)."
+  default     = 3200
+
+  validation {
+    condition     = var.max_reply_chars >= 100 && var.max_reply_chars <= 20000 && floor(var.max_reply_chars) == var.max_reply_chars
+    error_message = "max_reply_chars must be a whole number between 100 and 20000."
+  }
+}
+
+variable "max_open_messages" {
+  type        = number
+  description = "Unfinished messages one conversation may hold; a further message waits for Pub/Sub's redelivery (env MAX_OPEN_MESSAGES)."
+  default     = 20
+
+  validation {
+    condition     = var.max_open_messages >= 1 && var.max_open_messages <= 100 && floor(var.max_open_messages) == var.max_open_messages
+    error_message = "max_open_messages must be a whole number between 1 and 100."
   }
 }
 
@@ -249,6 +415,41 @@ variable "max_context_messages" {
   validation {
     condition     = var.max_context_messages >= 2 && var.max_context_messages <= 200
     error_message = "max_context_messages must be between 2 and 200."
+  }
+}
+
+variable "dedupe_horizon_seconds" {
+  type        = number
+  description = "How long processor_fn remembers a message id to drop redeliveries (env DEDUPE_HORIZON_SECONDS); the seen_messages TTL field expires the records. Must be at least the inbound subscription's 7-day retention, the longest a redelivery can arrive."
+  default     = 691200
+
+  validation {
+    condition     = var.dedupe_horizon_seconds >= 86400 && var.dedupe_horizon_seconds <= 5184000 && floor(var.dedupe_horizon_seconds) == var.dedupe_horizon_seconds
+    error_message = "dedupe_horizon_seconds must be a whole number between 86400 (1 day) and 5184000 (60 days)."
+  }
+}
+
+# ------------------------------------------------------------- liveness ---
+
+variable "liveness_seconds" {
+  type        = number
+  description = "Every message is terminal (answered, or recorded as failed) within this time from receipt; the reconciler enforces it (env LIVENESS_SECONDS)."
+  default     = 900
+
+  validation {
+    condition     = var.liveness_seconds >= 300 && var.liveness_seconds <= 86400 && floor(var.liveness_seconds) == var.liveness_seconds
+    error_message = "liveness_seconds must be a whole number between 300 and 86400."
+  }
+}
+
+variable "reconcile_after_seconds" {
+  type        = number
+  description = "Time without progress after which the reconciler gives the reply whose turn it is a fresh send task (env RECONCILE_AFTER_SECONDS)."
+  default     = 180
+
+  validation {
+    condition     = var.reconcile_after_seconds >= 60 && var.reconcile_after_seconds <= 3600 && floor(var.reconcile_after_seconds) == var.reconcile_after_seconds
+    error_message = "reconcile_after_seconds must be a whole number between 60 and 3600."
   }
 }
 
@@ -331,6 +532,28 @@ variable "send_max_attempts" {
   }
 }
 
+variable "twilio_timeout_seconds" {
+  type        = number
+  description = "Timeout of one Twilio API request (env TWILIO_TIMEOUT_SECONDS); a send that times out is retried by Cloud Tasks, never in-process."
+  default     = 10
+
+  validation {
+    condition     = var.twilio_timeout_seconds >= 1 && var.twilio_timeout_seconds <= 50
+    error_message = "twilio_timeout_seconds must be between 1 and 50 (below the sender's 60 s request timeout)."
+  }
+}
+
+variable "twilio_api_base_url" {
+  type        = string
+  description = "Base URL of Twilio's REST API (env TWILIO_API_BASE_URL), e.g. a regional edge; empty means Twilio's default."
+  default     = ""
+
+  validation {
+    condition     = var.twilio_api_base_url == "" || can(regex("^https://[^\\s]+$", var.twilio_api_base_url))
+    error_message = "twilio_api_base_url must be empty or an https:// URL."
+  }
+}
+
 # ----------------------------------------------------------------- Twilio ---
 
 variable "twilio_account_sid" {
@@ -371,7 +594,7 @@ variable "openai_api_key_secret_id" {
 
 variable "log_level" {
   type        = string
-  description = "Log level of the three services (env LOG_LEVEL)."
+  description = "Log level of the services (env LOG_LEVEL)."
   default     = "INFO"
 
   validation {
@@ -380,17 +603,25 @@ variable "log_level" {
   }
 }
 
+variable "log_usage" {
+  type        = bool
+  description = "Log each instance's cumulative external calls after every request (env LOG_USAGE); for load tests, off in normal operation."
+  default     = false
+}
+
 variable "max_instances" {
   type = object({
-    webhook   = number
-    processor = number
-    sender    = number
+    webhook    = number
+    processor  = number
+    sender     = number
+    reconciler = number
   })
-  description = "Upper bound of Cloud Run instances per service; caps cost and protects OpenAI and Twilio quotas."
+  description = "Upper bound of Cloud Run instances per service; caps cost and protects OpenAI and Twilio quotas. One reconciler instance is enough: it runs once a minute."
   default = {
-    webhook   = 10
-    processor = 10
-    sender    = 5
+    webhook    = 10
+    processor  = 10
+    sender     = 5
+    reconciler = 1
   }
 
   validation {
@@ -401,15 +632,17 @@ variable "max_instances" {
 
 variable "min_instances" {
   type = object({
-    webhook   = number
-    processor = number
-    sender    = number
+    webhook    = number
+    processor  = number
+    sender     = number
+    reconciler = number
   })
   description = "Instances kept warm per service; 1 on the webhook removes cold starts from Twilio's 15-second timeout at a small fixed cost."
   default = {
-    webhook   = 0
-    processor = 0
-    sender    = 0
+    webhook    = 0
+    processor  = 0
+    sender     = 0
+    reconciler = 0
   }
 
   validation {
@@ -420,15 +653,17 @@ variable "min_instances" {
 
 variable "concurrency" {
   type = object({
-    webhook   = number
-    processor = number
-    sender    = number
+    webhook    = number
+    processor  = number
+    sender     = number
+    reconciler = number
   })
-  description = "Requests one instance serves at once; also the functions-framework thread count (env THREADS), since the work is I/O-bound."
+  description = "Requests one instance serves at once; also the functions-framework thread count (env THREADS), since the work is I/O-bound. The reconciler serves one run at a time."
   default = {
-    webhook   = 40
-    processor = 16
-    sender    = 16
+    webhook    = 40
+    processor  = 16
+    sender     = 16
+    reconciler = 1
   }
 
   validation {

@@ -10,9 +10,10 @@ twilio_whatsapp_from = "whatsapp:+14155238886"
 log_level = "DEBUG"
 
 max_instances = {
-  webhook   = 2
-  processor = 2
-  sender    = 1
+  webhook    = 2
+  processor  = 2
+  sender     = 1
+  reconciler = 1
 }
 
 tasks_max_dispatches_per_second = 5
