@@ -1557,36 +1557,94 @@ CLOUD_BUILD_BUILTINS = {
 }
 
 
-def check_cloudbuild(text: str) -> None:
-    ids = re.findall(r"^  - id: ([a-z-]+)$", text, re.MULTILINE)
-    assert [i for i in ids if i in {"test", "build", "push", "deploy"}] == ["test", "build", "push", "deploy"], (
-        f"steps test, build, push, deploy expected in that order, found {ids}"
-    )
+def _check_substitutions(text: str, required: set[str]) -> None:
     declared = set(re.findall(r"^  (_[A-Z0-9_]+):", text, re.MULTILINE))
-    assert {"_REGION", "_REPOSITORY", "_ENV", "_TF_STATE_BUCKET"} <= declared, f"substitutions: {sorted(declared)}"
+    assert required <= declared, f"substitutions: {sorted(declared)}"
     # Cloud Build replaces every $NAME / ${NAME} it knows and rejects the rest;
     # shell variables must be written $$NAME.
     used = set(re.findall(r"(?<!\$)\$\{?([A-Za-z_][A-Za-z0-9_]*)", text))
     unknown = used - CLOUD_BUILD_BUILTINS - declared
     assert not unknown, f"unknown substitutions (write shell variables as $$NAME): {sorted(unknown)}"
-    image = "${_REGION}-docker.pkg.dev/$PROJECT_ID/${_REPOSITORY}/whatsapp-assistant:$SHORT_SHA"
-    assert text.count(image) >= 2, "build and push must use the same SHORT_SHA-tagged image"
-    assert "google-cloud-cli:emulators" in text and "make test" in text, (
+
+
+def _steps(text: str) -> dict[str, str]:
+    """Each step's text by id."""
+    parts = re.split(r"^  - id: ([a-z-]+)$", text, flags=re.MULTILINE)
+    return {parts[i]: parts[i + 1] for i in range(1, len(parts), 2)}
+
+
+RUNS_REPOSITORY_TESTS = re.compile(r"make test|pytest|pip install|python3? -m")
+
+
+def _code(text: str) -> str:
+    """The config without its comment lines."""
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+
+
+def check_cloudbuild_tests(text: str) -> None:
+    """cloudbuild-test.yaml: the tests, and nothing that needs or could use deploy rights."""
+    steps = _steps(text)
+    assert "test" in steps, f"no test step: {sorted(steps)}"
+    assert "google-cloud-cli:emulators" in steps["test"] and "make test" in steps["test"], (
         "the test step must run make test with emulators"
     )
-    assert re.search(r'-var="image_tag=\$SHORT_SHA"', text), "deploy must apply the image tag that was pushed"
+    assert re.search(r"^tags: \[[^\]]*\"wa-tests\"", text, re.MULTILINE), "the tests build must be tagged wa-tests"
+    for forbidden in ("terraform apply", "terraform init", "docker push", "gcloud ", "secretEnv", "availableSecrets"):
+        assert forbidden not in _code(text), f"the tests build must not use {forbidden!r}: it runs without deploy rights"
+    _check_substitutions(text, set())
+
+
+def check_cloudbuild(text: str) -> None:
+    """cloudbuild.yaml: no repository tests with deploy rights; gated on them; ordered, lock-tolerant apply."""
+    steps = _steps(text)
+    ids = list(steps)
+    assert [i for i in ids if i in {"gate", "build", "push", "deploy"}] == ["gate", "build", "push", "deploy"], (
+        f"steps gate, build, push, deploy expected in that order, found {ids}"
+    )
+    _check_substitutions(text, {"_REGION", "_REPOSITORY", "_ENV", "_TF_STATE_BUCKET", "_TESTS_TAG", "_LOCK_TIMEOUT"})
+    assert not RUNS_REPOSITORY_TESTS.search(_code(text)), "the deploy build must not run the repository's tests or installs"
+    assert re.search(r"^  _TESTS_TAG: wa-tests$", text, re.MULTILINE), "the gate must wait for the wa-tests build"
+    gate = steps["gate"]
+    assert "gcloud builds list" in gate and "tags=${_TESTS_TAG}" in gate and "substitutions.SHORT_SHA=$SHORT_SHA" in gate, (
+        "the gate must look up the tests build of this SHORT_SHA"
+    )
+    assert re.search(r"SUCCESS\)\s*\n\s*echo[^\n]*\n\s*exit 0", gate), "the gate passes only on SUCCESS"
+    assert re.search(r'waitFor: \[[^\]]*"gate"', steps["push"]), "push must wait for the gate (tests passed)"
+    image = "${_REGION}-docker.pkg.dev/$PROJECT_ID/${_REPOSITORY}/whatsapp-assistant:$SHORT_SHA"
+    assert text.count(image) >= 2, "build and push must use the same SHORT_SHA-tagged image"
+    deploy = steps["deploy"]
+    assert re.search(r'-var="image_tag=\$SHORT_SHA"', deploy), "deploy must apply the image tag that was pushed"
+    assert "-lock-timeout=${_LOCK_TIMEOUT}" in deploy, "a second build must wait for the state lock, not fail on it"
+    assert re.search(r"^  _LOCK_TIMEOUT: \d+m$", text, re.MULTILINE), "_LOCK_TIMEOUT must be minutes"
+    assert '-var="release_sequence=$$sequence"' in deploy and ".release-sequence" in gate, (
+        "deploy must pass this build's release_sequence (terraform/release.tf)"
+    )
+    assert "terraform output -raw release_sequence" in deploy and "SKIPPED" in deploy, (
+        "deploy must say so when it skips an older build"
+    )
+    assert "TF_VAR_state_bucket=${_TF_STATE_BUCKET}" in deploy and "TF_VAR_state_prefix=whatsapp-assistant/${_ENV}" in deploy
+    assert 'prefix=whatsapp-assistant/${_ENV}"' in deploy, "the state read back must be the state applied"
 
 
 def test_cloudbuild() -> None:
     check_cloudbuild((REPO / "cloudbuild.yaml").read_text())
 
 
+def test_cloudbuild_tests() -> None:
+    check_cloudbuild_tests((REPO / "cloudbuild-test.yaml").read_text())
+
+
 @pytest.mark.parametrize(
     "broken",
     [
-        pytest.param(lambda t: t.replace('"/workspace/.tools:$$PATH"', '"/workspace/.tools:$PATH"'), id="shell-var"),
         pytest.param(lambda t: t.replace("  - id: push\n", "  - id: upload\n"), id="no-push-step"),
         pytest.param(lambda t: t.replace('-var="image_tag=$SHORT_SHA"', '-var="image_tag=latest"'), id="no-tag"),
+        pytest.param(lambda t: t.replace('case "$$status" in', 'case "$status" in'), id="shell-var"),
+        pytest.param(lambda t: t.replace("terraform apply -input", "make test && terraform apply -input"), id="tests-with-deploy-rights"),
+        pytest.param(lambda t: t.replace('waitFor: ["gate", "build"]', 'waitFor: ["build"]'), id="push-not-gated"),
+        pytest.param(lambda t: t.replace(" -lock-timeout=${_LOCK_TIMEOUT}", ""), id="fails-on-lock"),
+        pytest.param(lambda t: t.replace(' \\\n          -var="release_sequence=$$sequence"', ""), id="no-release-order"),
+        pytest.param(lambda t: t.replace("            SUCCESS)", "            SUCCESS|WORKING)"), id="gate-passes-running-tests"),
     ],
 )
 def test_cloudbuild_check_fails_on_a_broken_config(broken: Callable[[str], str]) -> None:
@@ -1595,3 +1653,20 @@ def test_cloudbuild_check_fails_on_a_broken_config(broken: Callable[[str], str])
     assert mutated != original, "the mutation did not change cloudbuild.yaml"
     with pytest.raises(AssertionError):
         check_cloudbuild(mutated)
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        pytest.param(lambda t: t.replace('"/workspace/.tools:$$PATH"', '"/workspace/.tools:$PATH"'), id="shell-var"),
+        pytest.param(lambda t: t.replace('tags: ["wa-tests"]', "tags: []"), id="untagged"),
+        pytest.param(lambda t: t.replace("make test", "make lint"), id="no-tests"),
+        pytest.param(lambda t: t + "\n  - id: deploy\n    args: [terraform apply -auto-approve]\n", id="deploys"),
+    ],
+)
+def test_cloudbuild_tests_check_fails_on_a_broken_config(broken: Callable[[str], str]) -> None:
+    original = (REPO / "cloudbuild-test.yaml").read_text()
+    mutated = broken(original)
+    assert mutated != original, "the mutation did not change cloudbuild-test.yaml"
+    with pytest.raises(AssertionError):
+        check_cloudbuild_tests(mutated)
