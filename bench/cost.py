@@ -19,6 +19,7 @@ from devstack.stack import FUNCTIONS
 COUNTERS = (
     "firestore_reads",
     "firestore_writes",
+    "firestore_dedupe_writes",
     "pubsub_publishes",
     "tasks_created",
     "openai_calls",

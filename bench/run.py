@@ -460,6 +460,9 @@ def assemble(
     rows.append(note_row("  Firestore reads + writes, sequential",
                          f"{per['firestore_reads']:g} reads + {per['firestore_writes']:g} writes = {ops:g} ops",
                          cost_sequential["n"], goal))
+    rows.append(note_row("  of those, the dedupe horizon",
+                         f"{per['firestore_dedupe_writes']:g} write (seen_messages marker, same commit as the claim); "
+                         "0 reads on the common path", cost_sequential["n"]))
     rows.append(note_row("  other calls, sequential",
                          f"publishes {per['pubsub_publishes']:g}, tasks {per['tasks_created']:g}, "
                          f"OpenAI {per['openai_calls']:g}, Twilio {per['twilio_calls']:g}, "

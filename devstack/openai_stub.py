@@ -68,13 +68,15 @@ _ERROR_TYPES = {
 }
 
 
-def openai_error(status: int, message: str, param: str | None = None) -> Response:
+def openai_error(
+    status: int, message: str, param: str | None = None, headers: Mapping[str, str] | None = None
+) -> Response:
     """A response in OpenAI's error shape, which the SDK maps to its exception classes."""
     kind, code = _ERROR_TYPES.get(status, ("server_error", None))
     return Response.json(
         status,
         {"error": {"message": message, "type": kind, "param": param, "code": code}},
-        {"x-request-id": "req_" + secrets.token_hex(16)},
+        {"x-request-id": "req_" + secrets.token_hex(16), **(headers or {})},
     )
 
 
@@ -141,6 +143,7 @@ class OpenAIStub(RecordingStub[ChatRequest]):
         super().__init__(port, delay_seconds)
         self._fail_times = 0
         self._fail_status = 500
+        self._fail_retry_after: float | None = None
         self._hang_times = 0
         self._responder: Responder = offline_reply
 
@@ -165,16 +168,21 @@ class OpenAIStub(RecordingStub[ChatRequest]):
             self._delay_seconds = 0.0
             self._fail_times = 0
             self._fail_status = 500
+            self._fail_retry_after = None
             self._hang_times = 0
             self._responder = offline_reply
 
-    def fail_next(self, times: int = 1, status: int = 500) -> None:
-        """The next ``times`` requests answer ``status`` with OpenAI's error body."""
+    def fail_next(self, times: int = 1, status: int = 500, retry_after: float | None = None) -> None:
+        """The next ``times`` requests answer ``status`` with OpenAI's error body.
+
+        ``retry_after`` adds the ``Retry-After`` header OpenAI sends with a 429.
+        """
         if times < 0:
             raise ValueError("times must be >= 0")
         with self._lock:
             self._fail_times = times
             self._fail_status = status
+            self._fail_retry_after = retry_after
 
     def hang_next(self, times: int = 1) -> None:
         """The next ``times`` requests are never answered, so the client's timeout fires."""
@@ -231,9 +239,12 @@ class OpenAIStub(RecordingStub[ChatRequest]):
             if hang:
                 self._hang_times -= 1
             fail_status = 0
+            fail_headers: dict[str, str] = {}
             if not hang and self._fail_times > 0:
                 self._fail_times -= 1
                 fail_status = self._fail_status
+                if self._fail_retry_after is not None:
+                    fail_headers["retry-after"] = f"{self._fail_retry_after:g}"
             delay = self._delay_seconds
             responder = self._responder
 
@@ -243,7 +254,9 @@ class OpenAIStub(RecordingStub[ChatRequest]):
         if delay and not self.wait_or_stop(delay, handler):
             return DROP
         if fail_status:
-            return openai_error(fail_status, "The server had an error while processing your request. Sorry about that!")
+            return openai_error(
+                fail_status, "The server had an error while processing your request. Sorry about that!", headers=fail_headers
+            )
         content = responder(messages)
         return Response.json(200, self._completion(model, messages, content), {"x-request-id": "req_" + secrets.token_hex(16)})
 

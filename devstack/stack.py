@@ -36,6 +36,7 @@ from google.protobuf import duration_pb2
 from devstack.emulators import FirestoreEmulator, PubSubEmulator, check_prerequisites, free_port, start_all
 from devstack.lifecycle import live_members, spawn, stop_groups
 from devstack.openai_stub import OpenAIStub
+from devstack.scheduler import Scheduler
 from devstack.tasks_emulator import TasksEmulator
 from devstack.twilio_stub import TwilioStub
 from shared.tasks import emulator_client
@@ -52,6 +53,8 @@ FUNCTIONS = {
     "webhook": ("webhook_fn/main.py", "webhook"),
     "processor": ("processor_fn/main.py", "process"),
     "sender": ("sender_fn/main.py", "send"),
+    # Cloud Scheduler's target in the cloud; devstack/scheduler.py calls it here.
+    "reconciler": ("processor_fn/main.py", "reconcile"),
 }
 # A function gets this long to finish its requests after SIGTERM, then SIGKILL.
 FUNCTION_GRACE_SECONDS = 5.0
@@ -80,6 +83,8 @@ class StackOptions:
     tasks_max_backoff_seconds: float = 10.0
     tasks_max_doublings: int = 5
     tasks_max_attempts: int = 100
+    # How often the reconciler runs (Cloud Scheduler: every minute).
+    reconcile_interval_seconds: float = 60.0
     twilio_account_sid: str = DEFAULT_ACCOUNT_SID
     twilio_auth_token: str = DEFAULT_AUTH_TOKEN
     twilio_whatsapp_from: str = DEFAULT_WHATSAPP_FROM
@@ -141,6 +146,7 @@ class Stack:
         self.tasks = TasksEmulator()
         self.twilio: TwilioStub | None = None
         self.openai: OpenAIStub | None = None
+        self.scheduler: Scheduler | None = None
         self.ports: dict[str, int] = {}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._started = time.monotonic()
@@ -186,6 +192,7 @@ class Stack:
             self._start_backing_services()
             self._create_topology()
             self._start_functions()
+            self.scheduler = Scheduler(self.url("reconciler"), self.options.reconcile_interval_seconds).start()
         except BaseException:
             self.stop()
             raise
@@ -383,6 +390,8 @@ class Stack:
 
     def _stop_everything(self) -> None:
         """Functions and emulators are signalled together so their grace periods overlap."""
+        if self.scheduler is not None:
+            self.scheduler.stop()
         functions = [self.processes.pop(name) for name in list(self.processes)]
         with ThreadPoolExecutor(max_workers=3, thread_name_prefix="stack-stop") as pool:
             emulators = [pool.submit(e.stop) for e in (self.firestore, self.pubsub) if self._own_emulators]

@@ -180,6 +180,7 @@ def usage() -> dict[str, int]:
     if "store" in built:
         counts["firestore_reads"] = store().ops.reads
         counts["firestore_writes"] = store().ops.writes
+        counts["firestore_dedupe_writes"] = store().ops.markers
     if "webhook_deps" in built:
         counts["pubsub_publishes"] = getattr(webhook_deps().publisher, "published", 0)
     if "queue" in built:

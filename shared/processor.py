@@ -144,6 +144,8 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
         )
         try:
             store.apply(cid, updates, version)
+            if deps.faults.fires("answer_commit_lost"):
+                raise Conflict("the commit went through but its answer was lost (injected)")
         except Conflict:
             snap = store.load(cid)
             conv, version = snap.conversation, snap.version

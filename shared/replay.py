@@ -113,12 +113,21 @@ class PubSubDeadLetters:
         self._topic = self._publisher.topic_path(project, topic)
 
     def pull(self, max_messages: int) -> list[HeldMessage]:
-        response = self._subscriber.pull(
-            request={"subscription": self._subscription, "max_messages": max_messages}, timeout=30
-        )
+        """Up to ``max_messages`` held messages; one pull may return only some of those waiting."""
+        received_messages: list[Any] = []
+        for _ in range(5):
+            response = self._subscriber.pull(
+                request={"subscription": self._subscription, "max_messages": max_messages - len(received_messages)},
+                timeout=30,
+            )
+            if not response.received_messages:
+                break
+            received_messages += response.received_messages
+            if len(received_messages) >= max_messages:
+                break
         held: list[HeldMessage] = []
         bad: list[str] = []
-        for received in response.received_messages:
+        for received in received_messages:
             try:
                 message = InboundMessage.from_json(received.message.data)
             except (InvalidWebhook, ValueError):

@@ -51,12 +51,14 @@ class OpCounter:
 
     reads: int = 0
     writes: int = 0
+    markers: int = 0  # of the writes, the dedupe markers (the dedupe horizon's cost)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, reads: int = 0, writes: int = 0) -> None:
+    def add(self, reads: int = 0, writes: int = 0, markers: int = 0) -> None:
         with self._lock:
             self.reads += reads
             self.writes += writes
+            self.markers += markers
 
 
 class ConversationStore(Protocol):
@@ -138,7 +140,7 @@ class FirestoreStore:
         except (gexc.Conflict, gexc.FailedPrecondition, gexc.NotFound) as exc:
             raise Conflict(str(exc)) from None
         finally:
-            self.ops.add(writes=2 if marker is not None else 1)
+            self.ops.add(writes=2 if marker is not None else 1, markers=1 if marker is not None else 0)
         return results[0].update_time
 
     def seen(self, sid: str) -> bool:

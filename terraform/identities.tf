@@ -73,6 +73,8 @@ resource "google_service_account_iam_member" "acts_as_tasks_invoker" {
   for_each = {
     processor  = google_service_account.identity["processor"].member
     reconciler = google_service_account.identity["reconciler"].member
+    # The sender that finishes a reply creates the next reply's task (hand-off).
+    sender = google_service_account.identity["sender"].member
   }
 
   service_account_id = google_service_account.identity["tasks_invoker"].name

@@ -128,6 +128,10 @@ locals {
       SEND_MAX_ATTEMPTS             = tostring(var.send_max_attempts)
       AUTH_AUDIENCE                 = local.sender_url
       AUTH_ALLOWED_SERVICE_ACCOUNTS = google_service_account.identity["tasks_invoker"].email
+      SENDER_URL                    = local.sender_url
+      TASKS_QUEUE                   = google_cloud_tasks_queue.outbound.name
+      TASKS_LOCATION                = google_cloud_tasks_queue.outbound.location
+      TASKS_SERVICE_ACCOUNT         = google_service_account.identity["tasks_invoker"].email
       CONVERSATIONS_COLLECTION      = local.collections.conversations
       FAILURES_COLLECTION           = local.collections.failures
       TWILIO_TIMEOUT_SECONDS        = tostring(var.twilio_timeout_seconds)

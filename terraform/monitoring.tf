@@ -2,7 +2,7 @@
 #   - a message is waiting in the dead-letter hold subscription (processor_fn
 #     failed it max_delivery_attempts times);
 #   - a reply could not be sent (the structured log line with
-#     "event": "send_failed" of sender_fn or the reconciler), matched in the
+#     "event": "send_failed" of sender_fn, "stalled" of the reconciler), matched in the
 #     logs directly.
 # notification_channels may be empty: the incidents still open in Cloud
 # Monitoring, they just notify nobody.
@@ -87,7 +87,7 @@ locals {
   send_failed_filter = join(" AND ", [
     "resource.type=\"cloud_run_revision\"",
     "(resource.labels.service_name=\"${local.service_names.sender}\" OR resource.labels.service_name=\"${local.service_names.reconciler}\")",
-    "jsonPayload.event=\"send_failed\"",
+    "(jsonPayload.event=\"send_failed\" OR jsonPayload.event=\"stalled\")",
   ])
 }
 

@@ -54,6 +54,8 @@ resource "google_cloud_tasks_queue_iam_member" "enqueuer" {
   for_each = {
     processor  = google_service_account.identity["processor"].member
     reconciler = google_service_account.identity["reconciler"].member
+    # Hand-offs: finishing reply n creates the task of reply n + 1 (docs/decisions/0008-liveness.md).
+    sender = google_service_account.identity["sender"].member
   }
 
   project  = var.project_id

@@ -39,7 +39,7 @@ class FakeStore:
     ) -> Any:
         if self.before_apply:
             self.before_apply(conversation_id)
-        self.ops.add(writes=2 if marker else 1)
+        self.ops.add(writes=2 if marker else 1, markers=1 if marker else 0)
         with self._lock:
             if marker is not None and marker.sid in self.markers:
                 raise Conflict("marker exists")

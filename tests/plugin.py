@@ -28,8 +28,13 @@ PROJECT = "test-project"
 E2E_ENV = {
     "LOG_LEVEL": "INFO",
     "PROCESSING_LEASE_SECONDS": "5",
+    "MODEL_BUDGET_SECONDS": "4.5",
     "OPENAI_TIMEOUT_SECONDS": "2",
     "OPENAI_MAX_RETRIES": "1",
+    "LIVENESS_SECONDS": "60",
+    "RECONCILE_AFTER_SECONDS": "5",
+    # Room for the three-part reply of the split test (the default cuts at 3200).
+    "MAX_REPLY_CHARS": "4800",
     "TWILIO_TIMEOUT_SECONDS": "3",
     "SEND_MAX_ATTEMPTS": "4",
     "CONVERSATION_TTL_SECONDS": "3600",
@@ -80,6 +85,7 @@ def stack(emulators: Emulators, tmp_path_factory: pytest.TempPathFactory) -> Ite
         tasks_max_doublings=4,
         tasks_max_dispatches_per_second=200.0,
         tasks_max_concurrent_dispatches=50,
+        reconcile_interval_seconds=1.0,
     )
     running = Stack(options, emulators=(emulators.firestore, emulators.pubsub)).start()
     try:
@@ -97,6 +103,7 @@ class Ledger:
     lost: int = 0
     duplicated: int = 0
     reordered: int = 0
+    stalled: int = 0
 
     def check(self, expected: list[str], delivered: list[str]) -> Damage:
         """Compare one user's replies with what should have arrived, in order; book the damage."""
@@ -110,7 +117,7 @@ class Ledger:
         return (
             f"exactly-once summary: duplicates injected={self.duplicates_injected}, "
             f"faults injected={self.faults_injected}, lost={self.lost}, "
-            f"duplicated={self.duplicated}, reordered={self.reordered}"
+            f"duplicated={self.duplicated}, reordered={self.reordered}, stalled={self.stalled}"
         )
 
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
 import pytest
@@ -19,7 +20,7 @@ from google.cloud import pubsub_v1, tasks_v2
 
 from devstack.stack import ROOT
 from devstack.twilio_stub import body_starts_with, new_sid, sign_and_post
-from shared.conversation import conversation_id
+from shared.conversation import Conversation, conversation_id
 from shared.inbound import InboundMessage
 from shared.tasks import SendTask, emulator_client
 from tests.plugin import Ledger, unique_user, wait_until
@@ -237,17 +238,27 @@ def test_a_dead_lettered_message_is_recorded_with_its_reason(pipeline, ledger) -
     record = wait_until(lambda: pipeline.failure(message.sid), timeout=30, interval=0.2)
     assert record["status"] == "dead_lettered" and record["stage"] == "processor"
     assert f"after {stack.options.max_delivery_attempts} delivery attempts" in record["reason"]
-    assert pipeline.conversation(user).entry(message.sid)["status"] == "dead_lettered"
+    # Never taken on: no conversation document is made for it (it would hold the address with nothing to expire it).
+    assert not pipeline.db.collection("conversations").document(conversation_id(user)).get().exists
     assert pipeline.replies(user) == []
-    # The same user's next message is answered as usual.
-    pipeline.post(user, "are you there?")
-    assert_exactly(pipeline, ledger, user, [offline("are you there?")])
-    env = {**os.environ, "FIRESTORE_EMULATOR_HOST": stack.firestore.host,
+    env = {**os.environ, "FIRESTORE_EMULATOR_HOST": stack.firestore.host, "PUBSUB_EMULATOR_HOST": stack.pubsub.host,
            "GOOGLE_CLOUD_PROJECT": stack.options.project, "PYTHONPATH": str(ROOT)}
     listing = subprocess.run([sys.executable, "-m", "shared.failures"], env=env, capture_output=True,
                              text=True, timeout=60, check=True).stdout
     assert message.sid in listing and "dead_lettered" in listing
     assert user.split("+")[1] not in listing
+    # make replay: answered once after all, and the tool says so.
+    replayed = subprocess.run([sys.executable, "-m", "shared.replay", message.sid], env=env, capture_output=True,
+                              text=True, timeout=120, check=True).stdout
+    assert f"{message.sid}" in replayed and "replayed" in replayed, replayed
+    assert_exactly(pipeline, ledger, user, [offline("never answered")])
+    # The same user's next message is answered as usual.
+    pipeline.post(user, "are you there?")
+    assert_exactly(pipeline, ledger, user, [offline("never answered"), offline("are you there?")])
+    # Replaying again finds nothing left to replay.
+    again = subprocess.run([sys.executable, "-m", "shared.replay", message.sid], env=env, capture_output=True,
+                           text=True, timeout=120, check=True).stdout
+    assert "not in the dead-letter hold subscription" in again
 
 
 def test_twenty_users_ten_messages_each_concurrently(pipeline, ledger) -> None:
@@ -282,5 +293,138 @@ def test_twenty_users_ten_messages_each_concurrently(pipeline, ledger) -> None:
     assert total == 200
 
 
+def test_answer_commit_whose_response_was_lost_is_still_sent(pipeline, ledger, restart) -> None:
+    # Firestore took the answer, but the client saw FAILED_PRECONDITION on its retried commit.
+    restart("processor", TEST_FAULT_POINTS="answer_commit_lost")
+    ledger.faults_injected += 1
+    user = unique_user()
+    pipeline.post(user, "lost commit answer")
+    assert_exactly(pipeline, ledger, user, [offline("lost commit answer")])
+    assert len(pipeline.model_requests_for("lost commit answer")) == 1
+
+
+def test_a_delivery_frozen_past_its_lease_and_a_redelivery_answer_once(pipeline, ledger, restart) -> None:
+    # The first delivery stalls after the model call for longer than the lease
+    # (5 s here); a concurrent redelivery takes the message over and answers it.
+    restart("processor", TEST_FAULT_POINTS="after_ai@7")
+    ledger.faults_injected += 1
+    user = unique_user()
+    message = InboundMessage(sid=new_sid("SM"), sender=user, recipient="whatsapp:+14155238886", body="frozen lease")
+    _publish(pipeline.stack, message)
+    time.sleep(1.0)
+    # Redeliveries of an unacknowledged message can overlap the first one.
+    publisher = pubsub_v1.PublisherClient()
+    topic = f"projects/{pipeline.stack.options.project}/topics/{pipeline.stack.options.topic}"
+    publisher.publish(topic, message.to_json()).result(timeout=10)
+    ledger.duplicates_injected += 1
+    assert_exactly(pipeline, ledger, user, [offline("frozen lease")])
+    settle(7)
+    assert len(pipeline.replies(user)) == 1
+    assert pipeline.conversation(user).entry(message.sid)["attempts"] >= 2
+
+
+def test_a_send_task_that_ran_out_is_recreated_by_the_reconciler(pipeline, ledger) -> None:
+    stack = pipeline.stack
+    user = unique_user()
+    pipeline.twilio.add_rule(lambda params: params.get("To") == user, status=429, code=20429, times=1)
+    ledger.faults_injected += 1
+    _, sid, _ = pipeline.post(user, "my task ran out")
+    wait_until(lambda: any(to == user for to, _ in pipeline.twilio.attempts), timeout=30)
+    # The task is gone, as after Cloud Tasks' max attempts or retry duration.
+    client = emulator_client(stack.tasks.address)
+    name = f"{stack.queue_path}/tasks/{SendTask(conversation_id(user), sid, 1).task_id}"
+    try:
+        client.delete_task(name=name)
+    except Exception:  # noqa: BLE001 - it may have run again already; then nothing was lost
+        pass
+    replies = assert_exactly(pipeline, ledger, user, [offline("my task ran out")])
+    assert len(replies) == 1
+    assert pipeline.conversation(user).entry(sid)["status"] == "sent"
+
+
+def test_a_slow_model_asking_to_retry_after_two_minutes_ends_in_the_fallback_within_budget(pipeline, ledger) -> None:
+    pipeline.model.fail_next(times=5, status=429, retry_after=120)
+    ledger.faults_injected += 1
+    user = unique_user()
+    started = time.monotonic()
+    _, sid, _ = pipeline.post(user, "model says wait two minutes")
+    replies = pipeline.wait_replies(user, 1, timeout=60)
+    elapsed = time.monotonic() - started
+    settle()
+    assert pipeline.replies(user) == replies == ["Sorry, I can't answer right now. Please try again in a few minutes."]
+    # One model call: the SDK would have slept the two minutes and retried, past the lease.
+    assert len(pipeline.model_requests_for("model says wait two minutes")) == 1
+    assert elapsed < 120
+    assert pipeline.failure(sid)["stage"] == "model"
+
+
+def test_a_dead_letter_arriving_during_the_send_does_not_cut_the_reply(pipeline, ledger) -> None:
+    stack = pipeline.stack
+    user = unique_user()
+    paragraphs = [f"Chunk {name}. " + ("dolor sit " * 120).strip() for name in ("one", "two")]
+    pipeline.model.set_reply_text("\n\n".join(paragraphs))
+    pipeline.twilio.delay_seconds = 1.5
+    ledger.faults_injected += 1
+    _, sid, params = pipeline.post(user, "dead letter mid-send")
+    wait_until(lambda: any(to == user for to, _ in pipeline.twilio.attempts), timeout=30)
+    message = InboundMessage(sid=sid, sender=user, recipient="whatsapp:+14155238886", body="dead letter mid-send")
+    publisher = pubsub_v1.PublisherClient()
+    topic = f"projects/{stack.options.project}/topics/{stack.options.dead_letter_topic}"
+    publisher.publish(topic, message.to_json(), CloudPubSubDeadLetterSourceDeliveryCount="12").result(timeout=10)
+    replies = assert_exactly(pipeline, ledger, user, ["Chunk one.", "Chunk two."])
+    assert replies == paragraphs
+    entry = pipeline.conversation(user).entry(sid)
+    assert entry["status"] == "sent" and entry["sentParts"] == 2
+
+
+def test_a_late_redelivery_after_the_conversation_expired_is_not_answered(pipeline, ledger) -> None:
+    user = unique_user()
+    _, sid, _ = pipeline.post(user, "answered long ago")
+    assert_exactly(pipeline, ledger, user, [offline("answered long ago")])
+    # Firestore's TTL policy deleted the conversation; Pub/Sub then redelivers the message.
+    pipeline.db.collection("conversations").document(conversation_id(user)).delete()
+    _publish(pipeline.stack, InboundMessage(sid=sid, sender=user, recipient="whatsapp:+14155238886", body="answered long ago"))
+    ledger.duplicates_injected += 1
+    settle(3)
+    assert len(pipeline.replies(user)) == 1
+    assert len(pipeline.model_requests_for("answered long ago")) == 1
+    assert not pipeline.db.collection("conversations").document(conversation_id(user)).get().exists
+
+
+def test_a_burst_from_one_user_is_answered_in_order_without_deferrals(pipeline, ledger) -> None:
+    stack = pipeline.stack
+    before = stack.tasks.stats().queue(stack.queue_path)
+    user = unique_user()
+    texts = [f"burst {n}" for n in range(8)]
+    for text in texts:
+        pipeline.post(user, text)
+    assert_exactly(pipeline, ledger, user, [offline(t) for t in texts])
+    # Waiting for the reply before is not an error answer: the queue saw no 429 or 5xx.
+    after = stack.tasks.stats().queue(stack.queue_path)
+    assert after.throttle_events == before.throttle_events
+    assert after.failed == before.failed
+
+
+def test_no_message_stalled(pipeline, ledger) -> None:
+    """Every message of the run is terminal within the liveness bound (reconciler included)."""
+    liveness = float(pipeline.stack.options.env["LIVENESS_SECONDS"])
+    bound = timedelta(seconds=liveness + 2 * pipeline.stack.options.reconcile_interval_seconds + 15)
+    deadline = time.monotonic() + liveness + 30
+    while True:
+        now = datetime.now(timezone.utc)
+        late, waiting = 0, 0
+        for snap in pipeline.db.collection("conversations").stream():
+            for entry in Conversation(snap.to_dict() or {}).open_entries().values():
+                if now - entry["receivedAt"] > bound:
+                    late += 1
+                else:
+                    waiting += 1
+        if not waiting or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    ledger.stalled = late + waiting
+    assert ledger.stalled == 0, ledger.summary()
+
+
 def test_the_run_lost_duplicated_and_reordered_nothing(ledger) -> None:
-    assert (ledger.lost, ledger.duplicated, ledger.reordered) == (0, 0, 0), ledger.summary()
+    assert (ledger.lost, ledger.duplicated, ledger.reordered, ledger.stalled) == (0, 0, 0, 0), ledger.summary()
