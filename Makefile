@@ -45,10 +45,10 @@ check-infra: ## terraform fmt and offline checkov on terraform/
 	@bash scripts/check-infra.sh
 
 failures: venv ## List failed and dead-lettered messages (needs FIRESTORE_EMULATOR_HOST or cloud credentials)
-	@$(PY) -m shared.failures
+	@$(PY) -m shared.ops.failures
 
 replay: venv ## Answer dead-lettered messages after all: make replay [SIDS="SM... SM..."] (needs the emulators' or cloud credentials)
-	@$(PY) -m shared.replay $(SIDS)
+	@$(PY) -m shared.ops.replay $(SIDS)
 
 bench: prereqs ## Benchmarks against the local stack; prints a table, writes bench/results.json
 	@$(PY) -m bench

@@ -25,7 +25,7 @@ from bench.stats import summarize
 from devstack.emulators import free_port
 from devstack.stack import HOST
 from devstack.twilio_stub import new_sid
-from shared.inbound import InboundMessage
+from shared.domain.inbound import InboundMessage
 
 NAMES = ("webhook", "processor", "sender", "floor")
 FIRST_ANSWER_TIMEOUT_SECONDS = 60.0

@@ -27,7 +27,7 @@ from bench.driver import Driver
 from bench.receiver import Receiver
 from devstack.stack import Stack
 from shared.config import Settings
-from shared.tasks import emulator_client
+from shared.adapters.cloud_tasks import emulator_client
 
 HOP_TIMEOUT_SECONDS = 30.0
 REPLY_TIMEOUT_SECONDS = 30.0

@@ -2,7 +2,7 @@
 
 The stack runs with SECRET_SOURCE=env, where the count is zero by
 construction. Here the real SecretManagerServiceClient talks to the Secret
-Manager stand-in over gRPC, through shared.secrets exactly as the functions
+Manager stand-in over gRPC, through shared.adapters.secret_manager exactly as the functions
 build it, and the stand-in counts every AccessSecretVersion it serves.
 """
 
@@ -21,7 +21,7 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 from bench.stats import summarize
 from devstack.secret_manager_stub import SecretManagerStub
 from shared.config import Settings
-from shared.secrets import build_secrets
+from shared.adapters.secret_manager import build_secrets
 
 
 def measure(messages: int, project: str = "local-project") -> dict[str, Any]:

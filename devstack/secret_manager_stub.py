@@ -3,7 +3,7 @@
 Google ships no Secret Manager emulator. This serves the real
 ``google.cloud.secretmanager.v1.SecretManagerService`` gRPC API on 127.0.0.1,
 so the official ``SecretManagerServiceClient`` (with an insecure channel)
-talks to it unchanged and ``shared.secrets`` is exercised end to end.
+talks to it unchanged and ``shared.adapters.secret_manager`` is exercised end to end.
 
 Covered: CreateSecret, GetSecret, AddSecretVersion, AccessSecretVersion
 (``latest`` and numeric versions, CRC32C in the payload), NOT_FOUND /
@@ -32,7 +32,7 @@ import grpc
 from google.cloud.secretmanager_v1 import types as sm
 
 from devstack._grpc import GrpcStandIn, Unary, fail, run_until_signalled
-from shared.secrets import crc32c
+from shared.adapters.secret_manager import crc32c
 
 SERVICE = "google.cloud.secretmanager.v1.SecretManagerService"
 MAX_PAYLOAD_BYTES = 64 * 1024

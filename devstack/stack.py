@@ -39,7 +39,7 @@ from devstack.openai_stub import OpenAIStub
 from devstack.scheduler import Scheduler
 from devstack.tasks_emulator import TasksEmulator
 from devstack.twilio_stub import TwilioStub
-from shared.tasks import emulator_client
+from shared.adapters.cloud_tasks import emulator_client
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"

@@ -10,8 +10,8 @@ from cloudevents.http import CloudEvent
 
 from shared import bootstrap
 from shared.log import set_trace, trace_from_headers
-from shared.processor import handle_push
-from shared.reconciler import reconcile as reconcile_stalled
+from shared.handlers.processor import handle_push
+from shared.handlers.reconciler import reconcile as reconcile_stalled
 
 
 @functions_framework.cloud_event

@@ -5,7 +5,7 @@ import functions_framework
 
 from shared import bootstrap
 from shared.log import set_trace, trace_from_headers
-from shared.sender import handle_send_request
+from shared.handlers.sender import handle_send_request
 
 
 @functions_framework.http

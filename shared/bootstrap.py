@@ -17,26 +17,26 @@ from twilio.request_validator import RequestValidator
 from werkzeug.exceptions import Forbidden
 
 from shared import log
-from shared.auth import CallerRejected, CallerVerifier, build_verifier
-from shared.bus import Publisher
+from shared.adapters.google_auth import CallerRejected, CallerVerifier, build_verifier
+from shared.adapters.pubsub_publisher import Publisher
 from shared.config import Settings, get_settings
-from shared.conversation import utcnow
+from shared.domain.conversation import utcnow
 from shared.faults import FaultPoints
-from shared.secrets import Secrets, build_secrets
-from shared.webhook import WebhookDeps
+from shared.adapters.secret_manager import Secrets, build_secrets
+from shared.handlers.webhook import WebhookDeps
 
 # Each function imports only the client libraries it uses: the factories below
 # import theirs on first call. openai, firestore, tasks and twilio.rest add
 # ~400 ms to a cold start and ~80k objects to every full GC pass in
 # webhook_fn, which needs none of them (bench/README.md).
 if TYPE_CHECKING:
-    from shared.ai import ChatModel
-    from shared.processor import ProcessorDeps
-    from shared.reconciler import ReconcilerDeps
-    from shared.sender import SenderDeps
-    from shared.store import FirestoreStore
-    from shared.tasks import TaskQueue
-    from shared.twilio_api import TwilioGateway
+    from shared.adapters.openai_model import ChatModel
+    from shared.handlers.processor import ProcessorDeps
+    from shared.handlers.reconciler import ReconcilerDeps
+    from shared.handlers.sender import SenderDeps
+    from shared.adapters.firestore_store import FirestoreStore
+    from shared.adapters.cloud_tasks import TaskQueue
+    from shared.adapters.twilio_api import TwilioGateway
 
 
 @functools.cache
@@ -55,7 +55,7 @@ def secrets() -> Secrets:
 def store() -> FirestoreStore:
     from google.cloud import firestore
 
-    from shared.store import FirestoreStore
+    from shared.adapters.firestore_store import FirestoreStore
 
     s = settings()
     return FirestoreStore(
@@ -109,7 +109,7 @@ def webhook_deps() -> WebhookDeps:
 def queue() -> TaskQueue:
     from google.cloud import tasks_v2
 
-    from shared.tasks import TaskQueue, emulator_client
+    from shared.adapters.cloud_tasks import TaskQueue, emulator_client
 
     s = settings()
     if s.tasks_emulator_host:
@@ -121,7 +121,7 @@ def queue() -> TaskQueue:
 
 @functools.cache
 def model() -> ChatModel:
-    from shared.ai import ChatModel
+    from shared.adapters.openai_model import ChatModel
 
     s = settings()
     return ChatModel(
@@ -138,7 +138,7 @@ def model() -> ChatModel:
 
 @functools.cache
 def processor_deps() -> ProcessorDeps:
-    from shared.processor import ProcessorDeps
+    from shared.handlers.processor import ProcessorDeps
 
     return ProcessorDeps(
         settings=settings(), store=store(), model=model(), queue=queue(), faults=faults(), clock=utcnow
@@ -147,7 +147,7 @@ def processor_deps() -> ProcessorDeps:
 
 @functools.cache
 def twilio() -> TwilioGateway:
-    from shared.twilio_api import TwilioGateway
+    from shared.adapters.twilio_api import TwilioGateway
 
     s = settings()
     return TwilioGateway(
@@ -161,14 +161,14 @@ def twilio() -> TwilioGateway:
 
 @functools.cache
 def sender_deps() -> SenderDeps:
-    from shared.sender import SenderDeps
+    from shared.handlers.sender import SenderDeps
 
     return SenderDeps(settings=settings(), store=store(), twilio=twilio(), queue=queue(), faults=faults(), clock=utcnow)
 
 
 @functools.cache
 def reconciler_deps() -> ReconcilerDeps:
-    from shared.reconciler import ReconcilerDeps
+    from shared.handlers.reconciler import ReconcilerDeps
 
     return ReconcilerDeps(settings=settings(), store=store(), queue=queue(), clock=utcnow)
 

@@ -11,7 +11,7 @@
 # the run.app URL, count as internal traffic (Cloud Run, "Restrict network
 # ingress": the Internal setting allows these products), so "internal only"
 # ingress does not block them. Every private service also verifies the OIDC
-# token in code (shared/auth.py).
+# token in code (shared/adapters/google_auth.py).
 
 locals {
   # What differs between the services; their identities, environment

@@ -6,9 +6,9 @@ import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
-from shared.conversation import Conversation, Updates, applied, nested
-from shared.store import Conflict, DedupeMarker, OpCounter, Snapshot
-from shared.tasks import SendTask
+from shared.domain.conversation import Conversation, Updates, applied, nested
+from shared.adapters.firestore_store import Conflict, DedupeMarker, OpCounter, Snapshot
+from shared.adapters.cloud_tasks import SendTask
 
 
 class FakeStore:

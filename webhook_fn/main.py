@@ -5,7 +5,7 @@ import functions_framework
 
 from shared import bootstrap
 from shared.log import set_trace, trace_from_headers
-from shared.webhook import handle_webhook
+from shared.handlers.webhook import handle_webhook
 
 
 @functions_framework.http

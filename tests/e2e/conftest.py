@@ -10,7 +10,7 @@ from google.cloud import firestore
 
 from devstack.stack import Stack
 from devstack.twilio_stub import inbound_message, new_sid, sign_and_post
-from shared.conversation import Conversation, conversation_id
+from shared.domain.conversation import Conversation, conversation_id
 from tests.plugin import wait_until
 
 

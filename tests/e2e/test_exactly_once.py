@@ -20,9 +20,9 @@ from google.cloud import pubsub_v1, tasks_v2
 
 from devstack.stack import ROOT
 from devstack.twilio_stub import body_starts_with, new_sid, sign_and_post
-from shared.conversation import Conversation, conversation_id
-from shared.inbound import InboundMessage
-from shared.tasks import SendTask, emulator_client
+from shared.domain.conversation import Conversation, conversation_id
+from shared.domain.inbound import InboundMessage
+from shared.adapters.cloud_tasks import SendTask, emulator_client
 from tests.plugin import Ledger, unique_user, wait_until
 
 
@@ -243,12 +243,12 @@ def test_a_dead_lettered_message_is_recorded_with_its_reason(pipeline, ledger) -
     assert pipeline.replies(user) == []
     env = {**os.environ, "FIRESTORE_EMULATOR_HOST": stack.firestore.host, "PUBSUB_EMULATOR_HOST": stack.pubsub.host,
            "GOOGLE_CLOUD_PROJECT": stack.options.project, "PYTHONPATH": str(ROOT)}
-    listing = subprocess.run([sys.executable, "-m", "shared.failures"], env=env, capture_output=True,
+    listing = subprocess.run([sys.executable, "-m", "shared.ops.failures"], env=env, capture_output=True,
                              text=True, timeout=60, check=True).stdout
     assert message.sid in listing and "dead_lettered" in listing
     assert user.split("+")[1] not in listing
     # make replay: answered once after all, and the tool says so.
-    replayed = subprocess.run([sys.executable, "-m", "shared.replay", message.sid], env=env, capture_output=True,
+    replayed = subprocess.run([sys.executable, "-m", "shared.ops.replay", message.sid], env=env, capture_output=True,
                               text=True, timeout=120, check=True).stdout
     assert f"{message.sid}" in replayed and "replayed" in replayed, replayed
     assert_exactly(pipeline, ledger, user, [offline("never answered")])
@@ -256,7 +256,7 @@ def test_a_dead_lettered_message_is_recorded_with_its_reason(pipeline, ledger) -
     pipeline.post(user, "are you there?")
     assert_exactly(pipeline, ledger, user, [offline("never answered"), offline("are you there?")])
     # Replaying again finds nothing left to replay.
-    again = subprocess.run([sys.executable, "-m", "shared.replay", message.sid], env=env, capture_output=True,
+    again = subprocess.run([sys.executable, "-m", "shared.ops.replay", message.sid], env=env, capture_output=True,
                            text=True, timeout=120, check=True).stdout
     assert "not in the dead-letter hold subscription" in again
 

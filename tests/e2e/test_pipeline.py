@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 
 from devstack.twilio_stub import inbound_message, sign_and_post
-from shared.conversation import conversation_id
+from shared.domain.conversation import conversation_id
 from tests.plugin import unique_user
 
 

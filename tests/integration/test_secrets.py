@@ -1,4 +1,4 @@
-"""shared.secrets through the real SecretManagerServiceClient against the local stand-in."""
+"""shared.adapters.secret_manager through the real SecretManagerServiceClient against the local stand-in."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from google.cloud.secretmanager_v1.services.secret_manager_service.transports im
 
 from devstack.secret_manager_stub import SecretManagerStub
 from shared.config import Settings
-from shared.secrets import SecretManagerSecrets, SecretUnavailable, build_secrets, crc32c
+from shared.adapters.secret_manager import SecretManagerSecrets, SecretUnavailable, build_secrets, crc32c
 from tests.integration.helpers import start_module, stop_module
 
 PROJECT = "test-project"

@@ -403,7 +403,7 @@ def test_openai_stub_runs_as_a_process() -> None:
 def test_twilio_message_list_is_read_by_the_real_client_newest_first() -> None:
     from datetime import datetime, timedelta, timezone
 
-    from shared.twilio_api import TwilioGateway
+    from shared.adapters.twilio_api import TwilioGateway
 
     with TwilioStub(ACCOUNT_SID, AUTH_TOKEN) as stub:
         gateway = TwilioGateway(ACCOUNT_SID, "whatsapp:+14155238886", lambda: AUTH_TOKEN, stub.base_url, 5.0)

@@ -9,7 +9,7 @@ import httpx2
 import openai
 import pytest
 
-from shared.ai import ChatModel, ModelUnavailable
+from shared.adapters.openai_model import ChatModel, ModelUnavailable
 
 BASE_URL = "http://model.test/v1"
 SYSTEM = "You are the shop's assistant."

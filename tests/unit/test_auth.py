@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from shared.auth import (
+from shared.adapters.google_auth import (
     GOOGLE_CERTS,
     CallerRejected,
     CallerVerifier,
@@ -265,9 +265,9 @@ def test_certificate_cache_is_capped_and_skips_failures() -> None:
 
 
 def test_build_verifier_is_off_without_audience(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="shared.auth"):
+    with caplog.at_level(logging.WARNING, logger="shared.adapters.google_auth"):
         assert build_verifier(Settings.from_env({})) is None
-    records = [r for r in caplog.records if r.name == "shared.auth"]
+    records = [r for r in caplog.records if r.name == "shared.adapters.google_auth"]
     assert [r.getMessage() for r in records] == ["caller verification is off"]
     assert records[0].levelno == logging.WARNING
 
@@ -279,11 +279,11 @@ def test_build_verifier_uses_settings(caplog: pytest.LogCaptureFixture) -> None:
             "AUTH_ALLOWED_SERVICE_ACCOUNTS": f" {PUSH_SA.upper()} , other@x.iam.gserviceaccount.com",
         }
     )
-    with caplog.at_level(logging.WARNING, logger="shared.auth"):
+    with caplog.at_level(logging.WARNING, logger="shared.adapters.google_auth"):
         verifier = build_verifier(settings)
     assert verifier == CallerVerifier(AUDIENCE, (PUSH_SA, "other@x.iam.gserviceaccount.com"))
     assert verifier.certs_url == GOOGLE_CERTS
-    assert not [r for r in caplog.records if r.name == "shared.auth"]
+    assert not [r for r in caplog.records if r.name == "shared.adapters.google_auth"]
 
 
 def test_build_verifier_refuses_audience_without_callers() -> None:

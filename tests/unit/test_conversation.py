@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from shared.conversation import (
+from shared.domain.conversation import (
     ANSWERED,
     DEAD_LETTERED,
     FAILED,
@@ -390,8 +390,8 @@ def test_the_worst_case_document_stays_well_below_one_mebibyte() -> None:
     """Everything at its limit: longest texts in 4-byte characters, every tracked and open entry."""
     from shared.config import Settings
     from shared.faults import FaultPoints
-    from shared.processor import ProcessorDeps, process_message
-    from shared.inbound import InboundMessage
+    from shared.handlers.processor import ProcessorDeps, process_message
+    from shared.domain.inbound import InboundMessage
     from tests.fakes import Clock, FakeModel, FakeQueue, FakeStore
 
     settings = Settings()

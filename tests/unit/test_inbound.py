@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.inbound import (
+from shared.domain.inbound import (
     MAX_MEDIA,
     InboundMessage,
     InvalidWebhook,

@@ -9,10 +9,10 @@ import pytest
 from shared.config import Settings
 from datetime import timedelta
 
-from shared.conversation import ANSWERED, DEAD_LETTERED, PROCESSING, conversation_id, finish_updates
+from shared.domain.conversation import ANSWERED, DEAD_LETTERED, PROCESSING, conversation_id, finish_updates
 from shared.faults import FaultPoints, InjectedFault
-from shared.inbound import InboundMessage
-from shared.processor import MessageBusy, ProcessorDeps, handle_push, process_message
+from shared.domain.inbound import InboundMessage
+from shared.handlers.processor import MessageBusy, ProcessorDeps, handle_push, process_message
 from tests.fakes import Clock, FakeModel, FakeQueue, FakeStore
 
 SENDER = "whatsapp:+34600111222"

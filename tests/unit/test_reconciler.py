@@ -7,12 +7,12 @@ from dataclasses import replace
 import pytest
 
 from shared.config import Settings
-from shared.conversation import ANSWERED, FAILED, PROCESSING, SENT, conversation_id
+from shared.domain.conversation import ANSWERED, FAILED, PROCESSING, SENT, conversation_id
 from shared.faults import FaultPoints, InjectedFault
-from shared.processor import process_message
-from shared.reconciler import ReconcilerDeps, reconcile
-from shared.sender import SenderDeps, deliver, handle_send_request
-from shared.twilio_api import SendUncertain
+from shared.handlers.processor import process_message
+from shared.handlers.reconciler import ReconcilerDeps, reconcile
+from shared.handlers.sender import SenderDeps, deliver, handle_send_request
+from shared.adapters.twilio_api import SendUncertain
 from tests.fakes import Clock, FakeTwilio
 from tests.unit.test_processor import SENDER, make_deps, msg
 

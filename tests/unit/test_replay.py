@@ -6,11 +6,11 @@ from datetime import timedelta
 
 import pytest
 
-from shared.conversation import ANSWERED, DEAD_LETTERED, SENT, conversation_id
+from shared.domain.conversation import ANSWERED, DEAD_LETTERED, SENT, conversation_id
 from shared.faults import FaultPoints, InjectedFault
-from shared.inbound import InboundMessage
-from shared.processor import handle_push, process_message
-from shared.replay import HeldMessage, replay
+from shared.domain.inbound import InboundMessage
+from shared.handlers.processor import handle_push, process_message
+from shared.ops.replay import HeldMessage, replay
 from tests.fakes import Clock
 from tests.unit.test_processor import SENDER, dead_letter_sub, make_deps, msg, push
 

@@ -1,4 +1,4 @@
-"""shared.secrets without any I/O: env source, name resolution, caching against a fake client."""
+"""shared.adapters.secret_manager without any I/O: env source, name resolution, caching against a fake client."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from google.api_core import exceptions as gexc
 from google.cloud.secretmanager_v1 import types as sm
 
 from shared.config import ConfigError, Settings
-from shared.secrets import (
+from shared.adapters.secret_manager import (
     ACCESS_RETRY,
     ACCESS_TIMEOUT_SECONDS,
     EnvSecrets,

@@ -7,7 +7,7 @@ import unicodedata
 
 import pytest
 
-from shared.splitting import TWILIO_BODY_LIMIT, split_reply, utf16_len
+from shared.domain.splitting import TWILIO_BODY_LIMIT, split_reply, utf16_len
 
 ZWJ = "\u200d"
 CODER = "👩\u200d💻"  # woman technologist: three code points, one glyph

@@ -15,8 +15,8 @@ from twilio.http import HttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-import shared.twilio_api as twilio_api
-from shared.twilio_api import (
+import shared.adapters.twilio_api as twilio_api
+from shared.adapters.twilio_api import (
     PERMANENT_CODES,
     SendPermanent,
     SendRetryable,

@@ -15,9 +15,9 @@ from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 
 from shared.config import Settings
-from shared.inbound import InboundMessage
+from shared.domain.inbound import InboundMessage
 from shared.log import JsonFormatter
-from shared.webhook import EMPTY_TWIML, FORM_TYPE, WebhookDeps, handle_webhook, signed_url, signed_urls
+from shared.handlers.webhook import EMPTY_TWIML, FORM_TYPE, WebhookDeps, handle_webhook, signed_url, signed_urls
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 SENDER = "whatsapp:+34600111222"
@@ -132,7 +132,7 @@ def no_raw_numbers_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 
 def webhook_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
     formatter = JsonFormatter()
-    return [json.loads(formatter.format(r)) for r in caplog.records if r.name == "shared.webhook"]
+    return [json.loads(formatter.format(r)) for r in caplog.records if r.name == "shared.handlers.webhook"]
 
 
 def test_valid_message_is_published_once_and_answered_with_empty_twiml(caplog: pytest.LogCaptureFixture) -> None:

@@ -23,9 +23,9 @@ from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 
 from shared.config import Settings
-from shared.inbound import InboundMessage, InvalidWebhook, parse_webhook
+from shared.domain.inbound import InboundMessage, InvalidWebhook, parse_webhook
 from shared.log import JsonFormatter
-from shared.webhook import FORM_TYPE, WebhookDeps, handle_webhook
+from shared.handlers.webhook import FORM_TYPE, WebhookDeps, handle_webhook
 
 TOKEN = "fuzz-auth-token-0123456789abcdef"
 LIMIT = 2048
@@ -83,7 +83,7 @@ class Records(logging.Handler):
 @pytest.fixture
 def records() -> Iterator[Records]:
     handler = Records()
-    logger = logging.getLogger("shared.webhook")
+    logger = logging.getLogger("shared.handlers.webhook")
     logger.addHandler(handler)
     previous = logger.level
     logger.setLevel(logging.DEBUG)

@@ -26,11 +26,11 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Protocol
 
 from shared import bootstrap
-from shared.conversation import DEAD_LETTERED, RECEIVED, Conversation, conversation_id, expire_at, utcnow
-from shared.inbound import InboundMessage, InvalidWebhook
+from shared.domain.conversation import DEAD_LETTERED, RECEIVED, Conversation, conversation_id, expire_at, utcnow
+from shared.domain.inbound import InboundMessage, InvalidWebhook
 from shared.log import mask_address
-from shared.processor import MAX_CONFLICT_RETRIES
-from shared.store import Conflict, ConversationStore
+from shared.handlers.processor import MAX_CONFLICT_RETRIES
+from shared.adapters.firestore_store import Conflict, ConversationStore
 
 
 @dataclass(frozen=True)

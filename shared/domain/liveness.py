@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
-from shared.conversation import (
+from shared.domain.conversation import (
     ANSWERED,
     FAILED,
     PROCESSING,

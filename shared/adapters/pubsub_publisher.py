@@ -7,7 +7,7 @@ from typing import Callable
 
 from google.cloud import pubsub_v1
 
-from shared.inbound import InboundMessage
+from shared.domain.inbound import InboundMessage
 
 class PublishFailed(Exception):
     """The message was not confirmed by Pub/Sub; the webhook answers 5xx so Twilio retries."""

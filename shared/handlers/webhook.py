@@ -19,7 +19,7 @@ from twilio.request_validator import RequestValidator
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from shared.config import Settings
-from shared.inbound import InboundMessage, InvalidWebhook, StatusCallback, parse_webhook
+from shared.domain.inbound import InboundMessage, InvalidWebhook, StatusCallback, parse_webhook
 from shared.log import mask_address, scrub
 
 log = logging.getLogger(__name__)

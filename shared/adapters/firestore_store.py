@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Protocol
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from shared.conversation import REMOVE, Conversation, Updates, nested
+from shared.domain.conversation import REMOVE, Conversation, Updates, nested
 
 
 class Conflict(Exception):

@@ -11,7 +11,7 @@ that recipient (see docs/decisions/0004-idempotency-records.md).
 
 A reply whose predecessor in the conversation is not finished waits (HTTP
 200, nothing done): the sender that finishes the predecessor hands off to it
-(shared/handoff.py). Every failed attempt counts toward SEND_MAX_ATTEMPTS.
+(shared/handlers/handoff.py). Every failed attempt counts toward SEND_MAX_ATTEMPTS.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
 
 from shared.config import Settings
-from shared.conversation import (
+from shared.domain.conversation import (
     ANSWERED,
     FAILED,
     FINISHED,
@@ -34,12 +34,12 @@ from shared.conversation import (
     finish_updates,
 )
 from shared.faults import FaultPoints, InjectedFault
-from shared.handoff import Queue, hand_off_next, its_turn
+from shared.handlers.handoff import Queue, hand_off_next, its_turn
 from shared.log import mask_address
-from shared.processor import FAILURE_RETENTION, MAX_CONFLICT_RETRIES
-from shared.store import Conflict, ConversationStore, failure_record
-from shared.tasks import SendTask
-from shared.twilio_api import SendPermanent, SendRetryable, SendUncertain
+from shared.handlers.processor import FAILURE_RETENTION, MAX_CONFLICT_RETRIES
+from shared.adapters.firestore_store import Conflict, ConversationStore, failure_record
+from shared.adapters.cloud_tasks import SendTask
+from shared.adapters.twilio_api import SendPermanent, SendRetryable, SendUncertain
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +280,7 @@ def handle_send_request(body: bytes, deps: SenderDeps) -> tuple[int, str]:
     """One Cloud Tasks delivery: 2xx finishes the task, anything else makes Cloud Tasks retry.
 
     Only real trouble answers non-2xx (Cloud Tasks slows the whole queue on
-    429 and 5xx): waiting for the reply before is a 200, see shared/handoff.py.
+    429 and 5xx): waiting for the reply before is a 200, see shared/handlers/handoff.py.
     """
     try:
         task = SendTask.from_json(body)

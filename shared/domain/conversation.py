@@ -10,7 +10,7 @@ docs/decisions/0004-idempotency-records.md):
     lastSeq      the sequence number given to the newest answered message
     doneSeq      every reply with seq <= doneSeq is finished (sent or failed)
     watch        present while a message is unfinished: when the reconciler
-                 should look at this conversation (shared/liveness.py)
+                 should look at this conversation (shared/domain/liveness.py)
     messages     {MessageSid: entry} for recent inbound messages: the dedupe
                  and progress records (status, seq, parts, sentParts, ...)
 

@@ -27,7 +27,7 @@ from google.oauth2 import id_token
 
 from shared.config import ConfigError, Settings
 
-logger = logging.getLogger("shared.auth")
+logger = logging.getLogger("shared.adapters.google_auth")
 
 GOOGLE_CERTS = "https://www.googleapis.com/oauth2/v1/certs"
 GOOGLE_ISSUERS = frozenset({"accounts.google.com", "https://accounts.google.com"})

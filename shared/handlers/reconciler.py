@@ -3,7 +3,7 @@
 Cloud Scheduler calls it every minute (``make stack`` does the same locally).
 It reads only conversations whose ``watch`` time has passed, which exist only
 while a message is unfinished, applies the liveness rules of
-shared/liveness.py with compare-and-set, then does what the plan says: create
+shared/domain/liveness.py with compare-and-set, then does what the plan says: create
 fresh send tasks, record the failures of closed messages, and hand off to the
 reply now in line. Safe to run at any moment and concurrently with itself and
 the pipeline: a conflicting write re-reads and decides again.
@@ -18,13 +18,13 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from shared.config import Settings
-from shared.conversation import applied
-from shared.handoff import Queue, hand_off_next
-from shared.liveness import LivenessRules, plan_reconcile
+from shared.domain.conversation import applied
+from shared.handlers.handoff import Queue, hand_off_next
+from shared.domain.liveness import LivenessRules, plan_reconcile
 from shared.log import mask_address
-from shared.processor import FAILURE_RETENTION, MAX_CONFLICT_RETRIES
-from shared.store import Conflict, ConversationStore, failure_record
-from shared.tasks import SendTask
+from shared.handlers.processor import FAILURE_RETENTION, MAX_CONFLICT_RETRIES
+from shared.adapters.firestore_store import Conflict, ConversationStore, failure_record
+from shared.adapters.cloud_tasks import SendTask
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from shared.conversation import Conversation
-from shared.tasks import SendTask
+from shared.domain.conversation import Conversation
+from shared.adapters.cloud_tasks import SendTask
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ Steps, each safe to repeat after a crash at any point (Pub/Sub delivers again):
 3. ask the model (or fall back to a friendly text when it is down);
 4. append the turn and give the reply its sequence number (compare-and-set);
 5. create the named send task for sender_fn, when it is the reply's turn
-   (otherwise the reply before it hands off, shared/handoff.py).
+   (otherwise the reply before it hands off, shared/handlers/handoff.py).
 
 The first claim also writes a dedupe marker in the same commit, so a
 redelivery is recognised however late it comes (docs/decisions/0008-liveness.md).
@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping, Protocol
 
 from shared.config import Settings
-from shared.conversation import (
+from shared.domain.conversation import (
     ANSWERED,
     DEAD_LETTERED,
     FINISHED,
@@ -40,11 +40,11 @@ from shared.conversation import (
     finish_updates,
 )
 from shared.faults import FaultPoints, InjectedFault
-from shared.inbound import InboundMessage, InvalidWebhook, describe_for_model
+from shared.domain.inbound import InboundMessage, InvalidWebhook, describe_for_model
 from shared.log import mask_address
-from shared.splitting import split_reply
-from shared.handoff import Queue, send_when_its_turn
-from shared.store import Conflict, ConversationStore, DedupeMarker, failure_record
+from shared.domain.splitting import split_reply
+from shared.handlers.handoff import Queue, send_when_its_turn
+from shared.adapters.firestore_store import Conflict, ConversationStore, DedupeMarker, failure_record
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Handlers: one pipeline step each (webhook, processor, sender, reconciler), on explicit dependencies."""

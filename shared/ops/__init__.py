@@ -1,0 +1,1 @@
+"""Operator commands (make failures, make replay), against the emulators or the cloud."""
