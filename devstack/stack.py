@@ -47,6 +47,8 @@ HOST = "127.0.0.1"
 # Local defaults; each is honoured from the environment when set (README).
 DEFAULT_ACCOUNT_SID = "AC00000000000000000000000000000000"
 DEFAULT_AUTH_TOKEN = "local-dev-auth-token"
+# Keys the conversation ids and log masks locally (Secret Manager in the cloud).
+DEFAULT_ADDRESS_HASH_KEY = "local-dev-address-hash-key"
 DEFAULT_WHATSAPP_FROM = "whatsapp:+14155238886"
 
 FUNCTIONS = {
@@ -87,12 +89,16 @@ class StackOptions:
     reconcile_interval_seconds: float = 60.0
     twilio_account_sid: str = DEFAULT_ACCOUNT_SID
     twilio_auth_token: str = DEFAULT_AUTH_TOKEN
+    address_hash_key: str = DEFAULT_ADDRESS_HASH_KEY
     twilio_whatsapp_from: str = DEFAULT_WHATSAPP_FROM
     twilio_api_base_url: str = ""
     openai_base_url: str = ""
     openai_api_key: str = ""
     openai_model: str = ""
     log_dir: Path = ROOT / ".stack" / "logs"
+    # The chat page on loopback, and the Twilio stand-in's status callbacks to the webhook (its ticks).
+    simulator: bool = True
+    status_callbacks: bool = True
     env: dict[str, str] = field(default_factory=dict)
     function_env: dict[str, dict[str, str]] = field(default_factory=dict)
     progress: Callable[[str], None] = lambda line: None
@@ -120,6 +126,7 @@ class StackOptions:
             webhook_port=int(env.get("WEBHOOK_PORT") or 8080),
             twilio_account_sid=env.get("TWILIO_ACCOUNT_SID") or DEFAULT_ACCOUNT_SID,
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or DEFAULT_AUTH_TOKEN,
+            address_hash_key=env.get("ADDRESS_HASH_KEY") or DEFAULT_ADDRESS_HASH_KEY,
             twilio_whatsapp_from=env.get("TWILIO_WHATSAPP_FROM") or DEFAULT_WHATSAPP_FROM,
             twilio_api_base_url=env.get("TWILIO_API_BASE_URL", ""),
             openai_base_url=env.get("OPENAI_BASE_URL", ""),
@@ -290,6 +297,7 @@ class Stack:
             "SECRET_SOURCE": "env",
             "TWILIO_ACCOUNT_SID": o.twilio_account_sid,
             "TWILIO_AUTH_TOKEN": o.twilio_auth_token,
+            "ADDRESS_HASH_KEY": o.address_hash_key,
             "TWILIO_WHATSAPP_FROM": o.twilio_whatsapp_from,
             "TWILIO_API_BASE_URL": o.twilio_api_base_url or (self.twilio.base_url if self.twilio else ""),
             "OPENAI_BASE_URL": o.openai_base_url or (self.openai.base_url if self.openai else ""),

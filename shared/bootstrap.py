@@ -13,13 +13,15 @@ import functools
 import logging
 from typing import TYPE_CHECKING
 
-from twilio.request_validator import RequestValidator
 from werkzeug.exceptions import Forbidden
 
 from shared import log
 from shared.adapters.google_auth import CallerRejected, CallerVerifier, build_verifier
 from shared.adapters.pubsub_publisher import Publisher
+from shared.adapters.secret_manager import OPENAI_API_KEY, TWILIO_AUTH_TOKEN
+from shared.adapters.twilio_signature import RotatingValidator
 from shared.config import Settings, get_settings
+from shared.domain.pseudonyms import Pseudonyms
 from shared.domain.conversation import utcnow
 from shared.faults import FaultPoints
 from shared.adapters.secret_manager import Secrets, build_secrets
@@ -91,13 +93,22 @@ def authorize(authorization: str | None) -> None:
 
 
 @functools.cache
-def _validator() -> RequestValidator:
-    return RequestValidator(secrets().twilio_auth_token())
+def pseudonyms() -> Pseudonyms:
+    """The deployment's keyed names for addresses; also installed for log masks."""
+    keyed = Pseudonyms(secrets().address_hash_key())
+    log.use_pseudonyms(keyed)
+    return keyed
+
+
+@functools.cache
+def _validator() -> RotatingValidator:
+    return RotatingValidator(secrets())
 
 
 @functools.cache
 def webhook_deps() -> WebhookDeps:
     s = settings()
+    pseudonyms()
     return WebhookDeps(
         settings=s,
         validator=_validator,
@@ -133,6 +144,7 @@ def model() -> ChatModel:
         max_retries=s.openai_max_retries,
         budget_seconds=s.model_budget_seconds,
         max_tokens=s.openai_max_tokens,
+        refresh_key=lambda: secrets().refresh(OPENAI_API_KEY),
     )
 
 
@@ -141,7 +153,8 @@ def processor_deps() -> ProcessorDeps:
     from shared.handlers.processor import ProcessorDeps
 
     return ProcessorDeps(
-        settings=settings(), store=store(), model=model(), queue=queue(), faults=faults(), clock=utcnow
+        settings=settings(), store=store(), model=model(), queue=queue(), faults=faults(), clock=utcnow,
+        ids=pseudonyms(),
     )
 
 
@@ -156,6 +169,7 @@ def twilio() -> TwilioGateway:
         auth_token=secrets().twilio_auth_token,
         api_base_url=s.twilio_api_base_url,
         timeout_seconds=s.twilio_timeout_seconds,
+        refresh_token=lambda: secrets().refresh(TWILIO_AUTH_TOKEN),
     )
 
 
@@ -163,6 +177,7 @@ def twilio() -> TwilioGateway:
 def sender_deps() -> SenderDeps:
     from shared.handlers.sender import SenderDeps
 
+    pseudonyms()
     return SenderDeps(settings=settings(), store=store(), twilio=twilio(), queue=queue(), faults=faults(), clock=utcnow)
 
 
@@ -170,6 +185,7 @@ def sender_deps() -> SenderDeps:
 def reconciler_deps() -> ReconcilerDeps:
     from shared.handlers.reconciler import ReconcilerDeps
 
+    pseudonyms()
     return ReconcilerDeps(settings=settings(), store=store(), queue=queue(), clock=utcnow)
 
 

@@ -141,6 +141,11 @@ class Settings:
     secret_source: str = "env"
     twilio_auth_token_secret: str = "twilio-auth-token"
     openai_api_key_secret: str = "openai-api-key"
+    address_hash_key_secret: str = "address-hash-key"
+    # Rotation: a rejected credential makes the process re-read its secret, at
+    # most this often; the previous value stays accepted for the overlap.
+    secret_refresh_interval_seconds: float = 60.0
+    secret_overlap_seconds: float = 3600.0
     # Only read when secret_source == "env" (the local fallback).
     env_secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -205,9 +210,12 @@ class Settings:
             secret_source=secret_source,
             twilio_auth_token_secret=_text(env, "TWILIO_AUTH_TOKEN_SECRET", d.twilio_auth_token_secret),
             openai_api_key_secret=_text(env, "OPENAI_API_KEY_SECRET", d.openai_api_key_secret),
+            address_hash_key_secret=_text(env, "ADDRESS_HASH_KEY_SECRET", d.address_hash_key_secret),
+            secret_refresh_interval_seconds=_float(env, "SECRET_REFRESH_INTERVAL_SECONDS", d.secret_refresh_interval_seconds, 0.0, 3600.0),
+            secret_overlap_seconds=_float(env, "SECRET_OVERLAP_SECONDS", d.secret_overlap_seconds, 0.0, 7 * 24 * 3600.0),
             env_secrets={
                 name: env[name]
-                for name in ("TWILIO_AUTH_TOKEN", "OPENAI_API_KEY")
+                for name in ("TWILIO_AUTH_TOKEN", "OPENAI_API_KEY", "ADDRESS_HASH_KEY")
                 if env.get(name)
             },
             auth_audience=_text(env, "AUTH_AUDIENCE"),

@@ -9,12 +9,15 @@ a log: callers log :func:`mask_address` or the conversation id instead.
 from __future__ import annotations
 
 import contextvars
-import hashlib
 import json
 import logging
+import re
+import secrets
 import sys
 from datetime import datetime, timezone
 from typing import Any, Mapping
+
+from shared.domain.pseudonyms import Pseudonyms
 
 _trace: contextvars.ContextVar[str] = contextvars.ContextVar("trace", default="")
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -35,16 +38,25 @@ def trace_from_headers(headers: Mapping[str, str]) -> str | None:
     return headers.get("X-Cloud-Trace-Context") or headers.get("traceparent")
 
 
-def mask_address(address: str) -> str:
-    """A stable, non-reversible label for a sender: ``whatsapp:+34…222#1a2b3c``.
+# Until the composition root installs the deployment's key, masks are keyed
+# with a random key of this process: still one-way, just not comparable
+# across processes.
+_pseudonyms = Pseudonyms(secrets.token_bytes(32))
 
-    Enough to tell users apart in logs and support tickets, never the number.
+
+def use_pseudonyms(pseudonyms: Pseudonyms) -> None:
+    """Mask addresses with the deployment's key (shared/bootstrap.py, once per process)."""
+    global _pseudonyms
+    _pseudonyms = pseudonyms
+
+
+def mask_address(address: str) -> str:
+    """A stable, keyed, one-way label for a sender: ``whatsapp:#3f9c0a71d2``.
+
+    Enough to tell users apart in logs and support tickets, never the number
+    (shared/domain/pseudonyms.py).
     """
-    channel, _, rest = address.rpartition(":")
-    digest = hashlib.sha256(address.encode()).hexdigest()[:6]
-    tail = rest[-3:] if len(rest) > 6 else ""
-    prefix = f"{channel}:" if channel else ""
-    return f"{prefix}…{tail}#{digest}"
+    return _pseudonyms.mask(address)
 
 
 def scrub(text: str, address: str) -> str:
@@ -61,6 +73,16 @@ def scrub(text: str, address: str) -> str:
     for variant in sorted((v for v in variants if len(v) > 3), key=len, reverse=True):
         text = text.replace(variant, masked)
     return text
+
+
+# API keys as providers quote them back in errors ("Incorrect API key
+# provided: sk-proj-****abcd"), even partly masked; Twilio auth tokens are 32 hex.
+_CREDENTIALS = re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_*\-]{3,}|\b[0-9a-f]{32}\b")
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with anything shaped like an API key or an auth token replaced."""
+    return _CREDENTIALS.sub("[redacted]", text)
 
 
 class JsonFormatter(logging.Formatter):

@@ -55,20 +55,23 @@ locals {
   # the preconditions in pubsub.tf check at plan time.
   env = {
     webhook = {
-      FUNCTION_SOURCE             = "webhook_fn/main.py"
-      FUNCTION_TARGET             = "webhook"
-      FUNCTION_SIGNATURE_TYPE     = "http"
-      THREADS                     = tostring(var.concurrency.webhook)
-      GOOGLE_CLOUD_PROJECT        = var.project_id
-      LOG_LEVEL                   = var.log_level
-      SECRET_SOURCE               = "secretmanager" #checkov:skip=CKV_SECRET_6:Names where secrets are read from; not a secret.
-      TWILIO_AUTH_TOKEN_SECRET    = google_secret_manager_secret.secret["twilio_auth_token"].secret_id
-      PUBLIC_WEBHOOK_URL          = local.webhook_public_url
-      TRUST_FORWARDED_HEADERS     = tostring(var.trust_forwarded_headers)
-      PUBSUB_TOPIC                = google_pubsub_topic.inbound.name
-      WEBHOOK_MAX_BODY_BYTES      = tostring(var.webhook_max_body_bytes)
-      PUBLISH_MAX_LATENCY_SECONDS = tostring(var.publish_max_latency_seconds)
-      LOG_USAGE                   = tostring(var.log_usage)
+      FUNCTION_SOURCE                 = "webhook_fn/main.py"
+      FUNCTION_TARGET                 = "webhook"
+      FUNCTION_SIGNATURE_TYPE         = "http"
+      THREADS                         = tostring(var.concurrency.webhook)
+      GOOGLE_CLOUD_PROJECT            = var.project_id
+      LOG_LEVEL                       = var.log_level
+      SECRET_SOURCE                   = "secretmanager" #checkov:skip=CKV_SECRET_6:Names where secrets are read from; not a secret.
+      TWILIO_AUTH_TOKEN_SECRET        = google_secret_manager_secret.secret["twilio_auth_token"].secret_id
+      ADDRESS_HASH_KEY_SECRET         = google_secret_manager_secret.secret["address_hash_key"].secret_id
+      SECRET_REFRESH_INTERVAL_SECONDS = tostring(var.secret_refresh_interval_seconds)
+      SECRET_OVERLAP_SECONDS          = tostring(var.secret_overlap_seconds)
+      PUBLIC_WEBHOOK_URL              = local.webhook_public_url
+      TRUST_FORWARDED_HEADERS         = tostring(var.trust_forwarded_headers)
+      PUBSUB_TOPIC                    = google_pubsub_topic.inbound.name
+      WEBHOOK_MAX_BODY_BYTES          = tostring(var.webhook_max_body_bytes)
+      PUBLISH_MAX_LATENCY_SECONDS     = tostring(var.publish_max_latency_seconds)
+      LOG_USAGE                       = tostring(var.log_usage)
     }
 
     processor = {
@@ -80,6 +83,9 @@ locals {
       LOG_LEVEL                       = var.log_level
       SECRET_SOURCE                   = "secretmanager" #checkov:skip=CKV_SECRET_6:Names where secrets are read from; not a secret.
       OPENAI_API_KEY_SECRET           = google_secret_manager_secret.secret["openai_api_key"].secret_id
+      ADDRESS_HASH_KEY_SECRET         = google_secret_manager_secret.secret["address_hash_key"].secret_id
+      SECRET_REFRESH_INTERVAL_SECONDS = tostring(var.secret_refresh_interval_seconds)
+      SECRET_OVERLAP_SECONDS          = tostring(var.secret_overlap_seconds)
       FIRESTORE_DATABASE              = google_firestore_database.main.name
       PUBSUB_DEAD_LETTER_SUBSCRIPTION = var.dead_letter_subscription
       CONVERSATION_TTL_SECONDS        = tostring(var.conversation_ttl_seconds)
@@ -114,33 +120,36 @@ locals {
     }
 
     sender = {
-      FUNCTION_SOURCE               = "sender_fn/main.py"
-      FUNCTION_TARGET               = "send"
-      FUNCTION_SIGNATURE_TYPE       = "http"
-      THREADS                       = tostring(var.concurrency.sender)
-      GOOGLE_CLOUD_PROJECT          = var.project_id
-      LOG_LEVEL                     = var.log_level
-      SECRET_SOURCE                 = "secretmanager" #checkov:skip=CKV_SECRET_6:Names where secrets are read from; not a secret.
-      TWILIO_AUTH_TOKEN_SECRET      = google_secret_manager_secret.secret["twilio_auth_token"].secret_id
-      FIRESTORE_DATABASE            = google_firestore_database.main.name
-      TWILIO_ACCOUNT_SID            = var.twilio_account_sid
-      TWILIO_WHATSAPP_FROM          = var.twilio_whatsapp_from
-      SEND_MAX_ATTEMPTS             = tostring(var.send_max_attempts)
-      AUTH_AUDIENCE                 = local.sender_url
-      AUTH_ALLOWED_SERVICE_ACCOUNTS = google_service_account.identity["tasks_invoker"].email
-      SENDER_URL                    = local.sender_url
-      TASKS_QUEUE                   = google_cloud_tasks_queue.outbound.name
-      TASKS_LOCATION                = google_cloud_tasks_queue.outbound.location
-      TASKS_SERVICE_ACCOUNT         = google_service_account.identity["tasks_invoker"].email
-      CONVERSATIONS_COLLECTION      = local.collections.conversations
-      FAILURES_COLLECTION           = local.collections.failures
-      TWILIO_TIMEOUT_SECONDS        = tostring(var.twilio_timeout_seconds)
-      TWILIO_API_BASE_URL           = var.twilio_api_base_url
-      LIVENESS_SECONDS              = tostring(var.liveness_seconds)
-      RECONCILE_AFTER_SECONDS       = tostring(var.reconcile_after_seconds)
-      PROCESSING_LEASE_SECONDS      = tostring(var.processor_ack_deadline_seconds)
-      MODEL_BUDGET_SECONDS          = tostring(var.model_budget_seconds)
-      LOG_USAGE                     = tostring(var.log_usage)
+      FUNCTION_SOURCE                 = "sender_fn/main.py"
+      FUNCTION_TARGET                 = "send"
+      FUNCTION_SIGNATURE_TYPE         = "http"
+      THREADS                         = tostring(var.concurrency.sender)
+      GOOGLE_CLOUD_PROJECT            = var.project_id
+      LOG_LEVEL                       = var.log_level
+      SECRET_SOURCE                   = "secretmanager" #checkov:skip=CKV_SECRET_6:Names where secrets are read from; not a secret.
+      TWILIO_AUTH_TOKEN_SECRET        = google_secret_manager_secret.secret["twilio_auth_token"].secret_id
+      ADDRESS_HASH_KEY_SECRET         = google_secret_manager_secret.secret["address_hash_key"].secret_id
+      SECRET_REFRESH_INTERVAL_SECONDS = tostring(var.secret_refresh_interval_seconds)
+      SECRET_OVERLAP_SECONDS          = tostring(var.secret_overlap_seconds)
+      FIRESTORE_DATABASE              = google_firestore_database.main.name
+      TWILIO_ACCOUNT_SID              = var.twilio_account_sid
+      TWILIO_WHATSAPP_FROM            = var.twilio_whatsapp_from
+      SEND_MAX_ATTEMPTS               = tostring(var.send_max_attempts)
+      AUTH_AUDIENCE                   = local.sender_url
+      AUTH_ALLOWED_SERVICE_ACCOUNTS   = google_service_account.identity["tasks_invoker"].email
+      SENDER_URL                      = local.sender_url
+      TASKS_QUEUE                     = google_cloud_tasks_queue.outbound.name
+      TASKS_LOCATION                  = google_cloud_tasks_queue.outbound.location
+      TASKS_SERVICE_ACCOUNT           = google_service_account.identity["tasks_invoker"].email
+      CONVERSATIONS_COLLECTION        = local.collections.conversations
+      FAILURES_COLLECTION             = local.collections.failures
+      TWILIO_TIMEOUT_SECONDS          = tostring(var.twilio_timeout_seconds)
+      TWILIO_API_BASE_URL             = var.twilio_api_base_url
+      LIVENESS_SECONDS                = tostring(var.liveness_seconds)
+      RECONCILE_AFTER_SECONDS         = tostring(var.reconcile_after_seconds)
+      PROCESSING_LEASE_SECONDS        = tostring(var.processor_ack_deadline_seconds)
+      MODEL_BUDGET_SECONDS            = tostring(var.model_budget_seconds)
+      LOG_USAGE                       = tostring(var.log_usage)
     }
 
     # Finishes messages stuck past their deadline: re-creates the reply task
@@ -153,6 +162,8 @@ locals {
       THREADS                       = tostring(var.concurrency.reconciler)
       GOOGLE_CLOUD_PROJECT          = var.project_id
       LOG_LEVEL                     = var.log_level
+      SECRET_SOURCE                 = "secretmanager" #checkov:skip=CKV_SECRET_6:Names where secrets are read from; not a secret.
+      ADDRESS_HASH_KEY_SECRET       = google_secret_manager_secret.secret["address_hash_key"].secret_id
       FIRESTORE_DATABASE            = google_firestore_database.main.name
       CONVERSATIONS_COLLECTION      = local.collections.conversations
       FAILURES_COLLECTION           = local.collections.failures

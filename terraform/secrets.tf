@@ -7,6 +7,7 @@ resource "google_secret_manager_secret" "secret" {
   for_each = {
     twilio_auth_token = var.twilio_auth_token_secret_id
     openai_api_key    = var.openai_api_key_secret_id
+    address_hash_key  = var.address_hash_key_secret_id
   }
 
   project   = var.project_id
@@ -33,4 +34,20 @@ resource "google_secret_manager_secret_iam_member" "accessor" {
   secret_id = google_secret_manager_secret.secret[each.value].secret_id
   role      = "roles/secretmanager.secretAccessor"
   member    = google_service_account.identity[each.key].member
+}
+
+# Every service names users by a keyed hash of their address (conversation ids,
+# log masks; shared/domain/pseudonyms.py), so each reads the hash key.
+resource "google_secret_manager_secret_iam_member" "address_hash_key_accessor" {
+  for_each = {
+    webhook    = google_service_account.identity["webhook"].member
+    processor  = google_service_account.identity["processor"].member
+    sender     = google_service_account.identity["sender"].member
+    reconciler = google_service_account.identity["reconciler"].member
+  }
+
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.secret["address_hash_key"].secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = each.value
 }

@@ -590,6 +590,34 @@ variable "openai_api_key_secret_id" {
   default     = "openai-api-key"
 }
 
+variable "address_hash_key_secret_id" {
+  type        = string
+  description = "Secret Manager secret holding the key of the address hashes: conversation ids and log masks (env ADDRESS_HASH_KEY_SECRET). Set once; a new key makes every conversation start afresh."
+  default     = "address-hash-key"
+}
+
+variable "secret_refresh_interval_seconds" {
+  type        = number
+  description = "After a refused credential, a service re-reads its secret at most this often (env SECRET_REFRESH_INTERVAL_SECONDS): rotation without a redeploy."
+  default     = 60
+
+  validation {
+    condition     = var.secret_refresh_interval_seconds >= 0 && var.secret_refresh_interval_seconds <= 3600
+    error_message = "secret_refresh_interval_seconds must be between 0 and 3600."
+  }
+}
+
+variable "secret_overlap_seconds" {
+  type        = number
+  description = "How long the Twilio auth token a rotation replaced is still accepted on webhooks (env SECRET_OVERLAP_SECONDS)."
+  default     = 3600
+
+  validation {
+    condition     = var.secret_overlap_seconds >= 0 && var.secret_overlap_seconds <= 604800
+    error_message = "secret_overlap_seconds must be between 0 and 604800."
+  }
+}
+
 # ------------------------------------------------------- runtime settings ---
 
 variable "log_level" {

@@ -7,6 +7,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
 from shared.domain.conversation import Conversation, Updates, applied, nested
+from shared.domain.pseudonyms import Pseudonyms
+
+# The unit tests' address key; ids and masks are keyed as in production.
+IDS = Pseudonyms("unit-test-address-hash-key")
+conversation_id = IDS.conversation_id
 from shared.adapters.firestore_store import Conflict, DedupeMarker, OpCounter, Snapshot
 from shared.adapters.cloud_tasks import SendTask
 

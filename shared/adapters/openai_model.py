@@ -11,6 +11,8 @@ from typing import Callable
 
 import openai
 
+from shared.log import redact_credentials
+
 log = logging.getLogger(__name__)
 
 # The SDK's own backoff between attempts, used when the server names no wait.
@@ -74,7 +76,9 @@ class ChatModel:
         max_tokens: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        refresh_key: Callable[[], bool] = lambda: False,
     ) -> None:
+        self._refresh_key = refresh_key
         self._model = model
         self._system_prompt = system_prompt
         self._api_key = api_key
@@ -123,6 +127,7 @@ class ChatModel:
         deadline = self._clock() + self._budget
         extra = {"max_tokens": self._max_tokens} if self._max_tokens else {}
         attempt = 0
+        refreshed = False
         while True:
             remaining = deadline - self._clock()
             try:
@@ -130,7 +135,14 @@ class ChatModel:
                     model=self._model, messages=messages, timeout=min(self._timeout, remaining), **extra
                 )
             except openai.OpenAIError as exc:
-                failure = f"{type(exc).__name__}: {exc}"[:300]
+                # OpenAI quotes the (partly masked) key back in a 401: never keep it.
+                failure = redact_credentials(f"{type(exc).__name__}: {exc}")[:300]
+                if isinstance(exc, openai.AuthenticationError) and not refreshed and self._refresh_key():
+                    # The key was rotated: a client with the new one tries again at once.
+                    refreshed = True
+                    with self._lock:
+                        self._client = None
+                    continue
                 if not _retryable(exc) or attempt >= self._max_retries:
                     raise ModelUnavailable(failure) from exc
                 asked = retry_after_seconds(exc) if isinstance(exc, openai.APIStatusError) else None

@@ -1,10 +1,17 @@
 """The one place the Twilio auth token and the OpenAI key come from.
 
-In the cloud both live in Secret Manager and are read once per instance, then
+In the cloud they live in Secret Manager and are read once per instance, then
 kept in memory: after warm-up a message costs no Secret Manager call. Locally
 (``SECRET_SOURCE=env``) they come from the environment through
 :class:`shared.config.Settings`. Values are never logged and never appear in
 an exception message; resource names and variable names do.
+
+Rotation needs no redeploy: when a credential is refused (a webhook signature
+that does not match, a 401 from Twilio or OpenAI), the caller asks
+:meth:`refresh`, which re-reads the secret at most once per
+SECRET_REFRESH_INTERVAL_SECONDS; the value it replaces stays available from
+:meth:`previous` for SECRET_OVERLAP_SECONDS, so webhooks signed with the old
+token during the switch still pass. README.md, "Rotating a secret".
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -28,6 +36,7 @@ _log = logging.getLogger(__name__)
 
 TWILIO_AUTH_TOKEN = "TWILIO_AUTH_TOKEN"
 OPENAI_API_KEY = "OPENAI_API_KEY"
+ADDRESS_HASH_KEY = "ADDRESS_HASH_KEY"
 
 _SECRET_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
 _SECRET_NAME = re.compile(r"projects/[^/]+/secrets/[A-Za-z0-9_-]{1,255}")
@@ -63,6 +72,16 @@ class Secrets(Protocol):
     def twilio_auth_token(self) -> str: ...
 
     def openai_api_key(self) -> str: ...
+
+    def address_hash_key(self) -> str: ...
+
+    def refresh(self, name: str) -> bool:
+        """Re-read secret ``name`` (TWILIO_AUTH_TOKEN, ...) if allowed now; True if its value changed."""
+        ...
+
+    def previous(self, name: str) -> str | None:
+        """The value ``name`` had before its last change, while the overlap lasts."""
+        ...
 
 
 def crc32c(data: bytes) -> int:
@@ -111,6 +130,16 @@ class EnvSecrets:
     def openai_api_key(self) -> str:
         return self._get(OPENAI_API_KEY)
 
+    def address_hash_key(self) -> str:
+        return self._get(ADDRESS_HASH_KEY)
+
+    def refresh(self, name: str) -> bool:
+        """The environment does not change under a running process."""
+        return False
+
+    def previous(self, name: str) -> str | None:
+        return None
+
 
 class SecretManagerSecrets:
     """Secret Manager source, read once per secret and then served from memory.
@@ -131,13 +160,24 @@ class SecretManagerSecrets:
         self,
         settings: Settings,
         client_factory: Callable[[], SecretManagerServiceClient],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._twilio_name = secret_version_name(settings.twilio_auth_token_secret, settings.project_id)
         self._openai_name = secret_version_name(settings.openai_api_key_secret, settings.project_id)
+        self._names = {
+            TWILIO_AUTH_TOKEN: self._twilio_name,
+            OPENAI_API_KEY: self._openai_name,
+            ADDRESS_HASH_KEY: secret_version_name(settings.address_hash_key_secret, settings.project_id),
+        }
         self._client_factory = client_factory
         self._client: SecretManagerServiceClient | None = None
         self._cache: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._clock = clock
+        self._refresh_interval = settings.secret_refresh_interval_seconds
+        self._overlap = settings.secret_overlap_seconds
+        self._refreshed_at: dict[str, float] = {}
+        self._previous: dict[str, tuple[str, float]] = {}
         self.access_count = 0
 
     @property
@@ -150,6 +190,33 @@ class SecretManagerSecrets:
 
     def openai_api_key(self) -> str:
         return self._get(self._openai_name)
+
+    def address_hash_key(self) -> str:
+        return self._get(self._names[ADDRESS_HASH_KEY])
+
+    def refresh(self, name: str) -> bool:
+        resource = self._names[name]
+        with self._lock:
+            now = self._clock()
+            last = self._refreshed_at.get(resource)
+            if last is not None and now - last < self._refresh_interval:
+                return False
+            self._refreshed_at[resource] = now
+            value = self._access(resource)
+            old = self._cache.get(resource)
+            self._cache[resource] = value
+            if old is None or old == value:
+                return old is None
+            self._previous[resource] = (old, now)
+        _log.warning("secret changed; the previous value stays accepted for the overlap",
+                     extra={"event": "secret_rotated", "secret": resource, "overlap_seconds": self._overlap})
+        return True
+
+    def previous(self, name: str) -> str | None:
+        kept = self._previous.get(self._names[name])
+        if kept is None or self._clock() - kept[1] > self._overlap:
+            return None
+        return kept[0]
 
     def _get(self, resource: str) -> str:
         cached = self._cache.get(resource)

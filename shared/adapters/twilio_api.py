@@ -18,7 +18,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioS
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from shared.log import scrub
+from shared.log import redact_credentials, scrub
 
 # Errors that another attempt will not fix. 63018 (WhatsApp rate or tier limit)
 # is here because Twilio already queues for throughput; when it still refuses,
@@ -71,7 +71,7 @@ def classify(exc: TwilioRestException | TwilioServiceException, address: str = "
         text = f"{exc.title}: {exc.detail}" if exc.detail else str(exc.title)
     else:
         text = str(exc.msg)
-    detail = scrub(text, address)
+    detail = redact_credentials(scrub(text, address))
     if code in PERMANENT_CODES:
         return SendPermanent(code, detail)
     if status in RETRYABLE_STATUS or status >= 500:
@@ -90,8 +90,10 @@ class TwilioGateway:
         auth_token: Callable[[], str],
         api_base_url: str,
         timeout_seconds: float,
+        refresh_token: Callable[[], bool] = lambda: False,
     ) -> None:
         self._account_sid = account_sid
+        self._refresh_token = refresh_token
         self._from = from_address
         self._auth_token = auth_token
         self._base_url = api_base_url
@@ -116,13 +118,33 @@ class TwilioGateway:
         return self._client
 
     def send(self, to: str, body: str) -> str:
-        """Return Twilio's message SID; raise SendRetryable, SendPermanent or SendUncertain."""
+        """Return Twilio's message SID; raise SendRetryable, SendPermanent or SendUncertain.
+
+        A 401 means the auth token was rotated under us: with a new token
+        from Secret Manager the send is tried once more (a 401 sent nothing).
+        """
+        try:
+            return self._send(to, body)
+        except _Unauthorized as unauthorized:
+            if not self._refresh_token():
+                raise unauthorized.error from None
+            with self._lock:
+                self._client = None
+            try:
+                return self._send(to, body)
+            except _Unauthorized as again:
+                raise again.error from None
+
+    def _send(self, to: str, body: str) -> str:
         self.calls += 1
         try:
             message = self.client.messages.create(from_=self._from, to=to, body=body)
         except (TwilioRestException, TwilioServiceException) as exc:
             # Not chained: the original's message quotes the destination unmasked.
-            raise _after_send(classify(exc, to), exc) from None
+            error = _after_send(classify(exc, to), exc)
+            if exc.status == 401:
+                raise _Unauthorized(error) from None
+            raise error from None
         except requests.exceptions.ConnectTimeout as exc:
             raise SendRetryable(f"could not connect to Twilio: {exc}") from exc
         except requests.exceptions.RequestException as exc:
@@ -164,6 +186,14 @@ class TwilioGateway:
             if created is not None and created >= floor:
                 return str(message.sid)
         return None
+
+
+class _Unauthorized(Exception):
+    """Twilio refused our credentials; carries the error to raise if a new token does not help."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _after_send(error: Exception, exc: TwilioRestException | TwilioServiceException) -> Exception:

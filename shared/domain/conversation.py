@@ -24,7 +24,6 @@ the store applies them atomically against the version they were computed from.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
@@ -53,11 +52,6 @@ class Remove:
 
 REMOVE = Remove()
 Updates = dict[str, Any]
-
-
-def conversation_id(address: str) -> str:
-    """Document id for a sender address, as given (it may be a username, not a number)."""
-    return hashlib.sha256(address.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

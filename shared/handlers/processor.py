@@ -36,10 +36,10 @@ from shared.domain.conversation import (
     applied,
     cap_text,
     claim_updates,
-    conversation_id,
     finish_updates,
 )
 from shared.faults import FaultPoints, InjectedFault
+from shared.domain.pseudonyms import Pseudonyms
 from shared.domain.inbound import InboundMessage, InvalidWebhook, describe_for_model
 from shared.log import mask_address
 from shared.domain.splitting import split_reply
@@ -68,6 +68,7 @@ class ProcessorDeps:
     queue: Queue
     faults: FaultPoints
     clock: Callable[[], datetime]
+    ids: Pseudonyms
 
 
 def _log(level: int, message: str, msg: InboundMessage, **fields: Any) -> None:
@@ -77,7 +78,7 @@ def _log(level: int, message: str, msg: InboundMessage, **fields: Any) -> None:
 def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
     """Answer ``msg`` unless that already happened; return what was done."""
     settings, store = deps.settings, deps.store
-    cid = conversation_id(msg.sender)
+    cid = deps.ids.conversation_id(msg.sender)
     marker_conflict = False
     for _ in range(MAX_CONFLICT_RETRIES):
         snap = store.load(cid)
@@ -189,7 +190,7 @@ def record_dead_letter(msg: InboundMessage, deps: ProcessorDeps, delivery_attemp
     gone is not re-created: the failure record is enough, and a new document
     would carry the address without the data that makes it expire.
     """
-    cid = conversation_id(msg.sender)
+    cid = deps.ids.conversation_id(msg.sender)
     store = deps.store
     reason = f"dead-lettered after {delivery_attempts or 'max'} delivery attempts"
     for _ in range(MAX_CONFLICT_RETRIES):
@@ -235,7 +236,7 @@ def note_error(msg: InboundMessage, deps: ProcessorDeps, error: str) -> None:
 
     Freeing the lease lets the redelivery start at once instead of waiting it out.
     """
-    cid = conversation_id(msg.sender)
+    cid = deps.ids.conversation_id(msg.sender)
     try:
         snap = deps.store.load(cid)
         status = snap.conversation.entry(msg.sid).get("status")

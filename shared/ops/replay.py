@@ -26,9 +26,9 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Protocol
 
 from shared import bootstrap
-from shared.domain.conversation import DEAD_LETTERED, RECEIVED, Conversation, conversation_id, expire_at, utcnow
+from shared.domain.conversation import DEAD_LETTERED, RECEIVED, Conversation, expire_at, utcnow
+from shared.domain.pseudonyms import Pseudonyms
 from shared.domain.inbound import InboundMessage, InvalidWebhook
-from shared.log import mask_address
 from shared.handlers.processor import MAX_CONFLICT_RETRIES
 from shared.adapters.firestore_store import Conflict, ConversationStore
 
@@ -48,9 +48,9 @@ class DeadLetters(Protocol):
     def ack(self, ack_ids: list[str]) -> None: ...
 
 
-def reopen(store: ConversationStore, msg: InboundMessage, now: datetime, ttl_seconds: int) -> str:
+def reopen(store: ConversationStore, ids: Pseudonyms, msg: InboundMessage, now: datetime, ttl_seconds: int) -> str:
     """Make a dead-lettered message answerable again; returns what was found."""
-    cid = conversation_id(msg.sender)
+    cid = ids.conversation_id(msg.sender)
     for _ in range(MAX_CONFLICT_RETRIES):
         snap = store.load(cid)
         conv: Conversation = snap.conversation
@@ -76,6 +76,7 @@ def reopen(store: ConversationStore, msg: InboundMessage, now: datetime, ttl_sec
 
 def replay(
     store: ConversationStore,
+    ids: Pseudonyms,
     dead_letters: DeadLetters,
     clock: Callable[[], datetime],
     ttl_seconds: int,
@@ -89,11 +90,11 @@ def replay(
     lines: list[str] = []
     for item in sorted(chosen, key=lambda h: (h.message.received_at or 0, h.published)):
         msg = item.message
-        outcome = reopen(store, msg, clock(), ttl_seconds)
+        outcome = reopen(store, ids, msg, clock(), ttl_seconds)
         if outcome == "reopened":
             dead_letters.republish(msg)
         dead_letters.ack([item.ack_id])
-        lines.append(f"{msg.sid}  {mask_address(msg.sender):22}  {'replayed' if outcome == 'reopened' else outcome}")
+        lines.append(f"{msg.sid}  {ids.mask(msg.sender):22}  {'replayed' if outcome == 'reopened' else outcome}")
     missing = wanted - {h.message.sid for h in held}
     lines += [f"{sid}  not in the dead-letter hold subscription" for sid in sorted(missing)]
     return lines
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = bootstrap.settings()
     dead_letters = PubSubDeadLetters(settings.project_id, args.hold_subscription, settings.inbound_topic)
-    lines = replay(bootstrap.store(), dead_letters, utcnow, settings.conversation_ttl_seconds, args.sids, args.limit)
+    lines = replay(bootstrap.store(), bootstrap.pseudonyms(), dead_letters, utcnow, settings.conversation_ttl_seconds, args.sids, args.limit)
     print("\n".join(lines) if lines else "no dead-lettered messages waiting")
     return 0
 

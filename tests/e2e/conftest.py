@@ -10,7 +10,8 @@ from google.cloud import firestore
 
 from devstack.stack import Stack
 from devstack.twilio_stub import inbound_message, new_sid, sign_and_post
-from shared.domain.conversation import Conversation, conversation_id
+from shared.domain.conversation import Conversation
+from shared.domain.pseudonyms import Pseudonyms
 from tests.plugin import wait_until
 
 
@@ -51,8 +52,12 @@ class Pipeline:
         """The message lists of every model call whose last user turn is ``text``."""
         return [r.messages for r in self.model.requests if r.messages and r.messages[-1].get("content") == text]
 
+    def conversation_id(self, user: str) -> str:
+        """The document id the functions use: keyed with the stack's address hash key."""
+        return Pseudonyms(self.stack.options.address_hash_key).conversation_id(user)
+
     def conversation(self, user: str) -> Conversation:
-        snap = self.db.collection("conversations").document(conversation_id(user)).get()
+        snap = self.db.collection("conversations").document(self.conversation_id(user)).get()
         return Conversation(snap.to_dict() or {})
 
     def failure(self, sid: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from google.cloud import pubsub_v1, tasks_v2
 
 from devstack.stack import ROOT
 from devstack.twilio_stub import body_starts_with, new_sid, sign_and_post
-from shared.domain.conversation import Conversation, conversation_id
+from shared.domain.conversation import Conversation
 from shared.domain.inbound import InboundMessage
 from shared.adapters.cloud_tasks import SendTask, emulator_client
 from tests.plugin import Ledger, unique_user, wait_until
@@ -103,7 +103,7 @@ def test_cloud_tasks_redelivery_sends_once(pipeline, ledger) -> None:
     _, sid, _ = pipeline.post(user, "send me once")
     pipeline.wait_replies(user, 1)
     client = emulator_client(stack.tasks.address)
-    task = SendTask(conversation_id(user), sid, 1)
+    task = SendTask(pipeline.conversation_id(user), sid, 1)
     # Cloud Tasks may run a task more than once: more tasks for the same reply, under other names.
     for n in range(3):
         client.create_task(
@@ -239,7 +239,7 @@ def test_a_dead_lettered_message_is_recorded_with_its_reason(pipeline, ledger) -
     assert record["status"] == "dead_lettered" and record["stage"] == "processor"
     assert f"after {stack.options.max_delivery_attempts} delivery attempts" in record["reason"]
     # Never taken on: no conversation document is made for it (it would hold the address with nothing to expire it).
-    assert not pipeline.db.collection("conversations").document(conversation_id(user)).get().exists
+    assert not pipeline.db.collection("conversations").document(pipeline.conversation_id(user)).get().exists
     assert pipeline.replies(user) == []
     env = {**os.environ, "FIRESTORE_EMULATOR_HOST": stack.firestore.host, "PUBSUB_EMULATOR_HOST": stack.pubsub.host,
            "GOOGLE_CLOUD_PROJECT": stack.options.project, "PYTHONPATH": str(ROOT)}
@@ -332,7 +332,7 @@ def test_a_send_task_that_ran_out_is_recreated_by_the_reconciler(pipeline, ledge
     wait_until(lambda: any(to == user for to, _ in pipeline.twilio.attempts), timeout=30)
     # The task is gone, as after Cloud Tasks' max attempts or retry duration.
     client = emulator_client(stack.tasks.address)
-    name = f"{stack.queue_path}/tasks/{SendTask(conversation_id(user), sid, 1).task_id}"
+    name = f"{stack.queue_path}/tasks/{SendTask(pipeline.conversation_id(user), sid, 1).task_id}"
     try:
         client.delete_task(name=name)
     except Exception:  # noqa: BLE001 - it may have run again already; then nothing was lost
@@ -382,13 +382,13 @@ def test_a_late_redelivery_after_the_conversation_expired_is_not_answered(pipeli
     _, sid, _ = pipeline.post(user, "answered long ago")
     assert_exactly(pipeline, ledger, user, [offline("answered long ago")])
     # Firestore's TTL policy deleted the conversation; Pub/Sub then redelivers the message.
-    pipeline.db.collection("conversations").document(conversation_id(user)).delete()
+    pipeline.db.collection("conversations").document(pipeline.conversation_id(user)).delete()
     _publish(pipeline.stack, InboundMessage(sid=sid, sender=user, recipient="whatsapp:+14155238886", body="answered long ago"))
     ledger.duplicates_injected += 1
     settle(3)
     assert len(pipeline.replies(user)) == 1
     assert len(pipeline.model_requests_for("answered long ago")) == 1
-    assert not pipeline.db.collection("conversations").document(conversation_id(user)).get().exists
+    assert not pipeline.db.collection("conversations").document(pipeline.conversation_id(user)).get().exists
 
 
 def test_a_burst_from_one_user_is_answered_in_order_without_deferrals(pipeline, ledger) -> None:

@@ -8,8 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 
 from devstack.twilio_stub import inbound_message, sign_and_post
-from shared.domain.conversation import conversation_id
-from tests.plugin import unique_user
+from tests.plugin import unique_user, wait_until
 
 
 def test_a_signed_webhook_gets_its_reply_through_twilio(pipeline) -> None:
@@ -61,7 +60,7 @@ def test_an_expired_conversation_starts_fresh(pipeline) -> None:
     pipeline.wait_replies(user, 1)
     # As if the TTL had passed: the emulator never deletes, and neither may
     # Firestore for up to a day, so expiry is decided on read.
-    doc = pipeline.db.collection("conversations").document(conversation_id(user))
+    doc = pipeline.db.collection("conversations").document(pipeline.conversation_id(user))
     doc.update({"expireAt": datetime.now(timezone.utc) - timedelta(seconds=1)})
     pipeline.post(user, "What did I ask you to remember?")
     pipeline.wait_replies(user, 2)
@@ -139,3 +138,17 @@ def test_a_status_callback_is_acknowledged_and_not_answered(pipeline) -> None:
     time.sleep(0.5)
     assert not pipeline.conversation(o.twilio_whatsapp_from).exists
     assert pipeline.replies(o.twilio_whatsapp_from) == []
+
+
+def test_no_log_line_or_firestore_id_carries_the_number(pipeline) -> None:
+    user = unique_user()
+    _, sid, _ = pipeline.post(user, "keep my number private")
+    pipeline.wait_replies(user, 1)
+    wait_until(lambda: pipeline.conversation(user).entry(sid).get("status") == "sent", timeout=30)
+    digits = user.split("+")[1]
+    logs = "".join(p.read_text(errors="replace") for p in pipeline.stack.options.log_dir.glob("*_fn.log"))
+    assert sid in logs, "the functions logged this message"
+    assert digits not in logs and digits[-7:] not in logs
+    ids = [snap.id for snap in pipeline.db.collection("conversations").stream()]
+    assert pipeline.conversation_id(user) in ids
+    assert not any(digits in i for i in ids)

@@ -53,6 +53,7 @@ WIRED_ENV = {
     "SECRET_SOURCE",
     "TWILIO_AUTH_TOKEN_SECRET",
     "OPENAI_API_KEY_SECRET",
+    "ADDRESS_HASH_KEY_SECRET",
     "FIRESTORE_DATABASE",
     "CONVERSATIONS_COLLECTION",
     "FAILURES_COLLECTION",
@@ -560,6 +561,7 @@ def check_secret_access(config: TfConfig) -> None:
     assert access == {
         "twilio_auth_token": {"webhook", "sender"},
         "openai_api_key": {"processor"},
+        "address_hash_key": {"webhook", "processor", "sender", "reconciler"},
     }, f"secret accessors: {access}"
     assert not config.of_type("google_secret_manager_secret_iam_policy"), (
         "secrets must not use authoritative IAM policies"
@@ -680,10 +682,14 @@ def check_service_env(config: TfConfig) -> None:
         assert not unknown, f"{service} sets variables nothing reads: {sorted(unknown)}"
         missing = required[service] - set(env)
         assert not missing, f"{service} lacks {sorted(missing)}"
-    # The services that read a secret read it from Secret Manager; the reconciler reads none.
-    for service in ("webhook", "processor", "sender"):
+    # Every service reads its secrets from Secret Manager; each names users by the keyed
+    # address hash, and the reconciler reads nothing else.
+    for service in ("webhook", "processor", "sender", "reconciler"):
         assert envs[service]["SECRET_SOURCE"] == "secretmanager"
-    assert not {n for n in envs["reconciler"] if n.endswith("_SECRET")}, "the reconciler reads no secret"
+        assert "ADDRESS_HASH_KEY_SECRET" in envs[service], f"{service} cannot name users without the hash key"
+    assert {n for n in envs["reconciler"] if n.endswith("_SECRET")} == {"ADDRESS_HASH_KEY_SECRET"}, (
+        "the reconciler reads no secret but the address hash key"
+    )
     assert envs["processor"]["AUTH_ALLOWED_SERVICE_ACCOUNTS"] == Expr(instance(IDENTITY, "pubsub_push") + ".email")
     assert envs["sender"]["AUTH_ALLOWED_SERVICE_ACCOUNTS"] == Expr(instance(IDENTITY, "tasks_invoker") + ".email")
     assert envs["reconciler"]["AUTH_ALLOWED_SERVICE_ACCOUNTS"] == Expr(instance(IDENTITY, "scheduler") + ".email")
@@ -811,6 +817,8 @@ def check_reconciler_roles(config: TfConfig) -> None:
         ("roles/datastore.user", "google_project_iam_member", database_target),
         ("roles/cloudtasks.enqueuer", "google_cloud_tasks_queue_iam_member", "google_cloud_tasks_queue.outbound.name"),
         ("roles/iam.serviceAccountUser", "google_service_account_iam_member", instance(IDENTITY, "tasks_invoker") + ".name"),
+        ("roles/secretmanager.secretAccessor", "google_secret_manager_secret_iam_member",
+         'google_secret_manager_secret.secret["address_hash_key"].secret_id'),
     }
     assert grants == expected, f"reconciler grants: {sorted(grants)}"
     service = config.resource("google_cloud_run_v2_service", instance("service", "reconciler"))

@@ -44,7 +44,7 @@ def client_factory(stub: SecretManagerStub) -> Iterator[Callable[[], SecretManag
         client.transport.close()
 
 
-def settings(**overrides: str) -> Settings:
+def settings(**overrides: object) -> Settings:
     return Settings(project_id=PROJECT, secret_source="secretmanager", **overrides)
 
 
@@ -169,3 +169,48 @@ def test_stub_runs_as_a_process_and_stops_on_sigterm() -> None:
     finally:
         code = stop_module(process)
     assert code == 0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_new_version_added_mid_run_is_picked_up_and_no_webhook_is_lost(
+    stub: SecretManagerStub, client_factory: Callable[[], SecretManagerServiceClient]
+) -> None:
+    """Rotation with the real client: webhooks signed before, during and after all pass."""
+    from twilio.request_validator import RequestValidator
+
+    from shared.adapters.secret_manager import TWILIO_AUTH_TOKEN
+    from shared.adapters.twilio_signature import RotatingValidator
+
+    secret_id = fresh_secret(stub, "token-one")
+    clock = Clock()
+    secrets = SecretManagerSecrets(
+        settings(twilio_auth_token_secret=secret_id, secret_refresh_interval_seconds=60.0, secret_overlap_seconds=3600.0),
+        client_factory, clock=clock,
+    )
+    validator = RotatingValidator(secrets)
+    url = "https://example.test/webhook"
+
+    def webhook(n: int, token: str) -> bool:
+        form = {"From": "whatsapp:+34600111222", "MessageSid": f"SM{n:032x}", "Body": f"message {n}"}
+        return validator.validate(url, form, RequestValidator(token).compute_signature(url, form))
+
+    accepted = [webhook(n, "token-one") for n in range(5)]
+    stub.set_secret(secret_id, "token-two")  # ops add a version; Twilio now signs with it
+    clock.now += 1
+    accepted += [webhook(n, "token-two") for n in range(5, 10)]
+    accepted += [webhook(n, "token-one") for n in range(10, 12)]  # signed just before the switch
+    assert accepted == [True] * 12
+    before = stub.access_count
+    # Forged signatures cost at most one Secret Manager read per interval.
+    assert not any(webhook(n, "forged") for n in range(12, 40))
+    assert stub.access_count - before <= 1
+    clock.now += 3601
+    assert not webhook(99, "token-one"), "the old token is refused once the overlap is over"
+    assert secrets.previous(TWILIO_AUTH_TOKEN) is None

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.fakes import conversation_id
 from shared.domain.conversation import (
     ANSWERED,
     DEAD_LETTERED,
@@ -21,7 +22,6 @@ from shared.domain.conversation import (
     answer_updates,
     applied,
     claim_updates,
-    conversation_id,
     finish_updates,
     nested,
     prunable_entries,
@@ -392,13 +392,13 @@ def test_the_worst_case_document_stays_well_below_one_mebibyte() -> None:
     from shared.faults import FaultPoints
     from shared.handlers.processor import ProcessorDeps, process_message
     from shared.domain.inbound import InboundMessage
-    from tests.fakes import Clock, FakeModel, FakeQueue, FakeStore
+    from tests.fakes import IDS, Clock, FakeModel, FakeQueue, FakeStore
 
     settings = Settings()
     store, clock = FakeStore(), Clock()
     widest = "😀"  # 4 bytes in UTF-8, the most a character costs
     model = FakeModel(lambda history, text: widest * 100_000)
-    deps = ProcessorDeps(settings=settings, store=store, model=model, queue=FakeQueue(), faults=FaultPoints(), clock=clock)
+    deps = ProcessorDeps(settings=settings, store=store, model=model, queue=FakeQueue(), faults=FaultPoints(), clock=clock, ids=IDS)
     sender = "whatsapp:+" + "9" * 15
     cid = conversation_id(sender)
 

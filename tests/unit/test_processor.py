@@ -9,11 +9,11 @@ import pytest
 from shared.config import Settings
 from datetime import timedelta
 
-from shared.domain.conversation import ANSWERED, DEAD_LETTERED, PROCESSING, conversation_id, finish_updates
+from shared.domain.conversation import ANSWERED, DEAD_LETTERED, PROCESSING, finish_updates
 from shared.faults import FaultPoints, InjectedFault
 from shared.domain.inbound import InboundMessage
 from shared.handlers.processor import MessageBusy, ProcessorDeps, handle_push, process_message
-from tests.fakes import Clock, FakeModel, FakeQueue, FakeStore
+from tests.fakes import IDS, Clock, FakeModel, FakeQueue, FakeStore, conversation_id
 
 SENDER = "whatsapp:+34600111222"
 
@@ -21,7 +21,8 @@ SENDER = "whatsapp:+34600111222"
 def make_deps(**overrides) -> ProcessorDeps:
     settings = overrides.pop("settings", Settings(max_context_messages=4, conversation_ttl_seconds=3600))
     values = dict(
-        settings=settings, store=FakeStore(), model=FakeModel(), queue=FakeQueue(), faults=FaultPoints(), clock=Clock()
+        settings=settings, store=FakeStore(), model=FakeModel(), queue=FakeQueue(), faults=FaultPoints(), clock=Clock(),
+        ids=IDS,
     )
     values.update(overrides)
     return ProcessorDeps(**values)

@@ -6,12 +6,12 @@ from datetime import timedelta
 
 import pytest
 
-from shared.domain.conversation import ANSWERED, DEAD_LETTERED, SENT, conversation_id
+from shared.domain.conversation import ANSWERED, DEAD_LETTERED, SENT
 from shared.faults import FaultPoints, InjectedFault
 from shared.domain.inbound import InboundMessage
 from shared.handlers.processor import handle_push, process_message
 from shared.ops.replay import HeldMessage, replay
-from tests.fakes import Clock
+from tests.fakes import IDS, Clock, conversation_id
 from tests.unit.test_processor import SENDER, dead_letter_sub, make_deps, msg, push
 
 CID = conversation_id(SENDER)
@@ -48,7 +48,7 @@ def test_replayed_messages_are_answered_once_in_the_order_written() -> None:
     dead_letter(deps, first, second)
     assert deps.store.conversation(CID).entry(first.sid)["status"] == DEAD_LETTERED
     held = FakeDeadLetters(deps.clock, first, second)
-    lines = replay(deps.store, held, deps.clock, 3600)
+    lines = replay(deps.store, IDS, held, deps.clock, 3600)
     assert [m.sid for m in held.published] == [first.sid, second.sid]
     assert held.held == {}
     assert all("replayed" in line for line in lines) and SENDER[-6:] not in "\n".join(lines)
@@ -66,7 +66,7 @@ def test_replay_follows_the_order_the_user_wrote_in() -> None:
     late = InboundMessage(sid=msg(2).sid, sender=SENDER, recipient="whatsapp:+1", body="late", received_at=200.0)
     dead_letter(deps, early, late)
     held = FakeDeadLetters(deps.clock, late, early)
-    replay(deps.store, held, deps.clock, 3600)
+    replay(deps.store, IDS, held, deps.clock, 3600)
     assert [m.body for m in held.published] == ["early", "late"]
 
 
@@ -74,7 +74,7 @@ def test_only_the_chosen_messages_are_replayed_and_missing_ones_are_reported() -
     deps = make_deps()
     dead_letter(deps, msg(1), msg(2))
     held = FakeDeadLetters(deps.clock, msg(1), msg(2))
-    lines = replay(deps.store, held, deps.clock, 3600, sids=[msg(2).sid, "SM" + "f" * 32])
+    lines = replay(deps.store, IDS, held, deps.clock, 3600, sids=[msg(2).sid, "SM" + "f" * 32])
     assert [m.sid for m in held.published] == [msg(2).sid]
     assert list(held.held) == [f"ack-{msg(1).sid}"]
     assert any("not in the dead-letter hold subscription" in line for line in lines)
@@ -84,7 +84,7 @@ def test_a_message_answered_meanwhile_is_left_alone() -> None:
     deps = make_deps()
     process_message(msg(1), deps)
     held = FakeDeadLetters(deps.clock, msg(1))
-    lines = replay(deps.store, held, deps.clock, 3600)
+    lines = replay(deps.store, IDS, held, deps.clock, 3600)
     assert held.published == [] and held.held == {}
     assert "left alone (answered)" in lines[0]
 
@@ -94,7 +94,7 @@ def test_a_conversation_that_is_gone_is_recreated_with_its_expiry() -> None:
     handle_push(push(msg(1)), dead_letter_sub(deps), deps)  # never claimed: no document
     assert deps.store.docs == {}
     held = FakeDeadLetters(deps.clock, msg(1))
-    replay(deps.store, held, deps.clock, 3600)
+    replay(deps.store, IDS, held, deps.clock, 3600)
     conv = deps.store.conversation(CID)
     assert conv.data["expireAt"] > deps.clock() and conv.data["address"] == SENDER
     assert process_message(held.published[0], deps) == "answered"
