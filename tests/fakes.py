@@ -11,7 +11,12 @@ from shared.domain.pseudonyms import Pseudonyms
 
 # The unit tests' address key; ids and masks are keyed as in production.
 IDS = Pseudonyms("unit-test-address-hash-key")
-conversation_id = IDS.conversation_id
+BUSINESS = "whatsapp:+14155238886"
+
+
+def conversation_id(address: str, business: str = BUSINESS) -> str:
+    """The conversation of ``address`` with the business the unit tests write to."""
+    return IDS.conversation_id(address, business)
 from shared.adapters.firestore_store import Conflict, DedupeMarker, OpCounter, Snapshot
 from shared.adapters.cloud_tasks import SendTask
 

@@ -29,9 +29,11 @@ class Pseudonyms:
     def _digest(self, purpose: bytes, address: str) -> str:
         return hmac.new(self._key, purpose + b"\x00" + address.encode(), hashlib.sha256).hexdigest()
 
-    def conversation_id(self, address: str) -> str:
-        """Document id of the conversation with ``address`` (as given: it may be a username)."""
-        return self._digest(b"conversation", address)
+    def conversation_id(self, address: str, business: str = "") -> str:
+        """Document id of the conversation between ``address`` (as given: it may be a
+        username) and ``business`` (the WhatsApp address the user wrote to): a user
+        who writes to two businesses has two conversations."""
+        return self._digest(b"conversation", f"{business}\x00{address}" if business else address)
 
     def mask(self, address: str) -> str:
         """What logs and failure records show for ``address``: ``whatsapp:#3f9c0a71d2``.

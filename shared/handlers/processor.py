@@ -78,7 +78,7 @@ def _log(level: int, message: str, msg: InboundMessage, **fields: Any) -> None:
 def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
     """Answer ``msg`` unless that already happened; return what was done."""
     settings, store = deps.settings, deps.store
-    cid = deps.ids.conversation_id(msg.sender)
+    cid = deps.ids.conversation_id(msg.sender, msg.recipient)
     marker_conflict = False
     for _ in range(MAX_CONFLICT_RETRIES):
         snap = store.load(cid)
@@ -190,7 +190,7 @@ def record_dead_letter(msg: InboundMessage, deps: ProcessorDeps, delivery_attemp
     gone is not re-created: the failure record is enough, and a new document
     would carry the address without the data that makes it expire.
     """
-    cid = deps.ids.conversation_id(msg.sender)
+    cid = deps.ids.conversation_id(msg.sender, msg.recipient)
     store = deps.store
     reason = f"dead-lettered after {delivery_attempts or 'max'} delivery attempts"
     for _ in range(MAX_CONFLICT_RETRIES):
@@ -236,7 +236,7 @@ def note_error(msg: InboundMessage, deps: ProcessorDeps, error: str) -> None:
 
     Freeing the lease lets the redelivery start at once instead of waiting it out.
     """
-    cid = deps.ids.conversation_id(msg.sender)
+    cid = deps.ids.conversation_id(msg.sender, msg.recipient)
     try:
         snap = deps.store.load(cid)
         status = snap.conversation.entry(msg.sid).get("status")

@@ -50,7 +50,7 @@ class DeadLetters(Protocol):
 
 def reopen(store: ConversationStore, ids: Pseudonyms, msg: InboundMessage, now: datetime, ttl_seconds: int) -> str:
     """Make a dead-lettered message answerable again; returns what was found."""
-    cid = ids.conversation_id(msg.sender)
+    cid = ids.conversation_id(msg.sender, msg.recipient)
     for _ in range(MAX_CONFLICT_RETRIES):
         snap = store.load(cid)
         conv: Conversation = snap.conversation

@@ -54,7 +54,8 @@ class Pipeline:
 
     def conversation_id(self, user: str) -> str:
         """The document id the functions use: keyed with the stack's address hash key."""
-        return Pseudonyms(self.stack.options.address_hash_key).conversation_id(user)
+        o = self.stack.options
+        return Pseudonyms(o.address_hash_key).conversation_id(user, o.twilio_whatsapp_from)
 
     def conversation(self, user: str) -> Conversation:
         snap = self.db.collection("conversations").document(self.conversation_id(user)).get()

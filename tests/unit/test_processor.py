@@ -309,3 +309,16 @@ def test_retryable_failure_is_raised_and_noted() -> None:
         handle_push(push(msg(1)), "projects/p/subscriptions/main", deps)
     entry = deps.store.conversation(conversation_id(SENDER)).entry(msg(1).sid)
     assert "tasks down" in entry["lastError"]
+
+
+def test_a_user_writing_to_two_businesses_has_two_conversations() -> None:
+    deps = make_deps()
+    process_message(msg(1, "to the shop"), deps)
+    other = InboundMessage(sid=msg(2).sid, sender=SENDER, recipient="whatsapp:+15550001111", body="to the clinic")
+    process_message(other, deps)
+    shop, clinic = conversation_id(SENDER), conversation_id(SENDER, "whatsapp:+15550001111")
+    assert shop != clinic
+    assert [t["content"] for t in deps.store.conversation(shop).data["history"] if t["role"] == "user"] == ["to the shop"]
+    assert [t["content"] for t in deps.store.conversation(clinic).data["history"] if t["role"] == "user"] == ["to the clinic"]
+    history, _ = deps.model.calls[1]
+    assert history == [], "the clinic's model call sees nothing of the shop's conversation"
