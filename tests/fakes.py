@@ -129,10 +129,12 @@ class FakeQueue:
 class FakeTwilio:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, str]] = []
+        self.froms: list[str] = []
         self.script: list[Exception | None] = []
         self.lookups = 0
 
-    def send(self, to: str, body: str) -> str:
+    def send(self, to: str, body: str, from_: str = "") -> str:
+        self.froms.append(from_)
         if self.script:
             outcome = self.script.pop(0)
             if outcome is not None:
@@ -141,7 +143,9 @@ class FakeTwilio:
         self.sent.append((to, body, sid))
         return sid
 
-    def find_sent(self, to: str, body: str, since: datetime, exclude: frozenset[str] = frozenset()) -> str | None:
+    def find_sent(
+        self, to: str, body: str, since: datetime, exclude: frozenset[str] = frozenset(), from_: str = ""
+    ) -> str | None:
         self.lookups += 1
         for sent_to, sent_body, sid in reversed(self.sent):
             if sent_to == to and sent_body == body and sid not in exclude:

@@ -117,28 +117,28 @@ class TwilioGateway:
                     self._client = client
         return self._client
 
-    def send(self, to: str, body: str) -> str:
+    def send(self, to: str, body: str, from_: str = "") -> str:
         """Return Twilio's message SID; raise SendRetryable, SendPermanent or SendUncertain.
 
         A 401 means the auth token was rotated under us: with a new token
         from Secret Manager the send is tried once more (a 401 sent nothing).
         """
         try:
-            return self._send(to, body)
+            return self._send(to, body, from_)
         except _Unauthorized as unauthorized:
             if not self._refresh_token():
                 raise unauthorized.error from None
             with self._lock:
                 self._client = None
             try:
-                return self._send(to, body)
+                return self._send(to, body, from_)
             except _Unauthorized as again:
                 raise again.error from None
 
-    def _send(self, to: str, body: str) -> str:
+    def _send(self, to: str, body: str, from_: str) -> str:
         self.calls += 1
         try:
-            message = self.client.messages.create(from_=self._from, to=to, body=body)
+            message = self.client.messages.create(from_=from_ or self._from, to=to, body=body)
         except (TwilioRestException, TwilioServiceException) as exc:
             # Not chained: the original's message quotes the destination unmasked.
             error = _after_send(classify(exc, to), exc)
@@ -154,7 +154,9 @@ class TwilioGateway:
             raise SendUncertain("unreadable answer from Twilio") from exc
         return str(message.sid)
 
-    def find_sent(self, to: str, body: str, since: datetime, exclude: frozenset[str] = frozenset()) -> str | None:
+    def find_sent(
+        self, to: str, body: str, since: datetime, exclude: frozenset[str] = frozenset(), from_: str = ""
+    ) -> str | None:
         """The SID of a message with this body that Twilio accepted for ``to`` since ``since``.
 
         Narrows the one window that cannot be closed: Twilio accepted a message
@@ -166,7 +168,7 @@ class TwilioGateway:
         """
         self.calls += 1
         try:
-            recent = self.client.messages.list(to=to, from_=self._from, limit=20)
+            recent = self.client.messages.list(to=to, from_=from_ or self._from, limit=20)
         except (TwilioRestException, TwilioServiceException) as exc:
             raise classify(exc, to) from None
         except TwilioException as exc:

@@ -142,6 +142,7 @@ def claim_updates(
     ttl_seconds: int,
     lease_seconds: int,
     watch_after_seconds: int = 0,
+    business: str = "",
 ) -> Updates:
     """Mark a message as being processed by this worker until the lease runs out.
 
@@ -169,6 +170,8 @@ def claim_updates(
         updates["history"] = []
     if not conv.exists:
         updates["address"] = address
+        if business:
+            updates["business"] = business
     return updates
 
 

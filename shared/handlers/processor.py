@@ -101,7 +101,7 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
             raise MessageBusy(f"{settings.max_open_messages} earlier messages of this conversation are still unfinished")
         updates = claim_updates(
             conv, msg.sid, msg.sender, now, settings.conversation_ttl_seconds, settings.processing_lease_seconds,
-            watch_after_seconds=settings.reconcile_after_seconds,
+            watch_after_seconds=settings.reconcile_after_seconds, business=msg.recipient,
         )
         marker = None if entry else DedupeMarker(msg.sid, cid, now + timedelta(seconds=settings.dedupe_horizon_seconds))
         try:

@@ -49,9 +49,11 @@ class RetryLater(Exception):
 
 
 class Gateway(Protocol):
-    def send(self, to: str, body: str) -> str: ...
+    def send(self, to: str, body: str, from_: str = "") -> str: ...
 
-    def find_sent(self, to: str, body: str, since: datetime, exclude: frozenset[str] = frozenset()) -> str | None: ...
+    def find_sent(
+        self, to: str, body: str, since: datetime, exclude: frozenset[str] = frozenset(), from_: str = ""
+    ) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,8 @@ def deliver(task: SendTask, deps: SenderDeps) -> str:
         parts: list[str] = list(entry["parts"])
         k = int(entry.get("sentParts", 0))
         address = str(conv.data["address"])
+        # Replies go out from the address the user wrote to (empty: the configured one).
+        business = str(conv.data.get("business", ""))
         now = deps.clock()
         sending = entry.get("sending") or {}
         try:
@@ -118,7 +122,9 @@ def deliver(task: SendTask, deps: SenderDeps) -> str:
                         return "in flight"
                     raise RetryLater(f"part {k + 1} may still be in Twilio's hands; asking once the grace is over")
                 try:
-                    found = deps.twilio.find_sent(address, parts[k], sending["since"], frozenset(conv.known_twilio_sids()))
+                    found = deps.twilio.find_sent(
+                        address, parts[k], sending["since"], frozenset(conv.known_twilio_sids()), from_=business
+                    )
                 except (SendRetryable, SendPermanent, SendUncertain) as exc:
                     return _attempt_failed(task, deps, f"could not ask Twilio whether part {k + 1} was sent: {exc}", keep_mark=True)
                 if found:
@@ -140,7 +146,7 @@ def deliver(task: SendTask, deps: SenderDeps) -> str:
             continue
         deps.faults.hit("before_send")
         try:
-            twilio_sid = deps.twilio.send(address, parts[k])
+            twilio_sid = deps.twilio.send(address, parts[k], from_=business)
         except SendPermanent as exc:
             return _fail(task, deps, str(exc), code=exc.code)
         except SendRetryable as exc:

@@ -110,7 +110,7 @@ def test_a_live_lease_or_an_in_flight_part_is_never_closed(world) -> None:
     [task] = pdeps.queue.tasks.values()
     pdeps.clock.advance(SETTINGS.liveness_seconds + 1)
 
-    def reconcile_mid_call(to, body):  # noqa: ANN001, ANN202
+    def reconcile_mid_call(to, body, from_=""):  # noqa: ANN001, ANN202
         reconcile(rdeps)  # runs while the part is inside the Twilio call
         return "SM" + "1" * 32
 

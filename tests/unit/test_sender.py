@@ -180,7 +180,7 @@ def test_a_failed_lookup_at_twilio_is_retried_not_resent(world) -> None:
     assert handle_send_request(task.to_json(), sdeps)[0] == 503
     sdeps.clock.advance(sdeps.in_flight_grace.total_seconds() + 1)
 
-    def lookup_down(to, body, since, exclude=frozenset()):  # noqa: ANN001, ANN202
+    def lookup_down(to, body, since, exclude=frozenset(), from_=""):  # noqa: ANN001, ANN202
         raise SendRetryable("twilio 503 on the message list")
 
     sdeps.twilio.find_sent = lookup_down
@@ -195,7 +195,7 @@ def test_timeouts_and_failed_lookups_count_toward_the_limit(world) -> None:
     sdeps.twilio.script = [SendUncertain("read timeout")]
     assert handle_send_request(task.to_json(), sdeps)[0] == 503  # attempt 1
 
-    def lookup_down(to, body, since, exclude=frozenset()):  # noqa: ANN001, ANN202
+    def lookup_down(to, body, since, exclude=frozenset(), from_=""):  # noqa: ANN001, ANN202
         raise SendRetryable("twilio 503 on the message list")
 
     sdeps.twilio.find_sent = lookup_down
@@ -212,7 +212,7 @@ def test_unexpected_errors_count_toward_the_limit(world) -> None:
     answer(pdeps, 1)
     task = task_for(pdeps, 1)
 
-    def broken(to, body):  # noqa: ANN001, ANN202
+    def broken(to, body, from_=""):  # noqa: ANN001, ANN202
         raise KeyError("a bug")
 
     sdeps.twilio.send = broken
@@ -230,7 +230,7 @@ def test_a_part_sent_after_the_message_was_closed_keeps_the_closing_status(world
     task = task_for(pdeps, 1)
     store, cid = pdeps.store, conversation_id(SENDER)
 
-    def close_during_the_call(to, body):  # noqa: ANN001, ANN202
+    def close_during_the_call(to, body, from_=""):  # noqa: ANN001, ANN202
         snap = store.load(cid)
         store.apply(cid, finish_updates(snap.conversation, task.sid, DEAD_LETTERED, sdeps.clock(), "dead letter"), snap.version)
         return "SM" + "9" * 32
@@ -263,3 +263,13 @@ def test_identical_bodies_are_not_taken_for_each_other(world) -> None:
 def test_in_flight_grace_covers_connect_and_read_timeouts(world) -> None:
     _, sdeps = world
     assert sdeps.in_flight_grace.total_seconds() > 2 * sdeps.settings.twilio_timeout_seconds
+
+
+def test_the_reply_goes_out_from_the_address_the_user_wrote_to(world) -> None:
+    pdeps, sdeps = world
+    from shared.domain.inbound import InboundMessage
+
+    clinic = "whatsapp:+15550001111"
+    process_message(InboundMessage(sid=msg(1).sid, sender=SENDER, recipient=clinic, body="hi clinic"), pdeps)
+    assert deliver(task_for(pdeps, 1), sdeps) == "sent"
+    assert sdeps.twilio.froms == [clinic]
