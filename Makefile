@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv prereqs dev stack test test-unit test-integration test-e2e check-infra failures replay bench clean
+.PHONY: help venv prereqs browser dev stack test test-unit test-integration test-e2e check-infra failures replay bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -22,13 +22,23 @@ venv: $(STAMP) ## Create the virtualenv and install the pinned requirements
 prereqs: venv
 	@$(PY) -m devstack check
 
+# The chat page's browser test drives Debian's chromium (a browser build cannot be downloaded here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium for the browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "missing: Debian's chromium for the browser test; install it: sudo apt-get install chromium" >&2; exit 1; \
+	  fi; }
+
 dev: prereqs ## Start the local stack and chat with the bot in the terminal
 	@$(PY) -m devstack chat
 
 stack: prereqs ## Start the local stack headless; prints READY <webhook-url>
 	@$(PY) -m devstack stack
 
-test: prereqs ## Run every test tier and the infrastructure checks
+test: prereqs browser ## Run every test tier and the infrastructure checks
 	@$(PY) -m pytest
 	@bash scripts/check-infra.sh
 
@@ -38,7 +48,7 @@ test-unit: venv ## Unit tests only (no emulators)
 test-integration: prereqs ## Integration tests against the emulators
 	@$(PY) -m pytest tests/integration
 
-test-e2e: prereqs ## The whole pipeline as real processes
+test-e2e: prereqs browser ## The whole pipeline as real processes
 	@$(PY) -m pytest tests/e2e
 
 check-infra: ## terraform fmt and offline checkov on terraform/

@@ -137,8 +137,10 @@ class Bench:
     # Setup and teardown
 
     def start(self) -> Driver:
+        # No chat page and no status callbacks: the figures measure the message path alone.
         options = StackOptions(
             webhook_port=0, env={"LOG_USAGE": "true"}, log_dir=self.log_dir, progress=_say,
+            simulator=False, status_callbacks=False,
         )
         self.stack = Stack(options).start()
         # This process's own Google clients (floors, probes) use the stack's emulators.

@@ -110,7 +110,14 @@ def _run(signals: Signals, body: Callable[[Stack], object]) -> int:
     return code
 
 
+def _announce_simulator(stack: Stack) -> None:
+    """One stdout line ``SIMULATOR <url>`` for the chat page; `make stack` prints it before READY."""
+    if stack.simulator is not None:
+        print(f"SIMULATOR {stack.simulator.url}", flush=True)
+
+
 def _serve(stack: Stack) -> None:
+    _announce_simulator(stack)
     print(f"READY {stack.webhook_url}", flush=True)
     threading.Event().wait()
 
@@ -118,6 +125,7 @@ def _serve(stack: Stack) -> None:
 def _chat(stack: Stack) -> None:
     from devstack.chat import chat
 
+    _announce_simulator(stack)
     try:
         chat(stack)
     except (KeyboardInterrupt, EOFError):

@@ -37,6 +37,7 @@ from devstack.emulators import FirestoreEmulator, PubSubEmulator, check_prerequi
 from devstack.lifecycle import live_members, spawn, stop_groups
 from devstack.openai_stub import OpenAIStub
 from devstack.scheduler import Scheduler
+from devstack.simulator import Simulator, SimulatorConfig, businesses_from_env
 from devstack.tasks_emulator import TasksEmulator
 from devstack.twilio_stub import TwilioStub
 from shared.adapters.cloud_tasks import emulator_client
@@ -154,6 +155,7 @@ class Stack:
         self.twilio: TwilioStub | None = None
         self.openai: OpenAIStub | None = None
         self.scheduler: Scheduler | None = None
+        self.simulator: Simulator | None = None
         self.ports: dict[str, int] = {}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._started = time.monotonic()
@@ -200,6 +202,8 @@ class Stack:
             self._create_topology()
             self._start_functions()
             self.scheduler = Scheduler(self.url("reconciler"), self.options.reconcile_interval_seconds).start()
+            if self.options.simulator:
+                self._start_simulator()
         except BaseException:
             self.stop()
             raise
@@ -233,6 +237,8 @@ class Stack:
             self._say("using OpenAI with OPENAI_API_KEY")
         for name in FUNCTIONS:
             self.ports[name] = o.webhook_port if name == "webhook" and o.webhook_port else free_port()
+        if self.twilio is not None and o.status_callbacks:
+            self.twilio.status_callback_url = self.webhook_url
 
     def _create_topology(self) -> None:
         o = self.options
@@ -277,6 +283,29 @@ class Stack:
             subscriber.close()
         client = emulator_client(self.tasks.address)
         client.create_queue(parent=f"projects/{o.project}/locations/{o.tasks_location}", queue=o.queue(self.queue_path))
+
+    def _start_simulator(self) -> None:
+        """The chat page: a client of this stack's webhook, Twilio stand-in, emulators and logs."""
+        o = self.options
+        env = self.function_env()
+        twilio_url = self.twilio.base_url if self.twilio else o.twilio_api_base_url
+        config = SimulatorConfig(
+            webhook_url=self.webhook_url,
+            account_sid=o.twilio_account_sid,
+            auth_token=o.twilio_auth_token,
+            businesses=businesses_from_env({**os.environ, **env}, o.twilio_whatsapp_from),
+            twilio_url=twilio_url,
+            log_dir=o.log_dir,
+            project=o.project,
+            conversations_collection=env.get("CONVERSATIONS_COLLECTION", "conversations"),
+            failures_collection=env.get("FAILURES_COLLECTION", "failed_messages"),
+            ops_env={**{k: v for k, v in os.environ.items() if not k.endswith("_EMULATOR_HOST")}, **env},
+            task_records=lambda: self.tasks.stats().tasks,
+            offline_model=self.offline_model,
+        )
+        with _emulator_env(self.firestore.env()):
+            self.simulator = Simulator(config).start()
+        self._say(f"chat page (simulator) at {self.simulator.url}")
 
     def function_env(self) -> dict[str, str]:
         """What every function process gets, as Cloud Run would set it (README lists each)."""
@@ -400,6 +429,8 @@ class Stack:
         """Functions and emulators are signalled together so their grace periods overlap."""
         if self.scheduler is not None:
             self.scheduler.stop()
+        if self.simulator is not None:
+            self.simulator.stop()
         functions = [self.processes.pop(name) for name in list(self.processes)]
         with ThreadPoolExecutor(max_workers=3, thread_name_prefix="stack-stop") as pool:
             emulators = [pool.submit(e.stop) for e in (self.firestore, self.pubsub) if self._own_emulators]

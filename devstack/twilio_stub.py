@@ -36,7 +36,26 @@ Admin endpoints, for a stand-in running in another process (no auth):
 ``DELETE /_stub/faults``
     Remove all pending faults.
 ``POST /_stub/config``
-    JSON ``{"delay_seconds": S}``: every send waits S seconds before answering.
+    JSON ``{"delay_seconds": S}``: every send waits S seconds before answering;
+    ``{"status_callback_url": URL}`` sets where status callbacks go when a send
+    names no StatusCallback (``""`` turns them off).
+``GET /_stub/callbacks``
+    JSON list of the status callbacks sent, oldest first, each ``{"message_sid",
+    "status", "url", "http_status", "sent_at"}`` (``http_status`` 0: no answer).
+``POST /_stub/media``
+    The raw bytes of a file, with its Content-Type: stored as the media of a new
+    inbound message; answers ``{"message_sid": "MM...", "media_sid": "ME...",
+    "url", "content_type"}``. The url is the Twilio media URL below.
+
+Media, as Twilio serves an inbound message's media (HTTP Basic auth required):
+
+``GET /2010-04-01/Accounts/{AccountSid}/Messages/{MM...}/Media/{ME...}``
+    The stored bytes with their Content-Type.
+
+Status callbacks: after each accepted send the stand-in posts ``sent``, then
+``delivered``, then ``read`` (MessageSid, MessageStatus, To, From, AccountSid,
+...) to the send's StatusCallback, or else to the default callback URL,
+signed with the auth token in ``X-Twilio-Signature`` exactly as Twilio signs.
 
 Run it alone: ``python -m devstack.twilio_stub --account-sid AC... --auth-token T [--port N]``
 prints ``READY http://127.0.0.1:PORT`` and serves until SIGINT/SIGTERM.
@@ -47,9 +66,13 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import heapq
 import hmac
+import json
+import logging
 import re
 import secrets
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -76,11 +99,19 @@ from devstack.httpserver import (
 
 API_VERSION = "2010-04-01"
 MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Messages\.json$")
+MEDIA_PATH = re.compile(
+    r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Messages/(?P<message>MM[0-9a-f]{32})/Media/(?P<media>ME[0-9a-f]{32})$"
+)
+# The statuses a delivered and read WhatsApp message goes through after "queued",
+# each with the delay after the send (or the previous callback) it is posted at.
+STATUS_SEQUENCE: tuple[tuple[str, float], ...] = (("sent", 0.15), ("delivered", 0.35), ("read", 0.6))
+MAX_MEDIA_BYTES = 5 * 1024 * 1024
 # Twilio rejects a Body longer than this with error 21617, WhatsApp included.
 MAX_BODY_CHARS = 1600
 DEFAULT_ACCOUNT_SID = "AC00000000000000000000000000000000"
 
 Predicate = Callable[[dict[str, str]], bool]
+log = logging.getLogger("devstack.twilio_stub")
 
 
 def new_sid(prefix: str = "SM") -> str:
@@ -135,6 +166,46 @@ class SentMessage:
         )
 
 
+@dataclass(frozen=True)
+class CallbackRecord:
+    """One status callback the stand-in posted, with the answer it got (0: none)."""
+
+    message_sid: str
+    status: str
+    url: str
+    http_status: int
+    sent_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "message_sid": self.message_sid,
+            "status": self.status,
+            "url": self.url,
+            "http_status": self.http_status,
+            "sent_at": self.sent_at,
+        }
+
+
+@dataclass(frozen=True)
+class StoredMedia:
+    """A file stored as the media of an inbound message, served back at ``url``."""
+
+    message_sid: str
+    media_sid: str
+    content_type: str
+    data: bytes = field(repr=False)
+    url: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "message_sid": self.message_sid,
+            "media_sid": self.media_sid,
+            "url": self.url,
+            "content_type": self.content_type,
+            "size": len(self.data),
+        }
+
+
 @dataclass
 class _Fault:
     predicate: Predicate | None
@@ -173,12 +244,115 @@ class TwilioStub(RecordingStub[SentMessage]):
 
     records_path = "/_stub/messages"
 
-    def __init__(self, account_sid: str, auth_token: str, port: int = 0) -> None:
+    def __init__(
+        self, account_sid: str, auth_token: str, port: int = 0, status_callback_url: str | None = None
+    ) -> None:
         super().__init__(port)
         self.account_sid = account_sid
         self._auth_token = auth_token
         self._faults: list[_Fault] = []
         self._attempts: list[tuple[str, str]] = []
+        self._status_callback_url = status_callback_url or ""
+        self._callbacks: list[CallbackRecord] = []
+        self._media: dict[str, StoredMedia] = {}
+        # Pending callbacks: (due, order, message, status index, url).
+        self._due: list[tuple[float, int, SentMessage, int, str]] = []
+        self._order = 0
+        self._callback_thread: threading.Thread | None = None
+
+    @property
+    def status_callback_url(self) -> str:
+        """Where status callbacks go when a send names no StatusCallback; empty: nowhere."""
+        with self._lock:
+            return self._status_callback_url
+
+    @status_callback_url.setter
+    def status_callback_url(self, url: str | None) -> None:
+        with self._lock:
+            self._status_callback_url = url or ""
+
+    @property
+    def callbacks(self) -> list[CallbackRecord]:
+        """Status callbacks posted so far, oldest first."""
+        with self._lock:
+            return list(self._callbacks)
+
+    def add_media(self, data: bytes, content_type: str) -> StoredMedia:
+        """Store ``data`` as the media of a new inbound message; Twilio's URL for it is ``url``."""
+        if len(data) > MAX_MEDIA_BYTES:
+            raise ValueError(f"media larger than {MAX_MEDIA_BYTES} bytes")
+        message_sid, media_sid = new_sid("MM"), new_sid("ME")
+        url = f"{self.base_url}/{API_VERSION}/Accounts/{self.account_sid}/Messages/{message_sid}/Media/{media_sid}"
+        media = StoredMedia(message_sid, media_sid, content_type or "application/octet-stream", data, url)
+        with self._lock:
+            self._media[media_sid] = media
+        return media
+
+    def start(self) -> "TwilioStub":
+        super().start()
+        if self._callback_thread is None:
+            self._callback_thread = threading.Thread(target=self._post_callbacks, name="twilio-stub-callbacks", daemon=True)
+            self._callback_thread.start()
+        return self
+
+    def stop(self) -> None:
+        super().stop()
+        with self._lock:
+            self._lock.notify_all()
+        thread, self._callback_thread = self._callback_thread, None
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def _schedule_callbacks(self, message: SentMessage) -> None:
+        """Queue sent → delivered → read for ``message``, as Twilio reports a read WhatsApp message."""
+        url = message.status_callback or self._status_callback_url
+        if not url:
+            return
+        self._push(message, 0, url, time.monotonic())
+
+    def _push(self, message: SentMessage, index: int, url: str, after: float) -> None:
+        with self._lock:
+            self._order += 1
+            heapq.heappush(self._due, (after + STATUS_SEQUENCE[index][1], self._order, message, index, url))
+            self._lock.notify_all()
+
+    def _post_callbacks(self) -> None:
+        """One thread posts every callback in due order, so a message's statuses never overtake each other."""
+        while not self.stopping.is_set():
+            with self._lock:
+                now = time.monotonic()
+                if not self._due or self._due[0][0] > now:
+                    self._lock.wait(0.5 if not self._due else min(0.5, self._due[0][0] - now))
+                    continue
+                _, _, message, index, url = heapq.heappop(self._due)
+            status = STATUS_SEQUENCE[index][0]
+            http_status = self._post_callback(message, status, url)
+            with self._lock:
+                self._callbacks.append(CallbackRecord(message.sid, status, url, http_status, time.time()))
+            if index + 1 < len(STATUS_SEQUENCE):
+                self._push(message, index + 1, url, time.monotonic())
+
+    def _post_callback(self, message: SentMessage, status: str, url: str) -> int:
+        params = {
+            "SmsSid": message.sid,
+            "SmsStatus": status,
+            "MessageStatus": status,
+            "ChannelToAddress": message.to.split(":", 1)[-1],
+            "To": message.to,
+            "ChannelPrefix": message.to.split(":", 1)[0] if ":" in message.to else "sms",
+            "MessageSid": message.sid,
+            "AccountSid": self.account_sid,
+            "From": message.from_,
+            "ApiVersion": API_VERSION,
+        }
+        try:
+            return sign_and_post(url, params, self._auth_token, timeout=5)[0]
+        except OSError as exc:
+            log.warning(
+                "status callback not delivered",
+                extra={"event": "status_callback_failed", "twilio_sid": message.sid, "status": status, "error": repr(exc)},
+            )
+            return 0
 
     @property
     def messages(self) -> list[SentMessage]:
@@ -186,10 +360,11 @@ class TwilioStub(RecordingStub[SentMessage]):
         return self._snapshot()
 
     def clear(self) -> None:
-        """Forget accepted messages and attempts; faults and the delay stay."""
+        """Forget accepted messages, attempts and callbacks; faults, media and the delay stay."""
         with self._lock:
             super().clear()
             self._attempts.clear()
+            self._callbacks.clear()
 
     def fail_next(
         self,
@@ -255,21 +430,22 @@ class TwilioStub(RecordingStub[SentMessage]):
             params=dict(params),
         )
         self._add_record(message)
+        self._schedule_callbacks(message)
         return message
 
     def handle(self, request: Request, handler: StubHandler) -> Response | Drop:
         if request.path.startswith("/_stub/"):
             return self._admin(request)
+        media = MEDIA_PATH.match(request.path)
+        if media is not None:
+            return self._serve_media(request, media)
         match = MESSAGES_PATH.match(request.path)
         if match is None:
             return twilio_error(404, 20404, f"The requested resource {request.path} was not found")
         if request.method not in ("POST", "GET"):
             return twilio_error(405, 20004, "Method not allowed")
         if not self._authorized(request.headers.get("authorization", "")):
-            response = twilio_error(
-                401, 20003, "Authenticate", "Your AccountSid or AuthToken was incorrect."
-            )
-            return Response(response.status, response.body, {**response.headers, "WWW-Authenticate": 'Basic realm="Twilio API"'})
+            return self._unauthorized()
         if match.group("account") != self.account_sid:
             return twilio_error(404, 20404, f"The requested resource {request.path} was not found")
         if request.method == "GET":
@@ -291,6 +467,27 @@ class TwilioStub(RecordingStub[SentMessage]):
         if self._take_fault(params, disconnect=True) is not None:
             return DROP
         return Response.json(201, self._resource(message))
+
+    def _serve_media(self, request: Request, match: re.Match[str]) -> Response:
+        """Media URLs need the account's credentials, as Twilio's do when media auth is on."""
+        if request.method not in ("GET", "HEAD"):
+            return twilio_error(405, 20004, "Method not allowed")
+        if not self._authorized(request.headers.get("authorization", "")):
+            return self._unauthorized()
+        with self._lock:
+            media = self._media.get(match.group("media"))
+        if (
+            media is None
+            or match.group("account") != self.account_sid
+            or media.message_sid != match.group("message")
+        ):
+            return twilio_error(404, 20404, f"The requested resource {request.path} was not found")
+        return Response(200, media.data, {"Content-Type": media.content_type})
+
+    @staticmethod
+    def _unauthorized() -> Response:
+        response = twilio_error(401, 20003, "Authenticate", "Your AccountSid or AuthToken was incorrect.")
+        return Response(response.status, response.body, {**response.headers, "WWW-Authenticate": 'Basic realm="Twilio API"'})
 
     def _list(self, request: Request) -> Response:
         """``GET Messages.json``: newest first, filtered by To and From, one page."""
@@ -376,12 +573,25 @@ class TwilioStub(RecordingStub[SentMessage]):
         }
 
     def _admin(self, request: Request) -> Response:
+        if request.path == "/_stub/callbacks" and request.method == "GET":
+            return Response.json(200, [c.to_json() for c in self.callbacks])
+        if request.path == "/_stub/media" and request.method == "POST":
+            try:
+                media = self.add_media(request.body, request.headers.get("content-type", ""))
+            except ValueError as exc:
+                return Response.json(413, {"error": str(exc)})
+            return Response.json(201, media.to_json())
         if request.path == "/_stub/faults" and request.method == "DELETE":
             self.clear_faults()
             return Response.json(200, {"cleared": True})
         if request.path == "/_stub/faults" and request.method == "POST":
             return apply_admin_spec(request, self._add_fault_spec)
         return super()._admin(request)
+
+    def _configure(self, spec: Mapping[str, Any]) -> None:
+        super()._configure(spec)
+        if "status_callback_url" in spec:
+            self.status_callback_url = str(spec["status_callback_url"] or "")
 
     def _add_fault_spec(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         times = int(spec.get("times", 1))
@@ -430,6 +640,18 @@ class TwilioStubAdmin:
 
     def set_delay(self, seconds: float) -> None:
         self._call("POST", "/_stub/config", {"delay_seconds": seconds})
+
+    def callbacks(self) -> list[dict[str, Any]]:
+        """The status callbacks the stand-in posted, oldest first."""
+        return list(self._call("GET", "/_stub/callbacks"))
+
+    def add_media(self, data: bytes, content_type: str) -> dict[str, Any]:
+        """Store a file as inbound media; the answer holds its message sid and Twilio media URL."""
+        request = urllib.request.Request(
+            self.base_url + "/_stub/media", data=data, method="POST", headers={"Content-Type": content_type}
+        )
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            return dict(json.loads(response.read()))
 
 
 def inbound_message(

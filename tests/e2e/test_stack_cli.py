@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -146,6 +147,8 @@ class StackProcess:
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
             )
         self.lines: queue.Queue[str] = queue.Queue()
+        # What stdout said before READY (the SIMULATOR line).
+        self.before_ready: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -158,10 +161,16 @@ class StackProcess:
         return self.process.pid
 
     def ready_line(self, timeout: float = READY_TIMEOUT) -> str:
-        try:
-            return self.lines.get(timeout=timeout)
-        except queue.Empty:
-            pytest.fail(f"no READY line within {timeout}s (exit code {self.process.poll()}):\n{self.progress()}")
+        """The READY line, which is the last one; the lines before it are kept in ``before_ready``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"no READY line within {timeout}s (exit code {self.process.poll()}):\n{self.progress()}")
+            if line.startswith("READY "):
+                return line
+            self.before_ready.append(line)
 
     def progress(self) -> str:
         return self.stderr_path.read_text(errors="replace")
@@ -234,6 +243,10 @@ def test_headless_stack_with_external_twilio_and_model_stops_with_a_send_in_flig
         try:
             line = stack.ready_line()
             assert line == f"READY http://127.0.0.1:{stack.port}/"
+            assert len(stack.before_ready) == 1 and stack.before_ready[0].startswith("SIMULATOR http://127.0.0.1:")
+            page_url = stack.before_ready[0].split(" ", 1)[1]
+            with urllib.request.urlopen(page_url, timeout=10) as page:
+                assert page.status == 200 and b"WhatsApp simulator" in page.read()
             url = line.split(" ", 1)[1]
             progress = stack.progress()
             assert "OFFLINE MODEL" not in progress and "Twilio stand-in on" not in progress
