@@ -6,7 +6,9 @@ message each, all starting at the same instant; the figure is the p99 of the
 same 50 users without the burst user. All replies share one Cloud Tasks queue,
 and Cloud Tasks slows a whole queue down when its target answers 429 or 5xx
 (system throttling, modelled by the stand-in), so a sender that answers an
-error to make a reply wait for its predecessor makes every user wait.
+error to make a reply wait for its predecessor makes every user wait. The
+stand-in dispatches due tasks in no particular order, as Cloud Tasks does, so
+with a backlog a user's later reply is often offered before the earlier one.
 
 Rounds without the burst user run first: the stand-in's throttling recovers
 only with successes, so a round right after a burst round would start on a

@@ -10,6 +10,10 @@ dispatches HTTP tasks the way Cloud Tasks does:
   deletion, purge or a final failure, is rejected with ALREADY_EXISTS;
 * ``schedule_time`` is honoured, ``dispatch_deadline`` (default 10 min) is the
   HTTP timeout;
+* execution order: no task goes before its ``schedule_time``, but among the
+  tasks that are due the next one is picked at random, so a newer task often
+  runs before an older one (see :meth:`TasksEmulator._take_ready`); an
+  optional dispatch jitter delays each attempt by a random amount;
 * any non-2xx answer or timeout is retried per the queue's (or the task's)
   ``RetryConfig`` with the documented backoff (``min_backoff`` doubled
   ``max_doublings`` times, then linear steps, capped at ``max_backoff``), and
@@ -33,6 +37,10 @@ What it does NOT do:
 * IAM, CMEK, BufferTask, batch calls, ListQueues filters, Stackdriver logging;
 * redirects are not followed (a 3xx is a failed attempt);
 * the slow ramp-up of new or idle queues and of sudden large backlogs;
+* reordering happens only among tasks due at the same time (a backlog, a
+  paused queue, retries coming due together) or within ``dispatch_jitter``
+  (0 by default): on an idle queue, tasks created a moment apart still go in
+  creation order, which the real service does not promise either;
 * queue-name reuse protection after DeleteQueue (7 days in Cloud Tasks) is off
   unless ``queue_tombstone_seconds`` is given;
 * durations keep sub-second precision (Cloud Tasks truncates backoffs to whole
@@ -53,6 +61,7 @@ import http.client
 import json
 import logging
 import math
+import random
 import re
 import secrets
 import socket
@@ -252,7 +261,8 @@ class _Queue:
     message: tasks_v2.Queue
     burst_override: int
     tasks: dict[str, _Task] = field(default_factory=dict)
-    heap: list[tuple[float, int, str, int]] = field(default_factory=list)
+    heap: list[tuple[float, int, str, int]] = field(default_factory=list)  # (release, seq, task id, generation)
+    ready: list[tuple[float, int, str, int]] = field(default_factory=list)  # heap entries that are due
     tokens: float = 0.0
     refilled: float = 0.0
     in_flight: int = 0
@@ -347,6 +357,10 @@ class TasksEmulator(GrpcStandIn):
 
     ``tombstone_seconds`` is how long a finished or deleted task name stays
     reserved; ``dispatch_workers`` bounds concurrent HTTP dispatches overall.
+    ``out_of_order`` (on by default, as Cloud Tasks promises no order) picks the
+    next due task at random instead of in due-time order; ``dispatch_jitter``
+    delays each attempt past its due time by up to that many seconds; ``seed``
+    makes both reproducible.
     """
 
     service = SERVICE
@@ -358,8 +372,16 @@ class TasksEmulator(GrpcStandIn):
         queue_tombstone_seconds: float = 0.0,
         dispatch_workers: int = 32,
         max_task_records: int = 10_000,
+        out_of_order: bool = True,
+        dispatch_jitter: float = 0.0,
+        seed: int | None = None,
     ) -> None:
         super().__init__(port)
+        if dispatch_jitter < 0:
+            raise ValueError("dispatch_jitter must not be negative")
+        self._out_of_order = out_of_order
+        self._jitter = dispatch_jitter
+        self._rng = random.Random(seed)  # used only with the lock held, so one seed gives one sequence
         self._tombstone_seconds = tombstone_seconds
         self._queue_tombstone_seconds = queue_tombstone_seconds
         self._workers = dispatch_workers
@@ -653,6 +675,7 @@ class TasksEmulator(GrpcStandIn):
             for task in list(queue.tasks.values()):
                 self._remove(queue, task, "deleted")
             queue.heap.clear()
+            queue.ready.clear()
             queue.message.purge_time = datetime.now(UTC)
             self._cond.notify_all()
             return tasks_v2.Queue(queue.message)
@@ -811,8 +834,10 @@ class TasksEmulator(GrpcStandIn):
     # Bookkeeping, all with the lock held
 
     def _push(self, queue: _Queue, task: _Task) -> None:
+        """Queue one attempt; with jitter it is released up to ``dispatch_jitter`` after it is due, never before."""
         self._seq += 1
-        heapq.heappush(queue.heap, (task.due, self._seq, task.short_id, task.generation))
+        release = task.due + (self._rng.uniform(0.0, self._jitter) if self._jitter else 0.0)
+        heapq.heappush(queue.heap, (release, self._seq, task.short_id, task.generation))
         self._cond.notify_all()
 
     def _remove(self, queue: _Queue, task: _Task, outcome: str) -> None:
@@ -854,15 +879,16 @@ class TasksEmulator(GrpcStandIn):
             if not queue.running:
                 continue
             limits = queue.message.rate_limits
-            while queue.heap:
-                due, _, short_id, generation = queue.heap[0]
-                task = queue.tasks.get(short_id)
-                if task is None or task.generation != generation or task.running:
-                    heapq.heappop(queue.heap)
-                    continue
-                if due > now:
-                    wake = due if wake is None else min(wake, due)
-                    break
+            while queue.heap and queue.heap[0][0] <= now:
+                entry = heapq.heappop(queue.heap)
+                if self._live(queue, entry) is not None:
+                    if self._out_of_order:
+                        queue.ready.append(entry)
+                    else:
+                        heapq.heappush(queue.ready, entry)
+            if queue.heap:
+                wake = queue.heap[0][0] if wake is None else min(wake, queue.heap[0][0])
+            while queue.ready:
                 if queue.in_flight >= limits.max_concurrent_dispatches or self._in_flight >= self._workers:
                     break
                 queue.refill(now)
@@ -870,10 +896,45 @@ class TasksEmulator(GrpcStandIn):
                     ready = now + (1.0 - queue.tokens) / queue.effective_rate
                     wake = ready if wake is None else min(wake, ready)
                     break
+                task = self._take_ready(queue)
+                if task is None:
+                    break
                 queue.tokens -= 1.0
-                heapq.heappop(queue.heap)
                 self._launch(queue, task, now)
         return None if wake is None else max(0.0, wake - time.monotonic())
+
+    @staticmethod
+    def _live(queue: _Queue, entry: tuple[float, int, str, int]) -> _Task | None:
+        """The task a heap entry stands for, or None once it was deleted, re-queued or started elsewhere."""
+        _, _, short_id, generation = entry
+        task = queue.tasks.get(short_id)
+        if task is None or task.generation != generation or task.running:
+            return None
+        return task
+
+    def _take_ready(self, queue: _Queue) -> _Task | None:
+        """Remove and return the next due task to dispatch: any of them, not the oldest.
+
+        Cloud Tasks documents that, tasks scheduled for the future aside, a
+        queue makes no guarantee and no best-effort attempt to run tasks in any
+        particular order, that old tasks are only sure to run once the queue is
+        emptied, and that newer tasks are commonly run before older ones
+        (https://cloud.google.com/tasks/docs/common-pitfalls, "Execution
+        order"). So a task is never dispatched before it is due, and among the
+        due ones a uniformly random one goes next; with ``out_of_order`` off the
+        earliest due goes first, which real queues do not promise.
+        """
+        while queue.ready:
+            if self._out_of_order:
+                i = self._rng.randrange(len(queue.ready))
+                queue.ready[i], queue.ready[-1] = queue.ready[-1], queue.ready[i]
+                entry = queue.ready.pop()
+            else:
+                entry = heapq.heappop(queue.ready)
+            task = self._live(queue, entry)
+            if task is not None:
+                return task
+        return None
 
     def _launch(self, queue: _Queue, task: _Task, now: float) -> None:
         assert self._pool is not None
@@ -1080,6 +1141,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tombstone-seconds", type=float, default=DEFAULT_TOMBSTONE_SECONDS)
     parser.add_argument("--dispatch-workers", type=int, default=32)
     parser.add_argument(
+        "--in-order",
+        action="store_true",
+        help="dispatch due tasks oldest first (Cloud Tasks promises no order; the default picks at random)",
+    )
+    parser.add_argument("--dispatch-jitter", type=float, default=0.0, help="delay each attempt by up to this many s")
+    parser.add_argument("--seed", type=int, default=None, help="seed for the dispatch order and jitter")
+    parser.add_argument(
         "--queue",
         action="append",
         default=[],
@@ -1091,7 +1159,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
     emulator = TasksEmulator(
-        port=args.port, tombstone_seconds=args.tombstone_seconds, dispatch_workers=args.dispatch_workers
+        port=args.port,
+        tombstone_seconds=args.tombstone_seconds,
+        dispatch_workers=args.dispatch_workers,
+        out_of_order=not args.in_order,
+        dispatch_jitter=args.dispatch_jitter,
+        seed=args.seed,
     )
 
     def before_ready() -> None:

@@ -577,6 +577,102 @@ def test_paused_queue_holds_tasks_until_resumed(
     receiver.wait_hits(path, 1)
 
 
+ORDER_TASKS = 20
+
+
+def dispatch_order(emulator: TasksEmulator, receiver: Receiver, path: str, count: int = ORDER_TASKS) -> list[str]:
+    """Queue ``count`` tasks on a paused queue, resume it, and return the task ids in the order they arrived.
+
+    One dispatch at a time, and all tasks due before the queue resumes: the
+    only thing that decides the order is the stand-in's choice among due tasks.
+    """
+    client = make_client(emulator.address)
+    try:
+        queue = new_queue(client, rate_limits={"max_concurrent_dispatches": 1})
+        client.pause_queue(name=queue.name)
+        for i in range(count):
+            client.create_task(parent=queue.name, task=http_task(receiver.url(path), name=f"{queue.name}/tasks/t{i}"))
+        client.resume_queue(name=queue.name)
+        hits = receiver.wait_hits(path, count)
+        assert emulator.wait_until_idle(WAIT)
+    finally:
+        client.transport.close()
+    return [hit.headers["X-CloudTasks-TaskName"] for hit in receiver.hits(path)]
+
+
+def test_due_tasks_go_in_a_seeded_random_order_each_exactly_once(receiver: Receiver, path: str) -> None:
+    enqueued = [f"t{i}" for i in range(ORDER_TASKS)]
+    with TasksEmulator(seed=7) as first, TasksEmulator(seed=7) as again:
+        order = dispatch_order(first, receiver, f"{path}/first")
+        assert sorted(order) == sorted(enqueued), "every task exactly once, none lost"
+        assert order != enqueued, "Cloud Tasks promises no order: due tasks must not go oldest first"
+        assert dispatch_order(again, receiver, f"{path}/again") == order, "one seed, one order"
+
+
+def test_in_order_dispatch_can_be_asked_for(receiver: Receiver, path: str) -> None:
+    with TasksEmulator(out_of_order=False) as emulator:
+        assert dispatch_order(emulator, receiver, path) == [f"t{i}" for i in range(ORDER_TASKS)]
+
+
+def test_reordered_backlog_with_retries_loses_and_duplicates_nothing(receiver: Receiver, path: str) -> None:
+    count, failures = 100, 5
+    with TasksEmulator(seed=11) as emulator:
+        client = make_client(emulator.address)
+        try:
+            queue = new_queue(
+                client,
+                rate_limits={"max_dispatches_per_second": 200, "max_concurrent_dispatches": 5},
+                retry_config={"min_backoff": timedelta(seconds=0.01), "max_backoff": timedelta(seconds=0.05)},
+            )
+            receiver.plan(path, *[(503, 0.0)] * failures)
+            client.pause_queue(name=queue.name)
+            names = [f"{queue.name}/tasks/b{i}" for i in range(count)]
+            for name in names:
+                client.create_task(parent=queue.name, task=http_task(receiver.url(path), name=name))
+            client.resume_queue(name=queue.name)
+            receiver.wait_hits(path, count + failures, timeout=3 * WAIT)
+            assert emulator.wait_until_idle(3 * WAIT)
+        finally:
+            client.transport.close()
+        stats = emulator.stats()
+    hits = receiver.hits(path)
+    assert len(hits) == count + failures, "no task dispatched again after its success"
+    assert stats.dropped == 0
+    assert all(stats.tasks[n].outcome == "succeeded" and stats.tasks[n].statuses[-1] == 200 for n in names)
+    assert sum(len(stats.tasks[n].statuses) for n in names) == count + failures
+    assert stats.queue(queue.name).throttle_events == failures, "throttling is unchanged by the order"
+    first_seen = list(dict.fromkeys(hit.headers["X-CloudTasks-TaskName"] for hit in hits))
+    assert sorted(first_seen) == sorted(n.rsplit("/", 1)[-1] for n in names)
+
+
+def test_jitter_reorders_an_idle_queue_but_never_runs_a_task_early(receiver: Receiver, path: str) -> None:
+    jitter, delay = 0.2, 0.5
+    with TasksEmulator(seed=3, dispatch_jitter=jitter) as emulator:
+        client = make_client(emulator.address)
+        try:
+            queue = new_queue(client)
+            created = time.monotonic()
+            later = datetime.now(UTC) + timedelta(seconds=delay)
+            for i in range(10):
+                name = f"{queue.name}/tasks/n{i}"
+                client.create_task(parent=queue.name, task=http_task(receiver.url(path), name=name))
+            for i in range(10):
+                client.create_task(
+                    parent=queue.name,
+                    task=http_task(receiver.url(path), name=f"{queue.name}/tasks/f{i}", schedule_time=later),
+                )
+            hits = receiver.wait_hits(path, 20)
+            assert emulator.wait_until_idle(WAIT)
+        finally:
+            client.transport.close()
+    at = {hit.headers["X-CloudTasks-TaskName"]: hit.at for hit in hits}
+    assert len(hits) == len(at) == 20
+    assert all(at[f"f{i}"] >= created + delay - 0.05 for i in range(10)), "never before schedule_time"
+    assert all(at[f"f{i}"] <= created + delay + jitter + 2.0 for i in range(10))
+    now_order = sorted((at[f"n{i}"], f"n{i}") for i in range(10))
+    assert [name for _, name in now_order] != [f"n{i}" for i in range(10)], "tasks created apart still reordered"
+
+
 def test_run_task_dispatches_a_future_task_now_and_purge_removes_tasks(
     client: tasks_v2.CloudTasksClient, receiver: Receiver, path: str
 ) -> None:
@@ -670,7 +766,9 @@ def test_backoff_follows_the_documented_cloud_tasks_example(retry_index: int, ex
 
 
 def test_module_runs_as_a_process_and_stops_on_sigterm() -> None:
-    process, address = start_module("devstack.tasks_emulator", "--port", "0", "--queue", f"{LOCATION}/queues/cli")
+    process, address = start_module(
+        "devstack.tasks_emulator", "--port", "0", "--queue", f"{LOCATION}/queues/cli", "--seed", "1", "--in-order"
+    )
     try:
         assert re.fullmatch(r"127\.0\.0\.1:\d+", address)
         client = make_client(address)
