@@ -26,7 +26,7 @@ from typing import Any
 
 from google.cloud import pubsub_v1
 
-from bench import ack, burst, coldstart, cost, cpu, e2e, secrets_check, stages, throughput
+from bench import ack, burst, charts, coldstart, cost, cpu, e2e, secrets_check, stages, throughput
 from bench.driver import Delivery, Driver, check_delivery
 from bench.procs import Processes, function_command, process_env, wait_listening
 from bench.profile import Profiler
@@ -687,6 +687,8 @@ def main(argv: list[str] | None = None) -> int:
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+        charted = charts.write_charts(results, output.parent / "charts")
+        _say(f"charts from the same run: {', '.join(str(c) for c in charted)}")
     print(table, flush=True)
     where = f"wrote {output}" if output is not None else "no results file (--output FILE to keep one)"
     _say(f"{where} in {results['duration_seconds']:g}s" + (f"; logs in {log_dir}" if keep else ""))
