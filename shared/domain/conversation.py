@@ -13,6 +13,9 @@ docs/decisions/0004-idempotency-records.md):
                  should look at this conversation (shared/domain/liveness.py)
     messages     {MessageSid: entry} for recent inbound messages: the dedupe
                  and progress records (status, seq, parts, sentParts, ...)
+    optedOut, rate, pausedUntil
+                 what the business controls left (shared/domain/controls.py);
+                 an opted-out conversation keeps no expireAt, history or address
 
 Every field is bounded (history by characters, reply text dropped once a
 message is finished, at most MAX_TRACKED_MESSAGES finished entries), so the
@@ -35,7 +38,11 @@ SENDING = "sending"
 SENT = "sent"
 FAILED = "failed"
 DEAD_LETTERED = "dead_lettered"
-FINISHED = frozenset({SENT, FAILED, DEAD_LETTERED})
+# Recorded, deliberately not answered: opted out, rate limited, paused for a
+# person (shared/domain/controls.py). Terminal at once and without a seq, so
+# it never holds up the user's later replies.
+IGNORED = "ignored"
+FINISHED = frozenset({SENT, FAILED, DEAD_LETTERED, IGNORED})
 
 # How many finished message entries a conversation keeps for dedupe. Twilio's
 # retries and Pub/Sub redeliveries of a message arrive long before this many
@@ -172,7 +179,14 @@ def claim_updates(
         updates["address"] = address
         if business:
             updates["business"] = business
+    _keep_opt_out(conv, updates)
     return updates
+
+
+def _keep_opt_out(conv: Conversation, updates: Updates) -> None:
+    """An opted-out conversation never expires: its opt-out must outlive the TTL."""
+    if conv.data.get("optedOut"):
+        updates["expireAt"] = REMOVE
 
 
 def answer_updates(
@@ -185,8 +199,13 @@ def answer_updates(
     max_messages: int,
     failure_reason: str = "",
     max_history_chars: int | None = None,
+    record_turn: bool = True,
 ) -> Updates:
-    """Append the turn, give the reply its place in the sending order, prune old entries."""
+    """Append the turn, give the reply its place in the sending order, prune old entries.
+
+    ``record_turn`` False leaves the history alone: a canned reply such as
+    /help or an opt-out confirmation is sent but is no part of the conversation.
+    """
     reply = "\n\n".join(reply_parts)
     history = conv.history(now) + [
         {"role": "user", "content": user_text, "sid": sid},
@@ -194,7 +213,6 @@ def answer_updates(
     ]
     seq = conv.last_seq + 1
     updates: Updates = {
-        "history": trim_history(history, max_messages, max_history_chars),
         "lastSeq": seq,
         "expireAt": expire_at(now, ttl_seconds),
         "updatedAt": now,
@@ -205,6 +223,9 @@ def answer_updates(
         f"messages.{sid}.leaseUntil": REMOVE,
         f"messages.{sid}.updatedAt": now,
     }
+    if record_turn:
+        updates["history"] = trim_history(history, max_messages, max_history_chars)
+    _keep_opt_out(conv, updates)
     if failure_reason:
         updates[f"messages.{sid}.reason"] = failure_reason
         updates[f"messages.{sid}.fallback"] = True
@@ -277,6 +298,10 @@ def finish_updates(conv: Conversation, sid: str, status: str, now: datetime, rea
         updates["doneSeq"] = advance_done_seq(conv, sid)
     if "watch" in conv.data and not (set(conv.open_entries()) - {sid}):
         updates["watch"] = REMOVE
+    if conv.data.get("optedOut") and int(updates.get("doneSeq", conv.done_seq)) >= conv.last_seq:
+        # The opt-out confirmation (and every reply before it) is done: nothing
+        # will be sent to this user, so their address is not kept.
+        updates["address"] = REMOVE
     return updates
 
 

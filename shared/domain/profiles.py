@@ -1,0 +1,215 @@
+"""Business profiles: what one WhatsApp number says and allows, validated once when loaded.
+
+A profile is keyed by the business's WhatsApp address (the webhook's ``To``).
+Every key is optional: a missing one takes the deployment's default (the
+settings: ``SYSTEM_PROMPT``, ``OPENAI_MODEL``, ``RATE_LIMIT_MESSAGES``, ...),
+so an unknown ``To`` is answered exactly as before profiles existed.
+
+Validation refuses, with the business and the key named, unknown keys, wrong
+types, out-of-range limits and keyword rules whose regular expression does not
+compile: a bad profile is stopped before it is written, never at the first
+message that meets it. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+DEFAULT_HELP = (
+    "I'm this business's WhatsApp assistant: ask me anything. "
+    "Send /reset to start over, STOP to stop receiving messages."
+)
+DEFAULT_RESET_REPLY = "Done: I've forgotten our conversation. What can I do for you?"
+DEFAULT_OPT_OUT_REPLY = "You won't receive any more messages from us. Send START to resume."
+DEFAULT_OPT_IN_REPLY = "Welcome back! You'll receive our messages again. How can I help?"
+DEFAULT_RATE_LIMIT_REPLY = "You're sending messages faster than I can answer. Please wait a minute and try again."
+DEFAULT_EMPTY_REPLY = "Your message arrived empty. What would you like to ask?"
+DEFAULT_HANDOFF_REPLY = "Thanks, a person from our team will answer you here shortly."
+DEFAULT_OPT_OUT_KEYWORDS = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT")
+DEFAULT_OPT_IN_KEYWORDS = ("START", "UNSTOP")
+DEFAULT_RESET_COMMANDS = ("/reset",)
+DEFAULT_HELP_COMMANDS = ("/help",)
+
+# Texts a profile may set are sent as WhatsApp messages and stored in the
+# conversation document: bounded like everything else in it.
+MAX_TEXT_CHARS = 1600
+MAX_PROMPT_CHARS = 20_000
+MAX_KEYWORD_RULES = 100
+MAX_WORDS = 50
+
+
+class ProfileError(ValueError):
+    """A profile that must not be used; the message names the business and the key."""
+
+
+@dataclass(frozen=True)
+class KeywordRule:
+    """``match`` must match the whole message, ignoring case; ``reply`` answers it without the model."""
+
+    match: str
+    reply: str
+    pattern: re.Pattern[str] = field(compare=False, repr=False)
+
+    def matches(self, text: str) -> bool:
+        return self.pattern.fullmatch(text) is not None
+
+
+@dataclass(frozen=True)
+class BusinessProfile:
+    """Everything the processor needs to know about the business a message was written to."""
+
+    address: str = ""
+    name: str = ""
+    system_prompt: str = ""
+    model: str = ""
+    fallback_reply: str = ""
+    help: str = DEFAULT_HELP
+    welcome: str = ""
+    keywords: tuple[KeywordRule, ...] = ()
+    rate_limit_messages: int = 20
+    rate_limit_window_seconds: int = 60
+    rate_limit_reply: str = DEFAULT_RATE_LIMIT_REPLY
+    empty_reply: str = DEFAULT_EMPTY_REPLY
+    reset_commands: tuple[str, ...] = DEFAULT_RESET_COMMANDS
+    reset_reply: str = DEFAULT_RESET_REPLY
+    help_commands: tuple[str, ...] = DEFAULT_HELP_COMMANDS
+    opt_out_keywords: tuple[str, ...] = DEFAULT_OPT_OUT_KEYWORDS
+    opt_out_reply: str = DEFAULT_OPT_OUT_REPLY
+    opt_in_keywords: tuple[str, ...] = DEFAULT_OPT_IN_KEYWORDS
+    opt_in_reply: str = DEFAULT_OPT_IN_REPLY
+    handoff_keyword: str = ""
+    handoff_reply: str = DEFAULT_HANDOFF_REPLY
+    handoff_pause_seconds: int = 3600
+
+
+_TEXT_KEYS = {
+    "name": 200,
+    "system_prompt": MAX_PROMPT_CHARS,
+    "model": 200,
+    "fallback_reply": MAX_TEXT_CHARS,
+    "help": MAX_TEXT_CHARS,
+    "welcome": MAX_TEXT_CHARS,
+    "rate_limit_reply": MAX_TEXT_CHARS,
+    "empty_reply": MAX_TEXT_CHARS,
+    "reset_reply": MAX_TEXT_CHARS,
+    "opt_out_reply": MAX_TEXT_CHARS,
+    "opt_in_reply": MAX_TEXT_CHARS,
+    "handoff_keyword": 100,
+    "handoff_reply": MAX_TEXT_CHARS,
+}
+# Texts that may be left empty: an empty welcome sends none, an empty handoff keyword turns it off.
+_MAY_BE_EMPTY = {"welcome", "handoff_keyword", "name"}
+_INT_KEYS = {
+    "rate_limit_messages": (1, 10_000),
+    "rate_limit_window_seconds": (1, 7 * 24 * 3600),
+    "handoff_pause_seconds": (60, 30 * 24 * 3600),
+}
+_WORD_KEYS = ("reset_commands", "help_commands", "opt_out_keywords", "opt_in_keywords")
+KNOWN_KEYS = frozenset({*_TEXT_KEYS, *_INT_KEYS, *_WORD_KEYS, "keywords"})
+
+
+def _fail(address: str, key: str, problem: str) -> ProfileError:
+    return ProfileError(f"business {address!r}: key {key!r}: {problem}")
+
+
+def _check_address(address: Any) -> str:
+    if not isinstance(address, str) or not address.strip():
+        raise ProfileError(f"business {address!r}: the address must be a non-empty string such as 'whatsapp:+14155238886'")
+    if "/" in address or address.strip() != address or len(address) > 200:
+        raise ProfileError(f"business {address!r}: the address must have no '/' or surrounding spaces")
+    return address
+
+
+def profile_from_mapping(address: str, raw: Any, defaults: BusinessProfile) -> BusinessProfile:
+    """The profile of ``address`` from its stored or written form; missing keys come from ``defaults``.
+
+    Raises :class:`ProfileError` naming the business and the key for anything
+    that would misbehave later.
+    """
+    address = _check_address(address)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ProfileError(f"business {address!r}: the profile must be a mapping of keys to values, got {type(raw).__name__}")
+    unknown = sorted(str(k) for k in raw if k not in KNOWN_KEYS)
+    if unknown:
+        raise _fail(address, unknown[0], f"unknown key (known keys: {', '.join(sorted(KNOWN_KEYS))})")
+    values: dict[str, Any] = {"address": address}
+    for key, limit in _TEXT_KEYS.items():
+        if key not in raw:
+            continue
+        value = raw[key]
+        if not isinstance(value, str):
+            raise _fail(address, key, f"must be text, got {type(value).__name__}")
+        value = value.strip()
+        if not value and key not in _MAY_BE_EMPTY:
+            raise _fail(address, key, "must not be empty")
+        if len(value) > limit:
+            raise _fail(address, key, f"is {len(value)} characters long, at most {limit}")
+        values[key] = value
+    for key, (lo, hi) in _INT_KEYS.items():
+        if key not in raw:
+            continue
+        value = raw[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(address, key, f"must be a whole number, got {type(value).__name__}")
+        if not lo <= value <= hi:
+            raise _fail(address, key, f"must be between {lo} and {hi}, got {value}")
+        values[key] = value
+    for key in _WORD_KEYS:
+        if key not in raw:
+            continue
+        value = raw[key]
+        if not isinstance(value, list) or not all(isinstance(w, str) and w.strip() for w in value):
+            raise _fail(address, key, "must be a list of non-empty texts")
+        if not value or len(value) > MAX_WORDS:
+            raise _fail(address, key, f"must list between 1 and {MAX_WORDS} words")
+        values[key] = tuple(w.strip() for w in value)
+    if "keywords" in raw:
+        values["keywords"] = _keyword_rules(address, raw["keywords"])
+    return replace(defaults, **values)
+
+
+def _keyword_rules(address: str, raw: Any) -> tuple[KeywordRule, ...]:
+    if not isinstance(raw, list):
+        raise _fail(address, "keywords", f"must be a list of {{match, reply}} rules, got {type(raw).__name__}")
+    if len(raw) > MAX_KEYWORD_RULES:
+        raise _fail(address, "keywords", f"has {len(raw)} rules, at most {MAX_KEYWORD_RULES}")
+    rules: list[KeywordRule] = []
+    for n, rule in enumerate(raw, start=1):
+        where = f"keywords[{n}]"
+        if not isinstance(rule, Mapping):
+            raise _fail(address, where, "must be a mapping with 'match' and 'reply'")
+        extra = sorted(str(k) for k in rule if k not in ("match", "reply"))
+        if extra:
+            raise _fail(address, f"{where}.{extra[0]}", "unknown key (a rule has 'match' and 'reply')")
+        for part in ("match", "reply"):
+            if not isinstance(rule.get(part), str) or not rule[part].strip():
+                raise _fail(address, f"{where}.{part}", "must be non-empty text")
+        if len(rule["reply"]) > MAX_TEXT_CHARS:
+            raise _fail(address, f"{where}.reply", f"is {len(rule['reply'])} characters long, at most {MAX_TEXT_CHARS}")
+        try:
+            pattern = re.compile(rule["match"], re.IGNORECASE)
+        except re.error as exc:
+            raise _fail(address, f"{where}.match", f"is not a valid regular expression ({exc}): {rule['match']!r}") from None
+        rules.append(KeywordRule(rule["match"], rule["reply"].strip(), pattern))
+    return tuple(rules)
+
+
+def profiles_from_document(document: Any, defaults: BusinessProfile) -> dict[str, BusinessProfile]:
+    """Every profile of a profiles file (``businesses:`` mapping addresses to profiles), validated.
+
+    All of them are checked before any is returned, so a file with one bad
+    profile writes nothing.
+    """
+    if not isinstance(document, Mapping):
+        raise ProfileError("the profiles file must be a mapping with the key 'businesses'")
+    unknown = sorted(str(k) for k in document if k != "businesses")
+    if unknown:
+        raise ProfileError(f"the profiles file: unknown top-level key {unknown[0]!r} (only 'businesses')")
+    businesses = document.get("businesses")
+    if not isinstance(businesses, Mapping) or not businesses:
+        raise ProfileError("the profiles file: 'businesses' must map WhatsApp addresses to profiles")
+    return {str(address): profile_from_mapping(address, raw, defaults) for address, raw in businesses.items()}
