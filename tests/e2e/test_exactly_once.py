@@ -242,7 +242,8 @@ def test_a_dead_lettered_message_is_recorded_with_its_reason(pipeline, ledger) -
     assert not pipeline.db.collection("conversations").document(pipeline.conversation_id(user)).get().exists
     assert pipeline.replies(user) == []
     env = {**os.environ, "FIRESTORE_EMULATOR_HOST": stack.firestore.host, "PUBSUB_EMULATOR_HOST": stack.pubsub.host,
-           "GOOGLE_CLOUD_PROJECT": stack.options.project, "PYTHONPATH": str(ROOT)}
+           "GOOGLE_CLOUD_PROJECT": stack.options.project, "PYTHONPATH": str(ROOT),
+           "ADDRESS_HASH_KEY": stack.options.address_hash_key}
     listing = subprocess.run([sys.executable, "-m", "shared.ops.failures"], env=env, capture_output=True,
                              text=True, timeout=60, check=True).stdout
     assert message.sid in listing and "dead_lettered" in listing
