@@ -170,6 +170,7 @@ def twilio() -> TwilioGateway:
         api_base_url=s.twilio_api_base_url,
         timeout_seconds=s.twilio_timeout_seconds,
         refresh_token=lambda: secrets().refresh(TWILIO_AUTH_TOKEN),
+        status_callback=s.public_webhook_url if s.delivery_status_callbacks else "",
     )
 
 

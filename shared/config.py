@@ -149,6 +149,21 @@ class Settings:
     # Only read when secret_source == "env" (the local fallback).
     env_secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
+    # The WhatsApp channel (docs/decisions/0011-whatsapp-channel.md)
+    delivery_status_callbacks: bool = True
+    media_max_bytes: int = 5 * 1024 * 1024
+    media_timeout_seconds: float = 10.0
+    # Where Twilio's media URLs may redirect (its media storage); credentials never go there.
+    twilio_media_redirect_hosts: tuple[str, ...] = ("media.twiliocdn.com", "mms.twiliocdn.com", "s3-external-1.amazonaws.com")
+    openai_vision_model: str = "gpt-4o-mini"
+    openai_transcribe_model: str = "gpt-4o-mini-transcribe"
+    typing_indicator: bool = True
+    twilio_messaging_base_url: str = ""
+    reengagement_content_sid: str = ""
+    burst_window_seconds: float = 0.0
+    # Tests only: the sender's clock runs this far ahead (the 24-hour window end to end)
+    test_clock_offset_seconds: float = 0.0
+
     # Caller verification (OIDC) for processor_fn and sender_fn
     auth_audience: str = ""
     auth_allowed_service_accounts: tuple[str, ...] = ()
@@ -218,6 +233,17 @@ class Settings:
                 for name in ("TWILIO_AUTH_TOKEN", "OPENAI_API_KEY", "ADDRESS_HASH_KEY")
                 if env.get(name)
             },
+            delivery_status_callbacks=_bool(env, "DELIVERY_STATUS_CALLBACKS", d.delivery_status_callbacks),
+            media_max_bytes=_int(env, "MEDIA_MAX_BYTES", d.media_max_bytes, 1024, 25 * 1024 * 1024),
+            media_timeout_seconds=_float(env, "MEDIA_TIMEOUT_SECONDS", d.media_timeout_seconds, 0.1, 60.0),
+            twilio_media_redirect_hosts=_list(env, "TWILIO_MEDIA_REDIRECT_HOSTS") or d.twilio_media_redirect_hosts,
+            openai_vision_model=_text(env, "OPENAI_VISION_MODEL", d.openai_vision_model),
+            openai_transcribe_model=_text(env, "OPENAI_TRANSCRIBE_MODEL", d.openai_transcribe_model),
+            typing_indicator=_bool(env, "TYPING_INDICATOR", d.typing_indicator),
+            twilio_messaging_base_url=_text(env, "TWILIO_MESSAGING_BASE_URL").rstrip("/"),
+            reengagement_content_sid=_text(env, "REENGAGEMENT_CONTENT_SID"),
+            burst_window_seconds=_float(env, "BURST_WINDOW_SECONDS", d.burst_window_seconds, 0.0, 30.0),
+            test_clock_offset_seconds=_float(env, "TEST_CLOCK_OFFSET_SECONDS", 0.0, -10_000_000, 10_000_000),
             auth_audience=_text(env, "AUTH_AUDIENCE"),
             auth_allowed_service_accounts=_list(env, "AUTH_ALLOWED_SERVICE_ACCOUNTS"),
             test_fault_points=_list(env, "TEST_FAULT_POINTS"),

@@ -71,6 +71,7 @@ locals {
       PUBSUB_TOPIC                    = google_pubsub_topic.inbound.name
       WEBHOOK_MAX_BODY_BYTES          = tostring(var.webhook_max_body_bytes)
       PUBLISH_MAX_LATENCY_SECONDS     = tostring(var.publish_max_latency_seconds)
+      DELIVERY_STATUS_CALLBACKS       = tostring(var.delivery_status_callbacks)
       LOG_USAGE                       = tostring(var.log_usage)
     }
 
@@ -116,6 +117,18 @@ locals {
       LIVENESS_SECONDS                = tostring(var.liveness_seconds)
       RECONCILE_AFTER_SECONDS         = tostring(var.reconcile_after_seconds)
       TWILIO_TIMEOUT_SECONDS          = tostring(var.twilio_timeout_seconds)
+      TWILIO_ACCOUNT_SID              = var.twilio_account_sid
+      TWILIO_WHATSAPP_FROM            = var.twilio_whatsapp_from
+      TWILIO_AUTH_TOKEN_SECRET        = google_secret_manager_secret.secret["twilio_auth_token"].secret_id
+      TWILIO_API_BASE_URL             = var.twilio_api_base_url
+      TWILIO_MESSAGING_BASE_URL       = var.twilio_messaging_base_url
+      TWILIO_MEDIA_REDIRECT_HOSTS     = var.twilio_media_redirect_hosts
+      MEDIA_MAX_BYTES                 = tostring(var.media_max_bytes)
+      MEDIA_TIMEOUT_SECONDS           = tostring(var.media_timeout_seconds)
+      OPENAI_VISION_MODEL             = var.openai_vision_model
+      OPENAI_TRANSCRIBE_MODEL         = var.openai_transcribe_model
+      TYPING_INDICATOR                = tostring(var.typing_indicator)
+      BURST_WINDOW_SECONDS            = tostring(var.burst_window_seconds)
       LOG_USAGE                       = tostring(var.log_usage)
     }
 
@@ -145,6 +158,9 @@ locals {
       FAILURES_COLLECTION             = local.collections.failures
       TWILIO_TIMEOUT_SECONDS          = tostring(var.twilio_timeout_seconds)
       TWILIO_API_BASE_URL             = var.twilio_api_base_url
+      PUBLIC_WEBHOOK_URL              = local.webhook_public_url
+      DELIVERY_STATUS_CALLBACKS       = tostring(var.delivery_status_callbacks)
+      REENGAGEMENT_CONTENT_SID        = var.reengagement_content_sid
       LIVENESS_SECONDS                = tostring(var.liveness_seconds)
       RECONCILE_AFTER_SECONDS         = tostring(var.reconcile_after_seconds)
       PROCESSING_LEASE_SECONDS        = tostring(var.processor_ack_deadline_seconds)

@@ -36,6 +36,15 @@ resource "google_secret_manager_secret_iam_member" "accessor" {
   member    = google_service_account.identity[each.key].member
 }
 
+# processor_fn downloads inbound media from Twilio with the account's
+# credentials and asks Twilio for the typing indicator.
+resource "google_secret_manager_secret_iam_member" "twilio_token_processor" {
+  project   = var.project_id
+  secret_id = google_secret_manager_secret.secret["twilio_auth_token"].secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.identity["processor"].member
+}
+
 # Every service names users by a keyed hash of their address (conversation ids,
 # log masks; shared/domain/pseudonyms.py), so each reads the hash key.
 resource "google_secret_manager_secret_iam_member" "address_hash_key_accessor" {

@@ -712,3 +712,86 @@ variable "notification_channels" {
     error_message = "each notification channel must be projects/PROJECT/notificationChannels/ID."
   }
 }
+
+# --------------------------------------------------------- WhatsApp channel ---
+# docs/decisions/0011-whatsapp-channel.md
+
+variable "delivery_status_callbacks" {
+  type        = bool
+  description = "Every send names the webhook as its StatusCallback and callbacks update the reply's ticks (env DELIVERY_STATUS_CALLBACKS)."
+  default     = true
+}
+
+variable "media_max_bytes" {
+  type        = number
+  description = "Largest image or voice note processor_fn downloads from Twilio; larger ones get a friendly answer (env MEDIA_MAX_BYTES)."
+  default     = 5242880
+
+  validation {
+    condition     = var.media_max_bytes >= 1024 && var.media_max_bytes <= 26214400 && floor(var.media_max_bytes) == var.media_max_bytes
+    error_message = "media_max_bytes must be a whole number between 1024 and 26214400 (the range shared/config.py accepts)."
+  }
+}
+
+variable "media_timeout_seconds" {
+  type        = number
+  description = "Connect and read timeout of one media download (env MEDIA_TIMEOUT_SECONDS)."
+  default     = 10
+
+  validation {
+    condition     = var.media_timeout_seconds >= 0.1 && var.media_timeout_seconds <= 60
+    error_message = "media_timeout_seconds must be between 0.1 and 60 (the range shared/config.py accepts)."
+  }
+}
+
+variable "twilio_media_redirect_hosts" {
+  type        = string
+  description = "Comma-separated hosts Twilio's media URLs may redirect to (its media storage); empty keeps the built-in list (env TWILIO_MEDIA_REDIRECT_HOSTS)."
+  default     = ""
+}
+
+variable "openai_vision_model" {
+  type        = string
+  description = "Vision-capable chat model asked when a user sends an image (env OPENAI_VISION_MODEL)."
+  default     = "gpt-4o-mini"
+}
+
+variable "openai_transcribe_model" {
+  type        = string
+  description = "OpenAI audio transcription model for voice notes (env OPENAI_TRANSCRIBE_MODEL)."
+  default     = "gpt-4o-mini-transcribe"
+}
+
+variable "typing_indicator" {
+  type        = bool
+  description = "Show 'typing…' and mark the user's message read while the model answers (env TYPING_INDICATOR)."
+  default     = true
+}
+
+variable "twilio_messaging_base_url" {
+  type        = string
+  description = "Base URL of Twilio's messaging API for the typing indicator; empty means https://messaging.twilio.com (env TWILIO_MESSAGING_BASE_URL)."
+  default     = ""
+
+  validation {
+    condition     = var.twilio_messaging_base_url == "" || can(regex("^https://[^\\s]+$", var.twilio_messaging_base_url))
+    error_message = "twilio_messaging_base_url must be empty or an https:// URL."
+  }
+}
+
+variable "reengagement_content_sid" {
+  type        = string
+  description = "Approved template (Content SID, HX...) sent instead of a reply that would leave outside the 24-hour window; empty: such a reply is recorded as failed (env REENGAGEMENT_CONTENT_SID)."
+  default     = ""
+}
+
+variable "burst_window_seconds" {
+  type        = number
+  description = "Messages of one user arriving within this many seconds of each other get one answer; 0 turns bursts off (env BURST_WINDOW_SECONDS)."
+  default     = 0
+
+  validation {
+    condition     = var.burst_window_seconds >= 0 && var.burst_window_seconds <= 30
+    error_message = "burst_window_seconds must be between 0 and 30 (the range shared/config.py accepts)."
+  }
+}

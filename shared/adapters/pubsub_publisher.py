@@ -7,7 +7,7 @@ from typing import Callable
 
 from google.cloud import pubsub_v1
 
-from shared.domain.inbound import InboundMessage
+from shared.domain.inbound import STATUS_KIND, InboundMessage, StatusCallback
 
 class PublishFailed(Exception):
     """The message was not confirmed by Pub/Sub; the webhook answers 5xx so Twilio retries."""
@@ -50,18 +50,20 @@ class Publisher:
 
     def publish(self, message: InboundMessage) -> str:
         """Return the Pub/Sub message id once the server has stored the message."""
+        return self._publish(message.to_json(), message.sender, message_sid=message.sid)
+
+    def publish_status(self, callback: StatusCallback) -> str:
+        """A delivery report, ordered with the user's messages: the processor applies it to the conversation."""
+        return self._publish(callback.to_json(), callback.recipient, message_sid=callback.sid, kind=STATUS_KIND)
+
+    def _publish(self, data: bytes, ordering_key: str, **attributes: str) -> str:
         try:
-            future = self.client.publish(
-                self._topic_path,
-                message.to_json(),
-                ordering_key=message.sender,
-                message_sid=message.sid,
-            )
+            future = self.client.publish(self._topic_path, data, ordering_key=ordering_key, **attributes)
             message_id = future.result(timeout=self._timeout)
         except Exception as exc:
             # A failed publish pauses its ordering key; resume it so the next
             # retry from Twilio can go through.
-            self.client.resume_publish(self._topic_path, message.sender)
+            self.client.resume_publish(self._topic_path, ordering_key)
             raise PublishFailed(str(exc)) from exc
         self.published += 1
         return message_id

@@ -91,8 +91,11 @@ class TwilioGateway:
         api_base_url: str,
         timeout_seconds: float,
         refresh_token: Callable[[], bool] = lambda: False,
+        status_callback: str = "",
     ) -> None:
         self._account_sid = account_sid
+        # Passed with every send, so delivery ticks do not depend on a console setting.
+        self._status_callback = status_callback
         self._refresh_token = refresh_token
         self._from = from_address
         self._auth_token = auth_token
@@ -138,7 +141,8 @@ class TwilioGateway:
     def _send(self, to: str, body: str, from_: str) -> str:
         self.calls += 1
         try:
-            message = self.client.messages.create(from_=from_ or self._from, to=to, body=body)
+            extra = {"status_callback": self._status_callback} if self._status_callback else {}
+            message = self.client.messages.create(from_=from_ or self._from, to=to, body=body, **extra)
         except (TwilioRestException, TwilioServiceException) as exc:
             # Not chained: the original's message quotes the destination unmasked.
             error = _after_send(classify(exc, to), exc)

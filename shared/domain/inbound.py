@@ -90,6 +90,28 @@ class StatusCallback:
     recipient: str
     error_code: str = ""
     error_message: str = ""
+    sender: str = ""
+
+    def to_json(self) -> bytes:
+        return json.dumps({"kind": STATUS_KIND, **asdict(self)}, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "StatusCallback":
+        """Inverse of :meth:`to_json`; raises InvalidWebhook for a malformed payload."""
+        try:
+            raw = json.loads(data)
+            if not isinstance(raw, dict) or raw.pop("kind", None) != STATUS_KIND:
+                raise TypeError("not a status callback")
+            callback = cls(**raw)
+        except (ValueError, TypeError) as exc:
+            raise InvalidWebhook(f"malformed status payload: {exc}") from None
+        if not all(isinstance(getattr(callback, f.name), str) for f in fields(cls)) or not _SID.fullmatch(callback.sid):
+            raise InvalidWebhook("malformed status payload: wrong types or no valid sid")
+        return callback
+
+
+# The Pub/Sub attribute ``kind`` that tells a status callback from an inbound message.
+STATUS_KIND = "status"
 
 
 def parse_webhook(form: Mapping[str, str], received_at: float) -> InboundMessage | StatusCallback:
@@ -109,6 +131,7 @@ def parse_webhook(form: Mapping[str, str], received_at: float) -> InboundMessage
             recipient=form.get("To", ""),
             error_code=form.get("ErrorCode", ""),
             error_message=form.get("ErrorMessage", ""),
+            sender=form.get("From", ""),
         )
     try:
         num_media = int(form.get("NumMedia", "0") or 0)

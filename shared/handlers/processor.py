@@ -40,7 +40,8 @@ from shared.domain.conversation import (
 )
 from shared.faults import FaultPoints, InjectedFault
 from shared.domain.pseudonyms import Pseudonyms
-from shared.domain.inbound import InboundMessage, InvalidWebhook, describe_for_model
+from shared.domain.inbound import STATUS_KIND, InboundMessage, InvalidWebhook, describe_for_model
+from shared.handlers.delivery_status import handle_status_push
 from shared.log import mask_address
 from shared.domain.splitting import split_reply
 from shared.handlers.handoff import Queue, send_when_its_turn
@@ -255,6 +256,8 @@ def handle_push(pubsub_message: Mapping[str, Any], subscription: str, deps: Proc
     ``subscription`` tells a dead-letter delivery from a first-hand one.
     """
     attributes = pubsub_message.get("attributes") or {}
+    if attributes.get("kind") == STATUS_KIND:
+        return handle_status_push(pubsub_message, subscription, deps)
     try:
         msg = InboundMessage.from_json(base64.b64decode(pubsub_message.get("data", "")))
     except (InvalidWebhook, ValueError) as exc:

@@ -33,6 +33,7 @@ from shared.domain.conversation import (
     applied,
     finish_updates,
 )
+from shared.domain.delivery import OUTSIDE_WINDOW, OUTSIDE_WINDOW_CODE
 from shared.faults import FaultPoints, InjectedFault
 from shared.handlers.handoff import Queue, hand_off_next, its_turn
 from shared.log import mask_address
@@ -148,7 +149,8 @@ def deliver(task: SendTask, deps: SenderDeps) -> str:
         try:
             twilio_sid = deps.twilio.send(address, parts[k], from_=business)
         except SendPermanent as exc:
-            return _fail(task, deps, str(exc), code=exc.code)
+            reason = f"{OUTSIDE_WINDOW}: {exc}" if exc.code == OUTSIDE_WINDOW_CODE else str(exc)
+            return _fail(task, deps, reason, code=exc.code)
         except SendRetryable as exc:
             return _attempt_failed(task, deps, str(exc), keep_mark=False)
         except SendUncertain as exc:

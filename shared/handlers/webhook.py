@@ -33,6 +33,8 @@ _PATH_SAFE = "!$&'()*+,/:;=@%"
 class MessagePublisher(Protocol):
     def publish(self, message: InboundMessage) -> str: ...
 
+    def publish_status(self, callback: StatusCallback) -> str: ...
+
 
 @dataclass(frozen=True)
 class WebhookDeps:
@@ -167,6 +169,15 @@ def handle_webhook(request: flask.Request, deps: WebhookDeps) -> flask.Response:
                 "recipient": mask_address(parsed.recipient),
             },
         )
+        if not deps.settings.delivery_status_callbacks:
+            return _reply(200)
+        try:
+            deps.publisher.publish_status(parsed)
+        except Exception as exc:
+            # Twilio retries a 5xx (connection overrides); a tick is not worth more.
+            log.error("status publish failed", extra={"event": "publish_failed", "twilio_sid": parsed.sid,
+                                                      "error": scrub(f"{type(exc).__name__}: {exc}", parsed.recipient)})
+            return _reply(503, "could not queue the status, retry\n")
         return _reply(200)
     try:
         message_id = deps.publisher.publish(parsed)

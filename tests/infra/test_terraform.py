@@ -46,7 +46,7 @@ ANNOUNCED_ENV = {
 }
 # Read by shared/config.py but never set in the cloud: emulator and test hooks,
 # and GCP_PROJECT, an alias of GOOGLE_CLOUD_PROJECT.
-NOT_IN_CLOUD_ENV = {"CLOUD_TASKS_EMULATOR_HOST", "TEST_FAULT_POINTS", "GCP_PROJECT"}
+NOT_IN_CLOUD_ENV = {"CLOUD_TASKS_EMULATOR_HOST", "TEST_FAULT_POINTS", "TEST_CLOCK_OFFSET_SECONDS", "GCP_PROJECT"}
 # Values that are wiring (resource names, URLs, identities, collection names),
 # not a per-environment choice; every other setting must come from a variable.
 WIRED_ENV = {
@@ -559,7 +559,7 @@ def check_secret_access(config: TfConfig) -> None:
                 assert account, f"secret {secret.group(1)} is granted to {member}, not to one of our service accounts"
                 access.setdefault(secret.group(1), set()).add(account.group(1))
     assert access == {
-        "twilio_auth_token": {"webhook", "sender"},
+        "twilio_auth_token": {"webhook", "sender", "processor"},
         "openai_api_key": {"processor"},
         "address_hash_key": {"webhook", "processor", "sender", "reconciler"},
     }, f"secret accessors: {access}"
@@ -1257,13 +1257,13 @@ MUTATIONS = {
         check_invokers,
         r"ingress settings",
     ),
-    "processor-reads-twilio-token": Mutation(
+    "reconciler-reads-twilio-token": Mutation(
         "secrets.tf",
         _append(
-            'resource "google_secret_manager_secret_iam_member" "twilio_token_processor" {\n'
+            'resource "google_secret_manager_secret_iam_member" "twilio_token_reconciler" {\n'
             '  secret_id = google_secret_manager_secret.secret["twilio_auth_token"].secret_id\n'
             '  role      = "roles/secretmanager.secretAccessor"\n'
-            '  member    = google_service_account.identity["processor"].member\n'
+            '  member    = google_service_account.identity["reconciler"].member\n'
             "}"
         ),
         check_secret_access,

@@ -317,3 +317,11 @@ def test_client_is_built_lazily_with_the_base_url_and_timeout(monkeypatch: pytes
     assert built[0].timeout == 7.5
     assert [r["uri"] for r in built[0].requests] == [f"http://127.0.0.1:9999/2010-04-01/Accounts/{ACCOUNT}/Messages.json"] * 2
     assert built[0].requests[0]["auth"] == (ACCOUNT, "lazy-token")
+
+
+def test_every_send_names_the_status_callback_when_one_is_configured() -> None:
+    http = FakeHttp(created("SM" + "b" * 32, "Hi"))
+    gw = TwilioGateway(ACCOUNT, FROM, lambda: "auth-token", "", 10.0, status_callback="https://hook.example/")
+    gw._client = Client(ACCOUNT, "auth-token", http_client=http)
+    gw.send(TO, "Hi")
+    assert http.requests[0]["data"]["StatusCallback"] == "https://hook.example/"

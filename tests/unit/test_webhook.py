@@ -15,7 +15,7 @@ from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 
 from shared.config import Settings
-from shared.domain.inbound import InboundMessage
+from shared.domain.inbound import InboundMessage, StatusCallback
 from shared.log import JsonFormatter, mask_address
 from shared.handlers.webhook import EMPTY_TWIML, FORM_TYPE, WebhookDeps, handle_webhook, signed_url, signed_urls
 
@@ -30,6 +30,7 @@ APP = flask.Flask(__name__)
 class FakePublisher:
     def __init__(self, error: Exception | None = None) -> None:
         self.published: list[InboundMessage] = []
+        self.statuses: list[StatusCallback] = []
         self.error = error
 
     def publish(self, message: InboundMessage) -> str:
@@ -37,6 +38,12 @@ class FakePublisher:
             raise self.error
         self.published.append(message)
         return f"pubsub-{len(self.published)}"
+
+    def publish_status(self, callback: StatusCallback) -> str:
+        if self.error is not None:
+            raise self.error
+        self.statuses.append(callback)
+        return f"pubsub-status-{len(self.statuses)}"
 
 
 class CountingValidator:
@@ -167,16 +174,31 @@ def test_every_inbound_sample_is_accepted(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["status-delivered", "status-read", "status-failed-63016"])
-def test_status_callback_is_acknowledged_and_not_published(name: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_status_callback_is_published_as_a_status_not_as_a_message(name: str, caplog: pytest.LogCaptureFixture) -> None:
     form = json.loads((SAMPLES / f"{name}.json").read_text(encoding="utf-8"))
     publisher = FakePublisher()
     response = post(make_deps(publisher), form)
     assert response.status_code == 200
     assert publisher.published == []
+    [callback] = publisher.statuses
+    assert (callback.sid, callback.status, callback.recipient) == (form["MessageSid"], form["MessageStatus"], form["To"])
+    assert callback.error_code == form.get("ErrorCode", "") and callback.sender == form["From"]
     [line] = [line for line in webhook_lines(caplog) if line.get("event") == "status_callback"]
     assert line["status"] == form["MessageStatus"]
     assert line["severity"] == ("WARNING" if form["MessageStatus"] == "failed" else "INFO")
     assert line["error_code"] == form.get("ErrorCode", "")
+
+
+def test_status_callbacks_switched_off_are_only_logged() -> None:
+    form = json.loads((SAMPLES / "status-read.json").read_text(encoding="utf-8"))
+    publisher = FakePublisher()
+    assert post(make_deps(publisher, delivery_status_callbacks=False), form).status_code == 200
+    assert publisher.statuses == [] and publisher.published == []
+
+
+def test_a_failed_status_publish_asks_twilio_to_retry() -> None:
+    form = json.loads((SAMPLES / "status-read.json").read_text(encoding="utf-8"))
+    assert post(make_deps(FakePublisher(error=RuntimeError("down"))), form).status_code == 503
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])

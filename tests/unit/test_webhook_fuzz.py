@@ -68,6 +68,9 @@ class RecordingPublisher:
         self.published.append(message)
         return f"pubsub-{len(self.published)}"
 
+    def publish_status(self, callback: object) -> str:
+        return "pubsub-status"
+
 
 class Records(logging.Handler):
     """The webhook's log records of one example (caplog is per test, not per example)."""
