@@ -45,6 +45,8 @@ resource "google_monitoring_alert_policy" "dead_letter_waiting" {
     mime_type = "text/markdown"
     subject   = "Dead-lettered WhatsApp messages in ${var.environment}"
     content   = <<-EOT
+      Runbook: find the cause in processor_fn's logs and fix it, then `make replay` the held messages (README, "Deploy", "Dead letters"); the alert closes when the hold subscription is empty.
+
       Pub/Sub gave up delivering at least one inbound message to processor_fn
       after ${var.max_delivery_attempts} attempts. processor_fn recorded it in
       Firestore (collection failed_messages); a copy waits in the pull
@@ -120,6 +122,8 @@ resource "google_monitoring_alert_policy" "send_failed" {
     mime_type = "text/markdown"
     subject   = "WhatsApp replies failing in ${var.environment}"
     content   = <<-EOT
+      Runbook: read Twilio's error code in the `send_failed` line, check the Twilio console (sender status, balance, template approval) and the TWILIO_* settings, then answer the affected users from `make failures` if it matters.
+
       sender_fn (or the reconciler, for a reply stuck past its deadline) gave
       up on at least one reply and recorded it in Firestore
       (failed_messages). The log line ("event": "send_failed") carries

@@ -1678,3 +1678,142 @@ def test_cloudbuild_tests_check_fails_on_a_broken_config(broken: Callable[[str],
     assert mutated != original, "the mutation did not change cloudbuild-test.yaml"
     with pytest.raises(AssertionError):
         check_cloudbuild_tests(mutated)
+
+
+# ------------------------------------------- dashboard and user-facing alerts
+
+
+def _alerts_text(config: TfConfig) -> dict[str, str]:
+    return {name: json.dumps(body) for name, body in config.of_type("google_monitoring_alert_policy").items()}
+
+
+def _dashboard_text(config: TfConfig) -> str:
+    """The dashboard's JSON expression with its ``local.event_chart.X`` widgets written out."""
+    name, dashboard = _single("google_monitoring_dashboard", config.of_type("google_monitoring_dashboard"), "dashboard")
+    text = str(dashboard.get("dashboard_json", ""))
+    assert text.startswith("jsonencode("), f"dashboard {name}: dashboard_json is not built with jsonencode"
+    charts = str(config.locals.get("event_chart", ""))
+    return text + "\n" + charts if "local.event_chart." in text else text
+
+
+def check_dashboard(config: TfConfig) -> None:
+    text = _dashboard_text(config)
+    wanted = {
+        "inbound messages": "local.event_chart.inbound",
+        "replies sent": "local.event_chart.replies",
+        "failures by reason": "local.event_chart.failures",
+        "model errors": "local.event_chart.model",
+        "dead letters waiting": "pubsub.googleapis.com/subscription/num_undelivered_messages",
+        "the send queue's depth": "cloudtasks.googleapis.com/queue/depth",
+        "the send queue's age": "cloudtasks.googleapis.com/queue/task_attempt_delays",
+        "webhook latency": "local.service_names.webhook",
+        "model latency": "local.service_names.processor",
+    }
+    for what, needle in wanted.items():
+        assert needle in text, f"the dashboard does not show {what} ({needle})"
+    assert "google_pubsub_subscription.dead_letter_hold.name" in text, "dead letters: not the hold subscription"
+    assert "google_cloud_tasks_queue.outbound.name" in text, "queue charts: not the send queue"
+    assert text.count("run.googleapis.com/request_latencies") >= 2, "webhook and model latency need request_latencies"
+    charts = str(config.locals.get("event_chart", ""))
+    for event in ("received", "sent"):
+        assert f'["{event}"]' in charts, f"no chart counts {event} events"
+    failures = config.locals.get("failure_events", [])
+    for event in ("send_failed", "stalled", "ai_failed", "dead_lettered"):
+        assert event in failures, f"failures by reason leave out {event}"
+    assert "metric.label.reason" in charts, "failures are not split by reason"
+    # The charts read the events metric; it must extract what they split by.
+    metric = config.resource("google_logging_metric", "events")
+    assert "jsonPayload.event" in str(metric.get("filter")), "the events metric does not select structured events"
+    extractors = metric.get("label_extractors", {})
+    for label in ("event", "reason", "business"):
+        assert extractors.get(label) == f"EXTRACT(jsonPayload.{label})", f"the events metric has no {label} label"
+    declared = {labels.get("key") for labels in _block(metric, "metric_descriptor").get("labels", [])}
+    assert {"event", "reason", "business"} <= declared, f"metric labels declared: {sorted(declared)}"
+    assert "google_logging_metric.events.name" in str(config.locals.get("events_metric")), "charts do not read the events metric"
+
+
+def _matched_log_alerts(config: TfConfig, event: str) -> list[str]:
+    """Alerts of their own for ``event``: a log-match on it and on no other event."""
+    found = []
+    for name, body in config.of_type("google_monitoring_alert_policy").items():
+        for condition in body.get("conditions", []):
+            for log in condition.get("condition_matched_log", []):
+                log_filter = str(config.resolve(log.get("filter")))
+                if re.findall(r'jsonPayload\.event="([a-z_]+)"', log_filter) == [event]:
+                    found.append(name)
+    return found
+
+
+def check_user_facing_alerts(config: TfConfig) -> None:
+    """Alerts that page for what hurts users, each created in the first apply, each with a runbook line."""
+    assert _matched_log_alerts(config, "stalled"), "no alert for messages not finished within the liveness bound (stalled)"
+    assert _matched_log_alerts(config, "ai_failed"), "no alert for the model failing (ai_failed)"
+    alerts = _alerts_text(config)
+    assert any("num_undelivered_messages" in text for text in alerts.values()), "no alert for dead letters waiting"
+    rate = [
+        name
+        for name, body in config.of_type("google_monitoring_alert_policy").items()
+        for condition in body.get("conditions", [])
+        for threshold in condition.get("condition_threshold", [])
+        if "logging.googleapis.com/log_entry_count" in str(threshold.get("filter"))
+        and 'severity="ERROR"' in str(threshold.get("filter"))
+        and _duration_seconds(threshold.get("duration")) >= 60
+    ]
+    assert rate, "no failure rate alert (ERROR log entries per minute, held for a while)"
+    for name, body in config.of_type("google_monitoring_alert_policy").items():
+        content = str(_block(body, "documentation").get("content", ""))
+        assert re.search(r"^\s*Runbook: \S.{20,}", content, re.MULTILINE), f"alert {name}: no runbook line in its documentation"
+
+
+TERRAFORM_CHECKS += [check_dashboard, check_user_facing_alerts]
+
+MONITORING_MUTATIONS = {
+    "dashboard-without-queue-depth": Mutation(
+        "dashboard.tf",
+        _sub(r"cloudtasks\.googleapis\.com/queue/depth", "cloudtasks.googleapis.com/api/request_count"),
+        check_dashboard,
+        r"send queue's depth",
+    ),
+    "dashboard-without-model-chart": Mutation(
+        "dashboard.tf",
+        _sub(r"^        local\.event_chart\.model,\n", ""),
+        check_dashboard,
+        r"model errors",
+    ),
+    "events-metric-without-reason": Mutation(
+        "dashboard.tf",
+        _sub(r'^    reason   = "EXTRACT\(jsonPayload\.reason\)"\n', ""),
+        check_dashboard,
+        r"no reason label",
+    ),
+    "no-liveness-alert": Mutation(
+        "dashboard.tf",
+        lambda t: remove_block(t, r'^resource "google_monitoring_alert_policy" "liveness"'),
+        check_user_facing_alerts,
+        r"liveness bound",
+    ),
+    "no-model-alert": Mutation(
+        "dashboard.tf",
+        lambda t: remove_block(t, r'^resource "google_monitoring_alert_policy" "model_failing"'),
+        check_user_facing_alerts,
+        r"model failing",
+    ),
+    "no-failure-rate-alert": Mutation(
+        "dashboard.tf",
+        lambda t: remove_block(t, r'^resource "google_monitoring_alert_policy" "failure_rate"'),
+        check_user_facing_alerts,
+        r"failure rate",
+    ),
+    "alert-without-runbook": Mutation(
+        "monitoring.tf",
+        _sub(r"^      Runbook: ", "      "),
+        check_user_facing_alerts,
+        r"no runbook line",
+    ),
+}
+MUTATIONS.update(MONITORING_MUTATIONS)
+
+
+@pytest.mark.parametrize("name", sorted(MONITORING_MUTATIONS))
+def test_monitoring_check_fails_when_the_property_is_removed(name: str, tmp_path: Path) -> None:
+    test_check_fails_when_the_property_is_removed(name, tmp_path)
