@@ -137,6 +137,15 @@ class Settings:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     fallback_reply: str = DEFAULT_FALLBACK_REPLY
 
+    # Business controls (docs/decisions/0012-business-controls.md): the defaults
+    # of every business profile, and where profiles live and how long a
+    # process keeps one before reading it again.
+    rate_limit_messages: int = 20
+    rate_limit_window_seconds: int = 60
+    handoff_pause_seconds: int = 3600
+    profiles_collection: str = "business_profiles"
+    profile_cache_seconds: float = 60.0
+
     # Secrets: "env" locally, "secretmanager" in the cloud
     secret_source: str = "env"
     twilio_auth_token_secret: str = "twilio-auth-token"
@@ -222,6 +231,11 @@ class Settings:
             openai_max_tokens=_int(env, "OPENAI_MAX_TOKENS", d.openai_max_tokens, 16, 16_000),
             system_prompt=_text(env, "SYSTEM_PROMPT", d.system_prompt),
             fallback_reply=_text(env, "FALLBACK_REPLY", d.fallback_reply),
+            rate_limit_messages=_int(env, "RATE_LIMIT_MESSAGES", d.rate_limit_messages, 1, 10_000),
+            rate_limit_window_seconds=_int(env, "RATE_LIMIT_WINDOW_SECONDS", d.rate_limit_window_seconds, 1, 7 * 24 * 3600),
+            handoff_pause_seconds=_int(env, "HANDOFF_PAUSE_SECONDS", d.handoff_pause_seconds, 60, 30 * 24 * 3600),
+            profiles_collection=_text(env, "PROFILES_COLLECTION", d.profiles_collection),
+            profile_cache_seconds=_float(env, "PROFILE_CACHE_SECONDS", d.profile_cache_seconds, 0.0, 3600.0),
             secret_source=secret_source,
             twilio_auth_token_secret=_text(env, "TWILIO_AUTH_TOKEN_SECRET", d.twilio_auth_token_secret),
             openai_api_key_secret=_text(env, "OPENAI_API_KEY_SECRET", d.openai_api_key_secret),

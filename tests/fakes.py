@@ -101,10 +101,15 @@ class FakeModel:
     def __init__(self, reply: str | Callable[[list[dict[str, str]], str], str] = "Hello!") -> None:
         self._reply = reply
         self.calls: list[tuple[list[dict[str, str]], str]] = []
+        # The business's system prompt and model name of each call.
+        self.options: list[dict[str, str | None]] = []
         self.error: Exception | None = None
 
-    def reply(self, history: list[dict[str, str]], user_text: str) -> str:
+    def reply(
+        self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None, model: str | None = None
+    ) -> str:
         self.calls.append((history, user_text))
+        self.options.append({"system_prompt": system_prompt, "model": model})
         if self.error is not None:
             raise self.error
         return self._reply(history, user_text) if callable(self._reply) else self._reply

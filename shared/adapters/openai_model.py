@@ -106,12 +106,15 @@ class ChatModel:
                     )
         return self._client
 
-    def reply(self, history: list[dict[str, str]], user_text: str) -> str:
-        messages = [{"role": "system", "content": self._system_prompt}]
+    def reply(
+        self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None, model: str | None = None
+    ) -> str:
+        """One answer; ``system_prompt`` and ``model`` are the business's (its profile), else the settings'."""
+        messages = [{"role": "system", "content": system_prompt or self._system_prompt}]
         messages += [{"role": turn["role"], "content": turn["content"]} for turn in history]
         messages.append({"role": "user", "content": user_text})
         self.calls += 1
-        completion = self._create(messages)
+        completion = self._create(messages, model=model)
         try:
             content = (completion.choices[0].message.content or "").strip() if completion.choices else ""
         except (AttributeError, IndexError, TypeError) as exc:
@@ -122,7 +125,7 @@ class ChatModel:
             raise ModelUnavailable("the model returned an empty answer")
         return content
 
-    def _create(self, messages: list[dict[str, str]]) -> object:
+    def _create(self, messages: list[dict[str, str]], model: str | None = None) -> object:
         """One completion, retried within the budget; raises ModelUnavailable when it runs out."""
         deadline = self._clock() + self._budget
         extra = {"max_tokens": self._max_tokens} if self._max_tokens else {}
@@ -132,7 +135,7 @@ class ChatModel:
             remaining = deadline - self._clock()
             try:
                 return self.client.chat.completions.create(
-                    model=self._model, messages=messages, timeout=min(self._timeout, remaining), **extra
+                    model=model or self._model, messages=messages, timeout=min(self._timeout, remaining), **extra
                 )
             except openai.OpenAIError as exc:
                 # OpenAI quotes the (partly masked) key back in a 401: never keep it.

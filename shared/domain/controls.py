@@ -234,6 +234,9 @@ def decided_claim(
         updates.pop(key, None)
     updates[f"messages.{sid}.status"] = IGNORED
     updates[f"messages.{sid}.reason"] = decision.reason
+    # No answer write follows, so the bound on tracked entries is kept here.
+    for old in prunable_entries(conv.messages, keep=MAX_TRACKED_MESSAGES - 1, protect=sid, done_seq=conv.done_seq):
+        updates[f"messages.{old}"] = REMOVE
     if decision.record_user_turn:
         base = [] if "history" in updates else conv.history(now)
         turn = {"role": "user", "content": user_text, "sid": sid}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping, Protocol
 
@@ -39,6 +39,10 @@ from shared.domain.conversation import (
     finish_updates,
 )
 from shared.faults import FaultPoints, InjectedFault
+from shared.domain.controls import IGNORE, MODEL, Decision, clean_text, decide, decided_claim
+from shared.domain.conversation import IGNORED
+from shared.domain.profiles import BusinessProfile
+from shared.adapters.profile_store import ProfileSource, StaticProfiles, defaults_from_settings
 from shared.domain.pseudonyms import Pseudonyms
 from shared.domain.inbound import STATUS_KIND, InboundMessage, InvalidWebhook, describe_for_model
 from shared.handlers.delivery_status import handle_status_push
@@ -58,7 +62,9 @@ class MessageBusy(Exception):
 
 
 class Model(Protocol):
-    def reply(self, history: list[dict[str, str]], user_text: str) -> str: ...
+    def reply(
+        self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None, model: str | None = None
+    ) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,25 @@ class ProcessorDeps:
     faults: FaultPoints
     clock: Callable[[], datetime]
     ids: Pseudonyms
+    # Business profiles by WhatsApp address; None: every business gets the settings' defaults.
+    profiles: ProfileSource | None = None
+
+    def profile(self, business: str) -> BusinessProfile:
+        source = self.profiles or StaticProfiles(defaults_from_settings(self.settings))
+        return source.get(business)
+
+
+def _has_content(msg: InboundMessage) -> bool:
+    """Something besides text arrived (media, a location, a button): never an empty message or a command."""
+    return bool(msg.media or (msg.latitude and msg.longitude) or msg.button_payload)
+
+
+def _answer_text(deps: ProcessorDeps, decision: Decision, profile: BusinessProfile,
+                 history: list[dict[str, str]], user_text: str) -> str:
+    """The reply: canned by the decision, or the model's with the business's prompt and model."""
+    if decision.kind != MODEL:
+        return decision.reply
+    return deps.model.reply(history, user_text, system_prompt=profile.system_prompt, model=profile.model)
 
 
 def _log(level: int, message: str, msg: InboundMessage, **fields: Any) -> None:
@@ -79,6 +104,9 @@ def _log(level: int, message: str, msg: InboundMessage, **fields: Any) -> None:
 def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
     """Answer ``msg`` unless that already happened; return what was done."""
     settings, store = deps.settings, deps.store
+    # Cleaned once, before anything uses it (docs/decisions/0012-business-controls.md).
+    msg = replace(msg, body=clean_text(msg.body, settings.max_inbound_chars))
+    profile = deps.profile(msg.recipient)
     cid = deps.ids.conversation_id(msg.sender, msg.recipient)
     marker_conflict = False
     for _ in range(MAX_CONFLICT_RETRIES):
@@ -104,6 +132,16 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
             conv, msg.sid, msg.sender, now, settings.conversation_ttl_seconds, settings.processing_lease_seconds,
             watch_after_seconds=settings.reconcile_after_seconds, business=msg.recipient,
         )
+        # A re-claim (the lease of an earlier delivery ran out) keeps the first claim's decision.
+        first_claim = status != PROCESSING
+        decision = (
+            decide(msg.body, _has_content(msg), profile, conv, now, msg.sender, settings.conversation_ttl_seconds)
+            if first_claim else Decision.recorded(entry)
+        )
+        updates = decided_claim(
+            conv, msg.sid, updates, decision, now, cap_text(describe_for_model(msg), settings.max_inbound_chars),
+            first_claim, settings.max_context_messages, settings.max_history_chars,
+        )
         marker = None if entry else DedupeMarker(msg.sid, cid, now + timedelta(seconds=settings.dedupe_horizon_seconds))
         try:
             version = store.apply(cid, updates, snap.version, marker)
@@ -113,20 +151,25 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
         break
     else:
         raise Conflict(f"conversation kept changing while claiming {msg.sid}")
+    if decision.kind == IGNORE:
+        _log(logging.INFO, "recorded, not answered", msg, event="ignored", status=IGNORED, reason=decision.reason)
+        return "ignored"
     _log(logging.INFO, "processing", msg, event="processing", status=PROCESSING, attempt=updates[f"messages.{msg.sid}.attempts"])
     deps.faults.hit("after_claim")
 
     user_text = cap_text(describe_for_model(msg), settings.max_inbound_chars)
     failure = ""
     try:
-        reply = deps.model.reply(snap.conversation.history(now), user_text)
+        reply = _answer_text(deps, decision, profile, snap.conversation.history(now), user_text)
     except Exception as exc:
         failure = f"model unavailable: {exc}"[:300]
-        reply = settings.fallback_reply
+        reply = profile.fallback_reply
         _log(logging.ERROR, "model unavailable, sending the fallback reply", msg, event="ai_failed", reason=failure)
     deps.faults.hit("after_ai")
 
-    parts = split_reply(cap_text(reply, settings.max_reply_chars)) or [settings.fallback_reply]
+    parts = split_reply(cap_text(reply, settings.max_reply_chars)) or [profile.fallback_reply]
+    if decision.welcome:
+        parts = [decision.welcome, *parts]
     conv = applied(snap.conversation, updates)
     for _ in range(MAX_CONFLICT_RETRIES):
         now = deps.clock()
@@ -143,7 +186,11 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
         updates = answer_updates(
             conv, msg.sid, user_text, parts, now,
             settings.conversation_ttl_seconds, settings.max_context_messages, failure, settings.max_history_chars,
+            record_turn=decision.kind == MODEL or decision.in_history,
         )
+        if decision.record() is not None:
+            # The reply is in ``parts`` now: the entry keeps what decided it, not its text twice.
+            updates[f"messages.{msg.sid}.decided"] = {"kind": decision.kind, "reason": decision.reason}
         try:
             store.apply(cid, updates, version)
             if deps.faults.fires("answer_commit_lost"):
@@ -157,7 +204,8 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
         raise Conflict(f"conversation kept changing while saving {msg.sid}")
     seq = updates["lastSeq"]
     conv = applied(conv, updates)
-    _log(logging.INFO, "answered", msg, event="answered", status=ANSWERED, seq=seq, parts=len(parts), fallback=bool(failure))
+    _log(logging.INFO, "answered", msg, event="answered", status=ANSWERED, seq=seq, parts=len(parts), fallback=bool(failure),
+         control=decision.reason or decision.kind)
     if failure:
         store.record_failure(
             msg.sid,

@@ -230,3 +230,14 @@ def test_a_person_reply_is_next_in_order_and_enters_the_history() -> None:
     assert entry["status"] == ANSWERED and entry["seq"] == 5 and entry["parts"] == ["We open at 7."]
     assert after.data["history"][-1] == {"role": "assistant", "content": "We open at 7.", "sid": "OP1", "by": "person"}
     assert after.data["watch"] == NOW + timedelta(seconds=180)
+
+
+def test_ignored_messages_keep_the_document_bounded() -> None:
+    from shared.domain.conversation import MAX_TRACKED_MESSAGES
+
+    c = Conversation({"optedOut": True})
+    for n in range(MAX_TRACKED_MESSAGES + 30):
+        now = NOW + timedelta(seconds=n)
+        claim = claim_updates(c, f"SM{n}", USER, now, TTL, 120)
+        c = applied(c, decided_claim(c, f"SM{n}", claim, d("hi", c, now=now), now, "hi", True, 20, 16000))
+    assert len(c.messages) == MAX_TRACKED_MESSAGES

@@ -19,7 +19,8 @@ SENDER = "whatsapp:+34600111222"
 
 
 def make_deps(**overrides) -> ProcessorDeps:
-    settings = overrides.pop("settings", Settings(max_context_messages=4, conversation_ttl_seconds=3600))
+    # Many messages at one instant: the rate limit is tested on its own below.
+    settings = overrides.pop("settings", Settings(max_context_messages=4, conversation_ttl_seconds=3600, rate_limit_messages=1000))
     values = dict(
         settings=settings, store=FakeStore(), model=FakeModel(), queue=FakeQueue(), faults=FaultPoints(), clock=Clock(),
         ids=IDS,
