@@ -60,6 +60,12 @@ failures: venv ## List failed and dead-lettered messages (needs FIRESTORE_EMULAT
 replay: venv ## Answer dead-lettered messages after all: make replay [SIDS="SM... SM..."] (needs the emulators' or cloud credentials)
 	@$(PY) -m shared.ops.replay $(SIDS)
 
+admin: venv ## Conversations, handoff and profiles: make admin ARGS="show whatsapp:+34600111222" (README, "Admin command")
+	@$(PY) -m shared.ops.admin $(ARGS)
+
+profiles-apply: venv ## Validate a business profiles file, then write it to Firestore: make profiles-apply FILE=profiles.yaml
+	@$(PY) -m shared.ops.admin profiles-apply $(FILE)
+
 bench: prereqs ## Benchmarks against the local stack; prints a table, writes bench/results.json
 	@$(PY) -m bench
 

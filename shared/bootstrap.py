@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from shared.handlers.reconciler import ReconcilerDeps
     from shared.handlers.sender import SenderDeps
     from shared.adapters.firestore_store import FirestoreStore
+    from shared.adapters.profile_store import FirestoreProfiles
     from shared.adapters.cloud_tasks import TaskQueue
     from shared.adapters.twilio_api import TwilioGateway
 
@@ -149,12 +150,24 @@ def model() -> ChatModel:
 
 
 @functools.cache
+def profiles() -> FirestoreProfiles:
+    """Business profiles from Firestore, each read at most once per PROFILE_CACHE_SECONDS by this process."""
+    from shared.adapters.profile_store import FirestoreProfiles, defaults_from_settings
+
+    s = settings()
+    return FirestoreProfiles(
+        client_factory=lambda: store().client, collection=s.profiles_collection,
+        defaults=defaults_from_settings(s), ttl_seconds=s.profile_cache_seconds,
+    )
+
+
+@functools.cache
 def processor_deps() -> ProcessorDeps:
     from shared.handlers.processor import ProcessorDeps
 
     return ProcessorDeps(
         settings=settings(), store=store(), model=model(), queue=queue(), faults=faults(), clock=utcnow,
-        ids=pseudonyms(),
+        ids=pseudonyms(), profiles=profiles(),
     )
 
 
@@ -206,6 +219,9 @@ def usage() -> dict[str, int]:
         counts["openai_calls"] = model().calls
     if "twilio" in built:
         counts["twilio_calls"] = twilio().calls
+    if profiles.cache_info().currsize:
+        # Not per message: at most one per business per PROFILE_CACHE_SECONDS (decision 0012).
+        counts["firestore_profile_reads"] = profiles().reads
     if "secrets" in built:
         counts["secret_manager_accesses"] = getattr(secrets(), "access_count", 0)
     return counts

@@ -90,6 +90,20 @@ class FakeStore:
         self.ops.add(writes=1)
         self.failures[sid] = dict(record)
 
+    def erase(self, conversation_id: str, version: Any) -> None:
+        self.ops.add(writes=1)
+        with self._lock:
+            current = self.docs.get(conversation_id)
+            if current is None or (version is not None and current[1] != version):
+                raise Conflict("changed")
+            del self.docs[conversation_id]
+
+    def failures_of(self, conversation_id: str) -> list[str]:
+        return [sid for sid, r in self.failures.items() if r.get("conversation") == conversation_id]
+
+    def delete_failure(self, sid: str) -> None:
+        self.failures.pop(sid, None)
+
     def list_failures(self, limit: int = 100) -> list[dict[str, Any]]:
         return [dict(r, sid=sid) for sid, r in list(self.failures.items())[:limit]]
 

@@ -78,6 +78,12 @@ class ConversationStore(Protocol):
 
     def list_failures(self, limit: int = 100) -> list[dict[str, Any]]: ...
 
+    def erase(self, conversation_id: str, version: Any) -> None: ...
+
+    def failures_of(self, conversation_id: str) -> list[str]: ...
+
+    def delete_failure(self, sid: str) -> None: ...
+
 
 class FirestoreStore:
     """The conversation store on Firestore; the client is built on first use."""
@@ -163,6 +169,29 @@ class FirestoreStore:
     def record_failure(self, sid: str, record: Mapping[str, Any]) -> None:
         """Idempotent: the record is keyed by the message, so a retry rewrites it."""
         self.client.collection(self._failures).document(sid).set(dict(record))
+        self.ops.add(writes=1)
+
+    def erase(self, conversation_id: str, version: Any) -> None:
+        """Delete the conversation only if it is still at ``version`` (a compare-and-set, like every write)."""
+        option = self.client.write_option(last_update_time=version) if version is not None else None
+        try:
+            self._doc(conversation_id).delete(option=option)
+        except (gexc.Conflict, gexc.FailedPrecondition, gexc.NotFound) as exc:
+            raise Conflict(str(exc)) from None
+        finally:
+            self.ops.add(writes=1)
+
+    def failures_of(self, conversation_id: str) -> list[str]:
+        """The MessageSids of the failure records of one conversation (erasing a user's data)."""
+        query = self.client.collection(self._failures).where(
+            filter=firestore.FieldFilter("conversation", "==", conversation_id)
+        )
+        sids = [snap.id for snap in query.select([]).stream()]
+        self.ops.add(reads=max(1, len(sids)))
+        return sids
+
+    def delete_failure(self, sid: str) -> None:
+        self.client.collection(self._failures).document(sid).delete()
         self.ops.add(writes=1)
 
     def list_failures(self, limit: int = 100) -> list[dict[str, Any]]:
