@@ -15,6 +15,11 @@ Served endpoints
     ``{"error": {"message", "type", "param", "code"}}``. Streaming is not offered.
 ``GET /v1/models``
     A one-model list.
+``POST /v1/audio/transcriptions``
+    Multipart ``file`` and ``model``; answers ``{"text": "transcript of N bytes
+    HASH"}`` (deterministic). ``transcriptions`` lists them, ``fail_transcriptions``
+    programs failures. Image content parts of chat requests are recorded with
+    the request, so a test can decode the ``data:`` URL and compare the bytes.
 
 Admin endpoints, for a stand-in running in another process:
 
@@ -35,6 +40,9 @@ Run it alone: ``python -m devstack.openai_stub [--port N] [--delay S]`` prints
 from __future__ import annotations
 
 import argparse
+import email.parser
+import email.policy
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -113,6 +121,26 @@ def offline_reply(messages: Sequence[dict[str, Any]]) -> str:
     return f"{reply} (turn {turn})"
 
 
+def transcript_of(audio: bytes) -> str:
+    """The stand-in's transcript: deterministic, and naming the bytes so a test can tell files apart."""
+    return f"transcript of {len(audio)} bytes {hashlib.sha256(audio).hexdigest()[:8]}"
+
+
+def _multipart(content_type: str, body: bytes) -> dict[str, tuple[str, bytes, str]]:
+    """Form parts by name: (filename, bytes, content type)."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    )
+    parts: dict[str, tuple[str, bytes, str]] = {}
+    if not message.is_multipart():
+        return parts
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if name:
+            parts[str(name)] = (part.get_filename() or "", part.get_payload(decode=True) or b"", part.get_content_type())
+    return parts
+
+
 def _approx_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
@@ -146,6 +174,8 @@ class OpenAIStub(RecordingStub[ChatRequest]):
         self._fail_retry_after: float | None = None
         self._hang_times = 0
         self._responder: Responder = offline_reply
+        self._transcriptions: list[dict[str, Any]] = []
+        self._transcribe_faults: list[int] = []
 
     @property
     def base_url(self) -> str:
@@ -171,6 +201,8 @@ class OpenAIStub(RecordingStub[ChatRequest]):
             self._fail_retry_after = None
             self._hang_times = 0
             self._responder = offline_reply
+            self._transcriptions.clear()
+            self._transcribe_faults.clear()
 
     def fail_next(self, times: int = 1, status: int = 500, retry_after: float | None = None) -> None:
         """The next ``times`` requests answer ``status`` with OpenAI's error body.
@@ -212,6 +244,8 @@ class OpenAIStub(RecordingStub[ChatRequest]):
                     "data": [{"id": OFFLINE_MODEL_ID, "object": "model", "created": 0, "owned_by": "devstack"}],
                 },
             )
+        if path == "/audio/transcriptions" and request.method == "POST":
+            return self._transcribe(request)
         if path != "/chat/completions":
             return openai_error(404, f"Unknown request URL: {request.method} {request.path}.")
         if request.method != "POST":
@@ -285,6 +319,37 @@ class OpenAIStub(RecordingStub[ChatRequest]):
             "service_tier": "default",
             "system_fingerprint": "fp_offline",
         }
+
+    @property
+    def transcriptions(self) -> list[dict[str, Any]]:
+        """Transcription requests, oldest first: ``{"model", "filename", "content_type", "size", "sha256"}``."""
+        with self._lock:
+            return list(self._transcriptions)
+
+    def fail_transcriptions(self, times: int = 1, status: int = 500) -> None:
+        """The next ``times`` transcription requests answer ``status``."""
+        with self._lock:
+            self._transcribe_faults = [status] * times
+
+    def _transcribe(self, request: Request) -> Response:
+        """``POST /v1/audio/transcriptions`` (multipart): a deterministic transcript of the file."""
+        if not request.headers.get("authorization", "").startswith("Bearer "):
+            return openai_error(401, "You didn't provide an API key.")
+        fields = _multipart(request.headers.get("content-type", ""), request.body)
+        upload = fields.get("file")
+        model = fields.get("model")
+        if upload is None or not isinstance(model, tuple) or not model[1]:
+            return openai_error(400, "'file' and 'model' are required multipart fields.", "file")
+        data = upload[1]
+        with self._lock:
+            self._transcriptions.append({
+                "model": model[1].decode(), "filename": upload[0], "content_type": upload[2], "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            })
+            fault = self._transcribe_faults.pop(0) if self._transcribe_faults else 0
+        if fault:
+            return openai_error(fault, "The server had an error while processing your request. Sorry about that!")
+        return Response.json(200, {"text": transcript_of(data)})
 
     def _configure(self, spec: Mapping[str, Any]) -> None:
         super()._configure(spec)

@@ -52,6 +52,11 @@ Media, as Twilio serves an inbound message's media (HTTP Basic auth required):
 ``GET /2010-04-01/Accounts/{AccountSid}/Messages/{MM...}/Media/{ME...}``
     The stored bytes with their Content-Type.
 
+``POST /v2/Indicators/Typing.json`` (Twilio's messaging API, same port)
+    Form fields messageId, channel; HTTP Basic auth. Recorded; ``GET
+    /_stub/typing`` lists them. ``fail_typing`` and ``fail_media`` program
+    failures of the indicator and of media downloads.
+
 Status callbacks: after each accepted send the stand-in posts ``sent``, then
 ``delivered``, then ``read`` (MessageSid, MessageStatus, To, From, AccountSid,
 ...) to the send's StatusCallback, or else to the default callback URL,
@@ -106,6 +111,8 @@ MEDIA_PATH = re.compile(
 # each with the delay after the send (or the previous callback) it is posted at.
 STATUS_SEQUENCE: tuple[tuple[str, float], ...] = (("sent", 0.15), ("delivered", 0.35), ("read", 0.6))
 MAX_MEDIA_BYTES = 5 * 1024 * 1024
+# Twilio's messaging API (messaging.twilio.com); the stand-in serves it on the same port.
+TYPING_PATH = "/v2/Indicators/Typing.json"
 # Twilio rejects a Body longer than this with error 21617, WhatsApp included.
 MAX_BODY_CHARS = 1600
 DEFAULT_ACCOUNT_SID = "AC00000000000000000000000000000000"
@@ -255,6 +262,11 @@ class TwilioStub(RecordingStub[SentMessage]):
         self._status_callback_url = status_callback_url or ""
         self._callbacks: list[CallbackRecord] = []
         self._media: dict[str, StoredMedia] = {}
+        self._typing: list[dict[str, Any]] = []
+        # Off: no automatic status callbacks, so a test can post its own, in any order.
+        self.send_callbacks = True
+        self._typing_faults: list[int] = []
+        self._media_faults: list[int] = []
         # Pending callbacks: (due, order, message, status index, url).
         self._due: list[tuple[float, int, SentMessage, int, str]] = []
         self._order = 0
@@ -306,7 +318,7 @@ class TwilioStub(RecordingStub[SentMessage]):
     def _schedule_callbacks(self, message: SentMessage) -> None:
         """Queue sent → delivered → read for ``message``, as Twilio reports a read WhatsApp message."""
         url = message.status_callback or self._status_callback_url
-        if not url:
+        if not url or not self.send_callbacks:
             return
         self._push(message, 0, url, time.monotonic())
 
@@ -365,6 +377,7 @@ class TwilioStub(RecordingStub[SentMessage]):
             super().clear()
             self._attempts.clear()
             self._callbacks.clear()
+            self._typing.clear()
 
     def fail_next(
         self,
@@ -404,6 +417,8 @@ class TwilioStub(RecordingStub[SentMessage]):
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
+            self._typing_faults.clear()
+            self._media_faults.clear()
             self._delay_seconds = 0.0
 
     def _take_fault(self, params: dict[str, str], disconnect: bool) -> _Fault | None:
@@ -439,6 +454,8 @@ class TwilioStub(RecordingStub[SentMessage]):
         media = MEDIA_PATH.match(request.path)
         if media is not None:
             return self._serve_media(request, media)
+        if request.path == TYPING_PATH:
+            return self._typing_indicator(request)
         match = MESSAGES_PATH.match(request.path)
         if match is None:
             return twilio_error(404, 20404, f"The requested resource {request.path} was not found")
@@ -468,12 +485,47 @@ class TwilioStub(RecordingStub[SentMessage]):
             return DROP
         return Response.json(201, self._resource(message))
 
+    @property
+    def typing(self) -> list[dict[str, Any]]:
+        """Typing indicator requests, oldest first: ``{"message_id", "channel", "at", "http_status"}``."""
+        with self._lock:
+            return list(self._typing)
+
+    def fail_typing(self, times: int = 1, status: int = 500) -> None:
+        """The next ``times`` typing indicator requests answer ``status``."""
+        with self._lock:
+            self._typing_faults = [status] * times
+
+    def fail_media(self, times: int = 1, status: int = 500) -> None:
+        """The next ``times`` media downloads answer ``status``."""
+        with self._lock:
+            self._media_faults = [status] * times
+
+    def _typing_indicator(self, request: Request) -> Response:
+        """``POST /v2/Indicators/Typing.json``: messageId and channel, recorded (a test checks the order)."""
+        if request.method != "POST":
+            return twilio_error(405, 20004, "Method not allowed")
+        if not self._authorized(request.headers.get("authorization", "")):
+            return self._unauthorized()
+        params = {name: values[-1] for name, values in request.form().items()}
+        with self._lock:
+            status = self._typing_faults.pop(0) if self._typing_faults else 200
+            self._typing.append({"message_id": params.get("messageId", ""), "channel": params.get("channel", ""),
+                                 "at": time.time(), "http_status": status})
+        if status != 200:
+            return twilio_error(status, 20500, "Internal Server Error")
+        return Response.json(200, {"success": True})
+
     def _serve_media(self, request: Request, match: re.Match[str]) -> Response:
         """Media URLs need the account's credentials, as Twilio's do when media auth is on."""
         if request.method not in ("GET", "HEAD"):
             return twilio_error(405, 20004, "Method not allowed")
         if not self._authorized(request.headers.get("authorization", "")):
             return self._unauthorized()
+        with self._lock:
+            fault = self._media_faults.pop(0) if self._media_faults else 0
+        if fault:
+            return twilio_error(fault, 20500, "Internal Server Error")
         with self._lock:
             media = self._media.get(match.group("media"))
         if (
@@ -573,6 +625,8 @@ class TwilioStub(RecordingStub[SentMessage]):
         }
 
     def _admin(self, request: Request) -> Response:
+        if request.path == "/_stub/typing" and request.method == "GET":
+            return Response.json(200, self.typing)
         if request.path == "/_stub/callbacks" and request.method == "GET":
             return Response.json(200, [c.to_json() for c in self.callbacks])
         if request.path == "/_stub/media" and request.method == "POST":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from werkzeug.exceptions import Forbidden
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
     from shared.adapters.profile_store import FirestoreProfiles
     from shared.adapters.cloud_tasks import TaskQueue
     from shared.adapters.twilio_api import TwilioGateway
+    from shared.adapters.twilio_media import TwilioMedia
+    from shared.adapters.twilio_typing import TypingIndicator
 
 
 @functools.cache
@@ -167,7 +170,31 @@ def processor_deps() -> ProcessorDeps:
 
     return ProcessorDeps(
         settings=settings(), store=store(), model=model(), queue=queue(), faults=faults(), clock=utcnow,
-        ids=pseudonyms(), profiles=profiles(),
+        ids=pseudonyms(), media=media(), typing=typing(), profiles=profiles(),
+    )
+
+
+@functools.cache
+def media() -> TwilioMedia:
+    """Inbound media downloads; the client is created on the first image or voice note."""
+    from shared.adapters.twilio_media import TwilioMedia
+
+    s = settings()
+    return TwilioMedia(
+        api_base_url=s.twilio_api_base_url, account_sid=s.twilio_account_sid, auth_token=secrets().twilio_auth_token,
+        max_bytes=s.media_max_bytes, timeout_seconds=s.media_timeout_seconds, redirect_hosts=s.twilio_media_redirect_hosts,
+    )
+
+
+@functools.cache
+def typing() -> TypingIndicator:
+    """Locally the typing indicator goes to TWILIO_API_BASE_URL like every other Twilio call."""
+    from shared.adapters.twilio_typing import TypingIndicator
+
+    s = settings()
+    return TypingIndicator(
+        base_url=s.twilio_messaging_base_url or s.twilio_api_base_url, account_sid=s.twilio_account_sid,
+        auth_token=secrets().twilio_auth_token,
     )
 
 
@@ -192,7 +219,10 @@ def sender_deps() -> SenderDeps:
     from shared.handlers.sender import SenderDeps
 
     pseudonyms()
-    return SenderDeps(settings=settings(), store=store(), twilio=twilio(), queue=queue(), faults=faults(), clock=utcnow)
+    s = settings()
+    offset = timedelta(seconds=s.test_clock_offset_seconds)
+    clock = (lambda: utcnow() + offset) if offset else utcnow
+    return SenderDeps(settings=s, store=store(), twilio=twilio(), queue=queue(), faults=faults(), clock=clock)
 
 
 @functools.cache
@@ -206,7 +236,7 @@ def reconciler_deps() -> ReconcilerDeps:
 def usage() -> dict[str, int]:
     """This process's external calls so far, counted in the adapters it has built."""
     counts: dict[str, int] = {}
-    built = {f.__name__ for f in (store, webhook_deps, queue, model, twilio, secrets) if f.cache_info().currsize}
+    built = {f.__name__ for f in (store, webhook_deps, queue, model, twilio, secrets, media, typing) if f.cache_info().currsize}
     if "store" in built:
         counts["firestore_reads"] = store().ops.reads
         counts["firestore_writes"] = store().ops.writes
@@ -219,6 +249,10 @@ def usage() -> dict[str, int]:
         counts["openai_calls"] = model().calls
     if "twilio" in built:
         counts["twilio_calls"] = twilio().calls
+    if "media" in built:
+        counts["twilio_media_downloads"] = media().calls
+    if "typing" in built:
+        counts["twilio_typing_calls"] = typing().calls
     if profiles.cache_info().currsize:
         # Not per message: at most one per business per PROFILE_CACHE_SECONDS (decision 0012).
         counts["firestore_profile_reads"] = profiles().reads

@@ -7,7 +7,7 @@ import logging
 import math
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import openai
 
@@ -125,7 +125,7 @@ class ChatModel:
             raise ModelUnavailable("the model returned an empty answer")
         return content
 
-    def _create(self, messages: list[dict[str, str]], model: str | None = None) -> object:
+    def _create(self, messages: list[dict[str, Any]], model: str | None = None) -> object:
         """One completion, retried within the budget; raises ModelUnavailable when it runs out."""
         deadline = self._clock() + self._budget
         extra = {"max_tokens": self._max_tokens} if self._max_tokens else {}
@@ -158,3 +158,46 @@ class ChatModel:
                 log.warning("model attempt failed, retrying", extra={"event": "ai_retry", "wait_seconds": wait, "reason": failure})
                 self._sleep(wait)
                 attempt += 1
+
+    def reply_with_images(
+        self,
+        history: list[dict[str, str]],
+        user_text: str,
+        images: list[str],
+        model: str,
+        system_prompt: str | None = None,
+    ) -> str:
+        """A reply to a turn with images, as ``data:`` URLs in image content parts beside the text.
+
+        Same budget and retries as :meth:`reply`; ``model`` must be vision-capable.
+        """
+        messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt or self._system_prompt}]
+        messages += [{"role": turn["role"], "content": turn["content"]} for turn in history]
+        content: list[dict[str, Any]] = [{"type": "text", "text": user_text}]
+        content += [{"type": "image_url", "image_url": {"url": url}} for url in images]
+        messages.append({"role": "user", "content": content})
+        self.calls += 1
+        completion = self._create(messages, model=model)
+        try:
+            text = (completion.choices[0].message.content or "").strip() if completion.choices else ""
+        except (AttributeError, IndexError, TypeError) as exc:
+            raise ModelUnavailable(f"malformed answer from the model: {type(exc).__name__}") from exc
+        if not text:
+            raise ModelUnavailable("the model returned an empty answer")
+        return text
+
+    def transcribe(self, audio: bytes, filename: str, content_type: str, model: str) -> str:
+        """The words of a voice note (``POST /audio/transcriptions``), within the model's time budget.
+
+        One attempt: a failed transcription ends in a friendly reply, never a
+        redelivery, so retrying here would only spend the budget twice.
+        """
+        self.calls += 1
+        try:
+            result = self.client.audio.transcriptions.create(
+                model=model, file=(filename, audio, content_type), timeout=min(self._timeout, self._budget),
+            )
+        except openai.OpenAIError as exc:
+            raise ModelUnavailable(redact_credentials(f"transcription failed: {type(exc).__name__}: {exc}")[:300]) from exc
+        text = getattr(result, "text", result if isinstance(result, str) else "")
+        return str(text or "").strip()

@@ -138,11 +138,22 @@ class TwilioGateway:
             except _Unauthorized as again:
                 raise again.error from None
 
-    def _send(self, to: str, body: str, from_: str) -> str:
+    def send_template(self, to: str, content_sid: str, content_variables: str = "", from_: str = "") -> str:
+        """An approved template (``ContentSid``/``ContentVariables``): allowed outside the 24-hour window."""
+        fields: dict[str, str] = {"content_sid": content_sid}
+        if content_variables:
+            fields["content_variables"] = content_variables
+        try:
+            return self._send(to, "", from_, fields)
+        except _Unauthorized as unauthorized:
+            raise unauthorized.error from None
+
+    def _send(self, to: str, body: str, from_: str, template: dict[str, str] | None = None) -> str:
         self.calls += 1
         try:
-            extra = {"status_callback": self._status_callback} if self._status_callback else {}
-            message = self.client.messages.create(from_=from_ or self._from, to=to, body=body, **extra)
+            extra: dict[str, str] = {"status_callback": self._status_callback} if self._status_callback else {}
+            content = template or {"body": body}
+            message = self.client.messages.create(from_=from_ or self._from, to=to, **content, **extra)
         except (TwilioRestException, TwilioServiceException) as exc:
             # Not chained: the original's message quotes the destination unmasked.
             error = _after_send(classify(exc, to), exc)

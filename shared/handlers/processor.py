@@ -45,7 +45,9 @@ from shared.domain.profiles import BusinessProfile
 from shared.adapters.profile_store import ProfileSource, StaticProfiles, defaults_from_settings
 from shared.domain.pseudonyms import Pseudonyms
 from shared.domain.inbound import STATUS_KIND, InboundMessage, InvalidWebhook, describe_for_model
+from shared.handlers.channel import Typing, profile_value, start_typing, window_update
 from shared.handlers.delivery_status import handle_status_push
+from shared.handlers.media_turn import MediaSource, answer_with_media
 from shared.log import mask_address
 from shared.domain.splitting import split_reply
 from shared.handlers.handoff import Queue, send_when_its_turn
@@ -76,6 +78,9 @@ class ProcessorDeps:
     faults: FaultPoints
     clock: Callable[[], datetime]
     ids: Pseudonyms
+    # The WhatsApp channel: media downloads and the typing indicator (None: off).
+    media: MediaSource | None = None
+    typing: Typing | None = None
     # Business profiles by WhatsApp address; None: every business gets the settings' defaults.
     profiles: ProfileSource | None = None
 
@@ -132,6 +137,7 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
             conv, msg.sid, msg.sender, now, settings.conversation_ttl_seconds, settings.processing_lease_seconds,
             watch_after_seconds=settings.reconcile_after_seconds, business=msg.recipient,
         )
+        updates.update(window_update(conv, msg, now))
         # A re-claim (the lease of an earlier delivery ran out) keeps the first claim's decision.
         first_claim = status != PROCESSING
         decision = (
@@ -156,11 +162,18 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
         return "ignored"
     _log(logging.INFO, "processing", msg, event="processing", status=PROCESSING, attempt=updates[f"messages.{msg.sid}.attempts"])
     deps.faults.hit("after_claim")
+    start_typing(msg, deps, profile)
 
     user_text = cap_text(describe_for_model(msg), settings.max_inbound_chars)
     failure = ""
     try:
-        reply = _answer_text(deps, decision, profile, snap.conversation.history(now), user_text)
+        if msg.media and decision.kind == MODEL:
+            user_text, reply = answer_with_media(
+                msg, deps, snap.conversation.history(now), profile.system_prompt or None,
+                profile_value(profile, "vision_model", settings.openai_vision_model),
+            )
+        else:
+            reply = _answer_text(deps, decision, profile, snap.conversation.history(now), user_text)
     except Exception as exc:
         failure = f"model unavailable: {exc}"[:300]
         reply = profile.fallback_reply

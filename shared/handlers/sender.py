@@ -34,6 +34,7 @@ from shared.domain.conversation import (
     finish_updates,
 )
 from shared.domain.delivery import OUTSIDE_WINDOW, OUTSIDE_WINDOW_CODE
+from shared.domain.window import window_open
 from shared.faults import FaultPoints, InjectedFault
 from shared.handlers.handoff import Queue, hand_off_next, its_turn
 from shared.log import mask_address
@@ -51,6 +52,8 @@ class RetryLater(Exception):
 
 class Gateway(Protocol):
     def send(self, to: str, body: str, from_: str = "") -> str: ...
+
+    def send_template(self, to: str, content_sid: str, content_variables: str = "", from_: str = "") -> str: ...
 
     def find_sent(
         self, to: str, body: str, since: datetime, exclude: frozenset[str] = frozenset(), from_: str = ""
@@ -134,11 +137,22 @@ def deliver(task: SendTask, deps: SenderDeps) -> str:
                     if conv.entry(task.sid).get("status") == SENT:
                         return "sent"
                     continue
+            template = str(entry.get("contentSid") or "")
             claim = {
                 f"messages.{task.sid}.status": SENDING,
                 f"messages.{task.sid}.sending": {"part": k, "since": now, "task": task.task_id},
                 f"messages.{task.sid}.updatedAt": now,
             }
+            if not template and not window_open(conv.data, now, unknown_is_open=True):
+                # Twilio would refuse a free-form message (63016): never call it for one.
+                template = deps.settings.reengagement_content_sid
+                if not template:
+                    return _fail(task, deps, f"{OUTSIDE_WINDOW}: the user last wrote more than 24 hours ago")
+                _log(logging.INFO, "outside the 24-hour window: the re-engagement template goes instead", task,
+                     event="reengagement", content_sid=template)
+                parts = parts[:k] + [f"[template {template}]"]
+                claim[f"messages.{task.sid}.contentSid"] = template
+                claim[f"messages.{task.sid}.parts"] = parts
             version = store.apply(cid, claim, version)
             conv = applied(conv, claim)
         except Conflict:
@@ -147,7 +161,12 @@ def deliver(task: SendTask, deps: SenderDeps) -> str:
             continue
         deps.faults.hit("before_send")
         try:
-            twilio_sid = deps.twilio.send(address, parts[k], from_=business)
+            if template:
+                twilio_sid = deps.twilio.send_template(
+                    address, template, str(entry.get("contentVariables") or ""), from_=business
+                )
+            else:
+                twilio_sid = deps.twilio.send(address, parts[k], from_=business)
         except SendPermanent as exc:
             reason = f"{OUTSIDE_WINDOW}: {exc}" if exc.code == OUTSIDE_WINDOW_CODE else str(exc)
             return _fail(task, deps, reason, code=exc.code)
