@@ -14,7 +14,11 @@ from devstack.stack import Stack
 from devstack.twilio_stub import SentMessage, inbound_message, sign_and_post
 
 REPLY_TIMEOUT_SECONDS = 90.0
-HELP = "Type a message and press Enter. /new starts a new conversation as another user, /quit or Ctrl-C stops."
+HELP = (
+    "Type a message and press Enter. /new starts a new conversation as another user, /as ADDRESS chats as that "
+    "user, /to ADDRESS writes to that business's WhatsApp number (BUSINESS_PROFILES_FILE), /quit or Ctrl-C stops. "
+    "Anything else, /reset and /help included, goes to the bot."
+)
 
 
 def _new_user() -> str:
@@ -28,6 +32,7 @@ def chat(stack: Stack, user: str | None = None) -> None:
         while True:
             time.sleep(3600)
     user = user or _new_user()
+    business = stack.options.twilio_whatsapp_from
     label = " (offline model)" if stack.offline_model else ""
     print(f"\nChatting with the bot{label} as {user}. {HELP}")
     print(f"Logs: {stack.options.log_dir}\n")
@@ -41,10 +46,19 @@ def chat(stack: Stack, user: str | None = None) -> None:
             user = _new_user()
             print(f"(new conversation as {user})")
             continue
+        if text.startswith(("/as ", "/to ")):
+            address = text[4:].strip()
+            if not address.startswith("whatsapp:"):
+                address = f"whatsapp:{address}"
+            if text.startswith("/as "):
+                user = address
+            else:
+                business = address
+            print(f"(now {user} writing to {business})")
+            continue
         seen = sum(1 for m in stack.twilio.messages if m.to == user)
         started = time.time()
-        params = inbound_message(user, text, to=stack.options.twilio_whatsapp_from,
-                                 account_sid=stack.options.twilio_account_sid)
+        params = inbound_message(user, text, to=business, account_sid=stack.options.twilio_account_sid)
         status, _, body = sign_and_post(stack.webhook_url, params, stack.options.twilio_auth_token)
         if status != 200:
             print(f"(the webhook answered {status}: {body.decode(errors='replace').strip()})")

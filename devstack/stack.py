@@ -96,6 +96,8 @@ class StackOptions:
     openai_base_url: str = ""
     openai_api_key: str = ""
     openai_model: str = ""
+    # BUSINESS_PROFILES_FILE: validated and written to the Firestore emulator before the functions start.
+    profiles_file: str = ""
     log_dir: Path = ROOT / ".stack" / "logs"
     # The chat page on loopback, and the Twilio stand-in's status callbacks to the webhook (its ticks).
     simulator: bool = True
@@ -133,6 +135,7 @@ class StackOptions:
             openai_base_url=env.get("OPENAI_BASE_URL", ""),
             openai_api_key=env.get("OPENAI_API_KEY", ""),
             openai_model=env.get("OPENAI_MODEL", ""),
+            profiles_file=env.get("BUSINESS_PROFILES_FILE", ""),
         )
         for key, value in overrides.items():
             setattr(options, key, value)
@@ -200,6 +203,7 @@ class Stack:
         try:
             self._start_backing_services()
             self._create_topology()
+            self._apply_profiles()
             self._start_functions()
             self.scheduler = Scheduler(self.url("reconciler"), self.options.reconcile_interval_seconds).start()
             if self.options.simulator:
@@ -283,6 +287,30 @@ class Stack:
             subscriber.close()
         client = emulator_client(self.tasks.address)
         client.create_queue(parent=f"projects/{o.project}/locations/{o.tasks_location}", queue=o.queue(self.queue_path))
+
+    def _apply_profiles(self) -> None:
+        """The business profiles file, as ``make profiles-apply`` writes it in the cloud; a bad file stops the start."""
+        if not self.options.profiles_file:
+            return
+        from google.cloud import firestore
+
+        from shared.adapters.profile_store import FirestoreProfiles, defaults_from_settings
+        from shared.config import Settings
+        from shared.domain.conversation import utcnow
+        from shared.domain.profiles import ProfileError
+        from shared.ops.admin import apply_profiles, read_profiles_file
+
+        settings = Settings.from_env(self.function_env())
+        try:
+            raw, _ = read_profiles_file(Path(self.options.profiles_file), defaults_from_settings(settings))
+        except ProfileError as exc:
+            raise StackError(f"BUSINESS_PROFILES_FILE is not usable: {exc}") from None
+        with _emulator_env(self.firestore.env()):
+            client = firestore.Client(project=self.options.project)
+            store = FirestoreProfiles(lambda: client, settings.profiles_collection, defaults_from_settings(settings), 0)
+            for line in apply_profiles(store.put, raw, utcnow()):
+                self._say(f"business profile {line}")
+            client.close()
 
     def _start_simulator(self) -> None:
         """The chat page: a client of this stack's webhook, Twilio stand-in, emulators and logs."""

@@ -39,6 +39,8 @@ E2E_ENV = {
     "SEND_MAX_ATTEMPTS": "4",
     "CONVERSATION_TTL_SECONDS": "3600",
     "MAX_CONTEXT_MESSAGES": "20",
+    # Profiles written by a test take effect within a second (production: a minute).
+    "PROFILE_CACHE_SECONDS": "1",
 }
 
 

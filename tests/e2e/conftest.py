@@ -30,10 +30,11 @@ class Pipeline:
         assert self.stack.openai is not None
         return self.stack.openai
 
-    def post(self, user: str, body: str, sid: str | None = None, **extra: str) -> tuple[int, str, dict[str, str]]:
-        """Sign and post an inbound message exactly as Twilio does; returns status, sid, form."""
+    def post(self, user: str, body: str, sid: str | None = None, to: str = "", **extra: str) -> tuple[int, str, dict[str, str]]:
+        """Sign and post an inbound message exactly as Twilio does (to ``to``, default the stack's
+        business number); returns status, sid, form."""
         o = self.stack.options
-        params = inbound_message(user, body, to=o.twilio_whatsapp_from, sid=sid or new_sid("SM"),
+        params = inbound_message(user, body, to=to or o.twilio_whatsapp_from, sid=sid or new_sid("SM"),
                                  account_sid=o.twilio_account_sid, **extra)
         status, _, _ = sign_and_post(self.stack.webhook_url, params, o.twilio_auth_token)
         return status, params["MessageSid"], params
@@ -52,13 +53,13 @@ class Pipeline:
         """The message lists of every model call whose last user turn is ``text``."""
         return [r.messages for r in self.model.requests if r.messages and r.messages[-1].get("content") == text]
 
-    def conversation_id(self, user: str) -> str:
+    def conversation_id(self, user: str, business: str = "") -> str:
         """The document id the functions use: keyed with the stack's address hash key."""
         o = self.stack.options
-        return Pseudonyms(o.address_hash_key).conversation_id(user, o.twilio_whatsapp_from)
+        return Pseudonyms(o.address_hash_key).conversation_id(user, business or o.twilio_whatsapp_from)
 
-    def conversation(self, user: str) -> Conversation:
-        snap = self.db.collection("conversations").document(self.conversation_id(user)).get()
+    def conversation(self, user: str, business: str = "") -> Conversation:
+        snap = self.db.collection("conversations").document(self.conversation_id(user, business)).get()
         return Conversation(snap.to_dict() or {})
 
     def failure(self, sid: str) -> dict[str, Any]:
