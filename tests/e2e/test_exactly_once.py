@@ -406,6 +406,42 @@ def test_a_burst_from_one_user_is_answered_in_order_without_deferrals(pipeline, 
     assert after.failed == before.failed
 
 
+def test_commands_opt_out_and_handoff_end_once_with_duplicates_and_crashes(pipeline, ledger, restart) -> None:
+    """Every control is one more way a message ends on the same path: each reply once, in order,
+    through Twilio retries, processor crashes after the claim and a sender crash after the Twilio call."""
+    from shared.adapters.profile_store import FirestoreProfiles
+    from shared.domain import profiles as p
+    from tests.e2e.test_controls import admin, new_business
+
+    business, user = new_business(), unique_user()
+    FirestoreProfiles(lambda: pipeline.db, "business_profiles", p.BusinessProfile(), 0).put(
+        business, {"name": "Fault suite", "handoff_keyword": "agent", "handoff_reply": "A person will answer."},
+        datetime.now(timezone.utc),
+    )
+    restart("processor", TEST_FAULT_POINTS="after_claim:2")
+    restart("sender", TEST_FAULT_POINTS="after_send")
+    ledger.faults_injected += 3
+    texts = ["/help", "fault suite hello", "/reset", "STOP", "while opted out", "START", "agent", "while paused"]
+    o = pipeline.stack.options
+    for text in texts:
+        _, _, params = pipeline.post(user, text, to=business)
+        assert sign_and_post(pipeline.stack.webhook_url, params, o.twilio_auth_token)[0] == 200
+        ledger.duplicates_injected += 1
+    wait_until(lambda: sum(e.get("status") in ("sent", "ignored") for e in pipeline.conversation(user, business).messages.values())
+               >= len(texts), timeout=90, interval=0.2)
+    out = admin(pipeline, "reply", user, "--business", business, "A person says hi.").stdout
+    assert "queued" in out
+    markers = [p.DEFAULT_HELP, offline("fault suite hello"), p.DEFAULT_RESET_REPLY, p.DEFAULT_OPT_OUT_REPLY,
+               p.DEFAULT_OPT_IN_REPLY, "A person will answer.", "A person says hi."]
+    assert_exactly(pipeline, ledger, user, markers)
+    assert len(pipeline.model_requests_for("fault suite hello")) == 1
+    for text in ("/help", "/reset", "STOP", "while opted out", "START", "agent", "while paused"):
+        assert pipeline.model_requests_for(text) == []
+    reasons = sorted(e.get("reason", "") for e in pipeline.conversation(user, business).messages.values()
+                     if e["status"] == "ignored")
+    assert reasons == ["opted out", "paused"]
+
+
 def test_no_message_stalled(pipeline, ledger) -> None:
     """Every message of the run is terminal within the liveness bound (reconciler included)."""
     liveness = float(pipeline.stack.options.env["LIVENESS_SECONDS"])
