@@ -137,9 +137,11 @@ class Bench:
     # Setup and teardown
 
     def start(self) -> Driver:
-        # No chat page and no status callbacks: the figures measure the message path alone.
+        # No chat page, no status callbacks and no typing indicator: the figures
+        # measure the message path alone (each feature's own cost: docs/decisions/0011-whatsapp-channel.md).
         options = StackOptions(
-            webhook_port=0, env={"LOG_USAGE": "true"}, log_dir=self.log_dir, progress=_say,
+            webhook_port=0, env={"LOG_USAGE": "true", "DELIVERY_STATUS_CALLBACKS": "false", "TYPING_INDICATOR": "false"},
+            log_dir=self.log_dir, progress=_say,
             simulator=False, status_callbacks=False,
         )
         self.stack = Stack(options).start()
