@@ -20,6 +20,8 @@ COUNTERS = (
     "firestore_reads",
     "firestore_writes",
     "firestore_dedupe_writes",
+    # Business profiles: at most one read per business per PROFILE_CACHE_SECONDS, not per message.
+    "firestore_profile_reads",
     "pubsub_publishes",
     "tasks_created",
     "openai_calls",

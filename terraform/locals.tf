@@ -129,6 +129,11 @@ locals {
       OPENAI_TRANSCRIBE_MODEL         = var.openai_transcribe_model
       TYPING_INDICATOR                = tostring(var.typing_indicator)
       BURST_WINDOW_SECONDS            = tostring(var.burst_window_seconds)
+      RATE_LIMIT_MESSAGES             = tostring(var.rate_limit_messages)
+      RATE_LIMIT_WINDOW_SECONDS       = tostring(var.rate_limit_window_seconds)
+      HANDOFF_PAUSE_SECONDS           = tostring(var.handoff_pause_seconds)
+      PROFILES_COLLECTION             = var.profiles_collection
+      PROFILE_CACHE_SECONDS           = tostring(var.profile_cache_seconds)
       LOG_USAGE                       = tostring(var.log_usage)
     }
 

@@ -795,3 +795,55 @@ variable "burst_window_seconds" {
     error_message = "burst_window_seconds must be between 0 and 30 (the range shared/config.py accepts)."
   }
 }
+
+# Business controls (docs/decisions/0012-business-controls.md): defaults every
+# business profile may override; profiles themselves live in Firestore.
+variable "rate_limit_messages" {
+  type        = number
+  description = "Answered messages per user and business per window before one notice and silence (env RATE_LIMIT_MESSAGES)."
+  default     = 20
+
+  validation {
+    condition     = var.rate_limit_messages >= 1 && var.rate_limit_messages <= 10000
+    error_message = "rate_limit_messages must be between 1 and 10000 (the range shared/config.py accepts)."
+  }
+}
+
+variable "rate_limit_window_seconds" {
+  type        = number
+  description = "Length of the rate-limit window in seconds (env RATE_LIMIT_WINDOW_SECONDS)."
+  default     = 60
+
+  validation {
+    condition     = var.rate_limit_window_seconds >= 1 && var.rate_limit_window_seconds <= 604800
+    error_message = "rate_limit_window_seconds must be between 1 and 604800 (the range shared/config.py accepts)."
+  }
+}
+
+variable "handoff_pause_seconds" {
+  type        = number
+  description = "How long a handoff to a person pauses the bot for a conversation (env HANDOFF_PAUSE_SECONDS)."
+  default     = 3600
+
+  validation {
+    condition     = var.handoff_pause_seconds >= 60 && var.handoff_pause_seconds <= 2592000
+    error_message = "handoff_pause_seconds must be between 60 and 2592000 (the range shared/config.py accepts)."
+  }
+}
+
+variable "profile_cache_seconds" {
+  type        = number
+  description = "How long a processor instance keeps a business profile before reading it again (env PROFILE_CACHE_SECONDS)."
+  default     = 60
+
+  validation {
+    condition     = var.profile_cache_seconds >= 0 && var.profile_cache_seconds <= 3600
+    error_message = "profile_cache_seconds must be between 0 and 3600 (the range shared/config.py accepts)."
+  }
+}
+
+variable "profiles_collection" {
+  type        = string
+  description = "Firestore collection of the business profiles, one document per WhatsApp number; no TTL (env PROFILES_COLLECTION)."
+  default     = "business_profiles"
+}
