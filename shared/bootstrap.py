@@ -34,6 +34,7 @@ from shared.handlers.webhook import WebhookDeps
 # webhook_fn, which needs none of them (bench/README.md).
 if TYPE_CHECKING:
     from shared.adapters.openai_model import ChatModel
+    from shared.handlers.outbound import OutboundDeps
     from shared.handlers.processor import ProcessorDeps
     from shared.handlers.reconciler import ReconcilerDeps
     from shared.handlers.sender import SenderDeps
@@ -231,6 +232,14 @@ def reconciler_deps() -> ReconcilerDeps:
 
     pseudonyms()
     return ReconcilerDeps(settings=settings(), store=store(), queue=queue(), clock=utcnow)
+
+
+@functools.cache
+def outbound_deps() -> OutboundDeps:
+    """The outbound API: Firestore and the send queue, no model and no Twilio (the sender sends)."""
+    from shared.handlers.outbound import OutboundDeps
+
+    return OutboundDeps(settings=settings(), store=store(), queue=queue(), clock=utcnow, ids=pseudonyms())
 
 
 def usage() -> dict[str, int]:

@@ -151,6 +151,7 @@ class FakeTwilio:
         self.froms: list[str] = []
         self.script: list[Exception | None] = []
         self.lookups = 0
+        self.templates: list[tuple[str, str, str]] = []
 
     def send(self, to: str, body: str, from_: str = "") -> str:
         self.froms.append(from_)
@@ -160,6 +161,12 @@ class FakeTwilio:
                 raise outcome
         sid = f"SM{len(self.sent):032x}"
         self.sent.append((to, body, sid))
+        return sid
+
+    def send_template(self, to: str, content_sid: str, content_variables: str = "", from_: str = "") -> str:
+        self.froms.append(from_)
+        sid = f"SM{len(self.sent) + len(self.templates) + 100:032x}"
+        self.templates.append((to, content_sid, content_variables))
         return sid
 
     def find_sent(

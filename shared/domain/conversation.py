@@ -126,12 +126,16 @@ def utcnow() -> datetime:
 
 
 def trim_history(history: list[dict[str, str]], max_messages: int, max_chars: int | None = None) -> list[dict[str, str]]:
-    """Keep the newest turns within both limits; never start on an assistant turn without its question."""
+    """Keep the newest turns within both limits; never start on an assistant turn without its question.
+
+    A message the business started (``by: business``, the outbound API) had no
+    question, so it may open the history.
+    """
     kept = history[-max_messages:] if max_messages > 0 else []
     if max_chars is not None:
         while kept and sum(len(turn.get("content", "")) for turn in kept) > max_chars:
             kept = kept[1:]
-    while kept and kept[0].get("role") == "assistant":
+    while kept and kept[0].get("role") == "assistant" and kept[0].get("by") != "business":
         kept = kept[1:]
     return kept
 

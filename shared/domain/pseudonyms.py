@@ -35,6 +35,11 @@ class Pseudonyms:
         who writes to two businesses has two conversations."""
         return self._digest(b"conversation", f"{business}\x00{address}" if business else address)
 
+    def outbound_id(self, business: str, idempotency_key: str) -> str:
+        """The id of a business-initiated message: the same for a repeated request, so it
+        dedupes, and keyed, so a caller cannot aim one at another business's entries."""
+        return "OB" + self._digest(b"outbound", f"{business}\x00{idempotency_key}")[:32]
+
     def mask(self, address: str) -> str:
         """What logs and failure records show for ``address``: ``whatsapp:#3f9c0a71d2``.
 

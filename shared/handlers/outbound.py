@@ -1,0 +1,139 @@
+"""The outbound API: the business's own systems send a WhatsApp message to a user.
+
+One request, each step safe to repeat:
+
+1. validate the JSON (400 with the reason);
+2. derive the message id from (business, idempotency_key); if the
+   conversation already has that entry, answer 202 with the same id and
+   write nothing (its send task is made sure of: named, so never twice);
+3. refuse an opted-out user (403) and free text outside the 24-hour window
+   (409); a template may go at any time;
+4. write the entry, answered with ``seq = lastSeq + 1``, and the assistant
+   turn in one compare-and-set, together with the ``seen_messages`` marker
+   of the id, which outlives the entry and the conversation: a repeat that
+   meets the marker's conflict also gets the same id;
+5. create the send task when it is the message's turn (shared/handlers/handoff.py).
+
+The sender delivers it like any reply: in order after the user's earlier
+replies, through the same rate-limited queue, exactly once
+(docs/decisions/0013-outbound-api.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from shared.adapters.firestore_store import Conflict, ConversationStore, DedupeMarker
+from shared.config import Settings
+from shared.domain.controls import opted_out
+from shared.domain.conversation import ANSWERED, SENDING, Conversation, applied, cap_text
+from shared.domain.outbound import (
+    OPTED_OUT_REASON,
+    OUTSIDE_WINDOW_REASON,
+    InvalidRequest,
+    OutboundRequest,
+    outbound_updates,
+    parse_request,
+)
+from shared.domain.pseudonyms import Pseudonyms
+from shared.domain.splitting import split_reply
+from shared.domain.window import window_open
+from shared.handlers.handoff import Queue, send_when_its_turn
+from shared.handlers.processor import MAX_CONFLICT_RETRIES
+from shared.log import mask_address
+
+log = logging.getLogger(__name__)
+
+ACCEPTED = 202
+BAD_REQUEST = 400
+REFUSED_OPTED_OUT = 403
+REFUSED_OUTSIDE_WINDOW = 409
+
+
+@dataclass(frozen=True)
+class OutboundDeps:
+    settings: Settings
+    store: ConversationStore
+    queue: Queue
+    clock: Callable[[], datetime]
+    ids: Pseudonyms
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The HTTP answer: status and JSON body."""
+
+    status: int
+    body: dict[str, Any]
+
+
+def _log(level: int, message: str, request: OutboundRequest, oid: str, **fields: Any) -> None:
+    log.log(level, message, extra={"sid": oid, "recipient": mask_address(request.to), **fields})
+
+
+def handle_outbound(raw: bytes, deps: OutboundDeps) -> Outcome:
+    """One API request: 202 with the message id, or the reason it is refused."""
+    settings = deps.settings
+    try:
+        request = parse_request(raw, settings.max_reply_chars)
+    except InvalidRequest as exc:
+        log.info("outbound request refused", extra={"event": "outbound_invalid", "reason": str(exc)})
+        return Outcome(BAD_REQUEST, {"error": str(exc)})
+    business = request.from_ or settings.twilio_whatsapp_from
+    oid = deps.ids.outbound_id(business, request.idempotency_key)
+    cid = deps.ids.conversation_id(request.to, business)
+    parts = [f"[template {request.content_sid}]"] if request.is_template else split_reply(
+        cap_text(request.body, settings.max_reply_chars)
+    )
+    store = deps.store
+    for _ in range(MAX_CONFLICT_RETRIES):
+        snap = store.load(cid)
+        conv = snap.conversation
+        entry = conv.entry(oid)
+        if entry:
+            return _repeated(request, deps, cid, conv, oid, entry)
+        if opted_out(conv):
+            _log(logging.INFO, "outbound message refused", request, oid, event="outbound_refused", reason="opted out")
+            return Outcome(REFUSED_OPTED_OUT, {"id": oid, "error": OPTED_OUT_REASON})
+        now = deps.clock()
+        if not request.is_template and not window_open(conv.data, now):
+            _log(logging.INFO, "outbound message refused", request, oid, event="outbound_refused", reason="outside window")
+            return Outcome(REFUSED_OUTSIDE_WINDOW, {"id": oid, "error": OUTSIDE_WINDOW_REASON})
+        updates = outbound_updates(
+            conv, oid, request, parts, business, now, settings.conversation_ttl_seconds,
+            settings.max_context_messages, settings.max_history_chars, settings.reconcile_after_seconds,
+        )
+        marker = DedupeMarker(oid, cid, now + timedelta(seconds=settings.dedupe_horizon_seconds))
+        try:
+            store.apply(cid, updates, snap.version, marker)
+        except Conflict:
+            if store.seen(oid):
+                # Taken on by an earlier or concurrent request with this key;
+                # its entry may be gone already (pruned, or the conversation expired).
+                _log(logging.INFO, "repeated outbound request", request, oid, event="outbound_duplicate", status="seen")
+                return Outcome(ACCEPTED, {"id": oid})
+            continue
+        break
+    else:
+        raise Conflict(f"conversation kept changing while writing {oid}")
+    conv = applied(conv, updates)
+    seq = int(updates["lastSeq"])
+    _log(logging.INFO, "outbound message accepted", request, oid, event="outbound_accepted", status=ANSWERED, seq=seq,
+         template=request.content_sid or None, parts=len(parts))
+    send_when_its_turn(deps.queue, cid, conv, oid, seq)
+    return Outcome(ACCEPTED, {"id": oid})
+
+
+def _repeated(
+    request: OutboundRequest, deps: OutboundDeps, cid: str, conv: Conversation, oid: str, entry: Any
+) -> Outcome:
+    """The same key again: the same id, nothing written; a task lost with a crash is re-created."""
+    created = False
+    if entry.get("status") in (ANSWERED, SENDING):
+        created = send_when_its_turn(deps.queue, cid, conv, oid, int(entry["seq"]))
+    _log(logging.INFO, "repeated outbound request", request, oid, event="outbound_duplicate",
+         status=entry.get("status"), task_created=created)
+    return Outcome(ACCEPTED, {"id": oid})
