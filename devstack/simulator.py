@@ -30,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import yaml
 from flask import Flask, Response, jsonify, request, send_from_directory
 from google.cloud import firestore
 from werkzeug.serving import BaseWSGIServer, make_server
@@ -116,23 +117,22 @@ def businesses_from_env(env: Mapping[str, str], default_from: str) -> list[Busin
 
 
 def _profiles(path: Path) -> list[Business]:
-    """Profiles as a JSON list or mapping with an address (``from``/``whatsapp_from``/``address``) and a name."""
+    """The businesses of a profiles file (README: ``businesses:`` maps a WhatsApp address to its profile).
+
+    The stack has validated the file before the page starts; an unreadable one
+    only leaves the page with the default business.
+    """
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError):
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
         return []
-    items = list(raw.values()) if isinstance(raw, dict) else raw if isinstance(raw, list) else []
-    if isinstance(raw, dict) and isinstance(raw.get("profiles"), (list, dict)):
-        profiles = raw["profiles"]
-        items = list(profiles.values()) if isinstance(profiles, dict) else profiles
-    found = []
-    for item in items:
-        if not isinstance(item, dict):
-            continue
-        address = next((str(item[k]) for k in ("from", "whatsapp_from", "address", "number") if item.get(k)), "")
-        if address:
-            found.append(Business(address, str(item.get("name") or item.get("display_name") or address)))
-    return found
+    businesses = document.get("businesses") if isinstance(document, Mapping) else None
+    if not isinstance(businesses, Mapping):
+        return []
+    return [
+        Business(str(address), str((profile or {}).get("name") or address) if isinstance(profile, Mapping) else str(address))
+        for address, profile in businesses.items()
+    ]
 
 
 def _plain(value: Any) -> Any:
