@@ -111,9 +111,11 @@ def _run(signals: Signals, body: Callable[[Stack], object]) -> int:
 
 
 def _announce_simulator(stack: Stack) -> None:
-    """One stdout line ``SIMULATOR <url>`` for the chat page; `make stack` prints it before READY."""
+    """Stdout lines ``SIMULATOR <url>`` (the chat page) and ``OUTBOUND <url>`` (the outbound API);
+    `make stack` prints them before READY."""
     if stack.simulator is not None:
         print(f"SIMULATOR {stack.simulator.url}", flush=True)
+    print(f"OUTBOUND {stack.outbound_url}", flush=True)
 
 
 def _serve(stack: Stack) -> None:

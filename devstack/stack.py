@@ -58,6 +58,8 @@ FUNCTIONS = {
     "sender": ("sender_fn/main.py", "send"),
     # Cloud Scheduler's target in the cloud; devstack/scheduler.py calls it here.
     "reconciler": ("processor_fn/main.py", "reconcile"),
+    # The outbound API (business-initiated messages); no token needed locally.
+    "outbound": ("webhook_fn/main.py", "outbound"),
 }
 # A function gets this long to finish its requests after SIGTERM, then SIGKILL.
 FUNCTION_GRACE_SECONDS = 5.0
@@ -176,6 +178,11 @@ class Stack:
     def webhook_url(self) -> str:
         """The URL the webhook checks signatures against: where a Twilio stand-in posts."""
         return f"http://{HOST}:{self.ports['webhook']}/"
+
+    @property
+    def outbound_url(self) -> str:
+        """Where the business's systems post messages to send (README, the outbound API)."""
+        return self.url("outbound")
 
     def url(self, name: str) -> str:
         return f"http://{HOST}:{self.ports[name]}/"

@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,7 +148,7 @@ class StackProcess:
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
             )
         self.lines: queue.Queue[str] = queue.Queue()
-        # What stdout said before READY (the SIMULATOR line).
+        # What stdout said before READY (the SIMULATOR and OUTBOUND lines).
         self.before_ready: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -243,10 +244,16 @@ def test_headless_stack_with_external_twilio_and_model_stops_with_a_send_in_flig
         try:
             line = stack.ready_line()
             assert line == f"READY http://127.0.0.1:{stack.port}/"
-            assert len(stack.before_ready) == 1 and stack.before_ready[0].startswith("SIMULATOR http://127.0.0.1:")
+            assert len(stack.before_ready) == 2 and stack.before_ready[0].startswith("SIMULATOR http://127.0.0.1:")
             page_url = stack.before_ready[0].split(" ", 1)[1]
             with urllib.request.urlopen(page_url, timeout=10) as page:
                 assert page.status == 200 and b"WhatsApp simulator" in page.read()
+            assert stack.before_ready[1].startswith("OUTBOUND http://127.0.0.1:")
+            outbound_url = stack.before_ready[1].split(" ", 1)[1]
+            invalid = urllib.request.Request(outbound_url, data=b"{}", headers={"Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(invalid, timeout=10)
+            assert refused.value.code == 400 and b"to is required" in refused.value.read()
             url = line.split(" ", 1)[1]
             progress = stack.progress()
             assert "OFFLINE MODEL" not in progress and "Twilio stand-in on" not in progress
