@@ -106,6 +106,43 @@ resource "google_logging_metric" "events" {
   depends_on = [google_project_service.enabled]
 }
 
+# The model call's own time (retries and Retry-After waits included), from the
+# processor's "answered" line; read by the dashboard only, like the events metric.
+resource "google_logging_metric" "model_latency" {
+  project     = var.project_id
+  name        = "${var.name_prefix}-model-latency"
+  description = "Time processor_fn spent on the model for one message (jsonPayload.model_ms of the answered line)."
+  filter      = "${local.functions_filter} AND jsonPayload.event=\"answered\" AND jsonPayload.model_ms:*"
+
+  metric_descriptor {
+    metric_kind  = "DELTA"
+    value_type   = "DISTRIBUTION"
+    unit         = "ms"
+    display_name = "WhatsApp assistant model latency"
+
+    labels {
+      key         = "business"
+      value_type  = "STRING"
+      description = "The business's WhatsApp address."
+    }
+  }
+
+  value_extractor = "EXTRACT(jsonPayload.model_ms)"
+  label_extractors = {
+    business = "EXTRACT(jsonPayload.business)"
+  }
+
+  bucket_options {
+    exponential_buckets {
+      num_finite_buckets = 32
+      growth_factor      = 1.4
+      scale              = 10
+    }
+  }
+
+  depends_on = [google_project_service.enabled]
+}
+
 resource "google_monitoring_dashboard" "operations" {
   project = var.project_id
   dashboard_json = jsonencode({
@@ -219,6 +256,27 @@ resource "google_monitoring_dashboard" "operations" {
                     alignmentPeriod    = "60s"
                     perSeriesAligner   = "ALIGN_DELTA"
                     crossSeriesReducer = "REDUCE_PERCENTILE_${percentile}"
+                  }
+                }
+              }
+            }]
+            yAxis = { label = "ms", scale = "LINEAR" }
+          }
+        },
+        {
+          title = "Model call time per business (p50 and p99, retries included)"
+          xyChart = {
+            dataSets = [for percentile in ["50", "99"] : {
+              plotType       = "LINE"
+              legendTemplate = "p${percentile} $${metric.label.business}"
+              timeSeriesQuery = {
+                timeSeriesFilter = {
+                  filter = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.model_latency.name}\""
+                  aggregation = {
+                    alignmentPeriod    = "60s"
+                    perSeriesAligner   = "ALIGN_DELTA"
+                    crossSeriesReducer = "REDUCE_PERCENTILE_${percentile}"
+                    groupByFields      = ["metric.label.business"]
                   }
                 }
               }

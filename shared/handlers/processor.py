@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping, Protocol
@@ -166,6 +167,7 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
 
     user_text = cap_text(describe_for_model(msg), settings.max_inbound_chars)
     failure = ""
+    model_started = time.monotonic()
     try:
         if msg.media and decision.kind == MODEL:
             user_text, reply = answer_with_media(
@@ -178,6 +180,8 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
         failure = f"model unavailable: {exc}"[:300]
         reply = profile.fallback_reply
         _log(logging.ERROR, "model unavailable, sending the fallback reply", msg, event="ai_failed", reason=failure)
+    # The model's own time, retries included, for the dashboard's model latency.
+    model_ms = round((time.monotonic() - model_started) * 1000, 1)
     deps.faults.hit("after_ai")
 
     parts = split_reply(cap_text(reply, settings.max_reply_chars)) or [profile.fallback_reply]
@@ -218,6 +222,7 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
     seq = updates["lastSeq"]
     conv = applied(conv, updates)
     _log(logging.INFO, "answered", msg, event="answered", status=ANSWERED, seq=seq, parts=len(parts), fallback=bool(failure),
+         model_ms=model_ms, business=msg.recipient,
          control=decision.reason or decision.kind)
     if failure:
         store.record_failure(

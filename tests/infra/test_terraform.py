@@ -67,7 +67,7 @@ WIRED_ENV = {
     "AUTH_AUDIENCE",
     "AUTH_ALLOWED_SERVICE_ACCOUNTS",
 }
-SERVICES = ("webhook", "processor", "sender", "reconciler")
+SERVICES = ("webhook", "processor", "sender", "reconciler", "outbound")
 # The for_each resources the checks look into, by instance: RUN_SERVICE["webhook"], IDENTITY["pubsub_push"], ...
 RUN_SERVICE = "google_cloud_run_v2_service.service"
 IDENTITY = "google_service_account.identity"
@@ -194,6 +194,11 @@ def _for_each_items(config: TfConfig, rtype: str, name: str, spec: Any) -> dict[
         listed = re.fullmatch(r"toset\((\[.*\])\)", spec, re.DOTALL)
         if listed:
             return {key: key for key in json.loads(listed.group(1))}
+        of_variable = re.fullmatch(r"toset\((var\.\w+)\)", spec)
+        if of_variable:
+            members = config.resolve(Expr(of_variable.group(1)))
+            assert isinstance(members, list), f"{rtype}.{name}: {of_variable.group(1)} is not a list"
+            return {key: key for key in members}
         spec = config.resolve(spec)
     assert isinstance(spec, dict), f"{rtype}.{name}: cannot read the keys of its for_each {spec!r}"
     return spec
@@ -248,7 +253,8 @@ def _instances(config: TfConfig, rtype: str, name: str, body: dict[str, Any]) ->
     if "for_each" not in body:
         return {name: body}
     items = _for_each_items(config, rtype, name, body["for_each"])
-    assert items, f"{rtype}.{name}: for_each has no keys"
+    # An empty variable (nobody granted by default) is a valid for_each; a literal map is not.
+    assert items or re.fullmatch(r"toset\(var\.\w+\)", str(body["for_each"])), f"{rtype}.{name}: for_each has no keys"
     rest = {k: v for k, v in body.items() if k != "for_each"}
     # str(): map keys parse as bare words (Expr), but each.key is text.
     return {instance(name, str(key)): _substitute(rest, str(key), value) for key, value in items.items()}
@@ -545,6 +551,8 @@ def check_invokers(config: TfConfig) -> None:
         instance("service", "processor"): "INGRESS_TRAFFIC_INTERNAL_ONLY",
         instance("service", "sender"): "INGRESS_TRAFFIC_INTERNAL_ONLY",
         instance("service", "reconciler"): "INGRESS_TRAFFIC_INTERNAL_ONLY",
+        # The business's systems may call from anywhere; IAM and the OIDC check let only outbound_invokers in.
+        instance("service", "outbound"): "INGRESS_TRAFFIC_ALL",
     }, f"ingress settings: {ingress}"
 
 
@@ -561,7 +569,7 @@ def check_secret_access(config: TfConfig) -> None:
     assert access == {
         "twilio_auth_token": {"webhook", "sender", "processor"},
         "openai_api_key": {"processor"},
-        "address_hash_key": {"webhook", "processor", "sender", "reconciler"},
+        "address_hash_key": {"webhook", "processor", "sender", "reconciler", "outbound"},
     }, f"secret accessors: {access}"
     assert not config.of_type("google_secret_manager_secret_iam_policy"), (
         "secrets must not use authoritative IAM policies"
@@ -673,6 +681,20 @@ def check_service_env(config: TfConfig) -> None:
             "RECONCILE_AFTER_SECONDS",
             "TWILIO_TIMEOUT_SECONDS",
             "SEND_MAX_ATTEMPTS",
+        },
+        "outbound": common
+        | {
+            "SECRET_SOURCE",
+            "ADDRESS_HASH_KEY_SECRET",
+            "FIRESTORE_DATABASE",
+            "DEDUPE_COLLECTION",
+            "SENDER_URL",
+            "TASKS_QUEUE",
+            "TASKS_LOCATION",
+            "TASKS_SERVICE_ACCOUNT",
+            "AUTH_AUDIENCE",
+            "AUTH_ALLOWED_SERVICE_ACCOUNTS",
+            "TWILIO_WHATSAPP_FROM",
         },
     }
     envs = {service: _service_env(config, service) for service in required}
@@ -825,6 +847,25 @@ def check_reconciler_roles(config: TfConfig) -> None:
     assert _block(service, "template").get("service_account") == instance(IDENTITY, "reconciler") + ".email"
     assert config.resolve(Expr("var.max_instances.reconciler")) == 1, "one reconciler instance by default"
     assert config.resolve(Expr("var.min_instances.reconciler")) == 0, "no warm reconciler by default"
+
+
+def check_outbound_service(config: TfConfig) -> None:
+    """The outbound API: the processor's way into Firestore and the queue, callable only by outbound_invokers."""
+    grants = _grants_of(config, "outbound")
+    expected = {g for g in _grants_of(config, "reconciler")}
+    assert grants == expected, f"outbound grants: {sorted(grants)}"
+    # Empty by default, so its instances are not in the config: the block itself says who.
+    assert not _invokers(config).get("outbound"), "the outbound API is invoked by someone by default"
+    assert re.search(
+        r'"outbound_invoker" \{\s*for_each = toset\(var\.outbound_invokers\)', (config.directory / "run.tf").read_text()
+    ), "the outbound API's invokers are not var.outbound_invokers"
+    assert config.resolve(Expr("var.outbound_invokers")) == [], "nobody may call the outbound API by default"
+    env = _service_env(config, "outbound")
+    assert (env["FUNCTION_SOURCE"], env["FUNCTION_TARGET"]) == ("webhook_fn/main.py", "outbound")
+    assert env["AUTH_AUDIENCE"] == Expr("local.outbound_audience") and config.locals.get("outbound_audience") == Expr(
+        "local.run_urls.outbound"
+    ), "the outbound API's AUTH_AUDIENCE is not its own run.app URL"
+    assert env["AUTH_ALLOWED_SERVICE_ACCOUNTS"] == Expr('join(",", var.outbound_allowed_service_accounts)')
 
 
 def check_scheduler_job(config: TfConfig) -> None:
@@ -1000,6 +1041,7 @@ TERRAFORM_CHECKS: list[Callable[[TfConfig], None]] = [
     check_send_failed_alert,
     check_scheduler_identity,
     check_reconciler_roles,
+    check_outbound_service,
     check_scheduler_job,
     check_plan_time_data_sources,
     check_variable_limits,
@@ -1054,7 +1096,10 @@ def test_environment_tfvars_exist_and_name_known_variables(config: TfConfig) -> 
         # An object variable set in a tfvars must name every service, or the plan fails on a missing attribute.
         for name in ("max_instances", "min_instances", "concurrency"):
             if name in values:
-                assert set(values[name]) == set(SERVICES), f"{env}.tfvars: {name} must set {sorted(SERVICES)}"
+                # The outbound key is optional (tfvars from before the outbound API stay valid).
+                assert set(SERVICES) - {"outbound"} <= set(values[name]) <= set(SERVICES), (
+                    f"{env}.tfvars: {name} must set {sorted(SERVICES)}"
+                )
 
 
 # --------------------------------------------------------------- Dockerfile
@@ -1464,6 +1509,12 @@ MUTATIONS = {
         check_reconciler_roles,
         r"reconciler grants",
     ),
+    "outbound-cannot-enqueue": Mutation(
+        "tasks.tf",
+        _sub(r'\n    outbound = google_service_account\.identity\["outbound"\]\.member', ""),
+        check_outbound_service,
+        r"outbound grants",
+    ),
     "reconciler-cannot-act-as-invoker": Mutation(
         "identities.tf",
         _sub(r'(?s)("acts_as_tasks_invoker" \{.*?)\n    reconciler = google_service_account\.identity\["reconciler"\]\.member', r"\1"),
@@ -1708,9 +1759,13 @@ def check_dashboard(config: TfConfig) -> None:
         "the send queue's age": "cloudtasks.googleapis.com/queue/task_attempt_delays",
         "webhook latency": "local.service_names.webhook",
         "model latency": "local.service_names.processor",
+        "the model call's own time per business": "google_logging_metric.model_latency.name",
     }
     for what, needle in wanted.items():
         assert needle in text, f"the dashboard does not show {what} ({needle})"
+    model = config.resource("google_logging_metric", "model_latency")
+    assert model.get("value_extractor") == "EXTRACT(jsonPayload.model_ms)", "model latency is not read from model_ms"
+    assert "answered" in str(model.get("filter")), "model latency must come from the answered line"
     assert "google_pubsub_subscription.dead_letter_hold.name" in text, "dead letters: not the hold subscription"
     assert "google_cloud_tasks_queue.outbound.name" in text, "queue charts: not the send queue"
     assert text.count("run.googleapis.com/request_latencies") >= 2, "webhook and model latency need request_latencies"
@@ -1773,6 +1828,13 @@ MONITORING_MUTATIONS = {
         _sub(r"cloudtasks\.googleapis\.com/queue/depth", "cloudtasks.googleapis.com/api/request_count"),
         check_dashboard,
         r"send queue's depth",
+    ),
+    "dashboard-without-model-call-time": Mutation(
+        "dashboard.tf",
+        _sub(r'filter = "metric\.type=\\"logging\.googleapis\.com/user/\$\{google_logging_metric\.model_latency\.name\}\\""',
+             'filter = "metric.type=\\"run.googleapis.com/request_count\\""'),
+        check_dashboard,
+        r"model call's own time",
     ),
     "dashboard-without-model-chart": Mutation(
         "dashboard.tf",
