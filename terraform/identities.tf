@@ -32,6 +32,10 @@ locals {
       display_name = "Cloud Scheduler identity (calls the reconciler)"
       description  = "Identity in the OIDC token of the reconcile job; may only invoke the reconciler."
     }
+    outbound = {
+      display_name = "WhatsApp outbound API (runtime of webhook_fn outbound)"
+      description  = "Records business-initiated messages in Firestore and enqueues their send tasks."
+    }
   }
 }
 
@@ -54,6 +58,7 @@ resource "google_project_iam_member" "firestore_user" {
     processor  = google_service_account.identity["processor"].member
     sender     = google_service_account.identity["sender"].member
     reconciler = google_service_account.identity["reconciler"].member
+    outbound   = google_service_account.identity["outbound"].member
   }
 
   project = var.project_id
@@ -75,6 +80,8 @@ resource "google_service_account_iam_member" "acts_as_tasks_invoker" {
     reconciler = google_service_account.identity["reconciler"].member
     # The sender that finishes a reply creates the next reply's task (hand-off).
     sender = google_service_account.identity["sender"].member
+    # The outbound API creates the first task of a business-initiated message.
+    outbound = google_service_account.identity["outbound"].member
   }
 
   service_account_id = google_service_account.identity["tasks_invoker"].name

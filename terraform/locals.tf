@@ -6,6 +6,7 @@ locals {
     processor  = "${var.name_prefix}-processor"
     sender     = "${var.name_prefix}-sender"
     reconciler = "${var.name_prefix}-reconciler"
+    outbound   = "${var.name_prefix}-outbound"
   }
 
   # Cloud Run's deterministic URL (https://SERVICE-PROJECT_NUMBER.REGION.run.app)
@@ -21,6 +22,7 @@ locals {
   processor_audience  = local.run_urls.processor
   sender_url          = local.run_urls.sender
   reconciler_audience = local.run_urls.reconciler
+  outbound_audience   = local.run_urls.outbound
 
   pubsub_service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
 
@@ -200,6 +202,43 @@ locals {
       SEND_MAX_ATTEMPTS             = tostring(var.send_max_attempts)
       PROCESSING_LEASE_SECONDS      = tostring(var.processor_ack_deadline_seconds)
       MODEL_BUDGET_SECONDS          = tostring(var.model_budget_seconds)
+    }
+
+    # The outbound API (docs/decisions/0013-outbound-api.md): records a
+    # business-initiated message and creates its send task as the processor
+    # does. Callers: outbound_invokers, verified by their OIDC token. It reads
+    # no secret but the address hash key.
+    outbound = {
+      FUNCTION_SOURCE               = "webhook_fn/main.py"
+      FUNCTION_TARGET               = "outbound"
+      FUNCTION_SIGNATURE_TYPE       = "http"
+      THREADS                       = tostring(var.concurrency.outbound)
+      GOOGLE_CLOUD_PROJECT          = var.project_id
+      LOG_LEVEL                     = var.log_level
+      SECRET_SOURCE                 = "secretmanager" #checkov:skip=CKV_SECRET_6:Names where secrets are read from; not a secret.
+      ADDRESS_HASH_KEY_SECRET       = google_secret_manager_secret.secret["address_hash_key"].secret_id
+      FIRESTORE_DATABASE            = google_firestore_database.main.name
+      CONVERSATIONS_COLLECTION      = local.collections.conversations
+      FAILURES_COLLECTION           = local.collections.failures
+      DEDUPE_COLLECTION             = local.collections.dedupe
+      DEDUPE_HORIZON_SECONDS        = tostring(var.dedupe_horizon_seconds)
+      SENDER_URL                    = local.sender_url
+      TASKS_QUEUE                   = google_cloud_tasks_queue.outbound.name
+      TASKS_LOCATION                = google_cloud_tasks_queue.outbound.location
+      TASKS_SERVICE_ACCOUNT         = google_service_account.identity["tasks_invoker"].email
+      AUTH_AUDIENCE                 = local.outbound_audience
+      AUTH_ALLOWED_SERVICE_ACCOUNTS = join(",", var.outbound_allowed_service_accounts)
+      TWILIO_WHATSAPP_FROM          = var.twilio_whatsapp_from
+      CONVERSATION_TTL_SECONDS      = tostring(var.conversation_ttl_seconds)
+      MAX_CONTEXT_MESSAGES          = tostring(var.max_context_messages)
+      MAX_HISTORY_CHARS             = tostring(var.max_history_chars)
+      MAX_REPLY_CHARS               = tostring(var.max_reply_chars)
+      LIVENESS_SECONDS              = tostring(var.liveness_seconds)
+      RECONCILE_AFTER_SECONDS       = tostring(var.reconcile_after_seconds)
+      TWILIO_TIMEOUT_SECONDS        = tostring(var.twilio_timeout_seconds)
+      PROCESSING_LEASE_SECONDS      = tostring(var.processor_ack_deadline_seconds)
+      MODEL_BUDGET_SECONDS          = tostring(var.model_budget_seconds)
+      LOG_USAGE                     = tostring(var.log_usage)
     }
   }
 }

@@ -1,4 +1,4 @@
-# Four Cloud Run services from one image; FUNCTION_SOURCE / FUNCTION_TARGET
+# Five Cloud Run services from one image; FUNCTION_SOURCE / FUNCTION_TARGET
 # (locals.tf) choose the function each one runs.
 #
 # Who may call what:
@@ -7,6 +7,9 @@
 #   processor  - internal ingress, invoker = the Pub/Sub push identity only.
 #   sender     - internal ingress, invoker = the Cloud Tasks identity only.
 #   reconciler - internal ingress, invoker = the Cloud Scheduler identity only.
+#   outbound   - public ingress (the business's systems may run anywhere),
+#                invoker = var.outbound_invokers only (default nobody); the
+#                OIDC token is also verified in code.
 # Pub/Sub push, Cloud Tasks and Cloud Scheduler in the same project, calling
 # the run.app URL, count as internal traffic (Cloud Run, "Restrict network
 # ingress": the Internal setting allows these products), so "internal only"
@@ -40,6 +43,11 @@ locals {
       # One run per minute; a run may not outlast the interval, or two would
       # overlap (the scheduler job's attempt deadline is the same).
       timeout = "${local.reconcile_run_seconds}s"
+    }
+    outbound = {
+      description = "Outbound API: the business's systems send a WhatsApp message to a user."
+      ingress     = "INGRESS_TRAFFIC_ALL"
+      timeout     = "30s"
     }
   }
 
@@ -143,6 +151,17 @@ resource "google_cloud_run_v2_service_iam_member" "private_invoker" {
   project  = var.project_id
   location = google_cloud_run_v2_service.service[each.key].location
   name     = google_cloud_run_v2_service.service[each.key].name
+  role     = "roles/run.invoker"
+  member   = each.value
+}
+
+# The business's own systems that may send messages through the outbound API.
+resource "google_cloud_run_v2_service_iam_member" "outbound_invoker" {
+  for_each = toset(var.outbound_invokers)
+
+  project  = var.project_id
+  location = google_cloud_run_v2_service.service["outbound"].location
+  name     = google_cloud_run_v2_service.service["outbound"].name
   role     = "roles/run.invoker"
   member   = each.value
 }

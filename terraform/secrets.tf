@@ -53,6 +53,8 @@ resource "google_secret_manager_secret_iam_member" "address_hash_key_accessor" {
     processor  = google_service_account.identity["processor"].member
     sender     = google_service_account.identity["sender"].member
     reconciler = google_service_account.identity["reconciler"].member
+    # Conversation ids and the outbound message ids are keyed with it.
+    outbound = google_service_account.identity["outbound"].member
   }
 
   project   = var.project_id

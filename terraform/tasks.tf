@@ -56,6 +56,8 @@ resource "google_cloud_tasks_queue_iam_member" "enqueuer" {
     reconciler = google_service_account.identity["reconciler"].member
     # Hand-offs: finishing reply n creates the task of reply n + 1 (docs/decisions/0008-liveness.md).
     sender = google_service_account.identity["sender"].member
+    # The outbound API creates the send task of a business-initiated message.
+    outbound = google_service_account.identity["outbound"].member
   }
 
   project  = var.project_id

@@ -643,6 +643,8 @@ variable "max_instances" {
     processor  = number
     sender     = number
     reconciler = number
+    # Optional so tfvars written before the outbound API stay valid.
+    outbound = optional(number, 5)
   })
   description = "Upper bound of Cloud Run instances per service; caps cost and protects OpenAI and Twilio quotas. One reconciler instance is enough: it runs once a minute."
   default = {
@@ -650,6 +652,7 @@ variable "max_instances" {
     processor  = 10
     sender     = 5
     reconciler = 1
+    outbound   = 5
   }
 
   validation {
@@ -664,6 +667,8 @@ variable "min_instances" {
     processor  = number
     sender     = number
     reconciler = number
+    # Optional so tfvars written before the outbound API stay valid.
+    outbound = optional(number, 0)
   })
   description = "Instances kept warm per service; 1 on the webhook removes cold starts from Twilio's 15-second timeout at a small fixed cost."
   default = {
@@ -671,6 +676,7 @@ variable "min_instances" {
     processor  = 0
     sender     = 0
     reconciler = 0
+    outbound   = 0
   }
 
   validation {
@@ -685,6 +691,8 @@ variable "concurrency" {
     processor  = number
     sender     = number
     reconciler = number
+    # Optional so tfvars written before the outbound API stay valid.
+    outbound = optional(number, 16)
   })
   description = "Requests one instance serves at once; also the functions-framework thread count (env THREADS), since the work is I/O-bound. The reconciler serves one run at a time."
   default = {
@@ -692,6 +700,7 @@ variable "concurrency" {
     processor  = 16
     sender     = 16
     reconciler = 1
+    outbound   = 16
   }
 
   validation {
@@ -846,4 +855,28 @@ variable "profiles_collection" {
   type        = string
   description = "Firestore collection of the business profiles, one document per WhatsApp number; no TTL (env PROFILES_COLLECTION)."
   default     = "business_profiles"
+}
+
+# ---------------------------------------------------------- outbound API ---
+
+variable "outbound_invokers" {
+  type        = list(string)
+  description = "IAM members (such as serviceAccount:crm@PROJECT.iam.gserviceaccount.com) that may call the outbound API (roles/run.invoker on its service). Empty: nobody can. Their service accounts must also be in outbound_allowed_service_accounts."
+  default     = []
+
+  validation {
+    condition     = alltrue([for m in var.outbound_invokers : can(regex("^(serviceAccount|user|group|domain|principal|principalSet):", m))])
+    error_message = "each outbound_invokers entry must be an IAM member such as serviceAccount:NAME@PROJECT.iam.gserviceaccount.com."
+  }
+}
+
+variable "outbound_allowed_service_accounts" {
+  type        = list(string)
+  description = "Service account e-mails whose Google OIDC token the outbound API accepts (AUTH_ALLOWED_SERVICE_ACCOUNTS); checked in code on top of IAM, like the processor and the sender."
+  default     = []
+
+  validation {
+    condition     = alltrue([for e in var.outbound_allowed_service_accounts : can(regex("^[^@\\s,]+@[^@\\s,]+$", e))])
+    error_message = "each outbound_allowed_service_accounts entry must be a service account e-mail address."
+  }
 }
