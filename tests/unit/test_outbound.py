@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -226,3 +229,15 @@ def test_a_conflict_that_never_ends_is_raised(world) -> None:
     store.before_apply = always
     with pytest.raises(Conflict):
         handle_outbound(request(content_sid=TEMPLATE), replace(odeps, store=store, queue=FakeQueue()))
+
+
+def test_the_webhook_does_not_load_what_only_the_outbound_api_needs() -> None:
+    """Both targets share webhook_fn/main.py; the webhook's cold start must stay without Firestore and Cloud Tasks."""
+    probe = (
+        "import sys, webhook_fn.main\n"
+        "print(sorted(m for m in ('google.cloud.firestore', 'google.cloud.tasks_v2', 'shared.handlers.outbound')"
+        " if m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
