@@ -18,6 +18,7 @@ from shared.domain.outbound import InvalidRequest, parse_request
 from shared.faults import FaultPoints
 from shared.handlers.outbound import OutboundDeps, handle_outbound
 from shared.handlers.processor import process_message
+from shared.handlers.reconciler import ReconcilerDeps, reconcile
 from shared.handlers.sender import SenderDeps, deliver
 from tests.fakes import BUSINESS, IDS, Clock, FakeQueue, FakeStore, FakeTwilio, conversation_id
 from tests.unit.test_processor import SENDER, make_deps, msg
@@ -143,6 +144,19 @@ def test_a_repeat_after_a_crash_before_the_task_creates_it_once(world) -> None:
     assert handle_outbound(request(content_sid=TEMPLATE), odeps).status == 202
     send_all(pdeps, sdeps)
     assert len(sdeps.twilio.templates) == 1
+
+
+def test_the_reconciler_sends_a_message_whose_task_was_lost(world) -> None:
+    pdeps, odeps, sdeps = world
+    pdeps.queue.error = RuntimeError("tasks down")
+    with pytest.raises(RuntimeError):
+        handle_outbound(request(content_sid=TEMPLATE), odeps)
+    pdeps.queue.error = None
+    odeps.clock.advance(pdeps.settings.reconcile_after_seconds + 1)
+    reconcile(ReconcilerDeps(settings=pdeps.settings, store=pdeps.store, queue=pdeps.queue, clock=odeps.clock))
+    send_all(pdeps, sdeps)
+    assert len(sdeps.twilio.templates) == 1
+    assert "watch" not in pdeps.store.conversation(conversation_id(SENDER)).data
 
 
 def test_a_concurrent_write_is_retried(world) -> None:
