@@ -233,6 +233,7 @@ locals {
       MAX_CONTEXT_MESSAGES          = tostring(var.max_context_messages)
       MAX_HISTORY_CHARS             = tostring(var.max_history_chars)
       MAX_REPLY_CHARS               = tostring(var.max_reply_chars)
+      MAX_OPEN_MESSAGES             = tostring(var.max_open_messages)
       LIVENESS_SECONDS              = tostring(var.liveness_seconds)
       RECONCILE_AFTER_SECONDS       = tostring(var.reconcile_after_seconds)
       TWILIO_TIMEOUT_SECONDS        = tostring(var.twilio_timeout_seconds)

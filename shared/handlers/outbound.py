@@ -6,8 +6,9 @@ One request, each step safe to repeat:
 2. derive the message id from (business, idempotency_key); if the
    conversation already has that entry, answer 202 with the same id and
    write nothing (its send task is made sure of: named, so never twice);
-3. refuse an opted-out user (403) and free text outside the 24-hour window
-   (409); a template may go at any time;
+3. refuse an opted-out user (403), free text outside the 24-hour window
+   (409; a template may go at any time) and a user with MAX_OPEN_MESSAGES
+   unfinished messages (429, so the conversation document stays bounded);
 4. write the entry, answered with ``seq = lastSeq + 1``, and the assistant
    turn in one compare-and-set, together with the ``seen_messages`` marker
    of the id, which outlives the entry and the conversation: a repeat that
@@ -51,6 +52,8 @@ ACCEPTED = 202
 BAD_REQUEST = 400
 REFUSED_OPTED_OUT = 403
 REFUSED_OUTSIDE_WINDOW = 409
+# The conversation document stays bounded: unfinished entries are never pruned.
+TOO_MANY_OPEN = 429
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,10 @@ def handle_outbound(raw: bytes, deps: OutboundDeps) -> Outcome:
         if opted_out(conv):
             _log(logging.INFO, "outbound message refused", request, oid, event="outbound_refused", reason="opted out")
             return Outcome(REFUSED_OPTED_OUT, {"id": oid, "error": OPTED_OUT_REASON})
+        if len(conv.open_entries()) >= settings.max_open_messages:
+            _log(logging.WARNING, "outbound message refused", request, oid, event="outbound_refused", reason="too many open")
+            return Outcome(TOO_MANY_OPEN, {"id": oid, "error": f"{settings.max_open_messages} earlier messages to this user "
+                                                              "are still unfinished; retry later"})
         now = deps.clock()
         if not request.is_template and not window_open(conv.data, now):
             _log(logging.INFO, "outbound message refused", request, oid, event="outbound_refused", reason="outside window")

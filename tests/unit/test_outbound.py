@@ -205,6 +205,16 @@ def test_free_text_outside_the_window_is_refused(world) -> None:
     assert handle_outbound(request(content_sid=TEMPLATE), odeps).status == 202
 
 
+def test_too_many_unfinished_messages_are_refused_until_some_are_sent(world) -> None:
+    pdeps, odeps, sdeps = world
+    odeps = replace(odeps, settings=replace(odeps.settings, max_open_messages=2))
+    assert [handle_outbound(request(content_sid=TEMPLATE, idempotency_key=f"k{n}"), odeps).status for n in range(3)] == [
+        202, 202, 429,
+    ]
+    send_all(pdeps, sdeps)
+    assert handle_outbound(request(content_sid=TEMPLATE, idempotency_key="k2"), odeps).status == 202
+
+
 def test_an_opted_out_user_is_refused(world) -> None:
     pdeps, odeps, sdeps = world
     process_message(msg(1), pdeps)
