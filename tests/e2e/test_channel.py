@@ -55,7 +55,7 @@ def test_an_image_reaches_the_model_with_its_bytes_and_caption(pipeline) -> None
     assert image.startswith("data:image/png;base64,")
     assert base64.b64decode(image.split(",", 1)[1]) == PNG
     assert pipeline.conversation(user).data["history"][0]["content"] == "[image] what colour is this?"
-    assert pipeline.conversation(user).entry(sid)["status"] == "sent"
+    wait_until(lambda: pipeline.conversation(user).entry(sid).get("status") == "sent", timeout=30)
 
 
 def test_a_voice_note_is_answered_from_its_transcript(pipeline) -> None:
