@@ -110,9 +110,16 @@ class ChatModel:
         self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None, model: str | None = None
     ) -> str:
         """One answer; ``system_prompt`` and ``model`` are the business's (its profile), else the settings'."""
-        messages = [{"role": "system", "content": system_prompt or self._system_prompt}]
+        return self._answer(history, user_text, system_prompt, model)
+
+    def _answer(
+        self, history: list[dict[str, str]], user_content: str | list[dict[str, Any]], system_prompt: str | None,
+        model: str | None,
+    ) -> str:
+        """The conversation so far plus the user's turn, answered within the budget, as trimmed text."""
+        messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt or self._system_prompt}]
         messages += [{"role": turn["role"], "content": turn["content"]} for turn in history]
-        messages.append({"role": "user", "content": user_text})
+        messages.append({"role": "user", "content": user_content})
         self.calls += 1
         completion = self._create(messages, model=model)
         try:
@@ -171,20 +178,9 @@ class ChatModel:
 
         Same budget and retries as :meth:`reply`; ``model`` must be vision-capable.
         """
-        messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt or self._system_prompt}]
-        messages += [{"role": turn["role"], "content": turn["content"]} for turn in history]
         content: list[dict[str, Any]] = [{"type": "text", "text": user_text}]
         content += [{"type": "image_url", "image_url": {"url": url}} for url in images]
-        messages.append({"role": "user", "content": content})
-        self.calls += 1
-        completion = self._create(messages, model=model)
-        try:
-            text = (completion.choices[0].message.content or "").strip() if completion.choices else ""
-        except (AttributeError, IndexError, TypeError) as exc:
-            raise ModelUnavailable(f"malformed answer from the model: {type(exc).__name__}") from exc
-        if not text:
-            raise ModelUnavailable("the model returned an empty answer")
-        return text
+        return self._answer(history, content, system_prompt, model)
 
     def transcribe(self, audio: bytes, filename: str, content_type: str, model: str) -> str:
         """The words of a voice note (``POST /audio/transcriptions``), within the model's time budget.
