@@ -36,6 +36,10 @@ locals {
       display_name = "WhatsApp outbound API (runtime of webhook_fn outbound)"
       description  = "Records business-initiated messages in Firestore and enqueues their send tasks."
     }
+    profiles = {
+      display_name = "Business profiles applier (cloudbuild-profiles.yaml)"
+      description  = "Runs the deployed image to validate and write the business profiles file; Firestore documents and logs only."
+    }
   }
 }
 
@@ -59,6 +63,7 @@ resource "google_project_iam_member" "firestore_user" {
     sender     = google_service_account.identity["sender"].member
     reconciler = google_service_account.identity["reconciler"].member
     outbound   = google_service_account.identity["outbound"].member
+    profiles   = google_service_account.identity["profiles"].member
   }
 
   project = var.project_id
@@ -105,4 +110,20 @@ resource "google_service_account_iam_member" "pubsub_agent_token_creator" {
   service_account_id = google_service_account.identity["pubsub_push"].name
   role               = "roles/iam.serviceAccountTokenCreator"
   member             = local.pubsub_service_agent
+}
+
+# The profiles build (cloudbuild-profiles.yaml) runs as this account: it pulls
+# the deployed image and writes its build log; nothing else.
+resource "google_project_iam_member" "profiles_log_writer" {
+  project = var.project_id
+  role    = "roles/logging.logWriter"
+  member  = google_service_account.identity["profiles"].member
+}
+
+resource "google_artifact_registry_repository_iam_member" "profiles_image_reader" {
+  project    = var.project_id
+  location   = google_artifact_registry_repository.images.location
+  repository = google_artifact_registry_repository.images.name
+  role       = "roles/artifactregistry.reader"
+  member     = google_service_account.identity["profiles"].member
 }
