@@ -357,6 +357,8 @@ class Stack:
             "TASKS_LOCATION": o.tasks_location,
             "TASKS_QUEUE": o.tasks_queue,
             "SENDER_URL": self.url("sender"),
+            # Where a burst's answer task goes (BURST_WINDOW_SECONDS > 0).
+            "PROCESSOR_URL": self.url("processor"),
             "PUBLIC_WEBHOOK_URL": self.webhook_url,
             "SECRET_SOURCE": "env",
             "TWILIO_ACCOUNT_SID": o.twilio_account_sid,

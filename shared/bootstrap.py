@@ -132,7 +132,9 @@ def queue() -> TaskQueue:
         factory = functools.partial(emulator_client, s.tasks_emulator_host)
     else:
         factory = tasks_v2.CloudTasksClient
-    return TaskQueue(s.project_id, s.tasks_location, s.tasks_queue, s.sender_url, s.tasks_service_account, factory)
+    return TaskQueue(
+        s.project_id, s.tasks_location, s.tasks_queue, s.sender_url, s.tasks_service_account, factory, s.processor_url
+    )
 
 
 @functools.cache

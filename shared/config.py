@@ -170,6 +170,8 @@ class Settings:
     twilio_messaging_base_url: str = ""
     reengagement_content_sid: str = ""
     burst_window_seconds: float = 0.0
+    # Where a burst's answer task goes: the processor's own push endpoint (docs/decisions/0014-bursts.md).
+    processor_url: str = ""
     # Tests only: the sender's clock runs this far ahead (the 24-hour window end to end)
     test_clock_offset_seconds: float = 0.0
 
@@ -257,6 +259,7 @@ class Settings:
             twilio_messaging_base_url=_text(env, "TWILIO_MESSAGING_BASE_URL").rstrip("/"),
             reengagement_content_sid=_text(env, "REENGAGEMENT_CONTENT_SID"),
             burst_window_seconds=_float(env, "BURST_WINDOW_SECONDS", d.burst_window_seconds, 0.0, 30.0),
+            processor_url=_text(env, "PROCESSOR_URL", d.processor_url),
             test_clock_offset_seconds=_float(env, "TEST_CLOCK_OFFSET_SECONDS", 0.0, -10_000_000, 10_000_000),
             auth_audience=_text(env, "AUTH_AUDIENCE"),
             auth_allowed_service_accounts=_list(env, "AUTH_ALLOWED_SERVICE_ACCOUNTS"),
@@ -276,6 +279,8 @@ class Settings:
                 f"LIVENESS_SECONDS ({self.liveness_seconds}) must exceed PROCESSING_LEASE_SECONDS plus the "
                 f"Twilio in-flight grace ({self.processing_lease_seconds + self.in_flight_grace_seconds:g})"
             )
+        if self.burst_window_seconds > 0 and not self.processor_url:
+            raise ConfigError("BURST_WINDOW_SECONDS > 0 needs PROCESSOR_URL, where a burst's answer task is delivered")
         return self
 
     @property

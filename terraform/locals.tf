@@ -102,7 +102,9 @@ locals {
       TASKS_LOCATION                  = google_cloud_tasks_queue.outbound.location
       TASKS_SERVICE_ACCOUNT           = google_service_account.identity["tasks_invoker"].email
       AUTH_AUDIENCE                   = local.processor_audience
-      AUTH_ALLOWED_SERVICE_ACCOUNTS   = google_service_account.identity["pubsub_push"].email
+      # Pub/Sub pushes messages; Cloud Tasks delivers bursts' answer tasks (docs/decisions/0014-bursts.md).
+      AUTH_ALLOWED_SERVICE_ACCOUNTS   = join(",", [google_service_account.identity["pubsub_push"].email, google_service_account.identity["tasks_invoker"].email])
+      PROCESSOR_URL                   = local.processor_audience
       CONVERSATIONS_COLLECTION        = local.collections.conversations
       FAILURES_COLLECTION             = local.collections.failures
       DEDUPE_COLLECTION               = local.collections.dedupe
@@ -195,6 +197,7 @@ locals {
       TASKS_LOCATION                = google_cloud_tasks_queue.outbound.location
       TASKS_SERVICE_ACCOUNT         = google_service_account.identity["tasks_invoker"].email
       AUTH_AUDIENCE                 = local.reconciler_audience
+      PROCESSOR_URL                 = local.processor_audience
       AUTH_ALLOWED_SERVICE_ACCOUNTS = google_service_account.identity["scheduler"].email
       LIVENESS_SECONDS              = tostring(var.liveness_seconds)
       RECONCILE_AFTER_SECONDS       = tostring(var.reconcile_after_seconds)

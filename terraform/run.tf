@@ -155,6 +155,16 @@ resource "google_cloud_run_v2_service_iam_member" "private_invoker" {
   member   = each.value
 }
 
+# Cloud Tasks also calls the processor: the answer task of a burst, when
+# BURST_WINDOW_SECONDS > 0 (docs/decisions/0014-bursts.md).
+resource "google_cloud_run_v2_service_iam_member" "processor_burst_invoker" {
+  project  = var.project_id
+  location = google_cloud_run_v2_service.service["processor"].location
+  name     = google_cloud_run_v2_service.service["processor"].name
+  role     = "roles/run.invoker"
+  member   = google_service_account.identity["tasks_invoker"].member
+}
+
 # The business's own systems that may send messages through the outbound API.
 resource "google_cloud_run_v2_service_iam_member" "outbound_invoker" {
   for_each = toset(var.outbound_invokers)

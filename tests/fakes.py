@@ -18,7 +18,7 @@ def conversation_id(address: str, business: str = BUSINESS) -> str:
     """The conversation of ``address`` with the business the unit tests write to."""
     return IDS.conversation_id(address, business)
 from shared.adapters.firestore_store import Conflict, DedupeMarker, OpCounter, Snapshot
-from shared.adapters.cloud_tasks import SendTask
+from shared.adapters.cloud_tasks import BurstTask, SendTask
 
 
 class FakeStore:
@@ -131,11 +131,11 @@ class FakeModel:
 
 class FakeQueue:
     def __init__(self) -> None:
-        self.tasks: dict[str, SendTask] = {}
+        self.tasks: dict[str, SendTask | BurstTask] = {}
         self.attempts = 0
         self.error: Exception | None = None
 
-    def enqueue(self, task: SendTask) -> bool:
+    def enqueue(self, task: SendTask | BurstTask) -> bool:
         self.attempts += 1
         if self.error is not None:
             raise self.error

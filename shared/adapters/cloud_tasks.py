@@ -1,10 +1,13 @@
-"""Cloud Tasks: hand a finished answer to sender_fn through the rate-limited queue."""
+"""Cloud Tasks: hand a finished answer to sender_fn through the rate-limited queue,
+and wake the processor when a burst's window has passed."""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Callable
 
 from google.api_core import exceptions as gexc
@@ -58,6 +61,46 @@ class SendTask:
         return f"{base}-{self.kind}" if self.kind else base
 
 
+BURST_KIND = "burst"
+
+
+@dataclass(frozen=True)
+class BurstTask:
+    """Answer the burst headed by ``sid`` once its window has passed (docs/decisions/0014-bursts.md).
+
+    Delivered to the processor's push endpoint as a Pub/Sub-shaped envelope with
+    attribute ``kind=burst``, so no new service is needed. ``version`` counts the
+    joins: a task whose version is not the burst's current one does nothing, and
+    each version has its own name because a name cannot be reused for an hour.
+    """
+
+    conversation_id: str
+    sid: str
+    version: int
+    due: datetime
+    kind: str = ""
+
+    def to_json(self) -> bytes:
+        raw = {"conversation": self.conversation_id, "sid": self.sid, "version": self.version}
+        data = base64.b64encode(json.dumps(raw).encode()).decode()
+        envelope = {
+            "message": {"data": data, "attributes": {"kind": BURST_KIND}, "messageId": self.task_id},
+            "subscription": "cloud-tasks/burst",
+        }
+        return json.dumps(envelope).encode()
+
+    @classmethod
+    def from_data(cls, data: bytes) -> "BurstTask":
+        raw: dict[str, Any] = json.loads(data)
+        return cls(conversation_id=str(raw["conversation"]), sid=str(raw["sid"]), version=int(raw["version"]),
+                   due=datetime.min)
+
+    @property
+    def task_id(self) -> str:
+        base = f"{self.conversation_id[:20]}-{self.sid}-b{self.version}"
+        return f"{base}-{self.kind}" if self.kind else base
+
+
 def emulator_client(address: str) -> tasks_v2.CloudTasksClient:
     """A real client over a plaintext channel to a local Cloud Tasks stand-in."""
     import grpc
@@ -75,9 +118,11 @@ class TaskQueue:
         target_url: str,
         service_account: str,
         client_factory: Callable[[], tasks_v2.CloudTasksClient],
+        processor_url: str = "",
     ) -> None:
         self.queue_path = f"projects/{project_id}/locations/{location}/queues/{queue}"
         self._target_url = target_url
+        self._processor_url = processor_url
         self._service_account = service_account
         self._factory = client_factory
         self._client: tasks_v2.CloudTasksClient | None = None
@@ -92,23 +137,24 @@ class TaskQueue:
                     self._client = self._factory()
         return self._client
 
-    def enqueue(self, task: SendTask) -> bool:
+    def enqueue(self, task: SendTask | BurstTask) -> bool:
         """Create the task; False when a task of that name already exists (a duplicate)."""
+        url = self._processor_url if isinstance(task, BurstTask) else self._target_url
         http_request: dict[str, Any] = {
             "http_method": tasks_v2.HttpMethod.POST,
-            "url": self._target_url,
+            "url": url,
             "headers": {"Content-Type": "application/json"},
             "body": task.to_json(),
         }
         if self._service_account:
             http_request["oidc_token"] = {
                 "service_account_email": self._service_account,
-                "audience": self._target_url,
+                "audience": url,
             }
-        request = {
-            "parent": self.queue_path,
-            "task": {"name": f"{self.queue_path}/tasks/{task.task_id}", "http_request": http_request},
-        }
+        body: dict[str, Any] = {"name": f"{self.queue_path}/tasks/{task.task_id}", "http_request": http_request}
+        if isinstance(task, BurstTask):
+            body["schedule_time"] = task.due
+        request = {"parent": self.queue_path, "task": body}
         try:
             self.client.create_task(request=request, retry=_CREATE_RETRY, timeout=10.0)
         except gexc.AlreadyExists:

@@ -42,7 +42,13 @@ DEAD_LETTERED = "dead_lettered"
 # person (shared/domain/controls.py). Terminal at once and without a seq, so
 # it never holds up the user's later replies.
 IGNORED = "ignored"
-FINISHED = frozenset({SENT, FAILED, DEAD_LETTERED, IGNORED})
+# Bursts (docs/decisions/0014-bursts.md): the first message of a burst waits
+# for the window to pass, later ones join it, and once the burst is answered
+# by the head's reply every other member ends as merged (no seq of its own).
+WAITING_BURST = "waiting_burst"
+JOINED = "joined"
+MERGED = "merged"
+FINISHED = frozenset({SENT, FAILED, DEAD_LETTERED, IGNORED, MERGED})
 
 # How many finished message entries a conversation keeps for dedupe. Twilio's
 # retries and Pub/Sub redeliveries of a message arrive long before this many
@@ -89,6 +95,13 @@ class Conversation:
     def open_entries(self) -> dict[str, Mapping[str, Any]]:
         """Messages not finished yet: the ones the reconciler keeps an eye on."""
         return {sid: entry for sid, entry in self.messages.items() if entry.get("status") not in FINISHED}
+
+    def open_burst(self) -> tuple[str, Mapping[str, Any]] | None:
+        """The burst head not answered yet (waiting for its window, or being answered), if any."""
+        for sid, entry in self.messages.items():
+            if "burstMembers" in entry and entry.get("status") in (WAITING_BURST, PROCESSING):
+                return sid, entry
+        return None
 
     def next_in_line(self) -> tuple[str, Mapping[str, Any]] | None:
         """The answered reply whose turn it is to be sent, if it is waiting."""

@@ -6,6 +6,9 @@ Pure functions, no I/O. Every accepted message must be terminal within
 * the reply whose turn it is (``seq == doneSeq + 1``) and that has made no
   progress for ``reconcile_after_seconds`` gets a fresh send task, in case its
   task was lost or ran out of retries;
+* a burst whose window passed ``reconcile_after_seconds`` ago and that is
+  still not answered gets a fresh answer task, in case its task was lost
+  (docs/decisions/0014-bursts.md);
 * a message still open ``liveness_seconds`` after its receipt is closed as
   failed with its reason, which moves ``doneSeq`` so the user's later replies
   go; never while an attempt may be inside a Twilio call or holds a live
@@ -48,6 +51,7 @@ class Plan:
     updates: Updates = field(default_factory=dict)
     resend: list[tuple[str, int, str]] = field(default_factory=list)  # (sid, seq, task kind)
     closed: list[tuple[str, str]] = field(default_factory=list)  # (sid, reason)
+    bursts: list[tuple[str, int, str]] = field(default_factory=list)  # (head sid, burst version, task kind)
 
     @property
     def empty(self) -> bool:
@@ -94,6 +98,17 @@ def plan_reconcile(conv: Conversation, now: datetime, rules: LivenessRules) -> P
             updates = {f"messages.{sid}.nudges": nudges, f"messages.{sid}.updatedAt": now}
             plan.updates.update(updates)
             plan.resend.append((sid, int(entry["seq"]), f"r{nudges}"))
+            current = applied(current, updates)
+    burst = None if plan.closed else current.open_burst()
+    if burst is not None:
+        sid, entry = burst
+        due = entry.get("burstDue") or now
+        idle_since = entry.get("updatedAt") or due
+        if min(now - due, now - idle_since) >= rules.reconcile_after and not _in_flight(entry, now, rules.in_flight_grace):
+            nudges = int(entry.get("nudges", 0)) + 1
+            updates = {f"messages.{sid}.nudges": nudges, f"messages.{sid}.updatedAt": now}
+            plan.updates.update(updates)
+            plan.bursts.append((sid, int(entry.get("burstVersion", 0)), f"r{nudges}"))
             current = applied(current, updates)
     next_watch = _next_watch(current, now, rules)
     if next_watch != conv.data.get("watch"):

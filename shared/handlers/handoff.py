@@ -15,13 +15,13 @@ import logging
 from typing import Protocol
 
 from shared.domain.conversation import Conversation
-from shared.adapters.cloud_tasks import SendTask
+from shared.adapters.cloud_tasks import BurstTask, SendTask
 
 log = logging.getLogger(__name__)
 
 
 class Queue(Protocol):
-    def enqueue(self, task: SendTask) -> bool: ...
+    def enqueue(self, task: SendTask | BurstTask) -> bool: ...
 
 
 def its_turn(conv: Conversation, seq: int) -> bool:

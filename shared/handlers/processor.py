@@ -30,8 +30,12 @@ from shared.domain.conversation import (
     ANSWERED,
     DEAD_LETTERED,
     FINISHED,
+    JOINED,
+    MERGED,
     PROCESSING,
+    REMOVE,
     SENDING,
+    WAITING_BURST,
     Conversation,
     answer_updates,
     applied,
@@ -52,6 +56,7 @@ from shared.handlers.media_turn import MediaSource, answer_with_media
 from shared.log import mask_address
 from shared.domain.splitting import split_reply
 from shared.handlers.handoff import Queue, send_when_its_turn
+from shared.adapters.cloud_tasks import BURST_KIND, BurstTask
 from shared.adapters.firestore_store import Conflict, ConversationStore, DedupeMarker, failure_record
 
 log = logging.getLogger(__name__)
@@ -129,6 +134,8 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
             return "duplicate"
         if status in (ANSWERED, SENDING):
             return _ensure_send_task(msg, deps, cid, conv, entry)
+        if status in (WAITING_BURST, JOINED) or (status == PROCESSING and "burstMembers" in entry):
+            return _ensure_burst_task(msg, deps, cid, conv, str(entry.get("burst", "")) if status == JOINED else msg.sid)
         now = deps.clock()
         if status == PROCESSING and entry.get("leaseUntil") and entry["leaseUntil"] > now:
             raise MessageBusy(f"message {msg.sid} is being processed by another delivery")
@@ -149,6 +156,7 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
             conv, msg.sid, updates, decision, now, cap_text(describe_for_model(msg), settings.max_inbound_chars),
             first_claim, settings.max_context_messages, settings.max_history_chars,
         )
+        burst_head = _burst_claim(msg, deps, conv, updates, decision, first_claim, now)
         marker = None if entry else DedupeMarker(msg.sid, cid, now + timedelta(seconds=settings.dedupe_horizon_seconds))
         try:
             version = store.apply(cid, updates, snap.version, marker)
@@ -158,6 +166,8 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
         break
     else:
         raise Conflict(f"conversation kept changing while claiming {msg.sid}")
+    if burst_head:
+        return _after_burst_claim(msg, deps, cid, burst_head, updates)
     if decision.kind == IGNORE:
         _log(logging.INFO, "recorded, not answered", msg, event="ignored", status=IGNORED, reason=decision.reason)
         return "ignored"
@@ -236,6 +246,167 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
 
     send_when_its_turn(deps.queue, cid, conv, msg.sid, seq)
     deps.faults.hit("after_enqueue")
+    return "answered"
+
+
+def _burst_claim(
+    msg: InboundMessage, deps: ProcessorDeps, conv: Conversation, updates: dict[str, Any], decision: Decision,
+    first_claim: bool, now: datetime,
+) -> str:
+    """Turn the claim into a burst head or a join, in the same write; return the head's sid ("" for none).
+
+    A message that cannot join (a command, media, a welcome, or the window has
+    passed) while a burst is open waits in Pub/Sub: answering it now would give
+    it a seq ahead of the burst's reply.
+    """
+    burst = conv.open_burst()
+    window = deps.settings.burst_window_seconds
+    joinable = window > 0 and first_claim and decision.kind == MODEL and not decision.welcome and not msg.media
+    if burst is None and not joinable:
+        return ""
+    if burst is not None and (not joinable or burst[1].get("status") != WAITING_BURST or now >= burst[1]["burstDue"]):
+        raise MessageBusy("an earlier burst of this conversation is not answered yet")
+    sid = msg.sid
+    due = now + timedelta(seconds=window)
+    updates.pop(f"messages.{sid}.leaseUntil", None)
+    updates[f"messages.{sid}.text"] = cap_text(describe_for_model(msg), deps.settings.max_inbound_chars)
+    if burst is None:
+        updates.update({
+            f"messages.{sid}.status": WAITING_BURST, f"messages.{sid}.burstDue": due, f"messages.{sid}.burstVersion": 1,
+            f"messages.{sid}.burstMembers": [sid], f"messages.{sid}.business": msg.recipient,
+        })
+        return sid
+    head, entry = burst
+    updates.update({
+        f"messages.{sid}.status": JOINED, f"messages.{sid}.burst": head,
+        f"messages.{head}.burstDue": due, f"messages.{head}.burstVersion": int(entry.get("burstVersion", 0)) + 1,
+        f"messages.{head}.burstMembers": [*entry.get("burstMembers", []), sid], f"messages.{head}.updatedAt": now,
+    })
+    return head
+
+
+def _after_burst_claim(msg: InboundMessage, deps: ProcessorDeps, cid: str, head: str, updates: Mapping[str, Any]) -> str:
+    """Schedule the burst's answer at its new due time; the message itself is acknowledged."""
+    deps.faults.hit("after_claim")
+    version = int(updates[f"messages.{head}.burstVersion"])
+    due = updates[f"messages.{head}.burstDue"]
+    created = deps.queue.enqueue(BurstTask(cid, head, version, due))
+    joined = head != msg.sid
+    _log(logging.INFO, "joined a burst" if joined else "waiting for the burst window", msg,
+         event="burst_joined" if joined else "burst_started", status=JOINED if joined else WAITING_BURST,
+         burst=head, burst_version=version, task_created=created)
+    return "joined" if joined else "waiting"
+
+
+def _ensure_burst_task(msg: InboundMessage, deps: ProcessorDeps, cid: str, conv: Conversation, head: str) -> str:
+    """A burst member seen again: make sure the task of the burst's current version exists (named, so never twice)."""
+    entry = conv.entry(head)
+    if entry.get("status") not in (WAITING_BURST, PROCESSING) or "burstMembers" not in entry:
+        _log(logging.INFO, "duplicate of a message of a finished burst", msg, event="duplicate", status=entry.get("status"))
+        return "duplicate"
+    created = deps.queue.enqueue(BurstTask(cid, head, int(entry.get("burstVersion", 0)), entry["burstDue"]))
+    _log(logging.INFO, "duplicate of a message in an open burst", msg, event="duplicate", status=entry.get("status"),
+         burst=head, task_created=created)
+    return "requeued"
+
+
+def _burst_log(level: int, message: str, cid: str, head: str, **fields: Any) -> None:
+    log.log(level, message, extra={"sid": head, "conversation": cid[:12], **fields})
+
+
+def answer_burst(task: BurstTask, deps: ProcessorDeps) -> str:
+    """The burst's window passed: one model call over every member in order, one reply with one seq.
+
+    A task of an older version does nothing (a later join scheduled its own).
+    The answer step claims the head with a lease like a message, so duplicate
+    tasks do not call the model twice; a crash after the claim is retried by
+    Cloud Tasks (or nudged by the reconciler) once the lease has run out.
+    """
+    settings, store, cid, head = deps.settings, deps.store, task.conversation_id, task.sid
+    for _ in range(MAX_CONFLICT_RETRIES):
+        snap = store.load(cid)
+        conv, now = snap.conversation, deps.clock()
+        entry = conv.entry(head)
+        status = entry.get("status")
+        if status in (ANSWERED, SENDING):
+            send_when_its_turn(deps.queue, cid, conv, head, int(entry["seq"]))
+            return "requeued"
+        if status not in (WAITING_BURST, PROCESSING) or "burstMembers" not in entry:
+            return "finished"
+        if status == WAITING_BURST and int(entry.get("burstVersion", 0)) != task.version:
+            _burst_log(logging.INFO, "burst moved on; a later task answers it", cid, head, event="burst_moved",
+                       burst_version=task.version)
+            return "moved"
+        if status == PROCESSING and entry.get("leaseUntil") and entry["leaseUntil"] > now:
+            raise MessageBusy(f"burst {head} is being answered by another task")
+        claim = {
+            f"messages.{head}.status": PROCESSING,
+            f"messages.{head}.leaseUntil": now + timedelta(seconds=settings.processing_lease_seconds),
+            f"messages.{head}.attempts": int(entry.get("attempts", 0)) + 1,
+            f"messages.{head}.updatedAt": now,
+            "updatedAt": now,
+        }
+        try:
+            version = store.apply(cid, claim, snap.version)
+        except Conflict:
+            continue
+        break
+    else:
+        raise Conflict(f"conversation kept changing while claiming burst {head}")
+    deps.faults.hit("after_claim")
+    members = [str(m) for m in entry["burstMembers"]]
+    profile = deps.profile(str(entry.get("business") or conv.data.get("business", "")))
+    user_text = "\n".join(conv.entry(m).get("text", "") for m in members)
+    failure = ""
+    try:
+        reply = deps.model.reply(conv.history(now), user_text, system_prompt=profile.system_prompt, model=profile.model)
+    except Exception as exc:
+        failure = f"model unavailable: {exc}"[:300]
+        reply = profile.fallback_reply
+        _burst_log(logging.ERROR, "model unavailable, sending the fallback reply", cid, head, event="ai_failed", reason=failure)
+    deps.faults.hit("after_ai")
+    parts = split_reply(cap_text(reply, settings.max_reply_chars)) or [profile.fallback_reply]
+    conv = applied(conv, claim)
+    for _ in range(MAX_CONFLICT_RETRIES):
+        now = deps.clock()
+        entry = conv.entry(head)
+        if entry.get("status") in (ANSWERED, SENDING):
+            send_when_its_turn(deps.queue, cid, conv, head, int(entry["seq"]))
+            return "requeued"
+        if entry.get("status") != PROCESSING:
+            return "finished"
+        updates = answer_updates(
+            conv, head, user_text, parts, now, settings.conversation_ttl_seconds, settings.max_context_messages,
+            failure, settings.max_history_chars,
+        )
+        updates[f"messages.{head}.text"] = REMOVE
+        for member in members[1:]:
+            if conv.entry(member).get("status") == JOINED:
+                updates.update({
+                    f"messages.{member}.status": MERGED, f"messages.{member}.answeredBy": head,
+                    f"messages.{member}.reason": f"answered with {head}", f"messages.{member}.text": REMOVE,
+                    f"messages.{member}.updatedAt": now,
+                })
+        try:
+            store.apply(cid, updates, version)
+        except Conflict:
+            snap = store.load(cid)
+            conv, version = snap.conversation, snap.version
+            continue
+        break
+    else:
+        raise Conflict(f"conversation kept changing while saving burst {head}")
+    seq = updates["lastSeq"]
+    conv = applied(conv, updates)
+    _burst_log(logging.INFO, "burst answered", cid, head, event="answered", status=ANSWERED, seq=seq,
+               members=len(members), fallback=bool(failure))
+    if failure:
+        store.record_failure(head, failure_record(
+            conversation_id=cid, masked_sender=mask_address(str(conv.data.get("address", ""))), status="fallback",
+            stage="model", reason=failure, now=now, retention=now + FAILURE_RETENTION,
+        ))
+    deps.faults.hit("after_save")
+    send_when_its_turn(deps.queue, cid, conv, head, seq)
     return "answered"
 
 
@@ -324,6 +495,8 @@ def handle_push(pubsub_message: Mapping[str, Any], subscription: str, deps: Proc
     attributes = pubsub_message.get("attributes") or {}
     if attributes.get("kind") == STATUS_KIND:
         return handle_status_push(pubsub_message, subscription, deps)
+    if attributes.get("kind") == BURST_KIND:
+        return answer_burst(BurstTask.from_data(base64.b64decode(pubsub_message.get("data", ""))), deps)
     try:
         msg = InboundMessage.from_json(base64.b64decode(pubsub_message.get("data", "")))
     except (InvalidWebhook, ValueError) as exc:

@@ -24,7 +24,7 @@ from shared.domain.liveness import LivenessRules, plan_reconcile
 from shared.log import mask_address
 from shared.handlers.processor import FAILURE_RETENTION, MAX_CONFLICT_RETRIES
 from shared.adapters.firestore_store import Conflict, ConversationStore, failure_record
-from shared.adapters.cloud_tasks import SendTask
+from shared.adapters.cloud_tasks import BurstTask, SendTask
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,9 @@ def reconcile_conversation(conversation_id: str, deps: ReconcilerDeps) -> Counte
     for sid, seq, kind in plan.resend:
         created = deps.queue.enqueue(SendTask(conversation_id, sid, seq, kind=kind))
         log.warning("send task re-created for a stalled reply", extra={"event": "nudged", "sid": sid, "conversation": conversation_id[:12], "seq": seq, "task_created": created})
+    for sid, version, kind in plan.bursts:
+        created = deps.queue.enqueue(BurstTask(conversation_id, sid, version, now, kind=kind))
+        log.warning("answer task re-created for a stalled burst", extra={"event": "burst_nudged", "sid": sid, "conversation": conversation_id[:12], "burst_version": version, "task_created": created})
     if plan.closed:
         hand_off_next(deps.queue, conversation_id, conv)
-    return Counter({"closed": len(plan.closed), "nudged": len(plan.resend)}) + Counter()
+    return Counter({"closed": len(plan.closed), "nudged": len(plan.resend) + len(plan.bursts)}) + Counter()

@@ -442,6 +442,25 @@ def test_commands_opt_out_and_handoff_end_once_with_duplicates_and_crashes(pipel
     assert reasons == ["opted out", "paused"]
 
 
+def test_a_burst_through_a_processor_crash_and_a_member_redelivery_is_answered_once(pipeline, ledger, restart) -> None:
+    """Bursts on (docs/decisions/0014-bursts.md): the processor dies right after the head's claim,
+    and Pub/Sub delivers a member again; still one model call and one reply for the whole burst."""
+    restart("processor", BURST_WINDOW_SECONDS="3", TEST_FAULT_POINTS="after_claim:1")
+    ledger.faults_injected += 1
+    user = unique_user()
+    texts = ["crash burst one", "crash burst two", "crash burst three"]
+    sids = [pipeline.post(user, text)[1] for text in texts]
+    _publish(pipeline.stack, InboundMessage(sid=sids[1], sender=user, recipient="whatsapp:+14155238886", body=texts[1]))
+    ledger.duplicates_injected += 1
+    assert_exactly(pipeline, ledger, user, [texts[0]])
+    calls = [r.messages for r in pipeline.model.requests
+             if r.messages and texts[0] in str(r.messages[-1].get("content"))]
+    assert len(calls) == 1 and all(t in str(calls[0][-1]["content"]) for t in texts)
+    conv = pipeline.conversation(user)
+    assert conv.entry(sids[0])["attempts"] >= 1
+    assert [conv.entry(s)["status"] for s in sids[1:]] == ["merged", "merged"]
+
+
 def test_no_message_stalled(pipeline, ledger) -> None:
     """Every message of the run is terminal within the liveness bound (reconciler included)."""
     liveness = float(pipeline.stack.options.env["LIVENESS_SECONDS"])

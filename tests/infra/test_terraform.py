@@ -61,6 +61,7 @@ WIRED_ENV = {
     "PUBSUB_TOPIC",
     "PUBLIC_WEBHOOK_URL",
     "SENDER_URL",
+    "PROCESSOR_URL",
     "TASKS_QUEUE",
     "TASKS_LOCATION",
     "TASKS_SERVICE_ACCOUNT",
@@ -532,7 +533,8 @@ def _invokers(config: TfConfig) -> dict[str, set[str]]:
 def check_invokers(config: TfConfig) -> None:
     invokers = _invokers(config)
     assert invokers.get("webhook") == {"allUsers"}, f"webhook invokers: {invokers.get('webhook')}"
-    assert invokers.get("processor") == {instance(IDENTITY, "pubsub_push") + ".member"}, (
+    # Pub/Sub pushes messages, Cloud Tasks delivers bursts' answer tasks (docs/decisions/0014-bursts.md).
+    assert invokers.get("processor") == {instance(IDENTITY, "pubsub_push") + ".member", instance(IDENTITY, "tasks_invoker") + ".member"}, (
         f"processor invokers: {invokers.get('processor')}"
     )
     assert invokers.get("sender") == {instance(IDENTITY, "tasks_invoker") + ".member"}, (
@@ -637,6 +639,7 @@ def check_service_env(config: TfConfig) -> None:
             "MAX_CONTEXT_MESSAGES",
             "AUTH_AUDIENCE",
             "AUTH_ALLOWED_SERVICE_ACCOUNTS",
+            "PROCESSOR_URL",
             "SECRET_SOURCE",
             "OPENAI_API_KEY_SECRET",
             "PUBSUB_DEAD_LETTER_SUBSCRIPTION",
@@ -712,7 +715,10 @@ def check_service_env(config: TfConfig) -> None:
     assert {n for n in envs["reconciler"] if n.endswith("_SECRET")} == {"ADDRESS_HASH_KEY_SECRET"}, (
         "the reconciler reads no secret but the address hash key"
     )
-    assert envs["processor"]["AUTH_ALLOWED_SERVICE_ACCOUNTS"] == Expr(instance(IDENTITY, "pubsub_push") + ".email")
+    assert envs["processor"]["AUTH_ALLOWED_SERVICE_ACCOUNTS"] == Expr(
+        f'join(",", [{instance(IDENTITY, "pubsub_push")}.email, {instance(IDENTITY, "tasks_invoker")}.email])'
+    )
+    assert envs["processor"]["PROCESSOR_URL"] == envs["processor"]["AUTH_AUDIENCE"] == envs["reconciler"]["PROCESSOR_URL"]
     assert envs["sender"]["AUTH_ALLOWED_SERVICE_ACCOUNTS"] == Expr(instance(IDENTITY, "tasks_invoker") + ".email")
     assert envs["reconciler"]["AUTH_ALLOWED_SERVICE_ACCOUNTS"] == Expr(instance(IDENTITY, "scheduler") + ".email")
     reconciler = envs["reconciler"]
