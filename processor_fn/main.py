@@ -9,9 +9,9 @@ import functions_framework
 from cloudevents.http import CloudEvent
 
 from shared import bootstrap
-from shared.log import set_trace, trace_from_headers
 from shared.handlers.processor import handle_push
 from shared.handlers.reconciler import reconcile as reconcile_stalled
+from shared.log import set_trace, trace_from_headers
 
 
 @functions_framework.cloud_event

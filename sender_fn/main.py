@@ -4,8 +4,8 @@ import flask
 import functions_framework
 
 from shared import bootstrap
-from shared.log import set_trace, trace_from_headers
 from shared.handlers.sender import handle_send_request
+from shared.log import set_trace, trace_from_headers
 
 
 @functions_framework.http

@@ -19,13 +19,12 @@ from werkzeug.exceptions import Forbidden
 from shared import log
 from shared.adapters.google_auth import CallerRejected, CallerVerifier, build_verifier
 from shared.adapters.pubsub_publisher import Publisher
-from shared.adapters.secret_manager import OPENAI_API_KEY, TWILIO_AUTH_TOKEN
+from shared.adapters.secret_manager import OPENAI_API_KEY, TWILIO_AUTH_TOKEN, Secrets, build_secrets
 from shared.adapters.twilio_signature import RotatingValidator
 from shared.config import Settings, get_settings
-from shared.domain.pseudonyms import Pseudonyms
 from shared.domain.conversation import utcnow
+from shared.domain.pseudonyms import Pseudonyms
 from shared.faults import FaultPoints
-from shared.adapters.secret_manager import Secrets, build_secrets
 from shared.handlers.webhook import WebhookDeps
 
 # Each function imports only the client libraries it uses: the factories below
@@ -33,17 +32,17 @@ from shared.handlers.webhook import WebhookDeps
 # ~400 ms to a cold start and ~80k objects to every full GC pass in
 # webhook_fn, which needs none of them (bench/README.md).
 if TYPE_CHECKING:
+    from shared.adapters.cloud_tasks import TaskQueue
+    from shared.adapters.firestore_store import FirestoreStore
     from shared.adapters.openai_model import ChatModel
+    from shared.adapters.profile_store import FirestoreProfiles
+    from shared.adapters.twilio_api import TwilioGateway
+    from shared.adapters.twilio_media import TwilioMedia
+    from shared.adapters.twilio_typing import TypingIndicator
     from shared.handlers.outbound import OutboundDeps
     from shared.handlers.processor import ProcessorDeps
     from shared.handlers.reconciler import ReconcilerDeps
     from shared.handlers.sender import SenderDeps
-    from shared.adapters.firestore_store import FirestoreStore
-    from shared.adapters.profile_store import FirestoreProfiles
-    from shared.adapters.cloud_tasks import TaskQueue
-    from shared.adapters.twilio_api import TwilioGateway
-    from shared.adapters.twilio_media import TwilioMedia
-    from shared.adapters.twilio_typing import TypingIndicator
 
 
 @functools.cache

@@ -17,8 +17,8 @@ BUSINESS = "whatsapp:+14155238886"
 def conversation_id(address: str, business: str = BUSINESS) -> str:
     """The conversation of ``address`` with the business the unit tests write to."""
     return IDS.conversation_id(address, business)
-from shared.adapters.firestore_store import Conflict, DedupeMarker, OpCounter, Snapshot
 from shared.adapters.cloud_tasks import BurstTask, SendTask
+from shared.adapters.firestore_store import Conflict, DedupeMarker, OpCounter, Snapshot
 
 
 class FakeStore:

@@ -8,8 +8,8 @@ import flask
 import functions_framework
 
 from shared import bootstrap
-from shared.log import set_trace, trace_from_headers
 from shared.handlers.webhook import handle_webhook
+from shared.log import set_trace, trace_from_headers
 
 
 @functions_framework.http

@@ -9,6 +9,7 @@ from google.cloud import pubsub_v1
 
 from shared.domain.inbound import STATUS_KIND, InboundMessage, StatusCallback
 
+
 class PublishFailed(Exception):
     """The message was not confirmed by Pub/Sub; the webhook answers 5xx so Twilio retries."""
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from shared.domain.conversation import Conversation
 from shared.adapters.cloud_tasks import BurstTask, SendTask
+from shared.domain.conversation import Conversation
 
 log = logging.getLogger(__name__)
 

@@ -25,11 +25,16 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping, Protocol
 
+from shared.adapters.cloud_tasks import BURST_KIND, BurstTask
+from shared.adapters.firestore_store import Conflict, ConversationStore, DedupeMarker, failure_record
+from shared.adapters.profile_store import ProfileSource, StaticProfiles, defaults_from_settings
 from shared.config import Settings
+from shared.domain.controls import IGNORE, MODEL, Decision, clean_text, decide, decided_claim
 from shared.domain.conversation import (
     ANSWERED,
     DEAD_LETTERED,
     FINISHED,
+    IGNORED,
     JOINED,
     MERGED,
     PROCESSING,
@@ -43,21 +48,16 @@ from shared.domain.conversation import (
     claim_updates,
     finish_updates,
 )
-from shared.faults import FaultPoints, InjectedFault
-from shared.domain.controls import IGNORE, MODEL, Decision, clean_text, decide, decided_claim
-from shared.domain.conversation import IGNORED
-from shared.domain.profiles import BusinessProfile
-from shared.adapters.profile_store import ProfileSource, StaticProfiles, defaults_from_settings
-from shared.domain.pseudonyms import Pseudonyms
 from shared.domain.inbound import STATUS_KIND, InboundMessage, InvalidWebhook, describe_for_model
+from shared.domain.profiles import BusinessProfile
+from shared.domain.pseudonyms import Pseudonyms
+from shared.domain.splitting import split_reply
+from shared.faults import FaultPoints, InjectedFault
 from shared.handlers.channel import Typing, profile_value, start_typing, window_update
 from shared.handlers.delivery_status import handle_status_push
+from shared.handlers.handoff import Queue, send_when_its_turn
 from shared.handlers.media_turn import MediaSource, answer_with_media
 from shared.log import mask_address
-from shared.domain.splitting import split_reply
-from shared.handlers.handoff import Queue, send_when_its_turn
-from shared.adapters.cloud_tasks import BURST_KIND, BurstTask
-from shared.adapters.firestore_store import Conflict, ConversationStore, DedupeMarker, failure_record
 
 log = logging.getLogger(__name__)
 

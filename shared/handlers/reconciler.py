@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable
 
+from shared.adapters.cloud_tasks import BurstTask, SendTask
+from shared.adapters.firestore_store import Conflict, ConversationStore, failure_record
 from shared.config import Settings
 from shared.domain.conversation import applied
-from shared.handlers.handoff import Queue, hand_off_next
 from shared.domain.liveness import LivenessRules, plan_reconcile
-from shared.log import mask_address
+from shared.handlers.handoff import Queue, hand_off_next
 from shared.handlers.processor import FAILURE_RETENTION, MAX_CONFLICT_RETRIES
-from shared.adapters.firestore_store import Conflict, ConversationStore, failure_record
-from shared.adapters.cloud_tasks import BurstTask, SendTask
+from shared.log import mask_address
 
 log = logging.getLogger(__name__)
 

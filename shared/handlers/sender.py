@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
 
+from shared.adapters.cloud_tasks import SendTask
+from shared.adapters.firestore_store import Conflict, ConversationStore, failure_record
+from shared.adapters.twilio_api import SendPermanent, SendRetryable, SendUncertain
 from shared.config import Settings
 from shared.domain.conversation import (
     ANSWERED,
@@ -37,11 +40,8 @@ from shared.domain.delivery import OUTSIDE_WINDOW, OUTSIDE_WINDOW_CODE
 from shared.domain.window import window_open
 from shared.faults import FaultPoints, InjectedFault
 from shared.handlers.handoff import Queue, hand_off_next, its_turn
-from shared.log import mask_address
 from shared.handlers.processor import FAILURE_RETENTION, MAX_CONFLICT_RETRIES
-from shared.adapters.firestore_store import Conflict, ConversationStore, failure_record
-from shared.adapters.cloud_tasks import SendTask
-from shared.adapters.twilio_api import SendPermanent, SendRetryable, SendUncertain
+from shared.log import mask_address
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,11 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Protocol
 
 from shared import bootstrap
-from shared.domain.conversation import DEAD_LETTERED, RECEIVED, Conversation, expire_at, utcnow
-from shared.domain.pseudonyms import Pseudonyms
-from shared.domain.inbound import InboundMessage, InvalidWebhook
-from shared.handlers.processor import MAX_CONFLICT_RETRIES
 from shared.adapters.firestore_store import Conflict, ConversationStore
+from shared.domain.conversation import DEAD_LETTERED, RECEIVED, Conversation, expire_at, utcnow
+from shared.domain.inbound import InboundMessage, InvalidWebhook
+from shared.domain.pseudonyms import Pseudonyms
+from shared.handlers.processor import MAX_CONFLICT_RETRIES
 
 
 @dataclass(frozen=True)

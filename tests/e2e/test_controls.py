@@ -16,8 +16,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from devstack.stack import ROOT
 from shared.adapters.profile_store import FirestoreProfiles
 from shared.domain.profiles import (

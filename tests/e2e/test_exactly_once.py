@@ -20,9 +20,9 @@ from google.cloud import pubsub_v1, tasks_v2
 
 from devstack.stack import ROOT
 from devstack.twilio_stub import body_starts_with, new_sid, sign_and_post
+from shared.adapters.cloud_tasks import SendTask, emulator_client
 from shared.domain.conversation import Conversation
 from shared.domain.inbound import InboundMessage
-from shared.adapters.cloud_tasks import SendTask, emulator_client
 from tests.plugin import Ledger, unique_user, wait_until
 
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import threading
 from collections.abc import Mapping
-from typing import IO
 from pathlib import Path
+from typing import IO
 
 import pytest
 

@@ -13,8 +13,8 @@ from google.cloud.secretmanager_v1 import SecretManagerServiceClient
 from google.cloud.secretmanager_v1.services.secret_manager_service.transports import SecretManagerServiceGrpcTransport
 
 from devstack.secret_manager_stub import SecretManagerStub
-from shared.config import Settings
 from shared.adapters.secret_manager import SecretManagerSecrets, SecretUnavailable, build_secrets, crc32c
+from shared.config import Settings
 from tests.integration.helpers import start_module, stop_module
 
 PROJECT = "test-project"

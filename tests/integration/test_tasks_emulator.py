@@ -593,7 +593,7 @@ def dispatch_order(emulator: TasksEmulator, receiver: Receiver, path: str, count
         for i in range(count):
             client.create_task(parent=queue.name, task=http_task(receiver.url(path), name=f"{queue.name}/tasks/t{i}"))
         client.resume_queue(name=queue.name)
-        hits = receiver.wait_hits(path, count)
+        receiver.wait_hits(path, count)
         assert emulator.wait_until_idle(WAIT)
     finally:
         client.transport.close()

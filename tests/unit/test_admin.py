@@ -8,7 +8,17 @@ import pytest
 
 from shared.domain.conversation import SENT
 from shared.domain.profiles import BusinessProfile, ProfileError
-from shared.ops.admin import AdminDeps, AdminError, apply_profiles, erase, pause, read_profiles_file, reply, resume, show
+from shared.ops.admin import (
+    AdminDeps,
+    AdminError,
+    apply_profiles,
+    erase,
+    pause,
+    read_profiles_file,
+    reply,
+    resume,
+    show,
+)
 from tests.fakes import IDS, conversation_id
 from tests.unit.test_processor_controls import SHOP, USER, make_world
 

@@ -10,9 +10,9 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 
-from shared.adapters.pubsub_publisher import PublishFailed, Publisher
-from shared.domain.inbound import InboundMessage
 from shared.adapters.cloud_tasks import SendTask, TaskQueue
+from shared.adapters.pubsub_publisher import Publisher, PublishFailed
+from shared.domain.inbound import InboundMessage
 
 SENDER = "whatsapp:+34600111222"
 TOPIC_PATH = "projects/p1/topics/inbound"

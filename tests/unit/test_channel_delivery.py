@@ -6,13 +6,13 @@ import base64
 
 import pytest
 
+from shared.adapters.twilio_api import SendPermanent
 from shared.domain.conversation import FAILED, SENT
 from shared.domain.delivery import OUTSIDE_WINDOW, advances, failure_reason, ticks
 from shared.domain.inbound import STATUS_KIND, StatusCallback
 from shared.handlers.delivery_status import PartNotRecordedYet, apply_status
 from shared.handlers.processor import handle_push, process_message
 from shared.handlers.sender import deliver
-from shared.adapters.twilio_api import SendPermanent
 from tests.fakes import BUSINESS, conversation_id
 from tests.unit.test_processor import SENDER, msg
 from tests.unit.test_sender import task_for, world  # noqa: F401 - fixture

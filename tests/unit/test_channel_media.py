@@ -12,7 +12,7 @@ import requests
 from shared.adapters.twilio_media import MediaFailed, MediaRefused, TwilioMedia
 from shared.adapters.twilio_typing import TypingIndicator
 from shared.domain.inbound import InboundMessage, Media
-from shared.domain.media import AUDIO, CAN_HANDLE_REPLY, IMAGE, MEDIA_FAILED_REPLY, UNSUPPORTED, kind, plan
+from shared.domain.media import AUDIO, CAN_HANDLE_REPLY, IMAGE, MEDIA_FAILED_REPLY, UNSUPPORTED, kind
 from shared.handlers.processor import process_message
 from tests.fakes import FakeModel, conversation_id
 from tests.unit.test_processor import SENDER, make_deps

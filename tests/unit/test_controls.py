@@ -7,7 +7,16 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from shared.domain import controls
-from shared.domain.controls import IGNORE, MODEL, REPLY, Decision, clean_text, decide, decided_claim, person_reply_updates
+from shared.domain.controls import (
+    IGNORE,
+    MODEL,
+    REPLY,
+    Decision,
+    clean_text,
+    decide,
+    decided_claim,
+    person_reply_updates,
+)
 from shared.domain.conversation import (
     ANSWERED,
     IGNORED,

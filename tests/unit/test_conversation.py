@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from tests.fakes import conversation_id
 from shared.domain.conversation import (
     ANSWERED,
     DEAD_LETTERED,
@@ -27,6 +26,7 @@ from shared.domain.conversation import (
     prunable_entries,
     trim_history,
 )
+from tests.fakes import conversation_id
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 ADDRESS = "whatsapp:+34600111222"
@@ -389,9 +389,9 @@ def firestore_size(value: object) -> int:
 def test_the_worst_case_document_stays_well_below_one_mebibyte() -> None:
     """Everything at its limit: longest texts in 4-byte characters, every tracked and open entry."""
     from shared.config import Settings
+    from shared.domain.inbound import InboundMessage
     from shared.faults import FaultPoints
     from shared.handlers.processor import ProcessorDeps, process_message
-    from shared.domain.inbound import InboundMessage
     from tests.fakes import IDS, Clock, FakeModel, FakeQueue, FakeStore
 
     # Every message reaches the model: the rate limit would record most of them as ignored.

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import base64
+from datetime import timedelta
 
 import pytest
 
 from shared.config import Settings
-from datetime import timedelta
-
 from shared.domain.conversation import ANSWERED, DEAD_LETTERED, PROCESSING, finish_updates
-from shared.faults import FaultPoints, InjectedFault
 from shared.domain.inbound import InboundMessage
+from shared.faults import FaultPoints, InjectedFault
 from shared.handlers.processor import MessageBusy, ProcessorDeps, handle_push, process_message
 from tests.fakes import IDS, Clock, FakeModel, FakeQueue, FakeStore, conversation_id
 

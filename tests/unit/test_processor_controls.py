@@ -8,7 +8,7 @@ import pytest
 
 from shared.adapters.profile_store import FirestoreProfiles, StaticProfiles, defaults_from_settings
 from shared.config import Settings
-from shared.domain.conversation import IGNORED, SENT
+from shared.domain.conversation import IGNORED
 from shared.domain.inbound import InboundMessage
 from shared.domain.profiles import profile_from_mapping
 from shared.faults import FaultPoints, InjectedFault

@@ -6,13 +6,13 @@ from dataclasses import replace
 
 import pytest
 
+from shared.adapters.twilio_api import SendUncertain
 from shared.config import Settings
 from shared.domain.conversation import ANSWERED, FAILED, PROCESSING, SENT
 from shared.faults import FaultPoints, InjectedFault
 from shared.handlers.processor import process_message
 from shared.handlers.reconciler import ReconcilerDeps, reconcile
 from shared.handlers.sender import SenderDeps, deliver, handle_send_request
-from shared.adapters.twilio_api import SendUncertain
 from tests.fakes import Clock, FakeTwilio, conversation_id
 from tests.unit.test_processor import SENDER, make_deps, msg
 

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 
 from shared.domain.conversation import ANSWERED, DEAD_LETTERED, SENT
-from shared.faults import FaultPoints, InjectedFault
 from shared.domain.inbound import InboundMessage
+from shared.faults import FaultPoints, InjectedFault
 from shared.handlers.processor import handle_push, process_message
 from shared.ops.replay import HeldMessage, replay
 from tests.fakes import IDS, Clock, conversation_id

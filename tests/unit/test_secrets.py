@@ -10,7 +10,6 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud.secretmanager_v1 import types as sm
 
-from shared.config import ConfigError, Settings
 from shared.adapters.secret_manager import (
     ACCESS_RETRY,
     ACCESS_TIMEOUT_SECONDS,
@@ -21,6 +20,7 @@ from shared.adapters.secret_manager import (
     crc32c,
     secret_version_name,
 )
+from shared.config import ConfigError, Settings
 
 PROJECT = "unit-project"
 VALUES = {

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
-
-from shared.config import Settings
 from dataclasses import replace
 
+import pytest
+
+from shared.adapters.twilio_api import SendPermanent, SendRetryable, SendUncertain
+from shared.config import Settings
 from shared.domain.conversation import DEAD_LETTERED, FAILED, SENT, finish_updates
 from shared.faults import FaultPoints, InjectedFault
 from shared.handlers.processor import process_message
 from shared.handlers.sender import SenderDeps, deliver, handle_send_request
-from shared.adapters.twilio_api import SendPermanent, SendRetryable, SendUncertain
 from tests.fakes import Clock, FakeTwilio, conversation_id
 from tests.unit.test_processor import SENDER, make_deps, msg
 

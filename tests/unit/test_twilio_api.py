@@ -16,7 +16,6 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 import shared.adapters.twilio_api as twilio_api
-from shared.log import mask_address
 from shared.adapters.twilio_api import (
     PERMANENT_CODES,
     SendPermanent,
@@ -25,6 +24,7 @@ from shared.adapters.twilio_api import (
     TwilioGateway,
     classify,
 )
+from shared.log import mask_address
 
 ACCOUNT = "AC" + "1" * 32
 FROM = "whatsapp:+14155238886"

@@ -16,8 +16,8 @@ from werkzeug.datastructures import MultiDict
 
 from shared.config import Settings
 from shared.domain.inbound import InboundMessage, StatusCallback
-from shared.log import JsonFormatter, mask_address
 from shared.handlers.webhook import EMPTY_TWIML, FORM_TYPE, WebhookDeps, handle_webhook, signed_url, signed_urls
+from shared.log import JsonFormatter, mask_address
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 SENDER = "whatsapp:+34600111222"

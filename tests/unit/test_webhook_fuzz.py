@@ -24,8 +24,8 @@ from werkzeug.datastructures import MultiDict
 
 from shared.config import Settings
 from shared.domain.inbound import InboundMessage, InvalidWebhook, parse_webhook
-from shared.log import JsonFormatter
 from shared.handlers.webhook import FORM_TYPE, WebhookDeps, handle_webhook
+from shared.log import JsonFormatter
 
 TOKEN = "fuzz-auth-token-0123456789abcdef"
 LIMIT = 2048
