@@ -347,15 +347,13 @@ def test_a_slow_model_asking_to_retry_after_two_minutes_ends_in_the_fallback_wit
     pipeline.model.fail_next(times=5, status=429, retry_after=120)
     ledger.faults_injected += 1
     user = unique_user()
-    started = time.monotonic()
     _, sid, _ = pipeline.post(user, "model says wait two minutes")
+    # Within the budget: the SDK alone would sleep the two minutes first.
     replies = pipeline.wait_replies(user, 1, timeout=60)
-    elapsed = time.monotonic() - started
     settle()
     assert pipeline.replies(user) == replies == ["Sorry, I can't answer right now. Please try again in a few minutes."]
     # One model call: the SDK would have slept the two minutes and retried, past the lease.
     assert len(pipeline.model_requests_for("model says wait two minutes")) == 1
-    assert elapsed < 120
     assert pipeline.failure(sid)["stage"] == "model"
 
 
