@@ -117,7 +117,7 @@ def businesses_from_env(env: Mapping[str, str], default_from: str) -> list[Busin
 
 
 def _profiles(path: Path) -> list[Business]:
-    """The businesses of a profiles file (README: ``businesses:`` maps a WhatsApp address to its profile).
+    """The businesses of a profiles file (docs/features.md: ``businesses:`` maps a WhatsApp address to its profile).
 
     The stack has validated the file before the page starts; an unreadable one
     only leaves the page with the default business.

@@ -181,7 +181,7 @@ class Stack:
 
     @property
     def outbound_url(self) -> str:
-        """Where the business's systems post messages to send (README, the outbound API)."""
+        """Where the business's systems post messages to send (docs/features.md, the outbound API)."""
         return self.url("outbound")
 
     def url(self, name: str) -> str:
@@ -343,7 +343,7 @@ class Stack:
         self._say(f"chat page (simulator) at {self.simulator.url}")
 
     def function_env(self) -> dict[str, str]:
-        """What every function process gets, as Cloud Run would set it (README lists each)."""
+        """What every function process gets, as Cloud Run would set it (docs/configuration.md lists each)."""
         o = self.options
         env = {
             "PYTHONPATH": str(ROOT),

@@ -1,6 +1,6 @@
 """One typed settings object, read from the environment once.
 
-Every variable is documented in README.md and .env.example. Nothing else in
+Every variable is documented in docs/configuration.md and .env.example. Nothing else in
 the code reads ``os.environ``; the Google clients themselves still read
 ``PUBSUB_EMULATOR_HOST`` and ``FIRESTORE_EMULATOR_HOST``, as they always do.
 """

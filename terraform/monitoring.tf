@@ -45,7 +45,7 @@ resource "google_monitoring_alert_policy" "dead_letter_waiting" {
     mime_type = "text/markdown"
     subject   = "Dead-lettered WhatsApp messages in ${var.environment}"
     content   = <<-EOT
-      Runbook: find the cause in processor_fn's logs and fix it, then `make replay` the held messages (README, "Deploy", "Dead letters"); the alert closes when the hold subscription is empty.
+      Runbook: find the cause in processor_fn's logs and fix it, then `make replay` the held messages (docs/deploy.md, "Dead letters"); the alert closes when the hold subscription is empty.
 
       Pub/Sub gave up delivering at least one inbound message to processor_fn
       after ${var.max_delivery_attempts} attempts. processor_fn recorded it in
@@ -53,7 +53,7 @@ resource "google_monitoring_alert_policy" "dead_letter_waiting" {
       subscription `${google_pubsub_subscription.dead_letter_hold.name}`.
 
       Look at processor_fn's logs for the cause, fix it, then inspect or
-      replay the messages as described in README.md, "Deploy", "Dead letters".
+      replay the messages as described in docs/deploy.md, "Dead letters".
       The alert closes when the subscription is empty (ack what you handled).
     EOT
   }

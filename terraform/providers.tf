@@ -17,7 +17,7 @@ provider "google" {
 # changes is read during apply, so adding an API would make every service
 # URL unknown at plan time and replace the IAM members and services built on
 # them. Reading the project needs only the Resource Manager API, which the
-# README enables before the first apply.
+# docs/deploy.md enables before the first apply.
 data "google_project" "this" {
   project_id = var.project_id
 }

@@ -127,7 +127,7 @@ resource "google_pubsub_subscription" "dead_letter_push" {
 }
 
 # Holds everything dead-lettered for inspection and replay; never consumed
-# by a service. An operator pulls from it (README.md, "Deploy") and acks what has
+# by a service. An operator pulls from it (docs/deploy.md) and acks what has
 # been handled.
 resource "google_pubsub_subscription" "dead_letter_hold" {
   project = var.project_id

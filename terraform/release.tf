@@ -36,7 +36,7 @@ resource "terraform_data" "release" {
   lifecycle {
     precondition {
       condition     = var.release_sequence >= data.terraform_remote_state.applied.outputs.release_sequence
-      error_message = "A newer release is already applied (its release_sequence is higher than this one's): this older commit is not applied over it. To roll back on purpose, apply with -var=release_sequence=$(date +%s%3N) or rerun the older commit's build (README.md, Rollback)."
+      error_message = "A newer release is already applied (its release_sequence is higher than this one's): this older commit is not applied over it. To roll back on purpose, apply with -var=release_sequence=$(date +%s%3N) or rerun the older commit's build (docs/deploy.md, Rollback)."
     }
   }
 }

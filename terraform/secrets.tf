@@ -1,5 +1,5 @@
 # The secrets exist here; their values never do. Operators add versions with
-# `gcloud secrets versions add SECRET --data-file=-` (README.md, "Deploy"), so no
+# `gcloud secrets versions add SECRET --data-file=-` (docs/deploy.md), so no
 # value reaches this repository, a plan, or the Terraform state. Each secret
 # is readable only by the services that need it.
 

@@ -11,7 +11,7 @@ that does not match, a 401 from Twilio or OpenAI), the caller asks
 :meth:`refresh`, which re-reads the secret at most once per
 SECRET_REFRESH_INTERVAL_SECONDS; the value it replaces stays available from
 :meth:`previous` for SECRET_OVERLAP_SECONDS, so webhooks signed with the old
-token during the switch still pass. README.md, "Rotating a secret".
+token during the switch still pass. docs/deploy.md, "Rotating a secret".
 """
 
 from __future__ import annotations
