@@ -26,6 +26,9 @@ COUNTERS = (
     "tasks_created",
     "openai_calls",
     "twilio_calls",
+    # The channel (figure 8): inbound media fetched from Twilio, and typing indicators sent.
+    "twilio_media_downloads",
+    "twilio_typing_calls",
     "secret_manager_accesses",
 )
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from google.cloud import pubsub_v1
 
-from bench import ack, burst, charts, coldstart, cost, cpu, e2e, secrets_check, stages, throughput
+from bench import ack, burst, charts, coldstart, cost, cpu, e2e, features, secrets_check, stages, throughput
 from bench.driver import Delivery, Driver, check_delivery
 from bench.procs import Processes, function_command, process_env, wait_listening
 from bench.profile import Profiler
@@ -45,6 +45,7 @@ E2E_LIMIT = 2.0
 BURST_GRACE_SECONDS = 180.0  # a throttled queue can take minutes to answer everyone; the figure says how long
 FIRESTORE_OPS_LIMIT = 4.0
 BURST_LIMIT = 1.5
+BURST_ADDED_SLACK_SECONDS = 1.0  # figure 8: a burst window may add at most its own length plus this
 
 
 @dataclass(frozen=True)
@@ -67,19 +68,21 @@ class Plan:
     secret_messages: int
     burst_others: int
     burst_rounds: int
+    feature_messages: int
+    feature_burst_users: int
 
 
 FULL = Plan(
     warmup=5, ack_pairs=300, ack_clients=8, ack_per_client=5, ack_rounds=10,
     slow_pairs=100, slow_per_client=3, slow_rounds=6, e2e_messages=150,
     rates=(5, 10, 15, 20, 30, 40), step_seconds=10, grace_seconds=20, cold_repeats=5, secret_messages=1000,
-    burst_others=50, burst_rounds=3,
+    burst_others=50, burst_rounds=3, feature_messages=12, feature_burst_users=10,
 )
 QUICK = Plan(
     warmup=2, ack_pairs=15, ack_clients=8, ack_per_client=2, ack_rounds=2,
     slow_pairs=6, slow_per_client=1, slow_rounds=2, e2e_messages=8,
     rates=(5, 10), step_seconds=2, grace_seconds=10, cold_repeats=3, secret_messages=100,
-    burst_others=10, burst_rounds=1,
+    burst_others=10, burst_rounds=1, feature_messages=3, feature_burst_users=3,
 )
 
 
@@ -291,6 +294,13 @@ def run(plan: Plan, log_dir: Path, profile_dir: Path | None = None) -> tuple[dic
         )
         bench.timed("cold_start", started)
 
+        _say(f"features: {plan.feature_messages} messages per feature, then {plan.feature_burst_users} users "
+             f"bursting {features.BURST_MESSAGES} messages into a {features.BURST_WINDOW_SECONDS:g}s window")
+        started = time.monotonic()
+        driver.wait_drained(plan.grace_seconds)
+        feature_run = features.run(driver, log_dir, plan.feature_messages, plan.feature_burst_users)
+        bench.timed("features", started)
+
         burst_run = bench.burst_user(driver)
 
         _say("ack latency with an instant model")
@@ -335,7 +345,7 @@ def run(plan: Plan, log_dir: Path, profile_dir: Path | None = None) -> tuple[dic
         bench.close()
     results, table = assemble(
         machine, bench, secret_manager, e2e_run, e2e_stages, e2e_cpu, cost_sequential, steps, cost_load,
-        load_cpu, cold, burst_run, (fast_seq, fast_conc, slow_seq, slow_conc), delivery, stack,
+        load_cpu, cold, burst_run, feature_run, (fast_seq, fast_conc, slow_seq, slow_conc), delivery, stack,
     )
     results["duration_seconds"] = round(time.monotonic() - t_run, 1)
     return results, table
@@ -354,6 +364,7 @@ def assemble(
     load_cpu: dict[str, float],
     cold: coldstart.ColdStarts,
     burst_run: burst.BurstRun,
+    feature_run: features.FeatureRun,
     acks: tuple[ack.AckRun, ack.AckRun, ack.AckRun, ack.AckRun],
     delivery: Delivery,
     stack: Stack,
@@ -510,6 +521,10 @@ def assemble(
     rows += burst_rows
     goals.append(burst_goal)
 
+    feature_rows, feature_goals, feature_json = features_report(bench.plan, feature_run, cost_sequential)
+    rows += feature_rows
+    goals += feature_goals
+
     met = sum(g.passed for g in goals)
     rows.append(f"goals met: {met} of {len(goals)}")
     if bench.profiler is not None:
@@ -551,6 +566,7 @@ def assemble(
         "delivery": delivery.to_json() | {"n": delivery.messages},
         "cold_start": cold_json | {"n": sum(len(v) for v in cold.first_ok.values())},
         "burst": burst_json,
+        "features": feature_json,
         "goals": [g.to_json() for g in goals],
         "phase_seconds": bench.phases,
         "profiled": bench.profiler is not None,
@@ -602,6 +618,91 @@ def burst_report(plan: Plan, run_: burst.BurstRun) -> tuple[list[list[str] | str
         "rounds": [x.to_json() for x in rounds],
     }
     return rows, goal, section
+
+
+FEATURE_LABELS = {
+    "image": "image (media download + vision call)",
+    "voice": "voice note (download + transcription)",
+    "status_callbacks": "status callbacks (sent, delivered, read)",
+    "typing": "typing indicator",
+    "command": "command /help (no model call)",
+    "opted_out": "opted-out user's message (ignored)",
+    "text_window_0": "text, BURST_WINDOW_SECONDS=0",
+}
+FEATURE_CALLS = (
+    ("twilio_media_downloads", "Twilio media download"),
+    ("twilio_typing_calls", "Twilio typing call"),
+    ("openai_calls", "OpenAI"),
+    ("twilio_calls", "Twilio send"),
+    ("pubsub_publishes", "publish"),
+    ("tasks_created", "task"),
+)
+
+
+def _feature_text(per: dict[str, float], text: dict[str, float]) -> str:
+    """Calls against the plain text message (signed differences), then Firestore in absolute terms."""
+    parts = [f"{per[key] - text[key]:+g} {label}" for key, label in FEATURE_CALLS
+             if key in ("openai_calls", "twilio_calls") or per[key] != text[key]]
+    reads, writes = per["firestore_reads"], per["firestore_writes"]
+    return (", ".join(parts) + f", Firestore {reads:g}r+{writes:g}w "
+            f"({reads - text['firestore_reads']:+g}r{writes - text['firestore_writes']:+g}w)")
+
+
+def features_report(plan: Plan, run_: features.FeatureRun, figure4: dict[str, Any]
+                    ) -> tuple[list[list[str] | str], list[Goal], dict[str, Any]]:
+    """Figure 8's rows, goals and JSON section."""
+    text = run_.costs["text"]["per_message"]
+    rows: list[list[str] | str] = [
+        "8. features: calls per message against a plain text message (usage lines), and the latency a burst adds",
+        note_row("  text (the reference)",
+                 ", ".join(f"{text[k]:g} {label}" for k, label in FEATURE_CALLS if text[k])
+                 + f", Firestore {text['firestore_reads']:g}r+{text['firestore_writes']:g}w", run_.costs["text"]["n"]),
+    ]
+    for key, label in FEATURE_LABELS.items():
+        section = run_.costs[key]
+        rows.append(note_row(f"  {label}", _feature_text(section["per_message"], text), section["n"]))
+    fig4 = figure4["per_message"]
+    zero = run_.costs["text_window_0"]["per_message"]
+    differ = [k for k in features.SAME_AS_TEXT if zero[k] != fig4.get(k, 0.0)]
+    same_goal = Goal("text with BURST_WINDOW_SECONDS=0 costs what figure 4 measured", float(len(differ)), 0, "==",
+                     "counters that differ: " + (", ".join(f"{k} {zero[k]:g} vs {fig4.get(k, 0.0):g}" for k in differ)
+                                                 or "none"))
+    rows.append(note_row("    same as figure 4", "yes" if not differ else same_goal.detail, "", same_goal))
+    rows.append(note_row("    status callbacks posted by the stand-in", f"{run_.callbacks_posted} for "
+                         f"{run_.costs['status_callbacks']['n']} replies", run_.callbacks_posted))
+
+    single, bursted = ms(run_.single), ms(run_.burst)
+    added_p50, added_p99 = bursted.p50 - single.p50, bursted.p99 - single.p99
+    limit_ms = (features.BURST_WINDOW_SECONDS + BURST_ADDED_SLACK_SECONDS) * 1000
+    added_goal = Goal(f"burst window adds <= window + {BURST_ADDED_SLACK_SECONDS:g} s (p99, ms)", added_p99,
+                      limit_ms, "<=", f"p99 {bursted.p99:.0f} ms with a {features.BURST_WINDOW_SECONDS:g} s window "
+                      f"vs {single.p99:.0f} ms single messages")
+    one_reply = sum(1 for r in run_.burst_replies if r == 1)
+    rows += [
+        dist_row(f"  single message, no window ({plan.feature_burst_users} users at once)", single),
+        dist_row(f"  {features.BURST_MESSAGES} messages {features.BURST_GAP_SECONDS * 1000:g} ms apart, "
+                 f"{features.BURST_WINDOW_SECONDS:g} s window: last POST -> reply", bursted),
+        note_row("    added by the window", f"p50 {added_p50:+.0f} ms, p99 {added_p99:+.0f} ms; one reply for "
+                 f"{one_reply} of {len(run_.burst_replies)} users", bursted.n, added_goal),
+    ]
+    section = {
+        "n": sum(s["n"] for s in run_.costs.values()) + single.n + bursted.n,
+        "cost": run_.costs,
+        "text_window_0_matches_figure_4": not differ,
+        "status_callbacks_posted": run_.callbacks_posted,
+        "burst_latency": {
+            "n": bursted.n,
+            "window_seconds": features.BURST_WINDOW_SECONDS,
+            "messages_per_user": features.BURST_MESSAGES,
+            "gap_seconds": features.BURST_GAP_SECONDS,
+            "single_ms": single.to_json(1),
+            "burst_last_post_to_reply_ms": bursted.to_json(1),
+            "added_p50_ms": None if math.isnan(added_p50) else round(added_p50, 1),
+            "added_p99_ms": None if math.isnan(added_p99) else round(added_p99, 1),
+            "replies_per_user": run_.burst_replies,
+        },
+    }
+    return rows, [same_goal, added_goal], section
 
 
 def run_burst_only(plan: Plan, log_dir: Path) -> tuple[dict[str, Any], str]:
