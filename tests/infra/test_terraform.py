@@ -1535,7 +1535,7 @@ MUTATIONS = {
     ),
     "setting-fixed-in-terraform": Mutation(
         "locals.tf",
-        _sub(r"OPENAI_MAX_TOKENS               = tostring\(var\.openai_max_tokens\)", 'OPENAI_MAX_TOKENS               = "600"'),
+        _sub(r"(OPENAI_MAX_TOKENS\s+=) tostring\(var\.openai_max_tokens\)", r'\1 "600"'),
         check_settings_settable,
         r"OPENAI_MAX_TOKENS = '600' is fixed",
     ),
