@@ -82,6 +82,10 @@ class BusinessProfile:
     handoff_keyword: str = ""
     handoff_reply: str = DEFAULT_HANDOFF_REPLY
     handoff_pause_seconds: int = 3600
+    # The WhatsApp channel's switches; None or "": the deployment's setting.
+    typing_indicator: bool | None = None
+    vision_model: str = ""
+    burst_window_seconds: float | None = None
 
 
 _TEXT_KEYS = {
@@ -98,6 +102,7 @@ _TEXT_KEYS = {
     "opt_in_reply": MAX_TEXT_CHARS,
     "handoff_keyword": 100,
     "handoff_reply": MAX_TEXT_CHARS,
+    "vision_model": 200,
 }
 # Texts that may be left empty: an empty welcome sends none, an empty handoff keyword turns it off.
 _MAY_BE_EMPTY = {"welcome", "handoff_keyword", "name"}
@@ -107,7 +112,10 @@ _INT_KEYS = {
     "handoff_pause_seconds": (60, 30 * 24 * 3600),
 }
 _WORD_KEYS = ("reset_commands", "help_commands", "opt_out_keywords", "opt_in_keywords")
-KNOWN_KEYS = frozenset({*_TEXT_KEYS, *_INT_KEYS, *_WORD_KEYS, "keywords"})
+_BOOL_KEYS = ("typing_indicator",)
+# Seconds, fractions allowed; the range of the matching setting.
+_SECONDS_KEYS = {"burst_window_seconds": (0.0, 30.0)}
+KNOWN_KEYS = frozenset({*_TEXT_KEYS, *_INT_KEYS, *_WORD_KEYS, *_BOOL_KEYS, *_SECONDS_KEYS, "keywords"})
 
 
 def _fail(address: str, key: str, problem: str) -> ProfileError:
@@ -167,6 +175,20 @@ def profile_from_mapping(address: str, raw: Any, defaults: BusinessProfile) -> B
         if not value or len(value) > MAX_WORDS:
             raise _fail(address, key, f"must list between 1 and {MAX_WORDS} words")
         values[key] = tuple(w.strip() for w in value)
+    for key in _BOOL_KEYS:
+        if key in raw:
+            if not isinstance(raw[key], bool):
+                raise _fail(address, key, f"must be true or false, got {type(raw[key]).__name__}")
+            values[key] = raw[key]
+    for key, (lo_s, hi_s) in _SECONDS_KEYS.items():
+        if key not in raw:
+            continue
+        value = raw[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(address, key, f"must be a number of seconds, got {type(value).__name__}")
+        if not lo_s <= value <= hi_s:
+            raise _fail(address, key, f"must be between {lo_s:g} and {hi_s:g}, got {value}")
+        values[key] = float(value)
     if "keywords" in raw:
         values["keywords"] = _keyword_rules(address, raw["keywords"])
     return replace(defaults, **values)

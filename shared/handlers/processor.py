@@ -260,7 +260,7 @@ def _burst_claim(
     it a seq ahead of the burst's reply.
     """
     burst = conv.open_burst()
-    window = deps.settings.burst_window_seconds
+    window = profile_value(deps.profile(msg.recipient), "burst_window_seconds", deps.settings.burst_window_seconds)
     joinable = window > 0 and first_claim and decision.kind == MODEL and not decision.welcome and not msg.media
     if burst is None and not joinable:
         return ""

@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 
 from shared.adapters.cloud_tasks import BurstTask, SendTask
+from shared.adapters.profile_store import StaticProfiles, defaults_from_settings
 from shared.config import Settings
 from shared.domain.conversation import ANSWERED, FAILED, JOINED, MERGED, PROCESSING, WAITING_BURST
 from shared.faults import FaultPoints, InjectedFault
@@ -190,3 +191,14 @@ def test_the_burst_envelope_carries_no_address_and_round_trips() -> None:
     assert SENDER.split("+")[1] not in task.to_json().decode()
     data = base64.b64decode(json.loads(task.to_json())["message"]["data"])
     assert BurstTask.from_data(data).sid == task.sid and BurstTask.from_data(data).version == 1
+
+
+def test_a_business_profile_sets_the_window_for_its_number() -> None:
+    settings = Settings(max_context_messages=4, conversation_ttl_seconds=3600, rate_limit_messages=1000,
+                        processor_url="http://processor/")
+    defaults = defaults_from_settings(settings)
+    bursty = replace(defaults, address=msg(1).recipient, burst_window_seconds=WINDOW)
+    deps = make_deps(settings=settings, profiles=StaticProfiles(defaults, {bursty.address: bursty}))
+    assert process_message(msg(1, "hello"), deps) == "waiting"
+    other = replace(msg(2, "hello"), recipient="whatsapp:+15550001111")
+    assert process_message(other, deps) == "answered"

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import requests
 
+from shared.adapters.profile_store import StaticProfiles, defaults_from_settings
 from shared.adapters.twilio_media import MediaFailed, MediaRefused, TwilioMedia
 from shared.adapters.twilio_typing import TypingIndicator
 from shared.domain.inbound import InboundMessage, Media
@@ -256,3 +257,14 @@ def test_typing_posts_the_message_sid_and_swallows_errors() -> None:
     assert url == "http://127.0.0.1:9/v2/Indicators/Typing.json"
     assert data == {"messageId": "SM" + "1" * 32, "channel": "whatsapp"}
     assert max(timeout) <= 1.0 and typing.calls == 1
+
+
+def test_a_business_profile_turns_typing_off_for_its_number_only() -> None:
+    base = make_deps()
+    quiet = replace(defaults_from_settings(base.settings), address=media_msg().recipient, typing_indicator=False)
+    deps = make_deps(typing=FakeTyping(), profiles=StaticProfiles(defaults_from_settings(base.settings), {quiet.address: quiet}))
+    process_message(media_msg(body="hi"), deps)
+    assert deps.typing.started == []
+    other = replace(media_msg(body="hi"), sid="SM" + "8" * 32, recipient="whatsapp:+15550001111")
+    process_message(other, deps)
+    assert deps.typing.started == [other.sid]

@@ -98,3 +98,24 @@ def test_the_example_file_is_valid_and_has_two_businesses() -> None:
     assert len(profiles) == 2
     for profile in profiles.values():
         assert profile.name and profile.system_prompt and profile.help
+
+
+def test_channel_switches_are_profile_keys() -> None:
+    profile = profile_from_mapping(SHOP, {"typing_indicator": False, "vision_model": "gpt-vision", "burst_window_seconds": 1.5}, DEFAULTS)
+    assert (profile.typing_indicator, profile.vision_model, profile.burst_window_seconds) == (False, "gpt-vision", 1.5)
+    unset = profile_from_mapping(SHOP, {}, DEFAULTS)
+    assert (unset.typing_indicator, unset.vision_model, unset.burst_window_seconds) == (None, "", None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        ({"typing_indicator": "no"}, "typing_indicator"),
+        ({"burst_window_seconds": 90}, "burst_window_seconds"),
+        ({"burst_window_seconds": True}, "burst_window_seconds"),
+        ({"vision_model": ""}, "vision_model"),
+    ],
+)
+def test_bad_channel_switches_are_refused_by_name(raw: dict, named: str) -> None:
+    with pytest.raises(ProfileError, match=named):
+        profile_from_mapping(SHOP, raw, DEFAULTS)
