@@ -118,6 +118,7 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
     # Cleaned once, before anything uses it (docs/decisions/0012-business-controls.md).
     msg = replace(msg, body=clean_text(msg.body, settings.max_inbound_chars))
     profile = deps.profile(msg.recipient)
+    burst_window = profile_value(profile, "burst_window_seconds", settings.burst_window_seconds)
     cid = deps.ids.conversation_id(msg.sender, msg.recipient)
     marker_conflict = False
     for _ in range(MAX_CONFLICT_RETRIES):
@@ -156,7 +157,7 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
             conv, msg.sid, updates, decision, now, cap_text(describe_for_model(msg), settings.max_inbound_chars),
             first_claim, settings.max_context_messages, settings.max_history_chars,
         )
-        burst_head = _burst_claim(msg, deps, conv, updates, decision, first_claim, now)
+        burst_head = _burst_claim(msg, deps, conv, updates, decision, first_claim, now, burst_window)
         marker = None if entry else DedupeMarker(msg.sid, cid, now + timedelta(seconds=settings.dedupe_horizon_seconds))
         try:
             version = store.apply(cid, updates, snap.version, marker)
@@ -251,16 +252,17 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
 
 def _burst_claim(
     msg: InboundMessage, deps: ProcessorDeps, conv: Conversation, updates: dict[str, Any], decision: Decision,
-    first_claim: bool, now: datetime,
+    first_claim: bool, now: datetime, window: float,
 ) -> str:
     """Turn the claim into a burst head or a join, in the same write; return the head's sid ("" for none).
+
+    ``window`` is the business's burst window (its profile, else the setting).
 
     A message that cannot join (a command, media, a welcome, or the window has
     passed) while a burst is open waits in Pub/Sub: answering it now would give
     it a seq ahead of the burst's reply.
     """
     burst = conv.open_burst()
-    window = profile_value(deps.profile(msg.recipient), "burst_window_seconds", deps.settings.burst_window_seconds)
     joinable = window > 0 and first_claim and decision.kind == MODEL and not decision.welcome and not msg.media
     if burst is None and not joinable:
         return ""
