@@ -11,9 +11,13 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import Mapping
 
-# Twilio SIDs are two letters and 32 hex digits; a little slack costs nothing and
-# still keeps the SID safe to use as a Firestore field name.
-_SID = re.compile(r"[A-Za-z]{2}[0-9A-Za-z]{8,62}")
+# The Message resource's SIDs, exactly: ``SM`` (text) or ``MM`` (media) and 32 hex
+# digits. Inbound WhatsApp messages and the status callbacks of our own sends
+# (MessageSid, SmsSid) carry nothing else. Exactness is a security property:
+# Twilio's signature joins keys and values without a separator, so a looser
+# pattern would accept ``SM…MessageTypetext``, a new SID under a still-valid
+# signature, and a captured webhook could be replayed past dedupe.
+_SID = re.compile(r"(?:SM|MM)[0-9a-fA-F]{32}")
 MAX_MEDIA = 10
 
 

@@ -541,3 +541,29 @@ def test_repeated_fields_are_all_signed() -> None:
     first_values = make_deps()
     assert post(first_values, body=body, signature=sign("http://localhost/", text_form())).status_code == 403
     assert first_values.publisher.published == []  # type: ignore[attr-defined]
+
+
+def test_a_captured_webhook_replayed_under_a_new_message_sid_is_refused() -> None:
+    """Twilio's signature joins keys and values without a separator: moving ``MessageType``'s
+    key and value into ``MessageSid`` keeps the signature valid. Only Twilio's SID shapes pass."""
+    deps = make_deps()
+    original = text_form()
+    forged = {k: v for k, v in original.items() if k != "MessageType"}
+    forged["MessageSid"] = original["MessageSid"] + "MessageTypetext"
+    signature = sign("http://localhost/", original)
+    assert RequestValidator(TOKEN).validate("http://localhost/", forged, signature)
+    assert post(deps, original, signature=signature).status_code == 200
+    response = post(deps, forged, signature=signature)
+    assert response.status_code == 400 and b"not a Twilio SID" in response.data
+    assert [m.sid for m in deps.publisher.published] == [original["MessageSid"]]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("sid", ["SM" + "0a" * 16, "MM" + "F" * 32])
+def test_message_and_media_sids_are_accepted(sid: str) -> None:
+    deps = make_deps()
+    assert post(deps, text_form(MessageSid=sid, SmsMessageSid=sid)).status_code == 200
+
+
+@pytest.mark.parametrize("sid", ["SM" + "0" * 31 + "g", "AB" + "0" * 32, "SM" + "0" * 40, "SMabcdef0123"])
+def test_other_sid_shapes_are_refused(sid: str) -> None:
+    assert post(make_deps(), text_form(MessageSid=sid)).status_code == 400
