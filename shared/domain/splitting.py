@@ -4,6 +4,14 @@ Twilio rejects a WhatsApp body over 1600 characters, counted in UTF-16 code
 units. Parts break at a paragraph, else a sentence, else a word; a single
 "word" longer than a part (a long URL) is cut between characters, never inside
 a surrogate pair or before a combining mark, so nothing renders broken.
+
+Whatever the text, the number of parts is bounded: a "character" longer than
+half a part (a letter under thousands of combining marks, characters chained by
+zero-width joiners) is cut where the part is full rather than kept whole, which
+would make a part per character, and a reply never has more than MAX_PARTS
+parts (the last one then ends with "…"). Each part is a WhatsApp message
+through the rate-limited queue, so a text crafted to split badly must not
+become hundreds of them.
 """
 
 from __future__ import annotations
@@ -12,6 +20,8 @@ import re
 import unicodedata
 
 TWILIO_BODY_LIMIT = 1600
+# MAX_REPLY_CHARS is at most 20,000: 13 full parts; a few more for parts cut short at a word.
+MAX_PARTS = 16
 
 # Each pattern's "cut" group is the whitespace dropped between two parts; a
 # sentence keeps its closing quote or bracket, which sits before that group.
@@ -66,11 +76,16 @@ def _splits_cluster(text: str, cut: int) -> bool:
 
 
 def _safe_hard_cut(text: str, end: int) -> int:
-    """Move a forced cut left so it does not split a character cluster."""
+    """Move a forced cut left so it does not split a character cluster, by at most half the part.
+
+    A cluster longer than that is no real character anyone can read whole:
+    it is cut at ``end``, so every part but the last is at least half full.
+    """
+    floor = max(1, end // 2)
     cut = end
-    while cut > 1 and _splits_cluster(text, cut):
+    while cut > floor and _splits_cluster(text, cut):
         cut -= 1
-    return cut
+    return end if _splits_cluster(text, cut) else cut
 
 
 def _cut_point(text: str, limit: int) -> tuple[int, int]:
@@ -91,8 +106,8 @@ def _cut_point(text: str, limit: int) -> tuple[int, int]:
     return cut, cut
 
 
-def split_reply(text: str, limit: int = TWILIO_BODY_LIMIT) -> list[str]:
-    """Parts of at most ``limit`` UTF-16 units whose order reads as the original."""
+def split_reply(text: str, limit: int = TWILIO_BODY_LIMIT, max_parts: int = MAX_PARTS) -> list[str]:
+    """At most ``max_parts`` parts of at most ``limit`` UTF-16 units whose order reads as the original."""
     if limit < 2:
         raise ValueError("limit must be at least 2")
     rest = text.strip()
@@ -100,6 +115,10 @@ def split_reply(text: str, limit: int = TWILIO_BODY_LIMIT) -> list[str]:
     while rest:
         if utf16_len(rest) <= limit:
             parts.append(rest)
+            break
+        if len(parts) == max_parts - 1:
+            cut = _safe_hard_cut(rest, _prefix_within(rest, limit - 1))
+            parts.append(rest[:cut].rstrip() + "…")
             break
         cut, resume = _cut_point(rest, limit)
         part = rest[:cut].rstrip()

@@ -7,7 +7,7 @@ import unicodedata
 
 import pytest
 
-from shared.domain.splitting import TWILIO_BODY_LIMIT, split_reply, utf16_len
+from shared.domain.splitting import MAX_PARTS, TWILIO_BODY_LIMIT, split_reply, utf16_len
 
 ZWJ = "\u200d"
 CODER = "👩\u200d💻"  # woman technologist: three code points, one glyph
@@ -228,7 +228,34 @@ def test_randomized_invariants(seed: int) -> None:
     for _ in range(100):
         text = random_text(rng)
         limit = rng.choice([16, 24, 50, 120, 400, TWILIO_BODY_LIMIT])
-        parts = split_reply(text, limit=limit)
+        # No cap on the count here: the invariants hold for every part (the cap has its own test).
+        parts = split_reply(text, limit=limit, max_parts=len(text) + 1)
         assert_invariants(text, parts, limit)
+        capped = split_reply(text, limit=limit)
+        assert len(capped) <= MAX_PARTS and capped[:-1] == parts[: len(capped) - 1]
         if utf16_len(text.strip()) <= limit:
             assert parts == ([text.strip()] if text.strip() else [])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a" + "\u0301" * 2000,  # one letter under 2,000 combining accents
+        ZWJ.join("x" * 1000),  # 1,999 characters chained by zero-width joiners
+        "👩" + (ZWJ + "💻") * 700,  # a joiner sequence far longer than a part
+    ],
+)
+def test_a_cluster_longer_than_a_part_is_cut_into_full_parts(text: str) -> None:
+    parts = split_reply(text)
+    assert "".join(parts) == text
+    assert len(parts) == -(-utf16_len(text) // TWILIO_BODY_LIMIT)
+    assert all(utf16_len(p) >= TWILIO_BODY_LIMIT // 2 for p in parts[:-1])
+
+
+def test_no_text_makes_more_than_max_parts() -> None:
+    # Each long word forces a tiny part before it: the worst case for the number of parts.
+    text = " ".join(["a", "w" * 1599] * 40)
+    parts = split_reply(text)
+    assert len(parts) <= MAX_PARTS
+    assert all(utf16_len(p) <= TWILIO_BODY_LIMIT for p in parts)
+    assert parts[-1].endswith("…")
