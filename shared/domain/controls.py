@@ -151,6 +151,15 @@ def _rate(conv: Conversation, profile: BusinessProfile, now: datetime) -> tuple[
     return "drop", dict(window)
 
 
+def _counted(conv: Conversation, profile: BusinessProfile, now: datetime) -> dict[str, Any]:
+    """The window with one more message in it, whatever the limit: a reply that is sent anyway."""
+    verdict, window = _rate(conv, profile, now)
+    if verdict == "allow":
+        return window
+    old = conv.data.get("rate") or {}
+    return {**old, "count": int(old.get("count", 0)) + 1}
+
+
 def decide(
     text: str,
     has_content: bool,
@@ -165,23 +174,28 @@ def decide(
     The order matters: an opt-in is heard while opted out, and nothing else is;
     an opt-out is always confirmed; a paused conversation is left to the
     person; the rate limit covers every reply that is not an opt-out or opt-in
-    confirmation; commands, the handoff keyword and keyword rules come before
-    the model. ``address`` and ``ttl_seconds`` restore what an opt-out removed.
+    confirmation, and those confirmations, always sent, still count in its
+    window, which outlives STOP and START (alternating them must not buy model
+    calls); commands, the handoff keyword and keyword rules come before the
+    model. ``address`` and ``ttl_seconds`` restore what an opt-out removed.
     """
     is_word = not has_content
+    # Confirmations are always sent, and count in the window all the same.
+    confirmation = {"rate": _counted(conv, profile, now)}
     if opted_out(conv):
         if is_word and _is_one_of(text, profile.opt_in_keywords):
             return Decision(
                 REPLY, OPT_IN, profile.opt_in_reply,
-                state={"optedOut": REMOVE, "optedOutAt": REMOVE, "address": address,
+                state={**confirmation, "optedOut": REMOVE, "optedOutAt": REMOVE, "address": address,
                        "expireAt": expire_at(now, ttl_seconds)},
             )
         return Decision(IGNORE, OPTED_OUT)
     if is_word and _is_one_of(text, profile.opt_out_keywords):
+        # The rate window stays (and counts this confirmation): STOP then START must not reset it.
         return Decision(
             REPLY, OPT_OUT, profile.opt_out_reply,
-            state={"optedOut": True, "optedOutAt": now, "history": [], "expireAt": REMOVE,
-                   "pausedUntil": REMOVE, "rate": REMOVE},
+            state={**confirmation, "optedOut": True, "optedOutAt": now, "history": [], "expireAt": REMOVE,
+                   "pausedUntil": REMOVE},
         )
     if paused(conv, now):
         return Decision(IGNORE, PAUSED, record_user_turn=True)

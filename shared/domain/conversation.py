@@ -313,11 +313,13 @@ def finish_updates(conv: Conversation, sid: str, status: str, now: datetime, rea
         updates[f"messages.{sid}.reason"] = reason[:300]
     if "seq" in entry:
         updates["doneSeq"] = advance_done_seq(conv, sid)
-    if "watch" in conv.data and not (set(conv.open_entries()) - {sid}):
+    others_open = bool(set(conv.open_entries()) - {sid})
+    if "watch" in conv.data and not others_open:
         updates["watch"] = REMOVE
-    if conv.data.get("optedOut") and int(updates.get("doneSeq", conv.done_seq)) >= conv.last_seq:
-        # The opt-out confirmation (and every reply before it) is done: nothing
-        # will be sent to this user, so their address is not kept.
+    if conv.data.get("optedOut") and not others_open and int(updates.get("doneSeq", conv.done_seq)) >= conv.last_seq:
+        # Nothing of the user's is left to send: not the opt-out confirmation,
+        # which may still be between its claim and its answer (no seq yet), nor
+        # any reply before it. Only then does their address go.
         updates["address"] = REMOVE
     return updates
 

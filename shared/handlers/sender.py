@@ -25,10 +25,12 @@ from shared.adapters.cloud_tasks import SendTask
 from shared.adapters.firestore_store import Conflict, ConversationStore, failure_record
 from shared.adapters.twilio_api import SendPermanent, SendRetryable, SendUncertain
 from shared.config import Settings
+from shared.domain.controls import OPTED_OUT
 from shared.domain.conversation import (
     ANSWERED,
     FAILED,
     FINISHED,
+    IGNORED,
     REMOVE,
     SENDING,
     SENT,
@@ -44,6 +46,9 @@ from shared.handlers.processor import FAILURE_RETENTION, MAX_CONFLICT_RETRIES
 from shared.log import mask_address
 
 log = logging.getLogger(__name__)
+
+# Who may have written an entry nobody asked for: the outbound API and a person (admin reply).
+UNASKED = frozenset({"business", "person"})
 
 
 class RetryLater(Exception):
@@ -110,7 +115,12 @@ def deliver(task: SendTask, deps: SenderDeps) -> str:
             return "waiting"
         parts: list[str] = list(entry["parts"])
         k = int(entry.get("sentParts", 0))
-        address = str(conv.data["address"])
+        if k < len(parts) and entry.get("by") in UNASKED and conv.data.get("optedOut"):
+            # Queued before STOP, its turn after it: nothing unasked goes to a user who opted out.
+            return _close_unsent(task, deps, conv, version)
+        address = str(conv.data.get("address") or "")
+        if not address:
+            return _fail(task, deps, "the conversation has no address to send to")
         # Replies go out from the address the user wrote to (empty: the configured one).
         business = str(conv.data.get("business", ""))
         now = deps.clock()
@@ -204,6 +214,23 @@ def _finish(
         _log(logging.INFO, "reply sent", task, event="sent", status=SENT, parts=conv.entry(task.sid).get("partCount"))
     _hand_off(task, deps, conv)
     return conv, version
+
+
+def _close_unsent(task: SendTask, deps: SenderDeps, conv: Conversation, version: Any) -> str:
+    """Close a business's or a person's message as ``ignored`` ("opted out"); the next in line goes on."""
+    for _ in range(MAX_CONFLICT_RETRIES):
+        try:
+            _finish(task, deps, conv, version, IGNORED, deps.clock(), OPTED_OUT)
+            break
+        except Conflict:
+            snap = deps.store.load(task.conversation_id)
+            conv, version = snap.conversation, snap.version
+            if conv.entry(task.sid).get("status") in FINISHED:
+                return "duplicate"
+    else:
+        raise Conflict(f"could not close {task.sid} for an opted-out user")
+    _log(logging.INFO, "not sent: the user opted out", task, event="ignored", status=IGNORED, reason=OPTED_OUT)
+    return "ignored"
 
 
 def _hand_off(task: SendTask, deps: SenderDeps, conv: Conversation) -> None:
