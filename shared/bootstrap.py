@@ -224,7 +224,8 @@ def sender_deps() -> SenderDeps:
     s = settings()
     offset = timedelta(seconds=s.test_clock_offset_seconds)
     clock = (lambda: utcnow() + offset) if offset else utcnow
-    return SenderDeps(settings=s, store=store(), twilio=twilio(), queue=queue(), faults=faults(), clock=clock)
+    return SenderDeps(settings=s, store=store(), twilio=twilio(), queue=queue(), faults=faults(), clock=clock,
+                      profiles=profiles())
 
 
 @functools.cache

@@ -40,6 +40,9 @@ MAX_KEYWORD_RULES = 100
 MAX_WORDS = 50
 
 
+_CONTENT_SID = re.compile(r"HX[0-9a-fA-F]{32}")
+
+
 class ProfileError(ValueError):
     """A profile that must not be used; the message names the business and the key."""
 
@@ -85,7 +88,10 @@ class BusinessProfile:
     # The WhatsApp channel's switches; None or "": the deployment's setting.
     typing_indicator: bool | None = None
     vision_model: str = ""
+    transcribe_model: str = ""
     burst_window_seconds: float | None = None
+    # The approved template sent in place of a reply past the 24-hour window.
+    reengagement_content_sid: str = ""
 
 
 _TEXT_KEYS = {
@@ -103,6 +109,8 @@ _TEXT_KEYS = {
     "handoff_keyword": 100,
     "handoff_reply": MAX_TEXT_CHARS,
     "vision_model": 200,
+    "transcribe_model": 200,
+    "reengagement_content_sid": 34,
 }
 # Texts that may be left empty: an empty welcome sends none, an empty handoff keyword turns it off.
 _MAY_BE_EMPTY = {"welcome", "handoff_keyword", "name"}
@@ -189,6 +197,9 @@ def profile_from_mapping(address: str, raw: Any, defaults: BusinessProfile) -> B
         if not lo_s <= value <= hi_s:
             raise _fail(address, key, f"must be between {lo_s:g} and {hi_s:g}, got {value}")
         values[key] = float(value)
+    sid = values.get("reengagement_content_sid")
+    if sid is not None and not _CONTENT_SID.fullmatch(sid):
+        raise _fail(address, "reengagement_content_sid", f"must be a Twilio Content SID (HX and 32 hex digits), got {sid!r}")
     if "keywords" in raw:
         values["keywords"] = _keyword_rules(address, raw["keywords"])
     return replace(defaults, **values)

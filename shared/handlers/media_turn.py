@@ -59,31 +59,35 @@ def answer_with_media(
     history: list[dict[str, str]],
     system_prompt: str | None,
     vision_model: str,
+    model: str | None = None,
+    transcribe_model: str = "",
 ) -> tuple[str, str]:
-    """The user's turn as text and the reply; model errors propagate (the caller's fallback)."""
+    """The user's turn as text and the reply; model errors propagate (the caller's fallback).
+
+    ``model`` answers a voice note's transcript, as it answers typed text, and
+    ``transcribe_model`` transcribes it: the business's, else the settings'.
+    """
     media_plan = plan(msg)
     if media_plan.answer_without_model:
         kinds = ", ".join(sorted({base_type(m.content_type) or "unknown" for m in media_plan.unsupported}))
         _log(logging.INFO, "media we cannot handle", msg, event="media_unsupported", content_types=kinds)
         return f"[{kinds}] {msg.body.strip()}".strip(), CAN_HANDLE_REPLY
     try:
-        images, transcripts = _read_media(msg, deps, media_plan.images, media_plan.audio)
+        images, transcripts = _read_media(
+            msg, deps, media_plan.images, media_plan.audio, transcribe_model or deps.settings.openai_transcribe_model
+        )
     except MediaFailure as failure:
         _record(msg, deps, failure)
         return user_turn(msg, len(media_plan.images), []), MEDIA_FAILED_REPLY
     text = cap_text(user_turn(msg, len(images), transcripts), deps.settings.max_inbound_chars)
     if images:
         return text, deps.model.reply_with_images(history, text, images, model=vision_model, system_prompt=system_prompt)
-    return text, _plain_reply(deps, history, text, system_prompt)
+    return text, deps.model.reply(history, text, system_prompt=system_prompt, model=model)
 
 
-def _plain_reply(deps: "ProcessorDeps", history: list[dict[str, str]], text: str, system_prompt: str | None) -> str:
-    if system_prompt:
-        return deps.model.reply(history, text, system_prompt=system_prompt)
-    return deps.model.reply(history, text)
-
-
-def _read_media(msg: InboundMessage, deps: "ProcessorDeps", images: tuple, audio: tuple) -> tuple[list[str], list[str]]:
+def _read_media(
+    msg: InboundMessage, deps: "ProcessorDeps", images: tuple, audio: tuple, transcribe_model: str
+) -> tuple[list[str], list[str]]:
     if deps.media is None:
         raise MediaFailure("media", "media downloads are not configured")
     urls: list[str] = []
@@ -104,7 +108,7 @@ def _read_media(msg: InboundMessage, deps: "ProcessorDeps", images: tuple, audio
         try:
             transcripts.append(
                 deps.model.transcribe(data, f"voice.{AUDIO_EXTENSIONS.get(ctype, 'ogg')}", ctype,
-                                      model=deps.settings.openai_transcribe_model)
+                                      model=transcribe_model)
             )
         except Exception as exc:
             _log(logging.WARNING, "transcription failed", msg, event="transcription_failed", reason=str(exc)[:300])

@@ -184,6 +184,7 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
             user_text, reply = answer_with_media(
                 msg, deps, snap.conversation.history(now), profile.system_prompt or None,
                 profile_value(profile, "vision_model", settings.openai_vision_model),
+                model=profile.model or None, transcribe_model=profile.transcribe_model,
             )
         else:
             reply = _answer_text(deps, decision, profile, snap.conversation.history(now), user_text)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Protocol
 
 from shared.adapters.cloud_tasks import SendTask
 from shared.adapters.firestore_store import Conflict, ConversationStore, failure_record
+from shared.adapters.profile_store import ProfileSource
 from shared.adapters.twilio_api import SendPermanent, SendRetryable, SendUncertain
 from shared.config import Settings
 from shared.domain.controls import OPTED_OUT
@@ -73,6 +74,13 @@ class SenderDeps:
     queue: Queue
     faults: FaultPoints
     clock: Callable[[], datetime]
+    # Business profiles (None: the settings for everyone); read only for a reply past the 24-hour window.
+    profiles: ProfileSource | None = None
+
+    def reengagement_template(self, business: str) -> str:
+        """The business's re-engagement template, else the deployment's (REENGAGEMENT_CONTENT_SID)."""
+        own = self.profiles.get(business or self.settings.twilio_whatsapp_from).reengagement_content_sid if self.profiles else ""
+        return own or self.settings.reengagement_content_sid
 
     @property
     def in_flight_grace(self) -> timedelta:
@@ -155,7 +163,7 @@ def deliver(task: SendTask, deps: SenderDeps) -> str:
             }
             if not template and not window_open(conv.data, now, unknown_is_open=True):
                 # Twilio would refuse a free-form message (63016): never call it for one.
-                template = deps.settings.reengagement_content_sid
+                template = deps.reengagement_template(business)
                 if not template:
                     return _fail(task, deps, f"{OUTSIDE_WINDOW}: the user last wrote more than 24 hours ago")
                 _log(logging.INFO, "outside the 24-hour window: the re-engagement template goes instead", task,

@@ -268,3 +268,20 @@ def test_a_business_profile_turns_typing_off_for_its_number_only() -> None:
     other = replace(media_msg(body="hi"), sid="SM" + "8" * 32, recipient="whatsapp:+15550001111")
     process_message(other, deps)
     assert deps.typing.started == [other.sid]
+
+
+def test_a_voice_note_is_transcribed_and_answered_with_the_business_models() -> None:
+    from shared.domain.profiles import profile_from_mapping
+
+    model, media = ChannelModel(), FakeMedia({VOICE_URL: (b"OggS...", "audio/ogg")})
+    settings = make_deps().settings
+    defaults = defaults_from_settings(settings)
+    business = "whatsapp:+14155238886"
+    profile = profile_from_mapping(
+        business, {"model": "gpt-bakery", "system_prompt": "You sell bread.", "transcribe_model": "whisper-bakery"},
+        defaults,
+    )
+    deps = make_deps(model=model, media=media, profiles=StaticProfiles(defaults, {business: profile}))
+    process_message(media_msg(Media(VOICE_URL, "audio/ogg")), deps)
+    assert [m for _, _, m in model.transcribed] == ["whisper-bakery"]
+    assert model.options == [{"system_prompt": "You sell bread.", "model": "gpt-bakery"}]

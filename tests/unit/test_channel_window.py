@@ -74,3 +74,19 @@ def test_a_conversation_from_before_the_window_field_is_left_to_twilio(world) ->
     pdeps.store.apply(cid, {"lastInboundAt": REMOVE}, snap.version)
     sdeps.clock.advance(DAY + 1)
     assert deliver(task_for(pdeps, 1), sdeps) == "sent"
+
+
+def test_past_the_window_the_business_own_reengagement_template_goes(world) -> None:  # noqa: F811
+    from shared.adapters.profile_store import StaticProfiles, defaults_from_settings
+    from shared.domain.profiles import profile_from_mapping
+
+    pdeps, sdeps = world
+    business, own = "whatsapp:+14155238886", "HX" + "2" * 32
+    defaults = defaults_from_settings(sdeps.settings)
+    profiles = StaticProfiles(defaults, {business: profile_from_mapping(business, {"reengagement_content_sid": own}, defaults)})
+    sdeps = replace(sdeps, twilio=TemplateTwilio(), profiles=profiles,
+                    settings=replace(sdeps.settings, reengagement_content_sid="HX" + "1" * 32))
+    process_message(msg(1), pdeps)
+    sdeps.clock.advance(DAY + 1)
+    assert deliver(task_for(pdeps, 1), sdeps) == "sent"
+    assert sdeps.twilio.templates == [(SENDER, own, "")]
