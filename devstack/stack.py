@@ -235,6 +235,10 @@ class Stack:
         if not o.twilio_api_base_url:
             self.twilio = TwilioStub(o.twilio_account_sid, o.twilio_auth_token)
             self.twilio.start()
+            reengagement = o.env.get("REENGAGEMENT_CONTENT_SID", "")
+            if reengagement:
+                # Twilio refuses a Content SID the account does not have; the stand-in knows this one.
+                self.twilio.add_content(reengagement, "Hi! We have a reply for you: answer this message to see it.")
             self._say(f"Twilio stand-in on {self.twilio.base_url}")
         else:
             self._say(f"Twilio API at {o.twilio_api_base_url} (TWILIO_API_BASE_URL)")

@@ -16,6 +16,13 @@ Served endpoints
     JSON shape ``{"code", "message", "more_info", "status"}`` (401/20003 for
     bad credentials, 400/21602, 21603, 21604, 21617 for invalid fields).
 
+    With ``ContentSid`` (and ``ContentVariables``) instead of Body, a Content
+    API template: the stand-in knows the templates added with
+    :meth:`TwilioStub.add_content` (``POST /_stub/content``) and, like Twilio,
+    refuses any other ContentSid (400/21655). The Message resource then holds
+    the text rendered from the template, variables filled in, and, like
+    Twilio's, no Content SID: a sender cannot find a template by its SID.
+
 ``GET /2010-04-01/Accounts/{AccountSid}/Messages.json``
     The message list (To and From filters, newest first, one page), which the
     sender reads to learn whether Twilio took a message it never heard back on.
@@ -42,6 +49,9 @@ Admin endpoints, for a stand-in running in another process (no auth):
 ``GET /_stub/callbacks``
     JSON list of the status callbacks sent, oldest first, each ``{"message_sid",
     "status", "url", "http_status", "sent_at"}`` (``http_status`` 0: no answer).
+``POST /_stub/content``
+    JSON ``{"sid": "HX...", "body": "Hi {{1}}, ..."}``: a Content template
+    this account may send, rendered with ContentVariables (``{{1}}`` → value).
 ``POST /_stub/media``
     The raw bytes of a file, with its Content-Type: stored as the media of a new
     inbound message; answers ``{"message_sid": "MM...", "media_sid": "ME...",
@@ -116,6 +126,8 @@ TYPING_PATH = "/v2/Indicators/Typing.json"
 # Twilio rejects a Body longer than this with error 21617, WhatsApp included.
 MAX_BODY_CHARS = 1600
 DEFAULT_ACCOUNT_SID = "AC00000000000000000000000000000000"
+CONTENT_SID = re.compile(r"HX[0-9a-fA-F]{32}")
+_VARIABLE = re.compile(r"\{\{\s*([^{}\s]+)\s*\}\}")
 
 Predicate = Callable[[dict[str, str]], bool]
 log = logging.getLogger("devstack.twilio_stub")
@@ -262,6 +274,8 @@ class TwilioStub(RecordingStub[SentMessage]):
         self._status_callback_url = status_callback_url or ""
         self._callbacks: list[CallbackRecord] = []
         self._media: dict[str, StoredMedia] = {}
+        # Content templates of this account: Content SID → body with {{n}} variables.
+        self._content: dict[str, str] = {}
         self._typing: list[dict[str, Any]] = []
         # Off: no automatic status callbacks, so a test can post its own, in any order.
         self.send_callbacks = True
@@ -288,6 +302,30 @@ class TwilioStub(RecordingStub[SentMessage]):
         """Status callbacks posted so far, oldest first."""
         with self._lock:
             return list(self._callbacks)
+
+    def add_content(self, sid: str, body: str) -> None:
+        """A Content template this account may send (as if made in the Content Template Builder)."""
+        if not CONTENT_SID.fullmatch(sid):
+            raise ValueError(f"a Content SID is HX and 32 hex digits, got {sid!r}")
+        with self._lock:
+            self._content[sid] = body
+
+    def _render(self, params: Mapping[str, str]) -> str | Response:
+        """The body Twilio shows for a send: the Body, or the template with its variables filled in."""
+        sid = params.get("ContentSid", "")
+        if not sid:
+            return params.get("Body", "")
+        with self._lock:
+            template = self._content.get(sid) if CONTENT_SID.fullmatch(sid) else None
+        if template is None:
+            return twilio_error(400, 21655, "The ContentSid is Invalid")
+        try:
+            variables = json.loads(params.get("ContentVariables") or "{}")
+        except ValueError:
+            variables = None
+        if not isinstance(variables, dict):
+            return twilio_error(400, 21656, "The Content Variables parameter is invalid.")
+        return _VARIABLE.sub(lambda m: str(variables.get(m.group(1), m.group(0))), template)
 
     def add_media(self, data: bytes, content_type: str) -> StoredMedia:
         """Store ``data`` as the media of a new inbound message; Twilio's URL for it is ``url``."""
@@ -434,12 +472,12 @@ class TwilioStub(RecordingStub[SentMessage]):
                     return fault
         return None
 
-    def _record(self, params: dict[str, str]) -> SentMessage:
+    def _record(self, params: dict[str, str], body: str) -> SentMessage:
         message = SentMessage(
             sid=new_sid("SM"),
             to=params.get("To", ""),
             from_=params.get("From", ""),
-            body=params.get("Body", ""),
+            body=body,
             received_at=time.time(),
             status_callback=params.get("StatusCallback") or None,
             params=dict(params),
@@ -480,7 +518,10 @@ class TwilioStub(RecordingStub[SentMessage]):
         invalid = self._validate(params)
         if invalid is not None:
             return invalid
-        message = self._record(params)
+        body = self._render(params)
+        if isinstance(body, Response):
+            return body
+        message = self._record(params, body)
         if self._take_fault(params, disconnect=True) is not None:
             return DROP
         return Response.json(201, self._resource(message))
@@ -629,6 +670,8 @@ class TwilioStub(RecordingStub[SentMessage]):
             return Response.json(200, self.typing)
         if request.path == "/_stub/callbacks" and request.method == "GET":
             return Response.json(200, [c.to_json() for c in self.callbacks])
+        if request.path == "/_stub/content" and request.method == "POST":
+            return apply_admin_spec(request, self._add_content_spec)
         if request.path == "/_stub/media" and request.method == "POST":
             try:
                 media = self.add_media(request.body, request.headers.get("content-type", ""))
@@ -646,6 +689,10 @@ class TwilioStub(RecordingStub[SentMessage]):
         super()._configure(spec)
         if "status_callback_url" in spec:
             self.status_callback_url = str(spec["status_callback_url"] or "")
+
+    def _add_content_spec(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        self.add_content(str(spec.get("sid", "")), str(spec.get("body", "")))
+        return {"added": True}
 
     def _add_fault_spec(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         times = int(spec.get("times", 1))
@@ -691,6 +738,10 @@ class TwilioStubAdmin:
 
     def add_fault(self, **spec: Any) -> None:
         self._call("POST", "/_stub/faults", spec)
+
+    def add_content(self, sid: str, body: str) -> None:
+        """A Content template the stand-in's account may send."""
+        self._call("POST", "/_stub/content", {"sid": sid, "body": body})
 
     def set_delay(self, seconds: float) -> None:
         self._call("POST", "/_stub/config", {"delay_seconds": seconds})

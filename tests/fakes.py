@@ -152,6 +152,10 @@ class FakeTwilio:
         self.script: list[Exception | None] = []
         self.lookups = 0
         self.templates: list[tuple[str, str, str]] = []
+        # Twilio's SIDs of the templates, in order; the next ``lost_answers`` template sends are
+        # taken by Twilio but their answer is lost (SendUncertain), as after a read time-out.
+        self.template_sids: list[str] = []
+        self.lost_answers = 0
 
     def send(self, to: str, body: str, from_: str = "") -> str:
         self.froms.append(from_)
@@ -167,12 +171,25 @@ class FakeTwilio:
         self.froms.append(from_)
         sid = f"SM{len(self.sent) + len(self.templates) + 100:032x}"
         self.templates.append((to, content_sid, content_variables))
+        self.template_sids.append(sid)
+        if self.lost_answers:
+            self.lost_answers -= 1
+            from shared.adapters.twilio_api import SendUncertain
+
+            raise SendUncertain("no answer from Twilio: ReadTimeout")
         return sid
 
     def find_sent(
-        self, to: str, body: str, since: datetime, exclude: frozenset[str] = frozenset(), from_: str = ""
+        self, to: str, body: str, since: datetime, exclude: frozenset[str] = frozenset(), from_: str = "",
+        template: str = "",
     ) -> str | None:
+        """Like Twilio's list: a template's rendered body is unknown to the caller, so it matches by recipient."""
         self.lookups += 1
+        if template:
+            for (sent_to, _, _), sid in zip(reversed(self.templates), reversed(self.template_sids)):
+                if sent_to == to and sid not in exclude:
+                    return sid
+            return None
         for sent_to, sent_body, sid in reversed(self.sent):
             if sent_to == to and sent_body == body and sid not in exclude:
                 return sid

@@ -170,7 +170,8 @@ class TwilioGateway:
         return str(message.sid)
 
     def find_sent(
-        self, to: str, body: str, since: datetime, exclude: frozenset[str] = frozenset(), from_: str = ""
+        self, to: str, body: str, since: datetime, exclude: frozenset[str] = frozenset(), from_: str = "",
+        template: str = "",
     ) -> str | None:
         """The SID of a message with this body that Twilio accepted for ``to`` since ``since``.
 
@@ -180,6 +181,13 @@ class TwilioGateway:
         after the part was marked, with its body, and not among the SIDs
         already recorded for the conversation (``exclude``: identical bodies,
         such as the fallback text, are common) can only be this part.
+
+        A ``template`` part (its Content SID) has no body of ours to compare:
+        the Message resource holds the text Twilio rendered (empty through a
+        Messaging Service) and no Content SID. It is matched on what does
+        identify it: our number, the recipient, sent through the API
+        (``outbound-api``) after the mark, and not recorded yet
+        (docs/decisions/0006-sending-and-twilio-errors.md says what remains).
         """
         self.calls += 1
         try:
@@ -198,7 +206,11 @@ class TwilioGateway:
         floor = since.replace(microsecond=0) - timedelta(seconds=CLOCK_SKEW_SECONDS)
         for message in recent:
             created = message.date_created
-            if message.body != body or str(message.sid) in exclude:
+            if str(message.sid) in exclude:
+                continue
+            if template and message.direction not in (None, "outbound-api"):
+                continue
+            if not template and message.body != body:
                 continue
             if created is not None and created >= floor:
                 return str(message.sid)

@@ -7,7 +7,8 @@ Per part of the reply:
 A retry resumes at the first part not marked sent. A part left ``sending`` by an
 attempt that died between 2 and 3 is the one window no local record can close:
 before sending it again we ask Twilio whether it already took that body for
-that recipient (see docs/decisions/0004-idempotency-records.md).
+that recipient, or for a template part, any message our number sent that
+recipient since the mark (docs/decisions/0004-idempotency-records.md, 0006).
 
 A reply whose predecessor in the conversation is not finished waits (HTTP
 200, nothing done): the sender that finishes the predecessor hands off to it
@@ -62,7 +63,8 @@ class Gateway(Protocol):
     def send_template(self, to: str, content_sid: str, content_variables: str = "", from_: str = "") -> str: ...
 
     def find_sent(
-        self, to: str, body: str, since: datetime, exclude: frozenset[str] = frozenset(), from_: str = ""
+        self, to: str, body: str, since: datetime, exclude: frozenset[str] = frozenset(), from_: str = "",
+        template: str = "",
     ) -> str | None: ...
 
 
@@ -145,7 +147,8 @@ def deliver(task: SendTask, deps: SenderDeps) -> str:
                     raise RetryLater(f"part {k + 1} may still be in Twilio's hands; asking once the grace is over")
                 try:
                     found = deps.twilio.find_sent(
-                        address, parts[k], sending["since"], frozenset(conv.known_twilio_sids()), from_=business
+                        address, parts[k], sending["since"], frozenset(conv.known_twilio_sids()), from_=business,
+                        template=str(entry.get("contentSid") or ""),
                     )
                 except (SendRetryable, SendPermanent, SendUncertain) as exc:
                     return _attempt_failed(task, deps, f"could not ask Twilio whether part {k + 1} was sent: {exc}", keep_mark=True)

@@ -27,6 +27,7 @@ def post_outbound(pipeline, **fields: Any) -> tuple[int, dict[str, Any]]:
 
 def test_a_template_reaches_twilio_once_and_the_model_sees_it(pipeline) -> None:
     user, key = unique_user(), f"order-{uuid.uuid4()}"
+    pipeline.twilio.add_content(TEMPLATE, "Hi {{1}}, can we confirm your appointment?")
     status, answer = post_outbound(
         pipeline, to=user, content_sid=TEMPLATE, content_variables={"1": "Ana"}, idempotency_key=key,
     )
@@ -35,6 +36,7 @@ def test_a_template_reaches_twilio_once_and_the_model_sees_it(pipeline) -> None:
     assert sent[0].params["ContentSid"] == TEMPLATE
     assert json.loads(sent[0].params["ContentVariables"]) == {"1": "Ana"}
     assert sent[0].from_ == pipeline.stack.options.twilio_whatsapp_from
+    assert sent[0].body == "Hi Ana, can we confirm your appointment?"
 
     again_status, again = post_outbound(pipeline, to=user, content_sid=TEMPLATE, idempotency_key=key)
     assert again_status == 202 and again == answer
@@ -42,7 +44,8 @@ def test_a_template_reaches_twilio_once_and_the_model_sees_it(pipeline) -> None:
 
     # The user answers; sends are in order per user, so a second template would come before this reply.
     pipeline.post(user, "Yes, tomorrow at ten works")
-    replies = wait_until(lambda: [m for m in pipeline.twilio_messages_to(user) if m.body], timeout=30)
+    replies = wait_until(lambda: [m for m in pipeline.twilio_messages_to(user) if not m.params.get("ContentSid")],
+                         timeout=30)
     assert len(replies) == 1
     assert [m.params.get("ContentSid") for m in pipeline.twilio_messages_to(user)] == [TEMPLATE, None]
     request = pipeline.model_requests_for("Yes, tomorrow at ten works")[0]

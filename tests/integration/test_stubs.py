@@ -414,3 +414,19 @@ def test_twilio_message_list_is_read_by_the_real_client_newest_first() -> None:
         assert gateway.find_sent("whatsapp:+34600111222", "never sent", since) is None
         assert gateway.find_sent("whatsapp:+34600999888", "first", since) is None
         assert stub.attempts == [("whatsapp:+34600111222", "first"), ("whatsapp:+34600999888", "other user")]
+
+
+def test_a_template_send_returns_the_rendered_body_and_no_content_sid_like_twilio(twilio_stub: TwilioStub) -> None:
+    template = "HX" + "d" * 32
+    twilio_stub.add_content(template, "Hi {{1}}, your table for {{2}} is ready.")
+    client = twilio_client(twilio_stub)
+    message = client.messages.create(
+        from_=WA_FROM, to=WA_USER, content_sid=template, content_variables=json.dumps({"1": "Ana", "2": "two"}),
+    )
+    assert message.body == "Hi Ana, your table for two is ready." and message.direction == "outbound-api"
+    listed = client.messages.list(to=WA_USER, from_=WA_FROM, limit=20)
+    assert [m.body for m in listed] == [message.body]
+    assert not hasattr(listed[0], "content_sid")
+    with pytest.raises(TwilioRestException) as refused:
+        client.messages.create(from_=WA_FROM, to=WA_USER, content_sid="HX" + "e" * 32)
+    assert refused.value.code == 21655

@@ -12,7 +12,7 @@ from shared.domain.conversation import DEAD_LETTERED, FAILED, SENT, finish_updat
 from shared.faults import FaultPoints, InjectedFault
 from shared.handlers.processor import process_message
 from shared.handlers.sender import SenderDeps, deliver, handle_send_request
-from tests.fakes import Clock, FakeTwilio, conversation_id
+from tests.fakes import IDS, Clock, FakeTwilio, conversation_id
 from tests.unit.test_processor import SENDER, make_deps, msg
 
 
@@ -180,7 +180,7 @@ def test_a_failed_lookup_at_twilio_is_retried_not_resent(world) -> None:
     assert handle_send_request(task.to_json(), sdeps)[0] == 503
     sdeps.clock.advance(sdeps.in_flight_grace.total_seconds() + 1)
 
-    def lookup_down(to, body, since, exclude=frozenset(), from_=""):  # noqa: ANN001, ANN202
+    def lookup_down(to, body, since, exclude=frozenset(), from_="", template=""):  # noqa: ANN001, ANN202
         raise SendRetryable("twilio 503 on the message list")
 
     sdeps.twilio.find_sent = lookup_down
@@ -195,7 +195,7 @@ def test_timeouts_and_failed_lookups_count_toward_the_limit(world) -> None:
     sdeps.twilio.script = [SendUncertain("read timeout")]
     assert handle_send_request(task.to_json(), sdeps)[0] == 503  # attempt 1
 
-    def lookup_down(to, body, since, exclude=frozenset(), from_=""):  # noqa: ANN001, ANN202
+    def lookup_down(to, body, since, exclude=frozenset(), from_="", template=""):  # noqa: ANN001, ANN202
         raise SendRetryable("twilio 503 on the message list")
 
     sdeps.twilio.find_sent = lookup_down
@@ -273,3 +273,25 @@ def test_the_reply_goes_out_from_the_address_the_user_wrote_to(world) -> None:
     process_message(InboundMessage(sid=msg(1).sid, sender=SENDER, recipient=clinic, body="hi clinic"), pdeps)
     assert deliver(task_for(pdeps, 1), sdeps) == "sent"
     assert sdeps.twilio.froms == [clinic]
+
+
+def test_an_uncertain_template_send_is_found_and_not_sent_again() -> None:
+    from shared.handlers.outbound import OutboundDeps, handle_outbound
+    from tests.unit.test_outbound import TEMPLATE, request
+
+    clock = Clock()
+    pdeps = make_deps(clock=clock)
+    twilio = FakeTwilio()
+    sdeps = SenderDeps(settings=Settings(send_max_attempts=4), store=pdeps.store, twilio=twilio, queue=pdeps.queue,
+                       faults=FaultPoints(), clock=clock)
+    odeps = OutboundDeps(settings=pdeps.settings, store=pdeps.store, queue=pdeps.queue, clock=clock, ids=IDS)
+    oid = handle_outbound(request(content_sid=TEMPLATE), odeps).body["id"]
+    task = next(iter(pdeps.queue.tasks.values()))
+    # Twilio took the template, but the answer was lost.
+    twilio.lost_answers = 1
+    assert handle_send_request(task.to_json(), sdeps)[0] == 503
+    clock.advance(sdeps.settings.in_flight_grace_seconds + 1)
+    assert deliver(task, sdeps) == "sent"
+    assert len(twilio.templates) == 1 and twilio.lookups == 1
+    entry = pdeps.store.conversation(conversation_id(SENDER)).entry(oid)
+    assert entry["twilioSids"] == twilio.template_sids

@@ -325,3 +325,25 @@ def test_every_send_names_the_status_callback_when_one_is_configured() -> None:
     gw._client = Client(ACCOUNT, "auth-token", http_client=http)
     gw.send(TO, "Hi")
     assert http.requests[0]["data"]["StatusCallback"] == "https://hook.example/"
+
+
+TEMPLATE_SID = "HX" + "c" * 32
+
+
+def test_find_sent_finds_a_template_part_by_recipient_sender_and_time_whatever_twilio_rendered() -> None:
+    # A Content API send: the Message resource holds the rendered text and no Content SID.
+    rendered = message_json("SM" + "4" * 32, "Hi Ana, your appointment is tomorrow at 10:00.")
+    rendered["direction"] = "outbound-api"
+    http = FakeHttp(listing(rendered))
+    found = gateway(http).find_sent(TO, f"[template {TEMPLATE_SID}]", since=SENT_AT, template=TEMPLATE_SID)
+    assert found == "SM" + "4" * 32
+
+
+def test_find_sent_for_a_template_skips_recorded_older_and_non_api_messages() -> None:
+    older = message_json("SM" + "5" * 32, "Hi Ana", created=SENT_AT - timedelta(seconds=5))
+    recorded = message_json("SM" + "6" * 32, "Your order shipped")
+    reply = dict(message_json("SM" + "7" * 32, "typed by TwiML"), direction="outbound-reply")
+    http = FakeHttp(listing(older, recorded, reply))
+    found = gateway(http).find_sent(TO, "[template x]", since=SENT_AT, exclude=frozenset({"SM" + "6" * 32}),
+                                    template=TEMPLATE_SID)
+    assert found is None
