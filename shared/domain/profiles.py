@@ -7,8 +7,9 @@ so an unknown ``To`` is answered exactly as before profiles existed.
 
 Validation refuses, with the business and the key named, unknown keys, wrong
 types, out-of-range limits and keyword rules whose regular expression does not
-compile: a bad profile is stopped before it is written, never at the first
-message that meets it. Pure: no I/O.
+compile, or cannot be matched in bounded time (shared/domain/keyword_rules.py):
+a bad profile is stopped before it is written, never at the first message that
+meets it. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
+
+from shared.domain.keyword_rules import MAX_PROFILE_PROGRAM_SIZE, RuleError, RulePattern, compile_rule
 
 DEFAULT_HELP = (
     "I'm this business's WhatsApp assistant: ask me anything. "
@@ -49,14 +52,17 @@ class ProfileError(ValueError):
 
 @dataclass(frozen=True)
 class KeywordRule:
-    """``match`` must match the whole message, ignoring case; ``reply`` answers it without the model."""
+    """``match`` must match the whole message, ignoring case; ``reply`` answers it without the model.
+
+    The pattern runs in RE2, in time linear in the message (shared/domain/keyword_rules.py).
+    """
 
     match: str
     reply: str
-    pattern: re.Pattern[str] = field(compare=False, repr=False)
+    pattern: RulePattern = field(compare=False, repr=False)
 
     def matches(self, text: str) -> bool:
-        return self.pattern.fullmatch(text) is not None
+        return self.pattern.fullmatch(text)
 
 
 @dataclass(frozen=True)
@@ -224,10 +230,14 @@ def _keyword_rules(address: str, raw: Any) -> tuple[KeywordRule, ...]:
         if len(rule["reply"]) > MAX_TEXT_CHARS:
             raise _fail(address, f"{where}.reply", f"is {len(rule['reply'])} characters long, at most {MAX_TEXT_CHARS}")
         try:
-            pattern = re.compile(rule["match"], re.IGNORECASE)
-        except re.error as exc:
-            raise _fail(address, f"{where}.match", f"is not a valid regular expression ({exc}): {rule['match']!r}") from None
+            pattern = compile_rule(rule["match"])
+        except RuleError as exc:
+            raise _fail(address, f"{where}.match", f"{exc}: {rule['match'][:100]!r}") from None
         rules.append(KeywordRule(rule["match"], rule["reply"].strip(), pattern))
+    total = sum(r.pattern.size for r in rules)
+    if total > MAX_PROFILE_PROGRAM_SIZE:
+        raise _fail(address, "keywords", f"compile to {total} RE2 instructions together, at most "
+                                         f"{MAX_PROFILE_PROGRAM_SIZE}: fewer or simpler rules")
     return tuple(rules)
 
 
