@@ -82,13 +82,16 @@ def verifier() -> CallerVerifier | None:
     return build_verifier(settings())
 
 
-def authorize(authorization: str | None) -> None:
-    """Refuse a caller that is not the configured Google identity (403), when verification is on."""
+def authorize(authorization: str | None) -> str | None:
+    """Refuse a caller that is not the configured Google identity (403), when verification is on.
+
+    Returns the caller's verified e-mail, or None when verification is off (local).
+    """
     check = verifier()
     if check is None:
-        return
+        return None
     try:
-        check.verify(authorization)
+        return check.verify(authorization)
     except CallerRejected as exc:
         logging.getLogger(__name__).warning(
             "caller rejected", extra={"event": "caller_rejected", "reason": exc.reason}
@@ -241,7 +244,8 @@ def outbound_deps() -> OutboundDeps:
     """The outbound API: Firestore and the send queue, no model and no Twilio (the sender sends)."""
     from shared.handlers.outbound import OutboundDeps
 
-    return OutboundDeps(settings=settings(), store=store(), queue=queue(), clock=utcnow, ids=pseudonyms())
+    return OutboundDeps(settings=settings(), store=store(), queue=queue(), clock=utcnow, ids=pseudonyms(),
+                        profiles=profiles())
 
 
 def usage() -> dict[str, int]:

@@ -8,6 +8,7 @@ the code reads ``os.environ``; the Google clients themselves still read
 from __future__ import annotations
 
 import functools
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -60,6 +61,22 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+
+
+def _callers(env: Mapping[str, str], name: str) -> Mapping[str, tuple[str, ...]]:
+    """A JSON object: caller e-mail → the business addresses it may send for ("*": all of them)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a JSON object of e-mail to a list of WhatsApp addresses") from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, list) and all(isinstance(a, str) for a in v) for k, v in value.items()
+    ):
+        raise ConfigError(f"{name} must map each caller e-mail to a list of WhatsApp addresses or \"*\"")
+    return {k.strip().lower(): tuple(a.strip() for a in v) for k, v in value.items()}
 
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -178,6 +195,8 @@ class Settings:
     # Caller verification (OIDC) for processor_fn and sender_fn
     auth_audience: str = ""
     auth_allowed_service_accounts: tuple[str, ...] = ()
+    # The outbound API: which businesses each verified caller may send for (docs/decisions/0013-outbound-api.md).
+    outbound_callers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     # Fault injection for tests only; empty in every real deployment
     test_fault_points: tuple[str, ...] = ()
@@ -263,6 +282,7 @@ class Settings:
             test_clock_offset_seconds=_float(env, "TEST_CLOCK_OFFSET_SECONDS", 0.0, -10_000_000, 10_000_000),
             auth_audience=_text(env, "AUTH_AUDIENCE"),
             auth_allowed_service_accounts=_list(env, "AUTH_ALLOWED_SERVICE_ACCOUNTS"),
+            outbound_callers=_callers(env, "OUTBOUND_CALLERS"),
             test_fault_points=_list(env, "TEST_FAULT_POINTS"),
             log_usage=_bool(env, "LOG_USAGE", False),
         )._checked()

@@ -231,6 +231,8 @@ locals {
       TASKS_SERVICE_ACCOUNT         = google_service_account.identity["tasks_invoker"].email
       AUTH_AUDIENCE                 = local.outbound_audience
       AUTH_ALLOWED_SERVICE_ACCOUNTS = join(",", var.outbound_allowed_service_accounts)
+      OUTBOUND_CALLERS              = jsonencode(var.outbound_caller_businesses)
+      PROFILES_COLLECTION           = var.profiles_collection
       TWILIO_WHATSAPP_FROM          = var.twilio_whatsapp_from
       CONVERSATION_TTL_SECONDS      = tostring(var.conversation_ttl_seconds)
       MAX_CONTEXT_MESSAGES          = tostring(var.max_context_messages)

@@ -870,6 +870,20 @@ variable "outbound_invokers" {
   }
 }
 
+variable "outbound_caller_businesses" {
+  type        = map(list(string))
+  description = "For each outbound caller (service account e-mail, as in outbound_allowed_service_accounts), the WhatsApp addresses it may send from: twilio_whatsapp_from or numbers with a business profile; [\"*\"] for all of them (OUTBOUND_CALLERS). A caller not named here is refused (403), whatever its token."
+  default     = {}
+
+  validation {
+    condition = alltrue([
+      for email, businesses in var.outbound_caller_businesses :
+      can(regex("^[^@\\s,]+@[^@\\s,]+$", email)) && alltrue([for b in businesses : b == "*" || can(regex("^whatsapp:\\S+$", b))])
+    ])
+    error_message = "each outbound_caller_businesses key must be a service account e-mail, each value a list of whatsapp: addresses or \"*\"."
+  }
+}
+
 variable "outbound_allowed_service_accounts" {
   type        = list(string)
   description = "Service account e-mails whose Google OIDC token the outbound API accepts (AUTH_ALLOWED_SERVICE_ACCOUNTS); checked in code on top of IAM, like the processor and the sender."

@@ -29,11 +29,11 @@ def outbound(request: flask.Request) -> flask.Response:
 
     deps = bootstrap.outbound_deps()
     set_trace(trace_from_headers(request.headers), deps.settings.project_id)
-    bootstrap.authorize(request.headers.get("Authorization"))
+    caller = bootstrap.authorize(request.headers.get("Authorization"))
     if request.method != "POST":
         return flask.jsonify({"error": "use POST"}), 405
     try:
-        outcome = handle_outbound(request.get_data(cache=False), deps)
+        outcome = handle_outbound(request.get_data(cache=False), deps, caller)
     finally:
         bootstrap.log_usage()
     return flask.jsonify(outcome.body), outcome.status

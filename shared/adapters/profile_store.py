@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 class ProfileSource(Protocol):
     def get(self, address: str) -> BusinessProfile: ...
 
+    def known(self, address: str) -> bool:
+        """Whether ``address`` has a profile of its own: a number of this deployment."""
+        ...
+
 
 def defaults_from_settings(settings: Settings) -> BusinessProfile:
     """The profile of a business nobody configured: the deployment's settings, as before profiles."""
@@ -54,6 +58,9 @@ class StaticProfiles:
     def get(self, address: str) -> BusinessProfile:
         return self.profiles.get(address) or _with_address(self.defaults, address)
 
+    def known(self, address: str) -> bool:
+        return address in self.profiles
+
 
 def _with_address(profile: BusinessProfile, address: str) -> BusinessProfile:
     return replace(profile, address=address)
@@ -63,6 +70,7 @@ def _with_address(profile: BusinessProfile, address: str) -> BusinessProfile:
 class _Cached:
     profile: BusinessProfile
     fetched: float
+    stored: bool = False
 
 
 class FirestoreProfiles:
@@ -112,9 +120,16 @@ class FirestoreProfiles:
                             extra={"event": "profile_stale", "business": mask_address(address)}, exc_info=True)
                 return cached.profile
             raise
-        profile = self._parse(address, snap.to_dict() if snap.exists else None)
-        self._cache[address] = _Cached(profile, now)
+        data = snap.to_dict() if snap.exists else None
+        profile = self._parse(address, data)
+        self._cache[address] = _Cached(profile, now, stored=bool(data))
         return profile
+
+    def known(self, address: str) -> bool:
+        """A stored profile document exists (even one that fails validation): cached like :meth:`get`."""
+        self.get(address)
+        cached = self._cache.get(address)
+        return cached is not None and cached.stored
 
     def _parse(self, address: str, data: Mapping[str, Any] | None) -> BusinessProfile:
         if not data:

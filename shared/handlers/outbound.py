@@ -2,7 +2,10 @@
 
 One request, each step safe to repeat:
 
-1. validate the JSON (400 with the reason);
+1. validate the JSON (400 with the reason); refuse (403, before anything is
+   read) a ``from`` that is not a number of this deployment (the default
+   number or one with a profile) or not one of the caller's businesses
+   (OUTBOUND_CALLERS), so nobody learns the state of another business's users;
 2. derive the message id from (business, idempotency_key); if the
    conversation already has that entry, answer 202 with the same id and
    write nothing (its send task is made sure of: named, so never twice);
@@ -28,6 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from shared.adapters.firestore_store import Conflict, ConversationStore, DedupeMarker
+from shared.adapters.profile_store import ProfileSource
 from shared.config import Settings
 from shared.domain.controls import opted_out
 from shared.domain.conversation import ANSWERED, SENDING, Conversation, applied, cap_text
@@ -51,6 +55,7 @@ log = logging.getLogger(__name__)
 ACCEPTED = 202
 BAD_REQUEST = 400
 REFUSED_OPTED_OUT = 403
+REFUSED_NOT_YOURS = 403
 REFUSED_OUTSIDE_WINDOW = 409
 # The conversation document stays bounded: unfinished entries are never pruned.
 TOO_MANY_OPEN = 429
@@ -63,6 +68,18 @@ class OutboundDeps:
     queue: Queue
     clock: Callable[[], datetime]
     ids: Pseudonyms
+    # Which numbers have a profile (None: only the default number is this deployment's).
+    profiles: ProfileSource | None = None
+
+    def may_send(self, caller: str | None, business: str) -> bool:
+        """``business`` is this deployment's, and ``caller`` (a verified e-mail; None: no verification) may speak for it."""
+        if caller is not None:
+            scope = self.settings.outbound_callers.get(caller.lower(), ())
+            if "*" not in scope and business not in scope:
+                return False
+        if business == self.settings.twilio_whatsapp_from:
+            return True
+        return self.profiles is not None and self.profiles.known(business)
 
 
 @dataclass(frozen=True)
@@ -77,8 +94,11 @@ def _log(level: int, message: str, request: OutboundRequest, oid: str, **fields:
     log.log(level, message, extra={"sid": oid, "recipient": mask_address(request.to), **fields})
 
 
-def handle_outbound(raw: bytes, deps: OutboundDeps) -> Outcome:
-    """One API request: 202 with the message id, or the reason it is refused."""
+def handle_outbound(raw: bytes, deps: OutboundDeps, caller: str | None = None) -> Outcome:
+    """One API request: 202 with the message id, or the reason it is refused.
+
+    ``caller`` is the verified e-mail of the caller's token, None where callers are not verified (locally).
+    """
     settings = deps.settings
     try:
         request = parse_request(raw, settings.max_reply_chars)
@@ -86,6 +106,11 @@ def handle_outbound(raw: bytes, deps: OutboundDeps) -> Outcome:
         log.info("outbound request refused", extra={"event": "outbound_invalid", "reason": str(exc)})
         return Outcome(BAD_REQUEST, {"error": str(exc)})
     business = request.from_ or settings.twilio_whatsapp_from
+    if not deps.may_send(caller, business):
+        # One answer for a number that is not ours and one that is not the caller's: no state is read.
+        log.warning("outbound request refused", extra={"event": "outbound_refused", "reason": "not the caller's business",
+                                                       "business": mask_address(business)})
+        return Outcome(REFUSED_NOT_YOURS, {"error": f"this caller may not send from {business}"})
     oid = deps.ids.outbound_id(business, request.idempotency_key)
     cid = deps.ids.conversation_id(request.to, business)
     parts = [f"[template {request.content_sid}]"] if request.is_template else split_reply(

@@ -301,7 +301,7 @@ def _duration_seconds(value: Any) -> float:
 
 def _config_env_names() -> set[str]:
     source = (REPO / "shared" / "config.py").read_text()
-    names = set(re.findall(r'_(?:text|int|float|bool|list)\(\s*env,\s*"([A-Z0-9_]+)"', source))
+    names = set(re.findall(r'_(?:text|int|float|bool|list|callers)\(\s*env,\s*"([A-Z0-9_]+)"', source))
     assert "PUBSUB_TOPIC" in names, "could not read the variable names from shared/config.py"
     return names
 
@@ -697,6 +697,7 @@ def check_service_env(config: TfConfig) -> None:
             "TASKS_SERVICE_ACCOUNT",
             "AUTH_AUDIENCE",
             "AUTH_ALLOWED_SERVICE_ACCOUNTS",
+            "OUTBOUND_CALLERS",
             "TWILIO_WHATSAPP_FROM",
         },
     }

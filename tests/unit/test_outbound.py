@@ -227,8 +227,12 @@ def test_an_opted_out_user_is_refused(world) -> None:
 
 
 def test_another_business_address_is_its_own_conversation(world) -> None:
+    from shared.adapters.profile_store import StaticProfiles, defaults_from_settings
+
     pdeps, odeps, sdeps = world
     other = "whatsapp:+15550001111"
+    defaults = defaults_from_settings(odeps.settings)
+    odeps = replace(odeps, profiles=StaticProfiles(defaults, {other: replace(defaults, address=other)}))
     outcome = handle_outbound(request(content_sid=TEMPLATE, **{"from": other}), odeps)
     assert outcome.body["id"] == IDS.outbound_id(other, "order-1") != IDS.outbound_id(BUSINESS, "order-1")
     send_all(pdeps, sdeps)
@@ -265,3 +269,46 @@ def test_the_webhook_does_not_load_what_only_the_outbound_api_needs() -> None:
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+CLINIC = "whatsapp:+15550001111"
+
+
+def scoped_world(callers: dict[str, tuple[str, ...]]):  # noqa: ANN201
+    from shared.adapters.profile_store import StaticProfiles, defaults_from_settings
+    from shared.domain.profiles import profile_from_mapping
+
+    clock = Clock()
+    pdeps = make_deps(clock=clock, settings=replace(make_deps().settings, outbound_callers=callers))
+    defaults = defaults_from_settings(pdeps.settings)
+    profiles = StaticProfiles(defaults, {CLINIC: profile_from_mapping(CLINIC, {"name": "Clinic"}, defaults)})
+    odeps = OutboundDeps(settings=pdeps.settings, store=pdeps.store, queue=pdeps.queue, clock=clock, ids=IDS,
+                         profiles=profiles)
+    return pdeps, odeps
+
+
+def test_only_numbers_of_the_deployment_may_send() -> None:
+    pdeps, odeps = scoped_world({})
+    stranger = "whatsapp:+19998887777"
+    outcome = handle_outbound(request(content_sid=TEMPLATE, **{"from": stranger}), odeps)
+    assert outcome.status == 403 and "may not send from" in outcome.body["error"]
+    assert pdeps.store.docs == {} and pdeps.queue.tasks == {}
+    for business in (BUSINESS, CLINIC):  # the default number, and one with a profile
+        assert handle_outbound(request(content_sid=TEMPLATE, **{"from": business}), odeps).status == 202
+
+
+def test_a_caller_sends_only_for_its_businesses_and_learns_nothing_of_the_others() -> None:
+    pdeps, odeps = scoped_world({"crm@shop.iam.gserviceaccount.com": (BUSINESS,), "ops@x.iam.gserviceaccount.com": ("*",)})
+    crm, ops = "crm@shop.iam.gserviceaccount.com", "ops@x.iam.gserviceaccount.com"
+    # A user who opted out of the clinic, and one who never wrote to it.
+    snap = pdeps.store.load(conversation_id(SENDER, CLINIC))
+    pdeps.store.apply(conversation_id(SENDER, CLINIC), {"optedOut": True}, snap.version)
+    answers = [
+        handle_outbound(request(to=user, body="hi", **{"from": CLINIC}), odeps, caller=crm)
+        for user in (SENDER, "whatsapp:+34600999888")
+    ]
+    assert [a.status for a in answers] == [403, 403] and answers[0].body == answers[1].body
+    assert handle_outbound(request(content_sid=TEMPLATE), odeps, caller=crm).status == 202
+    assert handle_outbound(request(content_sid=TEMPLATE, **{"from": CLINIC}), odeps, caller=ops).status == 403  # opted out
+    assert handle_outbound(request(content_sid=TEMPLATE, idempotency_key="k2"), odeps,
+                           caller="nobody@x.iam.gserviceaccount.com").status == 403
