@@ -24,7 +24,7 @@ from shared.domain.delivery import (
     status_updates,
 )
 from shared.domain.inbound import InvalidWebhook, StatusCallback
-from shared.log import mask_address
+from shared.log import mask_address, redact_credentials, scrub
 
 if TYPE_CHECKING:
     from shared.handlers.processor import ProcessorDeps
@@ -73,7 +73,8 @@ def apply_status(callback: StatusCallback, deps: "ProcessorDeps") -> str:
     else:
         raise Conflict(f"conversation kept changing while recording the status of {callback.sid}")
     if callback.status in TERMINAL_FAILURES:
-        reason = failure_reason(callback.error_code, callback.error_message)
+        # Twilio's ErrorMessage is text we do not control: it may quote the number, like any of its errors.
+        reason = failure_reason(callback.error_code, redact_credentials(scrub(callback.error_message, callback.recipient)))
         deps.store.record_failure(
             callback.sid,
             failure_record(

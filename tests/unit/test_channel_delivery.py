@@ -124,3 +124,18 @@ def test_status_payload_round_trips_and_rejects_junk() -> None:
     assert StatusCallback.from_json(original.to_json()) == original
     with pytest.raises(ValueError):
         StatusCallback.from_json(b'{"kind": "status", "sid": 3}')
+
+
+def test_a_failed_callback_error_message_is_scrubbed_before_it_is_stored(world, caplog) -> None:  # noqa: F811
+    pdeps, _ = world
+    part = sent_reply(world)
+    token = "0123456789abcdef0123456789abcdef"
+    failed = StatusCallback(
+        sid=part, status="failed", recipient=SENDER, error_code="63024", sender=BUSINESS,
+        error_message=f"Invalid recipient {SENDER} ({SENDER.split('+')[1]}); token {token}",
+    )
+    assert apply_status(failed, pdeps) == "failed"
+    reason = pdeps.store.failures[part]["reason"]
+    assert "63024" in reason and "Invalid recipient" in reason
+    assert SENDER.split("+")[1] not in reason and token not in reason
+    assert SENDER.split("+")[1] not in caplog.text
