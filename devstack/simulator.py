@@ -35,6 +35,7 @@ from flask import Flask, Response, jsonify, request, send_from_directory
 from google.cloud import firestore
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from devstack.local_only import guard
 from devstack.twilio_stub import TwilioStubAdmin, inbound_message, new_sid, sign_and_post
 from shared.domain import conversation as conversation_rules
 
@@ -453,6 +454,7 @@ class Simulator:
     def _build_app(self) -> Flask:
         app = Flask("simulator", static_folder=None)
         app.config["MAX_CONTENT_LENGTH"] = 6 * 1024 * 1024
+        guard(app, lambda: self._server.server_port if self._server is not None else self._requested_port)
 
         @app.get("/")
         def index() -> Response:
@@ -511,6 +513,9 @@ class Simulator:
         def ops(command: str) -> tuple[Response, int]:
             if command not in ("failures", "replay", "handoff"):
                 return jsonify({"error": f"unknown command {command}"}), 404
+            if not request.is_json:
+                # A form cannot send JSON without a CORS preflight, which this page never answers.
+                return jsonify({"error": "send the arguments as application/json"}), 415
             payload = request.get_json(silent=True) or {}
             args = [str(a) for a in payload.get("args", []) if isinstance(a, (str, int))]
             return jsonify(self.run_ops(command, args)), 200
