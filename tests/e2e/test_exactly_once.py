@@ -459,6 +459,76 @@ def test_a_burst_through_a_processor_crash_and_a_member_redelivery_is_answered_o
     assert [conv.entry(s)["status"] for s in sids[1:]] == ["merged", "merged"]
 
 
+def test_stops_confirmation_survives_a_reply_finishing_between_its_claim_and_its_answer(pipeline, ledger, restart) -> None:
+    """Reply n is sent while STOP is claimed but not yet answered (the processor stalls 3 s after each claim):
+    the address stays until nothing is left to send, so the confirmation goes once, without 500s."""
+    from shared.domain.profiles import DEFAULT_OPT_OUT_REPLY
+
+    stack = pipeline.stack
+    before = stack.tasks.stats().queue(stack.queue_path)
+    restart("processor", TEST_FAULT_POINTS="after_claim:2@3")
+    ledger.faults_injected += 1
+    user = unique_user()
+    pipeline.post(user, "one last question")
+    _, stop_sid, _ = pipeline.post(user, "STOP")
+    assert_exactly(pipeline, ledger, user, [offline("one last question"), DEFAULT_OPT_OUT_REPLY])
+    conv = pipeline.conversation(user)
+    assert conv.entry(stop_sid)["status"] == "sent" and conv.data["optedOut"] is True
+    wait_until(lambda: "address" not in pipeline.conversation(user).data, timeout=10)
+    after = stack.tasks.stats().queue(stack.queue_path)
+    assert after.failed == before.failed
+
+
+def test_business_and_person_messages_queued_before_stop_are_not_sent_after_it(pipeline, ledger) -> None:
+    """Two templates and a person's reply wait for the sender (stopped) while the user opts out: once the
+    sender is back, they end ignored ("opted out") and only the confirmation goes."""
+    from shared.domain.profiles import DEFAULT_OPT_OUT_REPLY
+    from tests.e2e.test_controls import admin
+    from tests.e2e.test_outbound import TEMPLATE, post_outbound
+
+    stack, user = pipeline.stack, unique_user()
+    business = stack.options.twilio_whatsapp_from
+    pipeline.twilio.add_content(TEMPLATE, "Hi {{1}}, 20% off this week!")
+    pipeline.post(user, "hello before the promotions")
+    pipeline.wait_replies(user, 1)
+    stack.stop_function("sender")
+    ledger.faults_injected += 1
+    try:
+        for key in ("promo-a", "promo-b"):
+            status, _ = post_outbound(pipeline, to=user, content_sid=TEMPLATE, content_variables={"1": "Ana"},
+                                      idempotency_key=f"{key}-{user}")
+            assert status == 202
+        assert "queued" in admin(pipeline, "reply", user, "--business", business, "A person says hi.").stdout
+        _, stop_sid, _ = pipeline.post(user, "STOP")
+        wait_until(lambda: pipeline.conversation(user).entry(stop_sid).get("status") == "answered", timeout=30)
+    finally:
+        stack.start_function("sender")
+    assert_exactly(pipeline, ledger, user, [offline("hello before the promotions"), DEFAULT_OPT_OUT_REPLY])
+    conv = pipeline.conversation(user)
+    unasked = [e for e in conv.messages.values() if e.get("by") in ("business", "person")]
+    assert [(e["status"], e["reason"]) for e in unasked] == [("ignored", "opted out")] * 3
+    assert not [m for m in pipeline.twilio_messages_to(user) if m.params.get("ContentSid")]
+
+
+def test_a_captured_webhook_replayed_under_a_new_message_sid_is_refused(pipeline, ledger) -> None:
+    """Twilio's signature joins keys and values without a separator: ``MessageType=text`` folded into
+    the MessageSid keeps it valid. The webhook accepts only Twilio's SID shapes, so the copy is a 400."""
+    from twilio.request_validator import RequestValidator
+
+    o, user = pipeline.stack.options, unique_user()
+    _, sid, params = pipeline.post(user, "pay the invoice")
+    forged = {k: v for k, v in params.items() if k != "MessageType"}
+    forged["MessageSid"] = sid + "MessageTypetext"
+    validator = RequestValidator(o.twilio_auth_token)
+    url = pipeline.stack.webhook_url
+    assert validator.compute_signature(url, forged) == validator.compute_signature(url, params)
+    status, _, body = sign_and_post(url, forged, o.twilio_auth_token)
+    ledger.duplicates_injected += 1
+    assert status == 400 and b"not a Twilio SID" in body
+    assert_exactly(pipeline, ledger, user, [offline("pay the invoice")])
+    assert len(pipeline.model_requests_for("pay the invoice")) == 1
+
+
 def test_no_message_stalled(pipeline, ledger) -> None:
     """Every message of the run is terminal within the liveness bound (reconciler included)."""
     liveness = float(pipeline.stack.options.env["LIVENESS_SECONDS"])
