@@ -26,7 +26,9 @@ from typing import Any
 
 from google.cloud import pubsub_v1
 
-from bench import ack, burst, charts, coldstart, cost, cpu, e2e, features, keyword_rules, secrets_check, stages, throughput
+from bench import (
+    ack, burst, charts, coldstart, cost, cpu, e2e, features, keyword_rules, secrets_check, stages, throughput,
+)
 from bench.driver import Delivery, Driver, check_delivery
 from bench.procs import Processes, function_command, process_env, wait_listening
 from bench.profile import Profiler

@@ -205,7 +205,8 @@ def profile_from_mapping(address: str, raw: Any, defaults: BusinessProfile) -> B
         values[key] = float(value)
     sid = values.get("reengagement_content_sid")
     if sid is not None and not _CONTENT_SID.fullmatch(sid):
-        raise _fail(address, "reengagement_content_sid", f"must be a Twilio Content SID (HX and 32 hex digits), got {sid!r}")
+        raise _fail(address, "reengagement_content_sid",
+                    f"must be a Twilio Content SID (HX and 32 hex digits), got {sid!r}")
     if "keywords" in raw:
         values["keywords"] = _keyword_rules(address, raw["keywords"])
     return replace(defaults, **values)

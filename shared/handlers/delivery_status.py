@@ -74,7 +74,8 @@ def apply_status(callback: StatusCallback, deps: "ProcessorDeps") -> str:
         raise Conflict(f"conversation kept changing while recording the status of {callback.sid}")
     if callback.status in TERMINAL_FAILURES:
         # Twilio's ErrorMessage is text we do not control: it may quote the number, like any of its errors.
-        reason = failure_reason(callback.error_code, redact_credentials(scrub(callback.error_message, callback.recipient)))
+        message = redact_credentials(scrub(callback.error_message, callback.recipient))
+        reason = failure_reason(callback.error_code, message)
         deps.store.record_failure(
             callback.sid,
             failure_record(

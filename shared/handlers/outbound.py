@@ -72,7 +72,10 @@ class OutboundDeps:
     profiles: ProfileSource | None = None
 
     def may_send(self, caller: str | None, business: str) -> bool:
-        """``business`` is this deployment's, and ``caller`` (a verified e-mail; None: no verification) may speak for it."""
+        """``business`` is this deployment's, and ``caller`` may speak for it.
+
+        ``caller`` is a verified e-mail; None where callers are not verified.
+        """
         if caller is not None:
             scope = self.settings.outbound_callers.get(caller.lower(), ())
             if "*" not in scope and business not in scope:
@@ -108,8 +111,9 @@ def handle_outbound(raw: bytes, deps: OutboundDeps, caller: str | None = None) -
     business = request.from_ or settings.twilio_whatsapp_from
     if not deps.may_send(caller, business):
         # One answer for a number that is not ours and one that is not the caller's: no state is read.
-        log.warning("outbound request refused", extra={"event": "outbound_refused", "reason": "not the caller's business",
-                                                       "business": mask_address(business)})
+        log.warning("outbound request refused", extra={
+            "event": "outbound_refused", "reason": "not the caller's business", "business": mask_address(business),
+        })
         return Outcome(REFUSED_NOT_YOURS, {"error": f"this caller may not send from {business}"})
     oid = deps.ids.outbound_id(business, request.idempotency_key)
     cid = deps.ids.conversation_id(request.to, business)

@@ -81,8 +81,10 @@ class SenderDeps:
 
     def reengagement_template(self, business: str) -> str:
         """The business's re-engagement template, else the deployment's (REENGAGEMENT_CONTENT_SID)."""
-        own = self.profiles.get(business or self.settings.twilio_whatsapp_from).reengagement_content_sid if self.profiles else ""
-        return own or self.settings.reengagement_content_sid
+        if self.profiles is None:
+            return self.settings.reengagement_content_sid
+        profile = self.profiles.get(business or self.settings.twilio_whatsapp_from)
+        return profile.reengagement_content_sid or self.settings.reengagement_content_sid
 
     @property
     def in_flight_grace(self) -> timedelta:

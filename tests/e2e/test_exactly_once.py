@@ -459,7 +459,9 @@ def test_a_burst_through_a_processor_crash_and_a_member_redelivery_is_answered_o
     assert [conv.entry(s)["status"] for s in sids[1:]] == ["merged", "merged"]
 
 
-def test_stops_confirmation_survives_a_reply_finishing_between_its_claim_and_its_answer(pipeline, ledger, restart) -> None:
+def test_stops_confirmation_survives_a_reply_finishing_between_its_claim_and_its_answer(
+    pipeline, ledger, restart,
+) -> None:
     """Reply n is sent while STOP is claimed but not yet answered (the processor stalls 3 s after each claim):
     the address stays until nothing is left to send, so the confirmation goes once, without 500s."""
     from shared.domain.profiles import DEFAULT_OPT_OUT_REPLY

@@ -83,7 +83,8 @@ def test_past_the_window_the_business_own_reengagement_template_goes(world) -> N
     pdeps, sdeps = world
     business, own = "whatsapp:+14155238886", "HX" + "2" * 32
     defaults = defaults_from_settings(sdeps.settings)
-    profiles = StaticProfiles(defaults, {business: profile_from_mapping(business, {"reengagement_content_sid": own}, defaults)})
+    own_profile = profile_from_mapping(business, {"reengagement_content_sid": own}, defaults)
+    profiles = StaticProfiles(defaults, {business: own_profile})
     sdeps = replace(sdeps, twilio=TemplateTwilio(), profiles=profiles,
                     settings=replace(sdeps.settings, reengagement_content_sid="HX" + "1" * 32))
     process_message(msg(1), pdeps)
