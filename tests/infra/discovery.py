@@ -29,7 +29,8 @@ def document(name: str, version: str) -> dict[str, Any]:
     assert spec and spec.submodule_search_locations, (
         "google-api-python-client is not installed (pinned in requirements-dev.txt): pip install -r requirements-dev.txt"
     )
-    path = Path(next(iter(spec.submodule_search_locations))) / "discovery_cache" / "documents" / f"{name}.{version}.json"
+    package = Path(next(iter(spec.submodule_search_locations)))
+    path = package / "discovery_cache" / "documents" / f"{name}.{version}.json"
     assert path.is_file(), f"no discovery document {path.name} in google-api-python-client"
     return json.loads(path.read_text())
 
@@ -45,7 +46,8 @@ def validate(value: Any, api: tuple[str, str], schema: str) -> list[str]:
 
 def _check(value: Any, spec: dict[str, Any], schemas: dict[str, Any], path: str, errors: list[str]) -> None:
     if "$ref" in spec:
-        _check(value, {**schemas[spec["$ref"]], **{k: v for k, v in spec.items() if k != "$ref"}}, schemas, path, errors)
+        merged = {**schemas[spec["$ref"]], **{k: v for k, v in spec.items() if k != "$ref"}}
+        _check(value, merged, schemas, path, errors)
         return
     kind = spec.get("type")
     if kind == "object":

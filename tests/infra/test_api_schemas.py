@@ -30,7 +30,11 @@ CLOUDBUILD = ("cloudbuild", "v1")
 ENVIRONMENTS = sorted(path.stem for path in (TERRAFORM / "environments").glob("*.tfvars"))
 BUILD_FILES = sorted(path.name for path in REPO.glob("cloudbuild*.yaml"))
 # Values of the variables no tfvars sets (they come from the command line).
-COMMAND_LINE = {"project_id": "example-project", "state_bucket": "example-project-tfstate", "state_prefix": "whatsapp-assistant/x"}
+COMMAND_LINE = {
+    "project_id": "example-project",
+    "state_bucket": "example-project-tfstate",
+    "state_prefix": "whatsapp-assistant/example",
+}
 
 
 def render_dashboard(directory: Path, environment: str, workdir: Path) -> dict[str, Any]:
@@ -188,7 +192,8 @@ def check_build_file(name: str, build: dict[str, Any]) -> None:
     ids = [step.get("id") for step in build["steps"]]
     for step in build["steps"]:
         for wanted in step.get("waitFor", []):
-            assert wanted == "-" or wanted in ids[: ids.index(step.get("id"))], f"{name}: {step.get('id')} waits for {wanted}"
+            earlier = ids[: ids.index(step.get("id"))]
+            assert wanted == "-" or wanted in earlier, f"{name}: {step.get('id')} waits for {wanted}"
     for key in build.get("substitutions", {}):
         assert re.fullmatch(r"_[A-Z0-9_]+", key), f"{name}: user substitution {key} must be _UPPER_CASE"
     for tag in build.get("tags", []):

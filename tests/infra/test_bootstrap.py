@@ -143,7 +143,8 @@ def imported_by_profiles_step(deploy: Deploy, scratch: Path) -> str:
         (folder / "shared" / "ops").mkdir(parents=True)
         (folder / "shared" / "__init__.py").write_text("")
         (folder / "shared" / "ops" / "__init__.py").write_text("")
-        (folder / "shared" / "ops" / "admin.py").write_text(f"print({'workspace' if where == '/workspace' else 'image'!r})\n")
+        said = "workspace" if where == "/workspace" else "image"
+        (folder / "shared" / "ops" / "admin.py").write_text(f"print({said!r})\n")
 
     def local(path: str) -> str:
         for where, folder in places.items():
@@ -173,7 +174,9 @@ def check_profiles_build(deploy: Deploy, scratch: Path) -> None:
     )
     assert _profiles_step(deploy)["name"] == DEPLOYED_IMAGE, "the profiles step does not run in the deployed image"
     imported = imported_by_profiles_step(deploy, scratch)
-    assert imported == "image", f"the profiles step imports the uploaded checkout's shared/ ({imported}), not the image's"
+    assert imported == "image", (
+        f"the profiles step imports the uploaded checkout's shared/ ({imported}), not the image's"
+    )
 
 
 CHECKS: list[Callable[[Deploy], None]] = [check_bootstrap, check_deployer_roles, check_pubsub_agent_created_first]
@@ -245,7 +248,8 @@ BREAKS = {
     ),
     "guide-bootstrap-after-main": Break(
         "docs/deploy.md",
-        replace('terraform -chdir=terraform/bootstrap apply -var="project_id=$PROJECT_ID"', 'echo "project_id=$PROJECT_ID"'),
+        replace('terraform -chdir=terraform/bootstrap apply -var="project_id=$PROJECT_ID"',
+                'echo "project_id=$PROJECT_ID"'),
         check_pubsub_agent_created_first, r"before the first init",
     ),
     "profiles-cannot-read-source": Break(
@@ -278,7 +282,8 @@ def test_the_state_before_the_bootstrap_root_fails(tmp_path: Path) -> None:
         pytest.param(replace("    dir: /app\n", "    dir: .\n"), r"\(workspace\)", id="dir-is-the-checkout"),
         pytest.param(replace("#     --gcs-source-staging-dir=gs://PROJECT-build-source/source \\\n", ""),
                      r"stage its source", id="no-staging-dir"),
-        pytest.param(replace("whatsapp-assistant:${_IMAGE_TAG}", "python:3.11-slim"), r"deployed image", id="other-image"),
+        pytest.param(replace("whatsapp-assistant:${_IMAGE_TAG}", "python:3.11-slim"), r"deployed image",
+                     id="other-image"),
     ],
 )
 def test_profiles_check_fails_when_broken(change: Callable[[str], str], expect: str, tmp_path: Path) -> None:

@@ -64,7 +64,9 @@ def _check_named_things_exist(deploy: Deploy, commands: list[str]) -> None:
             rtype, name = target.split(".")
             assert any(n.split("[")[0] == name for n in deploy.main.of_type(rtype)), f"-target={target} does not exist"
         if command.startswith(("gcloud builds submit", "gcloud builds triggers create")):
-            assert "--service-account=" in command, f"a build without its account runs as the default one: {command[:80]}"
+            assert "--service-account=" in command, (
+                f"a build without its account runs as the default one: {command[:80]}"
+            )
         if command.startswith("gcloud builds submit"):
             assert re.search(r'--gcs-source-staging-dir="?gs://\$SOURCES/', command), (
                 f"a build account cannot read the default staging bucket: {command[:80]}"
@@ -77,14 +79,18 @@ def check_guide(deploy: Deploy) -> None:
     """docs/deploy.md runs from an empty project, in an order that works, with nothing left to hand-run IAM."""
     commands = guide_commands(deploy.guide)
     adc = first(commands, r"gcloud auth application-default login")
-    assert adc is not None, "the guide never sets up Application Default Credentials (gcloud auth application-default login)"
+    assert adc is not None, (
+        "the guide never sets up Application Default Credentials (gcloud auth application-default login)"
+    )
     quota = first(commands, r"gcloud auth application-default set-quota-project")
     assert quota is not None and quota > adc, "ADC of a user needs a quota project (set-quota-project after the login)"
     for pattern in (r"terraform\b.*\binit\b", r"\bmake failures\b", r"\bmake replay\b"):
         used = first(commands, pattern)
         assert used is not None and used > quota, f"the guide runs {pattern!r} before ADC is set up"
     for forbidden in HAND_RUN_IAM:
-        assert not any(forbidden in c for c in commands), f"the guide still runs {forbidden!r} by hand: terraform/bootstrap does"
+        assert not any(forbidden in c for c in commands), (
+            f"the guide still runs {forbidden!r} by hand: terraform/bootstrap does"
+        )
     assert "iam.allowedPolicyMemberDomains" in deploy.guide and "allUsers" in deploy.guide, (
         "the guide does not warn that iam.allowedPolicyMemberDomains can forbid the webhook's allUsers binding"
     )
@@ -103,7 +109,9 @@ def check_counts(deploy: Deploy) -> None:
     said = re.findall(r"\b(\w+)\s+Cloud\s+Run\s+services\b", deploy.guide)
     assert said, "the guide does not say how many Cloud Run services it creates"
     for word in said:
-        assert NUMBER_WORDS.get(word.lower()) == services, f"the guide says {word} Cloud Run services; there are {services}"
+        assert NUMBER_WORDS.get(word.lower()) == services, (
+            f"the guide says {word} Cloud Run services; there are {services}"
+        )
     said = [w for w in re.findall(r"\b(\w+)\s+secrets\b", deploy.guide) if w.lower() in NUMBER_WORDS]
     assert said, "the guide does not say how many secrets there are"
     for word in said:
@@ -183,7 +191,8 @@ BREAKS = {
         check_guide, r"by hand",
     ),
     "guide-without-org-policy": Break(
-        GUIDE, lambda t: t.replace("iam.allowedPolicyMemberDomains", "a policy"), check_guide, r"allowedPolicyMemberDomains"),
+        GUIDE, lambda t: t.replace("iam.allowedPolicyMemberDomains", "a policy"), check_guide,
+        r"allowedPolicyMemberDomains"),
     "guide-build-without-staging": Break(
         GUIDE,
         replace(
@@ -194,18 +203,21 @@ BREAKS = {
     ),
     "guide-variable-never-set": Break(
         GUIDE,
-        replace("export PROJECT_ID=my-assistant-prod REGION=us-central1 ENV=prod", "export PROJECT_ID=my-assistant-prod ENV=prod"),
+        replace("export PROJECT_ID=my-assistant-prod REGION=us-central1 ENV=prod",
+                "export PROJECT_ID=my-assistant-prod ENV=prod"),
         check_guide, r"uses \$REGION before setting it",
     ),
     "guide-secret-without-value": Break(
-        GUIDE, replace("gcloud secrets versions add openai-api-key --data-file=-", "true"), check_guide, r"openai-api-key"),
+        GUIDE, replace("gcloud secrets versions add openai-api-key --data-file=-", "true"), check_guide,
+        r"openai-api-key"),
     "guide-output-that-does-not-exist": Break(
         GUIDE, replace("output -raw twilio_webhook_url_with_retries", "output -raw webhook_url"), check_guide,
         r"output webhook_url that terraform does not have"),
     "guide-four-services": Break(
         GUIDE, replace("five Cloud Run services", "four Cloud Run services"), check_counts,
         r"four Cloud Run services; there are 5"),
-    "guide-two-secrets": Break(GUIDE, replace("three secrets", "two secrets"), check_counts, r"two secrets; there are 3"),
+    "guide-two-secrets": Break(
+        GUIDE, replace("three secrets", "two secrets"), check_counts, r"two secrets; there are 3"),
     "outputs-of-the-old-accounts": Break(
         "terraform/outputs.tf",
         lambda t: re.sub(r'description = "Service account emails per role:[^"]*"', OLD_SA_DESCRIPTION, t),
