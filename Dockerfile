@@ -1,9 +1,10 @@
-# One image for the three functions (webhook_fn, processor_fn, sender_fn).
-# Cloud Run picks the function per service through environment variables set
-# in terraform/locals.tf:
-#   FUNCTION_SOURCE          webhook_fn/main.py | processor_fn/main.py | sender_fn/main.py
-#   FUNCTION_TARGET          webhook            | process              | send
-#   FUNCTION_SIGNATURE_TYPE  http               | cloudevent           | http
+# One image for the five Cloud Run services, from three function packages
+# (webhook_fn, processor_fn, sender_fn). Cloud Run picks the function per
+# service through environment variables set in terraform/locals.tf:
+#   service                  webhook            outbound           processor            reconciler           sender
+#   FUNCTION_SOURCE          webhook_fn/main.py webhook_fn/main.py processor_fn/main.py processor_fn/main.py sender_fn/main.py
+#   FUNCTION_TARGET          webhook            outbound           process              reconcile            send
+#   FUNCTION_SIGNATURE_TYPE  http               http               cloudevent           http                 http
 # Locally: docker run -e FUNCTION_SOURCE=webhook_fn/main.py -e FUNCTION_TARGET=webhook -p 8080:8080 IMAGE
 #
 # The base image is pinned to an exact tag. Where a Docker engine is at hand,

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Static checks of the deployment files, offline:
-#   1. terraform fmt -check on terraform/ (no providers needed);
-#   2. checkov on terraform/ (Terraform and secret scanners) and on the
-#      Dockerfile, from the pinned requirements-infra.txt in .venv-infra.
+#   1. terraform fmt -check on terraform/ and terraform/bootstrap (no
+#      providers needed);
+#   2. checkov on both roots (Terraform and secret scanners; -d recurses into
+#      terraform/bootstrap) and on the Dockerfile, from the pinned
+#      requirements-infra.txt in .venv-infra.
 # terraform init/validate are not run: they need provider downloads, which
 # this project's CI cannot make. Every check runs; the script exits non-zero
 # if any failed, naming each one.

@@ -23,7 +23,7 @@ locals {
   stalled_filter   = "${local.functions_filter} AND jsonPayload.event=\"stalled\""
   ai_failed_filter = "${local.functions_filter} AND jsonPayload.event=\"ai_failed\""
 
-  # ERROR log entries per minute across the four services (Cloud Logging's built-in
+  # ERROR log entries per minute across the five services (Cloud Logging's built-in
   # count) above which failures are "rising": every recorded failure logs one.
   failure_rate_per_minute = 5
 
@@ -41,8 +41,9 @@ locals {
       xyChart = {
         chartOptions = { mode = "COLOR" }
         dataSets = [{
+          # A chart of a filter (not MQL) names a grouped label ${metric.labels.KEY}.
           plotType       = key == "failures" ? "STACKED_BAR" : "LINE"
-          legendTemplate = "$${labels.${trimprefix(spec.by, "metric.label.")}}"
+          legendTemplate = "$${metric.labels.${trimprefix(spec.by, "metric.label.")}}"
           timeSeriesQuery = {
             timeSeriesFilter = {
               filter = join(" AND ", [
@@ -268,7 +269,7 @@ resource "google_monitoring_dashboard" "operations" {
           xyChart = {
             dataSets = [for percentile in ["50", "99"] : {
               plotType       = "LINE"
-              legendTemplate = "p${percentile} $${metric.label.business}"
+              legendTemplate = "p${percentile} $${metric.labels.business}"
               timeSeriesQuery = {
                 timeSeriesFilter = {
                   filter = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.model_latency.name}\""

@@ -1,6 +1,8 @@
-# One identity per service, plus the three identities Google uses to call our
-# private services. Each gets only the roles it needs, on the narrowest
-# resource that accepts the binding.
+# One identity per service (webhook, processor, sender, reconciler, outbound),
+# plus the three identities Google uses to call our private services. Each
+# gets only the roles it needs, on the narrowest resource that accepts the
+# binding. The build accounts (deployer, ci, profiles) come from the bootstrap
+# root (terraform/bootstrap): they must exist before this root is applied.
 
 locals {
   identities = {
@@ -36,10 +38,6 @@ locals {
       display_name = "WhatsApp outbound API (runtime of webhook_fn outbound)"
       description  = "Records business-initiated messages in Firestore and enqueues their send tasks."
     }
-    profiles = {
-      display_name = "Business profiles applier (cloudbuild-profiles.yaml)"
-      description  = "Runs the deployed image to validate and write the business profiles file; Firestore documents and logs only."
-    }
   }
 }
 
@@ -63,7 +61,7 @@ resource "google_project_iam_member" "firestore_user" {
     sender     = google_service_account.identity["sender"].member
     reconciler = google_service_account.identity["reconciler"].member
     outbound   = google_service_account.identity["outbound"].member
-    profiles   = google_service_account.identity["profiles"].member
+    profiles   = data.google_service_account.profiles.member
   }
 
   project = var.project_id
@@ -112,12 +110,13 @@ resource "google_service_account_iam_member" "pubsub_agent_token_creator" {
   member             = local.pubsub_service_agent
 }
 
-# The profiles build (cloudbuild-profiles.yaml) runs as this account: it pulls
-# the deployed image and writes its build log; nothing else.
-resource "google_project_iam_member" "profiles_log_writer" {
-  project = var.project_id
-  role    = "roles/logging.logWriter"
-  member  = google_service_account.identity["profiles"].member
+# The profiles build (cloudbuild-profiles.yaml) runs as the bootstrap root's
+# profiles account, which has its log and source-bucket grants there; here it
+# gets Firestore (above) and pulls the deployed image, nothing else. Read at
+# plan time: a plan before the bootstrap apply stops here, naming the account.
+data "google_service_account" "profiles" {
+  project    = var.project_id
+  account_id = "${var.name_prefix}-profiles"
 }
 
 resource "google_artifact_registry_repository_iam_member" "profiles_image_reader" {
@@ -125,5 +124,5 @@ resource "google_artifact_registry_repository_iam_member" "profiles_image_reader
   location   = google_artifact_registry_repository.images.location
   repository = google_artifact_registry_repository.images.name
   role       = "roles/artifactregistry.reader"
-  member     = google_service_account.identity["profiles"].member
+  member     = data.google_service_account.profiles.member
 }

@@ -9,7 +9,7 @@ output "twilio_webhook_url_with_retries" {
 }
 
 output "service_urls" {
-  description = "URLs of the Cloud Run services (deterministic run.app form; the services also answer on their legacy hash URL)."
+  description = "URLs of the Cloud Run services by key (webhook, processor, sender, reconciler, outbound), in the deterministic run.app form; the services also answer on their legacy hash URL."
   value       = local.run_urls
 }
 
@@ -40,8 +40,11 @@ output "tasks_queue" {
 }
 
 output "service_accounts" {
-  description = "Service account emails per role (webhook, processor, sender, reconciler, pubsub_push, tasks_invoker, scheduler)."
-  value       = { for key, account in google_service_account.identity : key => account.email }
+  description = "Service account emails per role: the runtime of each service (webhook, processor, sender, reconciler, outbound), the identities Google calls them with (pubsub_push, tasks_invoker, scheduler), and the profiles build's account (profiles, created by terraform/bootstrap with deployer and ci)."
+  value = merge(
+    { for key, account in google_service_account.identity : key => account.email },
+    { profiles = data.google_service_account.profiles.email },
+  )
 }
 
 output "secrets" {

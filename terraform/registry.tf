@@ -4,13 +4,18 @@ resource "google_artifact_registry_repository" "images" {
   project       = var.project_id
   location      = var.region
   repository_id = var.artifact_repository
-  description   = "Container images of the WhatsApp assistant (webhook, processor, sender, reconciler)."
+  description   = "Container images of the WhatsApp assistant (one image for the webhook, processor, sender, reconciler and outbound services)."
   format        = "DOCKER"
 
-  # Tags are commit SHAs: an immutable tag means a rollback redeploys exactly
-  # the bytes that ran before.
+  # Tags are commit SHAs, and mutable. Under immutable tags Artifact Registry
+  # deletes no tagged version ("prevents all tags from being modified, moved
+  # or deleted"), so the cleanup below could never remove a release and the
+  # repository would grow forever. A tag is still never moved: the deploy
+  # build reuses the image already pushed for its commit instead of pushing
+  # again, and a Cloud Run revision runs the digest it resolved when it was
+  # created (docs/decisions/0019-mutable-image-tags.md).
   docker_config {
-    immutable_tags = true
+    immutable_tags = false
   }
 
   # Cleanup: every version is tagged with its commit, so tagged versions

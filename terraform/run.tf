@@ -110,7 +110,7 @@ resource "google_cloud_run_v2_service" "service" {
   lifecycle {
     precondition {
       condition     = var.image_tag != ""
-      error_message = "image_tag is required to deploy the services (only the bootstrap apply may leave it empty)."
+      error_message = "image_tag is required to deploy the services (only the phase-one apply of docs/deploy.md, step 5, may leave it empty)."
     }
   }
 

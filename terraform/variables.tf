@@ -80,12 +80,12 @@ variable "image_name" {
 
 variable "image_tag" {
   type        = string
-  description = "Image tag to deploy (Cloud Build passes the commit's SHORT_SHA). Empty only for the bootstrap apply that targets the APIs, registry and secrets."
+  description = "Image tag to deploy (Cloud Build passes the commit's SHORT_SHA). Empty only for the phase-one apply (docs/deploy.md, step 5) that targets the APIs, registry and secrets."
   default     = ""
 
   validation {
     condition     = var.image_tag == "" || (can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.image_tag)) && var.image_tag != "latest")
-    error_message = "image_tag must be a Docker tag other than 'latest' (deploy immutable tags so a rollback is a re-apply)."
+    error_message = "image_tag must be a Docker tag other than 'latest' (deploy a commit's tag, which is never moved, so a rollback is a re-apply)."
   }
 }
 

@@ -988,6 +988,9 @@ def check_image_cleanup(config: TfConfig) -> None:
         if c.get("tag_state", "ANY") in ("TAGGED", "ANY") and c.get("older_than")
     ]
     assert deletes_tagged, "no cleanup policy ever deletes tagged images (every release is tagged)"
+    # Under immutable tags Artifact Registry deletes no tagged version: the DELETE policy would do nothing.
+    immutable = [c.get("immutable_tags") for c in repo.get("docker_config", [])]
+    assert True not in immutable, "immutable tags: the cleanup policies can never delete a tagged image"
     keep_recent = [
         config.resolve(m.get("keep_count"))
         for p in policies
@@ -1566,6 +1569,12 @@ MUTATIONS = {
         lambda t: remove_block(t, r'^  cleanup_policies \{\n    id     = "delete-old-releases"'),
         check_image_cleanup,
         r"ever deletes tagged",
+    ),
+    "immutable-tags-keep-every-image": Mutation(
+        "registry.tf",
+        _sub(r"immutable_tags = false", "immutable_tags = true"),
+        check_image_cleanup,
+        r"never delete a tagged image",
     ),
     "deployed-tag-not-kept": Mutation(
         "registry.tf",
