@@ -98,6 +98,10 @@ class FakeStore:
                 raise Conflict("changed")
             del self.docs[conversation_id]
 
+    def failure(self, sid: str) -> dict[str, Any] | None:
+        self.ops.add(reads=1)
+        return dict(self.failures[sid]) if sid in self.failures else None
+
     def failures_of(self, conversation_id: str) -> list[str]:
         return [sid for sid, r in self.failures.items() if r.get("conversation") == conversation_id]
 

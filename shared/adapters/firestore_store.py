@@ -78,6 +78,8 @@ class ConversationStore(Protocol):
 
     def list_failures(self, limit: int = 100) -> list[dict[str, Any]]: ...
 
+    def failure(self, sid: str) -> dict[str, Any] | None: ...
+
     def erase(self, conversation_id: str, version: Any) -> None: ...
 
     def failures_of(self, conversation_id: str) -> list[str]: ...
@@ -170,6 +172,12 @@ class FirestoreStore:
         """Idempotent: the record is keyed by the message, so a retry rewrites it."""
         self.client.collection(self._failures).document(sid).set(dict(record))
         self.ops.add(writes=1)
+
+    def failure(self, sid: str) -> dict[str, Any] | None:
+        """One failure record (replay asks whether a message is known to be dead-lettered)."""
+        snap = self.client.collection(self._failures).document(sid).get()
+        self.ops.add(reads=1)
+        return (snap.to_dict() or {}) if snap.exists else None
 
     def erase(self, conversation_id: str, version: Any) -> None:
         """Delete the conversation only if it is still at ``version`` (a compare-and-set, like every write)."""

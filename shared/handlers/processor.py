@@ -145,6 +145,7 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
         updates = claim_updates(
             conv, msg.sid, msg.sender, now, settings.conversation_ttl_seconds, settings.processing_lease_seconds,
             watch_after_seconds=settings.reconcile_after_seconds, business=msg.recipient,
+            user_id=deps.ids.user_id(msg.sender),
         )
         updates.update(window_update(conv, msg, now))
         # A re-claim (the lease of an earlier delivery ran out) keeps the first claim's decision.
