@@ -30,7 +30,7 @@ from typing import Any, Callable
 from shared.adapters.firestore_store import Conflict, ConversationStore, DedupeMarker
 from shared.config import Settings
 from shared.domain.controls import opted_out
-from shared.domain.conversation import ANSWERED, SENDING, Conversation, applied, cap_text
+from shared.domain.conversation import ANSWERED, SENDING, Conversation, applied, cap_text, owner_updates
 from shared.domain.outbound import (
     OPTED_OUT_REASON,
     OUTSIDE_WINDOW_REASON,
@@ -113,6 +113,7 @@ def handle_outbound(raw: bytes, deps: OutboundDeps) -> Outcome:
             conv, oid, request, parts, business, now, settings.conversation_ttl_seconds,
             settings.max_context_messages, settings.max_history_chars, settings.reconcile_after_seconds,
         )
+        updates.update(owner_updates(conv, business, deps.ids.user_id(request.to)))
         marker = DedupeMarker(oid, cid, now + timedelta(seconds=settings.dedupe_horizon_seconds))
         try:
             store.apply(cid, updates, snap.version, marker)
