@@ -212,3 +212,23 @@ def test_a_replay_keeps_an_opt_out_and_never_writes_the_number_back() -> None:
     conv = w.conv(CLINIC)
     assert conv.entry(late.sid)["status"] == "ignored"
     assert "address" not in conv.data and "expireAt" not in conv.data and conv.data["optedOut"] is True
+
+
+@pytest.mark.parametrize("gone", ["conversation expired", "entry pruned"])
+def test_a_late_dead_letter_of_a_message_taken_on_long_ago_is_not_made_replayable(gone: str) -> None:
+    w = make_world()
+    answered = InboundMessage(sid=f"SM{101:032x}", sender=USER, recipient=CLINIC, body="answered long ago")
+    process_message(answered, w.deps)
+    w.flush()
+    cid = conversation_id(USER, CLINIC)
+    if gone == "conversation expired":
+        w.deps.store.delete(cid)
+    else:
+        data, version = w.deps.store.docs[cid]
+        w.deps.store.docs[cid] = ({**data, "messages": {}}, version)
+    # A copy of it reaches the dead-letter subscription only now.
+    assert handle_push(push(answered), dead_letter_sub(w.deps), w.deps) == "already taken on"
+    assert answered.sid not in w.deps.store.failures
+    held = FakeDeadLetters(w.clock, answered)
+    assert "left alone" in _replay_and_answer(w, held)[0]
+    assert [b for _, b, _ in w.twilio.sent] == ["Hello!"]
