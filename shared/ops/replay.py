@@ -62,7 +62,7 @@ class HeldMessage:
 
 
 class DeadLetters(Protocol):
-    def pull(self, max_messages: int) -> list[HeldMessage]: ...
+    def pull(self, max_messages: int, wait: bool = True) -> list[HeldMessage]: ...
 
     def republish(self, message: InboundMessage) -> None: ...
 
@@ -170,19 +170,26 @@ class PubSubDeadLetters:
         self._subscription = self._subscriber.subscription_path(project, hold_subscription)
         self._topic = self._publisher.topic_path(project, topic)
 
-    def pull(self, max_messages: int) -> list[HeldMessage]:
-        """Up to ``max_messages`` held messages; one pull may return only some of those waiting."""
-        received_messages: list[Any] = []
-        for _ in range(5):
+    def pull(self, max_messages: int, wait: bool = True) -> list[HeldMessage]:
+        """Up to ``max_messages`` held messages, each once; one pull may return only some of those waiting.
+
+        Only the first pull may wait for a message (``wait``): a later one
+        would block until the lease of those already pulled ran out and then
+        return them again. A copy pulled twice keeps its latest ack id.
+        """
+        by_id: dict[str, Any] = {}
+        for attempt in range(5):
             response = self._subscriber.pull(
-                request={"subscription": self._subscription, "max_messages": max_messages - len(received_messages)},
+                request={"subscription": self._subscription, "max_messages": max_messages - len(by_id),
+                         "return_immediately": attempt > 0 or not wait},
                 timeout=30,
             )
-            if not response.received_messages:
+            fresh = [r for r in response.received_messages if r.message.message_id not in by_id]
+            for received in response.received_messages:
+                by_id[received.message.message_id] = received
+            if not fresh or len(by_id) >= max_messages:
                 break
-            received_messages += response.received_messages
-            if len(received_messages) >= max_messages:
-                break
+        received_messages = list(by_id.values())
         held: list[HeldMessage] = []
         bad: list[str] = []
         for received in received_messages:

@@ -210,7 +210,7 @@ def test_show_and_erase_find_every_conversation_of_a_user_whatever_the_number(mo
     assert erased.count("erased ") == 3, erased
     assert not any(cid in w.deps.store.docs for cid in cids) and w.deps.store.failures == {}
     assert list(held.held) == [f"ack-{someone_else.sid}"] and held.released == [f"ack-{someone_else.sid}"]
-    assert "removed 1 of" in erased
+    assert "removed 1 held copy" in erased
     assert conversation_id("whatsapp:+34699999999", CLINIC) in w.deps.store.docs
 
 

@@ -25,7 +25,7 @@ class FakeDeadLetters:
         self.published: list[InboundMessage] = []
         self.released: list[str] = []
 
-    def pull(self, max_messages: int) -> list[HeldMessage]:
+    def pull(self, max_messages: int, wait: bool = True) -> list[HeldMessage]:
         return list(self.held.values())[:max_messages]
 
     def republish(self, message: InboundMessage) -> None:
