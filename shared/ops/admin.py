@@ -101,13 +101,13 @@ def reply(deps: AdminDeps, user: str, business: str, text: str, sid: str = "") -
     cid = deps.ids.conversation_id(user, business)
 
     tried = False
-    text = "\n\n".join(parts)
+    whole = "\n\n".join(parts)
 
     def ours(conv: Conversation) -> bool:
         """The entry is this reply: written by our own commit whose answer was lost, or the same reply again."""
         entry = conv.entry(sid)
         said = entry.get("parts") or [t.get("content") for t in conv.data.get("history", []) if t.get("sid") == sid]
-        return tried or (entry.get("by") == "person" and "\n\n".join(str(p) for p in said) == text)
+        return tried or (entry.get("by") == "person" and "\n\n".join(str(p) for p in said) == whole)
 
     def change(conv: Conversation) -> dict[str, Any]:
         nonlocal tried
