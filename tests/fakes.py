@@ -98,8 +98,20 @@ class FakeStore:
                 raise Conflict("changed")
             del self.docs[conversation_id]
 
+    def failure(self, sid: str) -> dict[str, Any] | None:
+        self.ops.add(reads=1)
+        return dict(self.failures[sid]) if sid in self.failures else None
+
     def failures_of(self, conversation_id: str) -> list[str]:
         return [sid for sid, r in self.failures.items() if r.get("conversation") == conversation_id]
+
+    def failures_of_sender(self, masked_sender: str) -> list[str]:
+        return [sid for sid, r in self.failures.items() if masked_sender and r.get("sender") == masked_sender]
+
+    def conversations_of(self, user_id: str) -> dict[str, str]:
+        found = {cid: str(data.get("business", "")) for cid, (data, _) in self.docs.items() if data.get("userId") == user_id}
+        self.ops.add(reads=max(1, len(found)))
+        return found
 
     def delete_failure(self, sid: str) -> None:
         self.failures.pop(sid, None)

@@ -78,9 +78,15 @@ class ConversationStore(Protocol):
 
     def list_failures(self, limit: int = 100) -> list[dict[str, Any]]: ...
 
+    def failure(self, sid: str) -> dict[str, Any] | None: ...
+
     def erase(self, conversation_id: str, version: Any) -> None: ...
 
     def failures_of(self, conversation_id: str) -> list[str]: ...
+
+    def failures_of_sender(self, masked_sender: str) -> list[str]: ...
+
+    def conversations_of(self, user_id: str) -> dict[str, str]: ...
 
     def delete_failure(self, sid: str) -> None: ...
 
@@ -171,6 +177,12 @@ class FirestoreStore:
         self.client.collection(self._failures).document(sid).set(dict(record))
         self.ops.add(writes=1)
 
+    def failure(self, sid: str) -> dict[str, Any] | None:
+        """One failure record (replay asks whether a message is known to be dead-lettered)."""
+        snap = self.client.collection(self._failures).document(sid).get()
+        self.ops.add(reads=1)
+        return (snap.to_dict() or {}) if snap.exists else None
+
     def erase(self, conversation_id: str, version: Any) -> None:
         """Delete the conversation only if it is still at ``version`` (a compare-and-set, like every write)."""
         option = self.client.write_option(last_update_time=version) if version is not None else None
@@ -189,6 +201,33 @@ class FirestoreStore:
         sids = [snap.id for snap in query.select([]).stream()]
         self.ops.add(reads=max(1, len(sids)))
         return sids
+
+    def failures_of_sender(self, masked_sender: str) -> list[str]:
+        """The MessageSids of the failure records of one (masked) sender, whatever conversation they were of.
+
+        Failure records outlive conversations, so some have no conversation left
+        to be found by.
+        """
+        if not masked_sender:
+            return []
+        query = self.client.collection(self._failures).where(
+            filter=firestore.FieldFilter("sender", "==", masked_sender)
+        )
+        sids = [snap.id for snap in query.select([]).stream()]
+        self.ops.add(reads=max(1, len(sids)))
+        return sids
+
+    def conversations_of(self, user_id: str) -> dict[str, str]:
+        """Every conversation of one user, id → the number it is with (Firestore's automatic single-field index on ``userId``).
+
+        One read per conversation found (one for none); no message pays for it.
+        """
+        query = self.client.collection(self._conversations).where(
+            filter=firestore.FieldFilter("userId", "==", user_id)
+        )
+        found = {snap.id: str((snap.to_dict() or {}).get("business", "")) for snap in query.select(["business"]).stream()}
+        self.ops.add(reads=max(1, len(found)))
+        return found
 
     def delete_failure(self, sid: str) -> None:
         self.client.collection(self._failures).document(sid).delete()

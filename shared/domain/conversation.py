@@ -5,6 +5,10 @@ answer each message exactly once and in order (see
 docs/decisions/0004-idempotency-records.md):
 
     address      the sender address exactly as Twilio gave it (needed to reply)
+    business     the WhatsApp number the user wrote to: replies go out from it
+    userId       a keyed id of the user alone (shared/domain/pseudonyms.py), so
+                 erase and show find every conversation of a user, whatever
+                 number it was with
     history      the last MAX_CONTEXT_MESSAGES turns: {role, content, sid}
     expireAt     now + CONVERSATION_TTL_SECONDS on every write (Firestore TTL)
     lastSeq      the sequence number given to the newest answered message
@@ -167,6 +171,7 @@ def claim_updates(
     lease_seconds: int,
     watch_after_seconds: int = 0,
     business: str = "",
+    user_id: str = "",
 ) -> Updates:
     """Mark a message as being processed by this worker until the lease runs out.
 
@@ -194,9 +199,24 @@ def claim_updates(
         updates["history"] = []
     if not conv.exists:
         updates["address"] = address
-        if business:
-            updates["business"] = business
+    updates.update(owner_updates(conv, business, user_id))
     _keep_opt_out(conv, updates)
+    return updates
+
+
+def owner_updates(conv: Conversation, business: str, user_id: str) -> Updates:
+    """Whose conversation this is, for every writer that may be the first (claim, replay, APIs, admin).
+
+    Set whenever missing, not only on a new document: a document written
+    without them (by an older version) learns them at its next write, at no
+    extra operation. Without ``business`` the sender would answer from the
+    default number; without ``userId`` erase could not find the conversation.
+    """
+    updates: Updates = {}
+    if business and not conv.data.get("business"):
+        updates["business"] = business
+    if user_id and not conv.data.get("userId"):
+        updates["userId"] = user_id
     return updates
 
 

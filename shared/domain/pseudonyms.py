@@ -35,6 +35,15 @@ class Pseudonyms:
         who writes to two businesses has two conversations."""
         return self._digest(b"conversation", f"{business}\x00{address}" if business else address)
 
+    def user_id(self, address: str) -> str:
+        """A user's id across businesses, stored on each of their conversations (``userId``).
+
+        It lets erase and show find every conversation of a user with one
+        indexed query, whatever number it was with; it links a user's
+        conversations to each other, never to the number, without the key.
+        """
+        return self._digest(b"user", address)[:32]
+
     def outbound_id(self, business: str, idempotency_key: str) -> str:
         """The id of a business-initiated message: the same for a repeated request, so it
         dedupes, and keyed, so a caller cannot aim one at another business's entries."""

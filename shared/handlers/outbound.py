@@ -34,7 +34,7 @@ from shared.adapters.firestore_store import Conflict, ConversationStore, DedupeM
 from shared.adapters.profile_store import ProfileSource
 from shared.config import Settings
 from shared.domain.controls import opted_out
-from shared.domain.conversation import ANSWERED, SENDING, Conversation, applied, cap_text
+from shared.domain.conversation import ANSWERED, SENDING, Conversation, applied, cap_text, owner_updates
 from shared.domain.outbound import (
     OPTED_OUT_REASON,
     OUTSIDE_WINDOW_REASON,
@@ -142,6 +142,7 @@ def handle_outbound(raw: bytes, deps: OutboundDeps, caller: str | None = None) -
             conv, oid, request, parts, business, now, settings.conversation_ttl_seconds,
             settings.max_context_messages, settings.max_history_chars, settings.reconcile_after_seconds,
         )
+        updates.update(owner_updates(conv, business, deps.ids.user_id(request.to)))
         marker = DedupeMarker(oid, cid, now + timedelta(seconds=settings.dedupe_horizon_seconds))
         try:
             store.apply(cid, updates, snap.version, marker)

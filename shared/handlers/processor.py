@@ -145,6 +145,7 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
         updates = claim_updates(
             conv, msg.sid, msg.sender, now, settings.conversation_ttl_seconds, settings.processing_lease_seconds,
             watch_after_seconds=settings.reconcile_after_seconds, business=msg.recipient,
+            user_id=deps.ids.user_id(msg.sender),
         )
         updates.update(window_update(conv, msg, now))
         # A re-claim (the lease of an earlier delivery ran out) keeps the first claim's decision.
@@ -447,6 +448,11 @@ def record_dead_letter(msg: InboundMessage, deps: ProcessorDeps, delivery_attemp
                 _log(logging.WARNING, "dead letter of an answered message; the reconciler will finish it", msg,
                      event="dead_letter_answered", reason=repr(exc)[:300])
             return "left to the sender"
+        if not entry and store.seen(msg.sid):
+            # Taken on before, and its entry is gone since (pruned, the conversation expired or was
+            # erased): whatever became of it, it is no unanswered dead letter that replay may answer.
+            _log(logging.INFO, "dead letter of a message taken on long ago", msg, event="duplicate", status="seen")
+            return "already taken on"
         if not conv.exists:
             break
         if entry.get("lastError"):

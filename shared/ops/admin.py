@@ -10,8 +10,8 @@
     make admin ARGS="failures"                                    failed and dead-lettered messages
     make admin ARGS="replay [SID ...]"                            answer dead-lettered messages after all
 
-``--business`` names the WhatsApp number the user wrote to (default: every
-business with a profile plus TWILIO_WHATSAPP_FROM for show and erase,
+``--business`` names the WhatsApp number the user wrote to (default for show
+and erase: every conversation of the user, whatever number it is with;
 TWILIO_WHATSAPP_FROM for the others). Works against the emulators
 (FIRESTORE_EMULATOR_HOST, PUBSUB_EMULATOR_HOST, CLOUD_TASKS_EMULATOR_HOST, as
 ``make stack`` prints them) and the cloud alike. Every change to a
@@ -24,39 +24,23 @@ from __future__ import annotations
 import argparse
 import secrets as random
 import sys
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 
-from shared.adapters.firestore_store import Conflict, ConversationStore
-from shared.config import Settings
-from shared.domain.controls import opted_out, paused, person_reply_updates
-from shared.domain.conversation import REMOVE, Conversation, applied, utcnow
+from shared.adapters.firestore_store import Conflict
+from shared.domain.controls import opted_out, person_reply_updates
+from shared.domain.conversation import ANSWERED, REMOVE, SENDING, Conversation, applied, owner_updates, utcnow
 from shared.domain.profiles import BusinessProfile, ProfileError, profiles_from_document
-from shared.domain.pseudonyms import Pseudonyms
 from shared.domain.splitting import split_reply
-from shared.handlers.handoff import Queue, send_when_its_turn
+from shared.handlers.handoff import send_when_its_turn
 from shared.handlers.processor import MAX_CONFLICT_RETRIES
+from shared.ops.user_data import AdminDeps, AdminError, erase, show
+from shared.ops.user_data import when as _when
 
-
-class AdminError(Exception):
-    """The command cannot be done as asked; the message says why."""
-
-
-@dataclass(frozen=True)
-class AdminDeps:
-    settings: Settings
-    store: ConversationStore
-    ids: Pseudonyms
-    queue: Callable[[], Queue]
-    clock: Callable[[], datetime]
-
-
-def _when(value: Any) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else "-"
+__all__ = ["AdminDeps", "AdminError", "apply_profiles", "erase", "pause", "read_profiles_file", "reply", "resume", "show"]
 
 
 def _load(deps: AdminDeps, user: str, business: str) -> tuple[str, Any, Conversation]:
@@ -65,45 +49,13 @@ def _load(deps: AdminDeps, user: str, business: str) -> tuple[str, Any, Conversa
     return cid, snap.version, snap.conversation
 
 
-def show(deps: AdminDeps, user: str, business: str) -> str:
-    """The conversation of ``user`` with ``business``: state, history and every tracked message."""
-    cid, _, conv = _load(deps, user, business)
-    if not conv.exists:
-        return f"{deps.ids.mask(user)} has no conversation with {business}"
-    now = deps.clock()
-    rate = conv.data.get("rate") or {}
-    lines = [
-        f"conversation of {deps.ids.mask(user)} with {business} (id {cid[:16]}…)",
-        f"  opted out: {'yes, since ' + _when(conv.data.get('optedOutAt')) if opted_out(conv) else 'no'}",
-        f"  paused for a person: {'until ' + _when(conv.data['pausedUntil']) if paused(conv, now) else 'no'}",
-        f"  rate window: {rate.get('count', 0)} message(s) since {_when(rate.get('start'))}"
-        f"{', notice sent' if rate.get('noticed') else ''}",
-        f"  expires: {_when(conv.data.get('expireAt')) if conv.data.get('expireAt') else 'never (opted out)'}"
-        f"{' (expired)' if conv.is_expired(now) else ''}",
-        f"  order: lastSeq {conv.last_seq}, doneSeq {conv.done_seq}",
-    ]
-    history = conv.history(now)
-    lines.append(f"  history ({len(history)} turns):")
-    for turn in history:
-        who = "person" if turn.get("by") == "person" else turn.get("role", "?")
-        lines.append(f"    {who:9}  {turn.get('content', '')}")
-    lines.append(f"  messages ({len(conv.messages)}):")
-    ordered = sorted(conv.messages.items(), key=lambda item: item[1].get("receivedAt") or now)
-    for sid, entry in ordered:
-        decided = (entry.get("decided") or {}).get("reason") or (entry.get("decided") or {}).get("kind") or ""
-        extra = [f"seq {entry['seq']}"] if "seq" in entry else []
-        extra += [f"by {entry['by']}"] if entry.get("by") else []
-        extra += [decided] if decided else []
-        extra += [str(entry["reason"])] if entry.get("reason") else []
-        lines.append(f"    {sid:34}  {_when(entry.get('receivedAt'))}  {entry.get('status', '?'):13}  {'; '.join(extra)}")
-    return "\n".join(lines)
-
-
 def _write(deps: AdminDeps, user: str, business: str, change: Callable[[Conversation], dict[str, Any]]) -> Conversation:
-    """Compare-and-set ``change`` on the conversation, re-reading on a conflict."""
+    """Compare-and-set ``change`` on the conversation, re-reading on a conflict; no change, no write."""
     for _ in range(MAX_CONFLICT_RETRIES):
         cid, version, conv = _load(deps, user, business)
         updates = change(conv)
+        if not updates:
+            return conv
         try:
             deps.store.apply(cid, updates, version)
         except Conflict:
@@ -148,57 +100,40 @@ def reply(deps: AdminDeps, user: str, business: str, text: str, sid: str = "") -
     parts = split_reply(text[: s.max_reply_chars])
     cid = deps.ids.conversation_id(user, business)
 
+    tried = False
+    whole = "\n\n".join(parts)
+
+    def ours(conv: Conversation) -> bool:
+        """The entry is this reply: written by our own commit whose answer was lost, or the same reply again."""
+        entry = conv.entry(sid)
+        said = entry.get("parts") or [t.get("content") for t in conv.data.get("history", []) if t.get("sid") == sid]
+        return tried or (entry.get("by") == "person" and "\n\n".join(str(p) for p in said) == whole)
+
     def change(conv: Conversation) -> dict[str, Any]:
+        nonlocal tried
+        if conv.entry(sid):
+            if ours(conv):
+                return {}
+            raise AdminError(f"{sid} exists already in this conversation")
         if opted_out(conv):
             raise AdminError(f"{deps.ids.mask(user)} opted out of {business}: nothing may be sent to them")
-        if conv.entry(sid):
-            raise AdminError(f"{sid} exists already in this conversation")
-        return person_reply_updates(
+        updates = person_reply_updates(
             conv, sid, parts, deps.clock(), s.conversation_ttl_seconds, s.max_context_messages,
             s.max_history_chars, s.reconcile_after_seconds, user, business,
         )
+        updates.update(owner_updates(conv, business, deps.ids.user_id(user)))
+        tried = True
+        return updates
 
     conv = _write(deps, user, business, change)
-    seq = int(conv.entry(sid)["seq"])
+    entry = conv.entry(sid)
+    seq = int(entry["seq"])
+    if entry.get("status") not in (ANSWERED, SENDING):
+        return f"reply {sid} to {deps.ids.mask(user)} from {business}: already written and {entry.get('status')}"
+    # Also when the entry was there already (our commit's answer was lost): its task must exist.
     queued = send_when_its_turn(deps.queue(), cid, conv, sid, seq)
     when = "queued now" if queued else "queued after the replies before it"
     return f"reply {sid} to {deps.ids.mask(user)} from {business}: seq {seq}, {len(parts)} part(s), {when}"
-
-
-def erase(deps: AdminDeps, user: str, business: str) -> str:
-    """A user's data, on request: the conversation and its failure records.
-
-    Kept: an opt-out (a document with only ``optedOut``, no address, history
-    or messages), so the user is still not messaged; and the dedupe markers,
-    which hold no address or text and expire by themselves within days, so a
-    late redelivery of an old message is still not answered twice.
-    A conversation with a message still in flight is refused: its reply would
-    lose the record that makes it exactly once.
-    """
-    cid = deps.ids.conversation_id(user, business)
-    for _ in range(MAX_CONFLICT_RETRIES):
-        snap = deps.store.load(cid)
-        conv = snap.conversation
-        if conv.open_entries():
-            raise AdminError(f"{len(conv.open_entries())} message(s) of this conversation are in flight; try again in a minute")
-        kept = opted_out(conv)
-        try:
-            if conv.exists:
-                deps.store.erase(cid, snap.version)
-            if kept:
-                deps.store.apply(cid, {"optedOut": True, "optedOutAt": conv.data.get("optedOutAt") or deps.clock(),
-                                       "business": business}, None)
-        except Conflict:
-            continue
-        break
-    else:
-        raise Conflict("the conversation kept changing; try again")
-    failures = deps.store.failures_of(cid)
-    for sid in failures:
-        deps.store.delete_failure(sid)
-    what = "conversation" if conv.exists else "no conversation"
-    note = "; the opt-out is kept (no address, no history)" if kept else ""
-    return f"erased {deps.ids.mask(user)} at {business}: {what}, {len(failures)} failure record(s){note}"
 
 
 def read_profiles_file(path: Path, defaults: BusinessProfile) -> tuple[dict[str, Any], dict[str, BusinessProfile]]:
@@ -226,12 +161,6 @@ def apply_profiles(put: Callable[[str, Mapping[str, Any], datetime], None], raw:
     return lines
 
 
-def _businesses(business: str | None, settings: Settings, stored: Callable[[], Iterable[str]]) -> list[str]:
-    if business:
-        return [business]
-    return sorted({settings.twilio_whatsapp_from, *stored()})
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make admin ARGS=...", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -240,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         sub = commands.add_parser(name)
         sub.add_argument("user", help="the user's WhatsApp address, e.g. whatsapp:+34600111222")
         sub.add_argument("--business", help="the WhatsApp number the user wrote to")
+        if name == "erase":
+            sub.add_argument("--hold-subscription", default="inbound-messages-dead-letter-hold",
+                             help="the dead-letter hold subscription, whose copies of the user's messages go too")
         if name == "pause":
             sub.add_argument("--minutes", type=int, help="default: the business's handoff_pause_seconds")
         if name == "reply":
@@ -254,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from shared import bootstrap
     from shared.adapters.profile_store import defaults_from_settings
+    from shared.ops.replay import PubSubDeadLetters
 
     settings = bootstrap.settings()
     if args.command == "failures":
@@ -274,12 +207,15 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             print("\n".join(apply_profiles(bootstrap.profiles().put, raw, utcnow())))
             return 0
-        deps = AdminDeps(settings, bootstrap.store(), bootstrap.pseudonyms(), bootstrap.queue, utcnow)
+        hold = getattr(args, "hold_subscription", "")
+        deps = AdminDeps(settings, bootstrap.store(), bootstrap.pseudonyms(), bootstrap.queue, utcnow,
+                         businesses=lambda: bootstrap.profiles().stored().keys(),
+                         dead_letters=lambda: PubSubDeadLetters(settings.project_id, hold, settings.inbound_topic))
         default = settings.twilio_whatsapp_from
-        if args.command in ("show", "erase"):
-            targets = _businesses(args.business, settings, lambda: bootstrap.profiles().stored().keys())
-            action = show if args.command == "show" else erase
-            print("\n\n".join(action(deps, args.user, b) for b in targets))
+        if args.command == "show":
+            print(show(deps, args.user, args.business))
+        elif args.command == "erase":
+            print(erase(deps, args.user, args.business))
         elif args.command == "pause":
             business = args.business or default
             seconds = args.minutes * 60 if args.minutes else bootstrap.profiles().get(business).handoff_pause_seconds

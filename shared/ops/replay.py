@@ -3,18 +3,30 @@
 Dead-lettered messages wait in the dead-letter hold subscription (7 days).
 For each one chosen (by MessageSid, or all), in the order the user wrote them:
 
-1. its entry in the conversation is reopened (compare-and-set): a message that
-   is dead-lettered, or unknown to the conversation, becomes ``received``
-   again with a fresh receipt time, so the liveness bound starts anew; a
-   message in any other state is left alone (it was answered meanwhile);
-2. it is published again to the inbound topic with its ordering key, so the
+1. it must be known to have been dead-lettered and not answered: its entry
+   in the conversation says ``dead_lettered`` (or ``received``, a replay
+   that was cut short), or, when the entry is gone (never taken on, or the
+   conversation expired), its failure record says ``dead_lettered``. Any
+   other copy is left alone: a message answered meanwhile, one whose
+   dead letter was "left to the sender", and anything of a user erased since
+   (erase deletes the failure records), so a replay never answers twice and
+   never writes an erased number back;
+2. its entry is reopened (compare-and-set): ``received`` again with a fresh
+   receipt time and the reconciler's ``watch``, so the liveness bound starts
+   anew; a re-created conversation knows its number (``business``) and its
+   user (``userId``) like any other;
+3. its failure record becomes ``replayed``, so once the replay is answered
+   and the conversation is gone, another copy is not replayed again;
+4. it is published again to the inbound topic with its ordering key, so the
    processor answers it like any message: claim, model, send task;
-3. it is acknowledged on the hold subscription.
+5. it is acknowledged on the hold subscription.
 
 A crash between the steps is safe to repeat: reopening an entry that is
 already ``received`` changes nothing, and the processor answers a message
-once whatever the number of copies. Works against the emulators
-(FIRESTORE_EMULATOR_HOST, PUBSUB_EMULATOR_HOST) and the cloud alike.
+once whatever the number of copies. Held messages that were pulled but not
+chosen are released at once, so the next run sees them.
+Works against the emulators (FIRESTORE_EMULATOR_HOST, PUBSUB_EMULATOR_HOST)
+and the cloud alike (docs/decisions/0012-business-controls.md).
 """
 
 from __future__ import annotations
@@ -22,12 +34,21 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Protocol
 
 from shared import bootstrap
 from shared.adapters.firestore_store import Conflict, ConversationStore
-from shared.domain.conversation import DEAD_LETTERED, RECEIVED, Conversation, expire_at, utcnow
+from shared.domain.conversation import (
+    DEAD_LETTERED,
+    RECEIVED,
+    REMOVE,
+    Conversation,
+    Updates,
+    expire_at,
+    owner_updates,
+    utcnow,
+)
 from shared.domain.inbound import InboundMessage, InvalidWebhook
 from shared.domain.pseudonyms import Pseudonyms
 from shared.handlers.processor import MAX_CONFLICT_RETRIES
@@ -41,35 +62,66 @@ class HeldMessage:
 
 
 class DeadLetters(Protocol):
-    def pull(self, max_messages: int) -> list[HeldMessage]: ...
+    def pull(self, max_messages: int, wait: bool = True) -> list[HeldMessage]: ...
 
     def republish(self, message: InboundMessage) -> None: ...
 
     def ack(self, ack_ids: list[str]) -> None: ...
 
+    def release(self, ack_ids: list[str]) -> None: ...
 
-def reopen(store: ConversationStore, ids: Pseudonyms, msg: InboundMessage, now: datetime, ttl_seconds: int) -> str:
-    """Make a dead-lettered message answerable again; returns what was found."""
+
+# The failure record's status once its message was replayed.
+REPLAYED = "replayed"
+NOT_KNOWN = "left alone (not known to be dead-lettered: answered, or erased since)"
+
+
+def reopen_updates(conv: Conversation, msg: InboundMessage, now: datetime, ttl_seconds: int, user_id: str,
+                   watch_after_seconds: int) -> Updates:
+    """The entry ``received`` again; a conversation that is gone is re-created knowing whose it is.
+
+    An opted-out conversation keeps no expiry and gets no address back: the
+    processor then ends the message as ``ignored``.
+    """
+    entry: dict[str, Any] = {
+        "status": RECEIVED,
+        "receivedAt": now,
+        "updatedAt": now,
+        "replays": int(conv.entry(msg.sid).get("replays", 0)) + 1,
+    }
+    watch = now + timedelta(seconds=watch_after_seconds)
+    updates: Updates = {f"messages.{msg.sid}": entry, "updatedAt": now, "expireAt": expire_at(now, ttl_seconds)}
+    if conv.data.get("watch") is None or conv.data["watch"] > watch:
+        updates["watch"] = watch
+    if not conv.exists:
+        updates["address"] = msg.sender
+    if conv.data.get("optedOut"):
+        updates["expireAt"] = REMOVE
+    updates.update(owner_updates(conv, msg.recipient, user_id))
+    return updates
+
+
+def reopen(store: ConversationStore, ids: Pseudonyms, msg: InboundMessage, now: datetime, ttl_seconds: int,
+           watch_after_seconds: int = 180) -> str:
+    """Make a message known to be dead-lettered and unanswered answerable again; returns what was found."""
     cid = ids.conversation_id(msg.sender, msg.recipient)
+    record = store.failure(msg.sid)
+    recorded = bool(record) and record.get("status") == DEAD_LETTERED and record.get("conversation") == cid
     for _ in range(MAX_CONFLICT_RETRIES):
         snap = store.load(cid)
         conv: Conversation = snap.conversation
         status = conv.entry(msg.sid).get("status")
         if status not in (None, DEAD_LETTERED, RECEIVED):
             return f"left alone ({status})"
-        entry: dict[str, Any] = {
-            "status": RECEIVED,
-            "receivedAt": now,
-            "updatedAt": now,
-            "replays": int(conv.entry(msg.sid).get("replays", 0)) + 1,
-        }
-        updates: dict[str, Any] = {f"messages.{msg.sid}": entry, "updatedAt": now, "expireAt": expire_at(now, ttl_seconds)}
-        if not conv.exists:
-            updates["address"] = msg.sender
+        if status is None and not recorded:
+            return NOT_KNOWN
+        updates = reopen_updates(conv, msg, now, ttl_seconds, ids.user_id(msg.sender), watch_after_seconds)
         try:
             store.apply(cid, updates, snap.version)
         except Conflict:
             continue
+        if recorded:
+            store.record_failure(msg.sid, {**record, "status": REPLAYED, "replayedAt": now})
         return "reopened"
     raise Conflict(f"conversation kept changing while reopening {msg.sid}")
 
@@ -82,15 +134,20 @@ def replay(
     ttl_seconds: int,
     sids: Iterable[str] = (),
     limit: int = 100,
+    watch_after_seconds: int = 180,
 ) -> list[str]:
     """Replay the chosen held messages (all when ``sids`` is empty); one report line each."""
     wanted = set(sids)
     held = dead_letters.pull(limit)
     chosen = [h for h in held if not wanted or h.message.sid in wanted]
+    chosen_ids = {h.ack_id for h in chosen}
+    others = [h.ack_id for h in held if h.ack_id not in chosen_ids]
+    if others:
+        dead_letters.release(others)
     lines: list[str] = []
     for item in sorted(chosen, key=lambda h: (h.message.received_at or 0, h.published)):
         msg = item.message
-        outcome = reopen(store, ids, msg, clock(), ttl_seconds)
+        outcome = reopen(store, ids, msg, clock(), ttl_seconds, watch_after_seconds)
         if outcome == "reopened":
             dead_letters.republish(msg)
         dead_letters.ack([item.ack_id])
@@ -113,19 +170,26 @@ class PubSubDeadLetters:
         self._subscription = self._subscriber.subscription_path(project, hold_subscription)
         self._topic = self._publisher.topic_path(project, topic)
 
-    def pull(self, max_messages: int) -> list[HeldMessage]:
-        """Up to ``max_messages`` held messages; one pull may return only some of those waiting."""
-        received_messages: list[Any] = []
-        for _ in range(5):
+    def pull(self, max_messages: int, wait: bool = True) -> list[HeldMessage]:
+        """Up to ``max_messages`` held messages, each once; one pull may return only some of those waiting.
+
+        Only the first pull may wait for a message (``wait``): a later one
+        would block until the lease of those already pulled ran out and then
+        return them again. A copy pulled twice keeps its latest ack id.
+        """
+        by_id: dict[str, Any] = {}
+        for attempt in range(5):
             response = self._subscriber.pull(
-                request={"subscription": self._subscription, "max_messages": max_messages - len(received_messages)},
+                request={"subscription": self._subscription, "max_messages": max_messages - len(by_id),
+                         "return_immediately": attempt > 0 or not wait},
                 timeout=30,
             )
-            if not response.received_messages:
+            fresh = [r for r in response.received_messages if r.message.message_id not in by_id]
+            for received in response.received_messages:
+                by_id[received.message.message_id] = received
+            if not fresh or len(by_id) >= max_messages:
                 break
-            received_messages += response.received_messages
-            if len(received_messages) >= max_messages:
-                break
+        received_messages = list(by_id.values())
         held: list[HeldMessage] = []
         bad: list[str] = []
         for received in received_messages:
@@ -137,10 +201,14 @@ class PubSubDeadLetters:
             held.append(HeldMessage(received.ack_id, message, received.message.publish_time))
         if bad:
             # Unreadable copies stay held for inspection, visible again at once.
-            self._subscriber.modify_ack_deadline(
-                request={"subscription": self._subscription, "ack_ids": bad, "ack_deadline_seconds": 0}
-            )
+            self.release(bad)
         return held
+
+    def release(self, ack_ids: list[str]) -> None:
+        """Pulled but not handled: visible again at once instead of after the ack deadline."""
+        self._subscriber.modify_ack_deadline(
+            request={"subscription": self._subscription, "ack_ids": ack_ids, "ack_deadline_seconds": 0}
+        )
 
     def republish(self, message: InboundMessage) -> None:
         self._publisher.publish(self._topic, message.to_json(), ordering_key=message.sender).result(timeout=30)
@@ -157,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = bootstrap.settings()
     dead_letters = PubSubDeadLetters(settings.project_id, args.hold_subscription, settings.inbound_topic)
-    lines = replay(bootstrap.store(), bootstrap.pseudonyms(), dead_letters, utcnow, settings.conversation_ttl_seconds, args.sids, args.limit)
+    lines = replay(bootstrap.store(), bootstrap.pseudonyms(), dead_letters, utcnow, settings.conversation_ttl_seconds,
+                   args.sids, args.limit, settings.reconcile_after_seconds)
     print("\n".join(lines) if lines else "no dead-lettered messages waiting")
     return 0
 

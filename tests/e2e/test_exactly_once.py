@@ -262,6 +262,91 @@ def test_a_dead_lettered_message_is_recorded_with_its_reason(pipeline, ledger) -
     assert "not in the dead-letter hold subscription" in again
 
 
+def _dead_letter(pipeline, message: InboundMessage) -> None:
+    """Pub/Sub's part of a dead letter (docs/decisions/0005-emulator-dead-letter-gap.md): the message goes to
+    the dead-letter topic with the attributes Pub/Sub adds, so the dead-letter subscription and the hold get it."""
+    o = pipeline.stack.options
+    pubsub_v1.PublisherClient().publish(
+        f"projects/{o.project}/topics/{o.dead_letter_topic}", message.to_json(),
+        CloudPubSubDeadLetterSourceDeliveryCount=str(o.max_delivery_attempts),
+        CloudPubSubDeadLetterSourceSubscription=o.subscription,
+    ).result(timeout=10)
+
+
+def _replay(pipeline, sid: str) -> str:
+    from tests.e2e.test_controls import admin
+
+    return admin(pipeline, "replay", sid).stdout
+
+
+def _left_alone(out: str) -> bool:
+    """Replay reported the message left alone, and replayed no copy of it."""
+    return "left alone" in out and "replayed" not in out
+
+
+def test_a_replayed_first_message_is_answered_from_the_number_it_was_written_to(pipeline, ledger) -> None:
+    """A dead-lettered first message of a business that is not the default number, replayed: its reply,
+    and every later one, goes out from that business's number, never the default."""
+    from tests.e2e.test_controls import new_business, put_profile
+
+    business, user = new_business(), unique_user()
+    put_profile(pipeline, business, name="Replayed business")
+    message = InboundMessage(sid=new_sid("SM"), sender=user, recipient=business, body="first and dead-lettered")
+    _dead_letter(pipeline, message)
+    ledger.faults_injected += 1
+    assert wait_until(lambda: pipeline.failure(message.sid), timeout=30, interval=0.2)["status"] == "dead_lettered"
+    assert "replayed" in _replay(pipeline, message.sid)
+    assert_exactly(pipeline, ledger, user, [offline("first and dead-lettered")])
+    assert pipeline.conversation(user, business).data["business"] == business
+    pipeline.post(user, "and the next one?", to=business)
+    assert_exactly(pipeline, ledger, user, [offline("first and dead-lettered"), offline("and the next one?")])
+    assert {m.from_ for m in pipeline.twilio_messages_to(user)} == {business}
+
+
+def test_a_replay_answers_nothing_twice_and_brings_no_erased_user_back(pipeline, ledger) -> None:
+    """Held copies of an answered message (its conversation expired since), of a message replayed and
+    answered already, and of an erased user's message: replay answers none of them, writes no number back."""
+    from tests.e2e.test_controls import admin
+
+    default = pipeline.stack.options.twilio_whatsapp_from
+    # Answered; a copy of it is dead-lettered too (it waits in the hold); the conversation expires.
+    user = unique_user()
+    _, sid, _ = pipeline.post(user, "answered before any replay")
+    assert_exactly(pipeline, ledger, user, [offline("answered before any replay")])
+    _dead_letter(pipeline, InboundMessage(sid=sid, sender=user, recipient=default, body="answered before any replay"))
+    ledger.duplicates_injected += 1
+    pipeline.db.collection("conversations").document(pipeline.conversation_id(user)).delete()
+    assert _left_alone(_replay(pipeline, sid))
+    # Dead-lettered, replayed and answered; another copy is dead-lettered; the conversation expires.
+    again = unique_user()
+    message = InboundMessage(sid=new_sid("SM"), sender=again, recipient=default, body="replayed exactly once")
+    _dead_letter(pipeline, message)
+    wait_until(lambda: pipeline.failure(message.sid), timeout=30, interval=0.2)
+    assert "replayed" in _replay(pipeline, message.sid)
+    assert_exactly(pipeline, ledger, again, [offline("replayed exactly once")])
+    _dead_letter(pipeline, message)
+    ledger.duplicates_injected += 1
+    settle()
+    pipeline.db.collection("conversations").document(pipeline.conversation_id(again)).delete()
+    assert _left_alone(_replay(pipeline, message.sid))
+    # Dead-lettered, then the user is erased: erase removes the held copy too, and nothing comes back.
+    erased = unique_user()
+    gone = InboundMessage(sid=new_sid("SM"), sender=erased, recipient=default, body="erased before any replay")
+    _dead_letter(pipeline, gone)
+    wait_until(lambda: pipeline.failure(gone.sid), timeout=30, interval=0.2)
+    out = admin(pipeline, "erase", erased).stdout
+    assert "1 failure record" in out and "removed 1 held copy" in out, out
+    assert "not in the dead-letter hold subscription" in _replay(pipeline, gone.sid)
+    settle(3)
+    assert len(pipeline.replies(user)) == 1 and len(pipeline.replies(again)) == 1 and pipeline.replies(erased) == []
+    ledger.check([], [*pipeline.replies(erased)])
+    assert len(pipeline.model_requests_for("answered before any replay")) == 1
+    assert len(pipeline.model_requests_for("replayed exactly once")) == 1
+    for address in (user, again, erased):
+        assert not pipeline.db.collection("conversations").document(pipeline.conversation_id(address)).get().exists
+    assert not pipeline.failure(gone.sid)
+
+
 def test_twenty_users_ten_messages_each_concurrently(pipeline, ledger) -> None:
     users = [unique_user() for _ in range(20)]
     errors: list[str] = []

@@ -1,0 +1,221 @@
+"""A user's data for ``make admin``: find every conversation of a user, show it, erase it.
+
+A user may have written to several of the deployment's numbers, or been
+written to from one (the outbound API, a person's reply), and a number may
+have no business profile (routed to the webhook without one, or its profile
+deleted since). So a user's conversations are found by what each document
+says about itself, not by the profiles that exist today: every conversation
+carries ``userId``, a keyed id of the user alone (shared/domain/pseudonyms.py),
+written by whichever write creates the document, and Firestore's automatic
+single-field index answers ``userId == ...`` with one read per conversation
+found. Older documents written before ``userId`` are still looked up by the
+ids the default number and every profiled number give.
+
+What erase keeps and promises is in docs/decisions/0012-business-controls.md
+("Erase").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Iterable
+
+from shared.adapters.firestore_store import Conflict, ConversationStore
+from shared.config import Settings
+from shared.domain.controls import opted_out, paused
+from shared.domain.conversation import REMOVE, Conversation, Updates
+from shared.domain.pseudonyms import Pseudonyms
+from shared.handlers.handoff import Queue
+from shared.handlers.processor import MAX_CONFLICT_RETRIES
+from shared.ops.replay import DeadLetters
+
+# Held dead letters looked at per erase; the hold subscription is normally empty.
+HOLD_PULL_LIMIT = 1000
+# What an erased opted-out user's document keeps: enough to never message them again.
+OPT_OUT_FIELDS = ("optedOut", "optedOutAt", "business", "userId")
+
+
+class AdminError(Exception):
+    """The command cannot be done as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class AdminDeps:
+    settings: Settings
+    store: ConversationStore
+    ids: Pseudonyms
+    queue: Callable[[], Queue]
+    clock: Callable[[], datetime]
+    # The numbers with a profile (older conversations carry no userId and are found by these).
+    businesses: Callable[[], Iterable[str]] = lambda: ()
+    # The dead-letter hold subscription, whose copies of an erased user's messages go too.
+    dead_letters: Callable[[], DeadLetters] | None = None
+
+
+def when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else "-"
+
+
+def conversations_of(deps: AdminDeps, user: str, business: str | None = None) -> dict[str, str]:
+    """Conversation id → number for every conversation ``user`` may have (only ``business``'s when given).
+
+    Ids that merely could exist (a profiled number the user never wrote to)
+    are included; the caller reads each and skips what is absent.
+    """
+    if business is not None:
+        return {deps.ids.conversation_id(user, business): business}
+    found = deps.store.conversations_of(deps.ids.user_id(user))
+    for candidate in sorted({deps.settings.twilio_whatsapp_from, *deps.businesses()}):
+        found.setdefault(deps.ids.conversation_id(user, candidate), candidate)
+    return found
+
+
+def _label(business: str) -> str:
+    return business or "an unknown number"
+
+
+def show_conversation(deps: AdminDeps, user: str, cid: str, business: str, conv: Conversation) -> str:
+    """One conversation: state, history and every tracked message, without the number."""
+    now = deps.clock()
+    rate = conv.data.get("rate") or {}
+    lines = [
+        f"conversation of {deps.ids.mask(user)} with {_label(business)} (id {cid[:16]}…)",
+        f"  opted out: {'yes, since ' + when(conv.data.get('optedOutAt')) if opted_out(conv) else 'no'}",
+        f"  paused for a person: {'until ' + when(conv.data['pausedUntil']) if paused(conv, now) else 'no'}",
+        f"  rate window: {rate.get('count', 0)} message(s) since {when(rate.get('start'))}"
+        f"{', notice sent' if rate.get('noticed') else ''}",
+        f"  expires: {when(conv.data.get('expireAt')) if conv.data.get('expireAt') else 'never (opted out)'}"
+        f"{' (expired)' if conv.is_expired(now) else ''}",
+        f"  order: lastSeq {conv.last_seq}, doneSeq {conv.done_seq}",
+    ]
+    history = conv.history(now)
+    lines.append(f"  history ({len(history)} turns):")
+    for turn in history:
+        who = "person" if turn.get("by") == "person" else turn.get("role", "?")
+        lines.append(f"    {who:9}  {turn.get('content', '')}")
+    lines.append(f"  messages ({len(conv.messages)}):")
+    ordered = sorted(conv.messages.items(), key=lambda item: item[1].get("receivedAt") or now)
+    for sid, entry in ordered:
+        decided = (entry.get("decided") or {}).get("reason") or (entry.get("decided") or {}).get("kind") or ""
+        extra = [f"seq {entry['seq']}"] if "seq" in entry else []
+        extra += [f"by {entry['by']}"] if entry.get("by") else []
+        extra += [decided] if decided else []
+        extra += [str(entry["reason"])] if entry.get("reason") else []
+        lines.append(f"    {sid:34}  {when(entry.get('receivedAt'))}  {entry.get('status', '?'):13}  {'; '.join(extra)}")
+    return "\n".join(lines)
+
+
+def show(deps: AdminDeps, user: str, business: str | None = None) -> str:
+    """Every conversation of ``user`` (with ``business`` only, when given)."""
+    blocks = []
+    for cid, number in sorted(conversations_of(deps, user, business).items(), key=lambda item: item[1]):
+        conv = deps.store.load(cid).conversation
+        if conv.exists:
+            blocks.append(show_conversation(deps, user, cid, number or str(conv.data.get("business", "")), conv))
+    if not blocks:
+        return f"{deps.ids.mask(user)} has no conversation" + (f" with {business}" if business is not None else "")
+    return "\n\n".join(blocks)
+
+
+def opt_out_only(conv: Conversation, business: str, user_id: str, now: datetime) -> Updates:
+    """The document reduced to its opt-out, in one write: every other field goes in the same commit.
+
+    Deleting the document and creating the opt-out again would be two
+    writes: a crash, or a message claimed between them, would leave a fresh
+    conversation that is answered, and the opt-out would be gone for good.
+    """
+    kept = {
+        "optedOut": True,
+        "optedOutAt": conv.data.get("optedOutAt") or now,
+        "business": conv.data.get("business") or business,
+        "userId": conv.data.get("userId") or user_id,
+    }
+    updates: Updates = {key: REMOVE for key in conv.data if key not in OPT_OUT_FIELDS}
+    updates.update({key: value for key, value in kept.items() if value})
+    return updates
+
+
+def _erase_conversation(deps: AdminDeps, user: str, cid: str, business: str) -> tuple[bool, bool]:
+    """Erase one conversation (compare-and-set); returns (it existed, its opt-out was kept)."""
+    for _ in range(MAX_CONFLICT_RETRIES):
+        snap = deps.store.load(cid)
+        conv = snap.conversation
+        if not conv.exists:
+            return False, False
+        if conv.open_entries():
+            raise AdminError(f"{len(conv.open_entries())} message(s) of the conversation with {_label(business)} "
+                             "are in flight; try again in a minute")
+        kept = opted_out(conv)
+        try:
+            if not kept:
+                deps.store.erase(cid, snap.version)
+            elif set(conv.data) - set(OPT_OUT_FIELDS) or not conv.data.get("userId"):
+                deps.store.apply(cid, opt_out_only(conv, business, deps.ids.user_id(user), deps.clock()), snap.version)
+        except Conflict:
+            continue
+        return True, kept
+    raise Conflict("the conversation kept changing; try again")
+
+
+def _erase_held(deps: AdminDeps, user: str, business: str | None) -> tuple[int, bool]:
+    """Acknowledge the user's copies in the dead-letter hold subscription; (how many, whether it was full)."""
+    if deps.dead_letters is None:
+        return 0, False
+    hold = deps.dead_letters()
+    # No waiting: the hold is normally empty. May raise: the caller says what was erased before it.
+    held = hold.pull(HOLD_PULL_LIMIT, wait=False)
+    mine = [h.ack_id for h in held if h.message.sender == user and business in (None, h.message.recipient)]
+    taken = set(mine)
+    others = [h.ack_id for h in held if h.ack_id not in taken]
+    if others:
+        hold.release(others)
+    if mine:
+        hold.ack(mine)
+    return len(mine), len(held) >= HOLD_PULL_LIMIT
+
+
+def erase(deps: AdminDeps, user: str, business: str | None = None) -> str:
+    """A user's data, on request: every conversation (with ``business`` only, when given), its failure
+    records and the user's held dead letters; one report line per conversation.
+
+    An opt-out is kept as a document with only ``optedOut``, ``optedOutAt``,
+    ``business`` and ``userId``, so the user is still not messaged. A
+    conversation with a message in flight is refused before anything is
+    erased: its reply would lose the record that makes it exactly once.
+    """
+    mask = deps.ids.mask(user)
+    targets = conversations_of(deps, user, business)
+    for cid, number in targets.items():
+        open_entries = deps.store.load(cid).conversation.open_entries()
+        if open_entries:
+            raise AdminError(f"{len(open_entries)} message(s) of the conversation with {_label(number)} are in flight; "
+                             "nothing was erased; try again in a minute")
+    lines, erased_failures = [], set()
+    for cid, number in sorted(targets.items(), key=lambda item: item[1]):
+        existed, kept = _erase_conversation(deps, user, cid, number)
+        failures = deps.store.failures_of(cid)
+        for sid in failures:
+            deps.store.delete_failure(sid)
+        erased_failures.update(failures)
+        if existed or failures or business is not None:
+            note = "; the opt-out is kept (no address, no history)" if kept else ""
+            lines.append(f"erased {mask} at {_label(number)}: {'conversation' if existed else 'no conversation'}, "
+                         f"{len(failures)} failure record(s){note}")
+    if business is None:
+        # Failure records outlive conversations: those of conversations gone already are found by their sender.
+        rest = [sid for sid in deps.store.failures_of_sender(mask) if sid not in erased_failures]
+        for sid in rest:
+            deps.store.delete_failure(sid)
+        if rest:
+            lines.append(f"also deleted {len(rest)} failure record(s) of {mask} whose conversation is gone already")
+    try:
+        held, full = _erase_held(deps, user, business)
+    except Exception as exc:
+        raise AdminError("\n".join([*lines, f"could not reach the dead-letter hold subscription ({exc!r:.200}): "
+                                    "the user's held messages stay until they expire; run erase again"])) from exc
+    if held:
+        lines.append(f"also removed {held} held copy(ies) of {mask}'s messages from the dead-letter hold subscription")
+    if full:
+        lines.append(f"the dead-letter hold subscription has {HOLD_PULL_LIMIT} or more messages: run erase again")
+    return "\n".join(lines) or f"nothing of {mask} was found"
