@@ -41,6 +41,8 @@ class Request:
     query: Mapping[str, list[str]]
     headers: Mapping[str, str]
     body: bytes
+    # The request-target exactly as received (path and query string), for a proxy to pass on unchanged.
+    target: str = ""
 
     def json(self) -> Any:
         return json.loads(self.body.decode("utf-8") or "null")
@@ -105,6 +107,7 @@ class StubHandler(BaseHTTPRequestHandler):
             query=parse_qs(parts.query, keep_blank_values=True),
             headers={k.lower(): v for k, v in self.headers.items()},
             body=body,
+            target=self.path,
         )
         try:
             answer = self.server.owner.handle(request, self)
