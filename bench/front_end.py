@@ -23,12 +23,10 @@ end-to-end latency carries about public + 2 x (private + mint) of theirs.
 from __future__ import annotations
 
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.driver import Driver, PreparedPost
+from bench.driver import Driver, PreparedPost, post
 from bench.report import Goal, dist_row, note_row
 from bench.stats import Summary, ratio, summarize
 
@@ -43,20 +41,6 @@ class FrontEndRun:
     private_direct: list[float] = field(default_factory=list)
     mint: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
-
-
-def _timed(url: str, data: bytes, headers: dict[str, str]) -> tuple[int, float]:
-    request = urllib.request.Request(url, data=data, method="POST", headers=headers)
-    t0 = time.perf_counter()
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            response.read()
-            status = response.status
-    except urllib.error.HTTPError as error:
-        with error:
-            error.read()
-            status = error.code
-    return status, time.perf_counter() - t0
 
 
 def run(driver: Driver, pairs: int, tag: str) -> FrontEndRun:
@@ -85,8 +69,9 @@ def run(driver: Driver, pairs: int, tag: str) -> FrontEndRun:
         for side in (("via", "direct") if i % 2 == 0 else ("direct", "via")):
             url, headers = (stack.url("sender"), via_headers) if side == "via" else (stack.container_url("sender"),
                                                                                     direct_headers)
-            status, seconds = _timed(url, b"not a task", headers)
-            keep(f"private-{side}", status, seconds, result.private_via if side == "via" else result.private_direct)
+            sent = post(PreparedPost(url, b"not a task", headers, "", "", ""))
+            keep(f"private-{side}", sent.status, sent.seconds,
+                 result.private_via if side == "via" else result.private_direct)
     for _ in range(MINTS):
         t0 = time.perf_counter()
         stack.id_token(stack.identity("tasks_invoker"), stack.url("sender"))
