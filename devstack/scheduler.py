@@ -14,10 +14,10 @@ exactly as it would be there. The interval is shorter in tests.
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import logging
 import threading
-import urllib.error
-import urllib.request
+from urllib.parse import urlsplit
 
 from devstack.cloud_run import Origin
 from devstack.terraform_env import Job
@@ -48,31 +48,43 @@ class Scheduler:
         if self._thread.is_alive():
             self._thread.join(timeout=5)
 
-    def request(self) -> urllib.request.Request:
-        """One attempt of the job, as Cloud Scheduler sends it."""
+    def headers(self) -> dict[str, str]:
+        """One attempt's headers, as Cloud Scheduler sends them (no body, so no Content-Type)."""
         job = self._job
-        headers = {
+        return {
             **job.headers,
             "User-Agent": "Google-Cloud-Scheduler",
             "X-CloudScheduler": "true",
             "X-CloudScheduler-JobName": self._job_name,
-            "X-CloudScheduler-ScheduleTime": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "X-CloudScheduler-ScheduleTime": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "Authorization": f"Bearer {self._issuer.mint(job.service_account, job.audience)}",
             **self._origin.headers(),
         }
-        return urllib.request.Request(job.uri, data=b"" if job.method in ("POST", "PUT", "PATCH") else None,
-                                      method=job.method, headers=headers)
+
+    def _attempt(self) -> int:
+        target = urlsplit(self._job.uri)
+        connection = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port,
+                                                timeout=self._job.attempt_deadline_seconds)
+        try:
+            body = b"" if self._job.method in ("POST", "PUT", "PATCH") else None
+            connection.request(self._job.method, target.path or "/", body=body, headers=self.headers())
+            response = connection.getresponse()
+            response.read()
+            return response.status
+        finally:
+            connection.close()
 
     def _run(self) -> None:
         while not self._stopped.wait(self._interval):
             try:
-                with urllib.request.urlopen(self.request(), timeout=self._job.attempt_deadline_seconds) as response:
-                    response.read()
-                self.runs += 1
-            except urllib.error.HTTPError as exc:
-                self.failures += 1
-                log.warning("reconcile job attempt failed with %s", exc.code)
-            except (urllib.error.URLError, OSError) as exc:
+                status = self._attempt()
+            except (OSError, http.client.HTTPException) as exc:
                 # Like a Scheduler job whose target is down: logged, tried again next time.
                 self.failures += 1
                 log.warning("reconcile job attempt failed: %s", exc)
+                continue
+            if 200 <= status < 300:
+                self.runs += 1
+            else:
+                self.failures += 1
+                log.warning("reconcile job attempt failed with %s", status)
