@@ -62,8 +62,9 @@ def run(driver: Driver, pairs: int, tag: str) -> FrontEndRun:
             sent = driver.send(prepared)
             keep(f"public-{side}", sent.status, sent.seconds, result.public_via if side == "via" else result.public_direct)
     sender_token = stack.id_token(stack.identity("tasks_invoker"), stack.url("sender"))
+    # As Cloud Tasks sends it: from inside the project (the sender's ingress is internal), with its token and the key.
     via_headers = {"Content-Type": "application/json", "Authorization": f"Bearer {sender_token}",
-                   "X-Caller-Key": stack.cloud.caller_key}
+                   "X-Caller-Key": stack.cloud.caller_key, **stack.cloud.origin.headers()}
     direct_headers = {"Content-Type": "application/json", **stack.as_forwarded("tasks_invoker", "sender")}
     for i in range(pairs):
         for side in (("via", "direct") if i % 2 == 0 else ("direct", "via")):

@@ -157,8 +157,8 @@ class CloudRunFrontEnd(StubServer):
         refusal = Refusal(self.service.key, status, reason)
         with self._lock:
             self.refusals.append(refusal)
-        log.warning("cloud run refused a request", extra={"service": self.service.key, "status": status,
-                                                           "reason": reason})
+        log.warning("cloud run refused a request to %s with %s: %s", self.service.key, status, reason,
+                    extra={"service": self.service.key, "status": status, "reason": reason})
         return page
 
     def _forward(self, request: Request, headers: dict[str, str]) -> Response:

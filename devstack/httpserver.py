@@ -87,6 +87,8 @@ class StubHandler(BaseHTTPRequestHandler):
     def finish(self) -> None:
         try:
             super().finish()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client is gone; its answer has nowhere to go
         finally:
             self.server.owner._track(self.connection, add=False)
 
@@ -116,7 +118,10 @@ class StubHandler(BaseHTTPRequestHandler):
         if isinstance(answer, Drop):
             self.drop()
             return
-        self._write(answer)
+        try:
+            self._write(answer)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up (its own time-out): nobody to answer
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle_any
 
@@ -154,6 +159,9 @@ class StubHandler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # A real front end accepts a burst of connections at once; the default
+    # backlog of 5 makes the sixth simultaneous client wait a SYN retry (1 s).
+    request_queue_size = 1024
     owner: "StubServer"
 
 
