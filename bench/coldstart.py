@@ -2,7 +2,10 @@
 
 Time runs from Popen to the first 200. Each request is the cheapest real one
 that function can get: a signed webhook, a Pub/Sub push of a real message, a
-send task for a conversation that does not exist, and a webhook to the floor.
+send task for a conversation that does not exist, and a webhook to the floor;
+the private functions' requests carry what their Cloud Run front end would
+hand on (the token without its signature, the caller key), since the fresh
+process is reached directly.
 The functions are started one after another, in rotating order, never side
 by side, so two candidates never share the two cores.
 """
@@ -25,6 +28,7 @@ from bench.stats import summarize
 from devstack.emulators import free_port
 from devstack.stack import HOST
 from devstack.twilio_stub import new_sid
+from shared.adapters.google_auth import CALLER_KEY_HEADER, CALLER_KEY_PARAMETER
 from shared.domain.inbound import InboundMessage
 
 NAMES = ("webhook", "processor", "sender", "floor")
@@ -72,15 +76,20 @@ def _requests(driver: Driver, tag: str) -> dict[str, RequestFactory]:
             "message": {"data": base64.b64encode(message.to_json()).decode(), "messageId": "1", "attributes": {}},
             "subscription": f"projects/{o.project}/subscriptions/{o.subscription}",
         }
+        # As the processor's front end hands on a push: the token without its signature, the key in the query.
+        forwarded = stack.as_forwarded("pubsub_push", "processor")
+        key = forwarded.pop(CALLER_KEY_HEADER)
         request = urllib.request.Request(
-            url, data=json.dumps(envelope).encode(), method="POST", headers={"Content-Type": "application/json"}
+            f"{url}?{CALLER_KEY_PARAMETER}={key}", data=json.dumps(envelope).encode(), method="POST",
+            headers={"Content-Type": "application/json", **forwarded},
         )
         return request, (user, marker)
 
     def sender(url: str) -> Built:
         body = {"conversation": f"bench-unknown-{new_sid('XX')}", "sid": new_sid("SM"), "seq": 1}
         request = urllib.request.Request(
-            url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+            url, data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json", **stack.as_forwarded("tasks_invoker", "sender")},
         )
         return request, None
 
@@ -122,7 +131,6 @@ def _first_ok(url: str, build: RequestFactory, deadline: float) -> tuple[float, 
 def run(
     driver: Driver,
     processes: Processes,
-    function_env: dict[str, str],
     floor_env: dict[str, str],
     log_dir: Path,
     repeats: int,
@@ -134,9 +142,9 @@ def run(
         order = NAMES[r % len(NAMES):] + NAMES[: r % len(NAMES)]
         for name in order:
             port = free_port()
-            env = process_env(function_env, floor_env if name == "floor" else None)
+            env = process_env(driver.stack, name, port, floor_env if name == "floor" else None)
             started = time.monotonic()
-            process = processes.start(function_command(name, port), env, log_dir / f"cold-{name}.log")
+            process = processes.start(function_command(), env, log_dir / f"cold-{name}.log")
             try:
                 deadline = started + FIRST_ANSWER_TIMEOUT_SECONDS
                 listening = _wait_port(port, deadline)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devstack.stack import FUNCTIONS
+from devstack.stack import SERVICES
 
 COUNTERS = (
     "firestore_reads",
@@ -60,7 +60,7 @@ class Mark:
 
 
 def mark(log_dir: Path) -> Mark:
-    return Mark({name: len(usage_lines(log_dir / f"{name}_fn.log")) for name in FUNCTIONS})
+    return Mark({name: len(usage_lines(log_dir / f"{name}_fn.log")) for name in SERVICES})
 
 
 def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
@@ -71,7 +71,7 @@ def cost_between(log_dir: Path, before: Mark, after: Mark, messages: int) -> dic
     """Per-message totals, plus per-function request counts and the spread of per-request deltas."""
     totals = dict.fromkeys(COUNTERS, 0)
     functions: dict[str, Any] = {}
-    for name in FUNCTIONS:
+    for name in SERVICES:
         lines = usage_lines(log_dir / f"{name}_fn.log")
         start, end = before.lines[name], after.lines[name]
         base = lines[start - 1] if start > 0 else {}

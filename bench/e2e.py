@@ -51,7 +51,7 @@ class HopFloor:
 
     def __init__(self, stack: Stack, receiver: Receiver) -> None:
         o = stack.options
-        settings = Settings.from_env(stack.function_env())
+        settings = Settings.from_env(stack.function_env("webhook"))
         self._receiver = receiver
         project = f"projects/{o.project}"
         self._topic = f"{project}/topics/{HOP_TOPIC}"

@@ -107,11 +107,11 @@ def worst_case(repeats: int = 5) -> dict[str, Any]:
 
 
 def report_rows(figure: dict[str, Any]) -> list[list[str] | str]:
-    """Figure 9 of ``make bench``: no goal, a bound (decision 0012) and what reaches it."""
+    """Figure 10 of ``make bench``: no goal, a bound (decision 0012) and what reaches it."""
     from bench.report import note_row
 
     return [
-        "9. keyword rules (RE2 in the processor): the worst rule validation accepts, worst 4,000-character message",
+        "10. keyword rules (RE2 in the processor): the worst rule validation accepts, worst 4,000-character message",
         note_row("  one rule", f"{figure['seconds'] * 1000:.1f} ms: {figure['rule'][:40]!r} (size "
                               f"{figure['program_size']}) on {figure['input']}"),
         note_row(f"  a business of {figure['profile_rules']} such rules",

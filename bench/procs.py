@@ -9,46 +9,39 @@ before it could.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Mapping
 
+from devstack import container
 from devstack.lifecycle import spawn, stop_groups
-from devstack.stack import FUNCTIONS, HOST, ROOT
+from devstack.stack import HOST, ROOT, Stack
 
 FLOOR_SOURCE = "bench/floor_fn/main.py"
 FLOOR_TARGET = "floor"
 
 
-def source_and_target(name: str) -> tuple[str, str]:
-    """Where each benchmarked function lives: the stack's three, plus the floor."""
+def function_command() -> list[str]:
+    """The image's entry point (the Dockerfile's CMD), as the stack starts its own: a fair comparison."""
+    return container.command()
+
+
+def process_env(stack: Stack, name: str, port: int, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment the stack gives that service's process on ``port``; the floor gets the webhook's.
+
+    The command reads FUNCTION_SOURCE and FUNCTION_TARGET from it, as in the image.
+    """
     if name == "floor":
-        return FLOOR_SOURCE, FLOOR_TARGET
-    return FUNCTIONS[name]
-
-
-def function_command(name: str, port: int) -> list[str]:
-    """The stack's own command line (devstack.stack.Stack.start_function), for a fair comparison."""
-    source, target = source_and_target(name)
-    return [
-        sys.executable, "-m", "functions_framework",
-        f"--source={ROOT / source}", f"--target={target}",
-        f"--host={HOST}", f"--port={port}",
-    ]
-
-
-def process_env(function_env: Mapping[str, str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment the stack gives its functions: ours without emulator hosts, then theirs."""
-    return {
-        **{k: v for k, v in os.environ.items() if not k.endswith("_EMULATOR_HOST")},
-        **function_env,
-        **(extra or {}),
-    }
+        env = {**stack.function_env("webhook"), "FUNCTION_SOURCE": FLOOR_SOURCE, "FUNCTION_TARGET": FLOOR_TARGET,
+               "FUNCTION_SIGNATURE_TYPE": "http"}
+        service = "bench-floor"
+    else:
+        env = stack.function_env(name)
+        service = stack.cloud.rendered.services[name].name
+    return {**container.process_env(service, port), **env, **(extra or {})}
 
 
 class Processes:

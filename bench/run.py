@@ -27,7 +27,8 @@ from typing import Any
 from google.cloud import pubsub_v1
 
 from bench import (
-    ack, burst, charts, coldstart, cost, cpu, e2e, features, keyword_rules, secrets_check, stages, throughput,
+    ack, burst, charts, coldstart, cost, cpu, e2e, features, front_end, keyword_rules, secrets_check, stages,
+    throughput,
 )
 from bench.driver import Delivery, Driver, check_delivery
 from bench.procs import Processes, function_command, process_env, wait_listening
@@ -36,7 +37,7 @@ from bench.receiver import Receiver
 from bench.report import Goal, dist_row, note_row, render
 from bench.stats import Summary, ratio, summarize
 from devstack.emulators import free_port
-from devstack.stack import HOST, ROOT, Stack, StackOptions
+from devstack.stack import HOST, ROOT, SERVICES, Stack, StackOptions
 
 DEFAULT_OUTPUT = ROOT / "bench" / "results.json"
 FLOOR_TOPIC = "bench-floor"
@@ -72,19 +73,20 @@ class Plan:
     burst_rounds: int
     feature_messages: int
     feature_burst_users: int
+    front_end_pairs: int
 
 
 FULL = Plan(
     warmup=5, ack_pairs=300, ack_clients=8, ack_per_client=5, ack_rounds=10,
     slow_pairs=100, slow_per_client=3, slow_rounds=6, e2e_messages=150,
     rates=(5, 10, 15, 20, 30, 40), step_seconds=10, grace_seconds=20, cold_repeats=5, secret_messages=1000,
-    burst_others=50, burst_rounds=3, feature_messages=12, feature_burst_users=10,
+    burst_others=50, burst_rounds=3, feature_messages=12, feature_burst_users=10, front_end_pairs=200,
 )
 QUICK = Plan(
     warmup=2, ack_pairs=15, ack_clients=8, ack_per_client=2, ack_rounds=2,
     slow_pairs=6, slow_per_client=1, slow_rounds=2, e2e_messages=8,
     rates=(5, 10), step_seconds=2, grace_seconds=10, cold_repeats=3, secret_messages=100,
-    burst_others=10, burst_rounds=1, feature_messages=3, feature_burst_users=3,
+    burst_others=10, burst_rounds=1, feature_messages=3, feature_burst_users=3, front_end_pairs=10,
 )
 
 
@@ -175,9 +177,7 @@ class Bench:
         self.floor_env = {"BENCH_FLOOR_TOPIC": topic}
         port = free_port()
         process = self.processes.start(
-            function_command("floor", port),
-            process_env(self.stack.function_env(), self.floor_env),
-            self.log_dir / "floor_fn.log",
+            function_command(), process_env(self.stack, "floor", port, self.floor_env), self.log_dir / "floor_fn.log",
         )
         wait_listening(process, port)
         self.floor_url = f"http://{HOST}:{port}/"
@@ -291,9 +291,7 @@ def run(plan: Plan, log_dir: Path, profile_dir: Path | None = None) -> tuple[dic
         bench.stop_profiling()
         _say(f"cold starts: {plan.cold_repeats} fresh processes per function")
         started = time.monotonic()
-        cold = coldstart.run(
-            driver, bench.processes, stack.function_env(), bench.floor_env, log_dir, plan.cold_repeats, "cold"
-        )
+        cold = coldstart.run(driver, bench.processes, bench.floor_env, log_dir, plan.cold_repeats, "cold")
         bench.timed("cold_start", started)
 
         _say(f"features: {plan.feature_messages} messages per feature, then {plan.feature_burst_users} users "
@@ -324,6 +322,10 @@ def run(plan: Plan, log_dir: Path, profile_dir: Path | None = None) -> tuple[dic
             "floor": cpu.per_unit_ms(cpu_after, cpu_final, len(fast_conc.floor))["floor"],
         }
         bench.timed("ack_instant_ai", started)
+        _say(f"front ends: {plan.front_end_pairs} pairs through them and straight to the containers")
+        started = time.monotonic()
+        front_run = front_end.run(driver, plan.front_end_pairs, "fe")
+        bench.timed("front_ends", started)
         started = time.monotonic()
         drained = driver.wait_drained(max(plan.grace_seconds, 60))
         bench.timed("drain_before_slow_ai", started)
@@ -351,6 +353,7 @@ def run(plan: Plan, log_dir: Path, profile_dir: Path | None = None) -> tuple[dic
     results, table = assemble(
         machine, bench, secret_manager, e2e_run, e2e_stages, e2e_cpu, cost_sequential, steps, cost_load,
         load_cpu, cold, burst_run, feature_run, (fast_seq, fast_conc, slow_seq, slow_conc), delivery, stack,
+        front_run,
         rules_figure,
     )
     results["duration_seconds"] = round(time.monotonic() - t_run, 1)
@@ -374,6 +377,7 @@ def assemble(
     acks: tuple[ack.AckRun, ack.AckRun, ack.AckRun, ack.AckRun],
     delivery: Delivery,
     stack: Stack,
+    front_run: front_end.FrontEndRun,
     rules_figure: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Goals, results.json content and the printed table, from the raw measurements."""
@@ -488,7 +492,7 @@ def assemble(
     rows.append(note_row("  other calls, sequential",
                          f"publishes {per['pubsub_publishes']:g}, tasks {per['tasks_created']:g}, "
                          f"OpenAI {per['openai_calls']:g}, Twilio {per['twilio_calls']:g}, "
-                         f"Secret Manager {per['secret_manager_accesses']:g} (SECRET_SOURCE=env)",
+                         f"Secret Manager {per['secret_manager_accesses']:g} (Secret Manager stand-in, as in the cloud)",
                          cost_sequential["n"]))
     load = cost_load["per_message"]
     rows.append(note_row("  same, under load (throughput batch)",
@@ -532,6 +536,10 @@ def assemble(
     rows += feature_rows
     goals += feature_goals
 
+    ack_goals = [g for g in goals if g.name.startswith("ack p99 <=")]
+    e2e_goal = next(g for g in goals if g.name.startswith("end-to-end p50"))
+    front_rows, front_json = front_end.report(front_run, lat.p50, ack_goals, e2e_goal)
+    rows += front_rows
     if rules_figure is not None:
         rows += keyword_rules.report_rows(rules_figure)
 
@@ -545,7 +553,8 @@ def assemble(
         "stack": {
             "tasks_max_dispatches_per_second": stack.options.tasks_max_dispatches_per_second,
             "tasks_max_concurrent_dispatches": stack.options.tasks_max_concurrent_dispatches,
-            "functions_framework_threads": (os.cpu_count() or 1) * 4,
+            # THREADS, as Terraform sets it per service (var.concurrency).
+            "functions_framework_threads": {name: int(stack.cloud.rendered.services[name].env["THREADS"]) for name in SERVICES},
         },
         "ack": ack_json,
         "e2e": {
@@ -578,6 +587,7 @@ def assemble(
         "burst": burst_json,
         "features": feature_json,
         "keyword_rules": rules_figure,
+        "front_ends": front_json,
         "goals": [g.to_json() for g in goals],
         "phase_seconds": bench.phases,
         "profiled": bench.profiler is not None,

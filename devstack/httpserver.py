@@ -41,6 +41,8 @@ class Request:
     query: Mapping[str, list[str]]
     headers: Mapping[str, str]
     body: bytes
+    # The request-target exactly as received (path and query string), for a proxy to pass on unchanged.
+    target: str = ""
 
     def json(self) -> Any:
         return json.loads(self.body.decode("utf-8") or "null")
@@ -85,6 +87,8 @@ class StubHandler(BaseHTTPRequestHandler):
     def finish(self) -> None:
         try:
             super().finish()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client is gone; its answer has nowhere to go
         finally:
             self.server.owner._track(self.connection, add=False)
 
@@ -105,6 +109,7 @@ class StubHandler(BaseHTTPRequestHandler):
             query=parse_qs(parts.query, keep_blank_values=True),
             headers={k.lower(): v for k, v in self.headers.items()},
             body=body,
+            target=self.path,
         )
         try:
             answer = self.server.owner.handle(request, self)
@@ -113,7 +118,10 @@ class StubHandler(BaseHTTPRequestHandler):
         if isinstance(answer, Drop):
             self.drop()
             return
-        self._write(answer)
+        try:
+            self._write(answer)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up (its own time-out): nobody to answer
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle_any
 
@@ -151,6 +159,9 @@ class StubHandler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # A real front end accepts a burst of connections at once; the default
+    # backlog of 5 makes the sixth simultaneous client wait a SYN retry (1 s).
+    request_queue_size = 1024
     owner: "StubServer"
 
 

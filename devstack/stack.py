@@ -1,4 +1,4 @@
-"""The whole pipeline on one machine: emulators, stand-ins and the three functions.
+"""The whole pipeline on one machine, in the cloud's shape: emulators, stand-ins and the five services.
 
 Used by ``make stack`` (headless), ``make dev`` (with the chat prompt), the
 end-to-end tests and the benchmarks, so all of them run the same thing:
@@ -6,12 +6,20 @@ end-to-end tests and the benchmarks, so all of them run the same thing:
 * the official Firestore and Pub/Sub emulators (gcloud), each in its own
   process group;
 * the Cloud Tasks stand-in (in this process), with the queue's rate limits and
-  retry policy;
+  retry policy, adding the OIDC token each task's ``oidc_token`` names;
+* what Google runs around the functions, as terraform/ declares it
+  (devstack/cloud_shape.py): the token issuer, Secret Manager holding the
+  deployment's secrets, a relay that gives Pub/Sub pushes their OIDC token,
+  a Cloud Run front end before each service, and the scheduler's job;
 * Twilio and OpenAI stand-ins (in this process) unless TWILIO_API_BASE_URL or
   OPENAI_BASE_URL point elsewhere (or OPENAI_API_KEY is set: then the real
   OpenAI is used);
-* webhook_fn, processor_fn and sender_fn as functions-framework processes,
-  exactly as Cloud Run runs them.
+* the five services (webhook, processor, sender, reconciler, outbound) as
+  processes started with the Dockerfile's command and environment and the
+  environment Terraform gives each Cloud Run service, only emulator hosts,
+  ports and URLs substituted. Every request reaches them through their front
+  end, so a private one is served only with the token, and the caller key,
+  that Google would send.
 
 Every process it starts goes through ``devstack.lifecycle.spawn``: ``stop``
 ends them in order, and if this process dies first its watchdog ends them.
@@ -22,7 +30,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,14 +40,19 @@ from typing import Callable, Mapping
 from google.cloud import pubsub_v1, tasks_v2
 from google.protobuf import duration_pb2
 
+from devstack import container
+from devstack.cloud_run import forwarded_token
+from devstack.cloud_shape import CloudShape
 from devstack.emulators import FirestoreEmulator, PubSubEmulator, check_prerequisites, free_port, start_all
 from devstack.lifecycle import live_members, spawn, stop_groups
 from devstack.openai_stub import OpenAIStub
 from devstack.scheduler import Scheduler
 from devstack.simulator import Simulator, SimulatorConfig, businesses_from_env
 from devstack.tasks_emulator import TasksEmulator
+from devstack.terraform_env import TerraformError
 from devstack.twilio_stub import TwilioStub
-from shared.adapters.cloud_tasks import emulator_client
+from shared.adapters.cloud_tasks import TaskQueue, emulator_client
+from shared.adapters.google_auth import CALLER_KEY_HEADER
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -52,15 +64,8 @@ DEFAULT_AUTH_TOKEN = "local-dev-auth-token"
 DEFAULT_ADDRESS_HASH_KEY = "local-dev-address-hash-key"
 DEFAULT_WHATSAPP_FROM = "whatsapp:+14155238886"
 
-FUNCTIONS = {
-    "webhook": ("webhook_fn/main.py", "webhook"),
-    "processor": ("processor_fn/main.py", "process"),
-    "sender": ("sender_fn/main.py", "send"),
-    # Cloud Scheduler's target in the cloud; devstack/scheduler.py calls it here.
-    "reconciler": ("processor_fn/main.py", "reconcile"),
-    # The outbound API (business-initiated messages); no token needed locally.
-    "outbound": ("webhook_fn/main.py", "outbound"),
-}
+# The Cloud Run services of terraform/run.tf; each runs the function its FUNCTION_SOURCE/TARGET name.
+SERVICES = ("webhook", "processor", "sender", "reconciler", "outbound")
 # A function gets this long to finish its requests after SIGTERM, then SIGKILL.
 FUNCTION_GRACE_SECONDS = 5.0
 
@@ -104,8 +109,11 @@ class StackOptions:
     # The chat page on loopback, and the Twilio stand-in's status callbacks to the webhook (its ticks).
     simulator: bool = True
     status_callbacks: bool = True
+    # Values over Terraform's environment for every service that has them (short time-outs in tests).
     env: dict[str, str] = field(default_factory=dict)
     function_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Terraform variables, as an environment's tfvars sets them, over the stack's own.
+    tfvars: dict[str, object] = field(default_factory=dict)
     progress: Callable[[str], None] = lambda line: None
 
     def queue(self, name: str) -> tasks_v2.Queue:
@@ -156,12 +164,14 @@ class Stack:
             FirestoreEmulator(options.project, log_path=options.log_dir / "firestore-emulator.log"),
             PubSubEmulator(options.project, log_path=options.log_dir / "pubsub-emulator.log"),
         )
-        self.tasks = TasksEmulator()
+        self.cloud = CloudShape(options.project)
+        self.tasks = TasksEmulator(issuer=self.cloud.issuer, origin_headers=self.cloud.origin.headers())
         self.twilio: TwilioStub | None = None
         self.openai: OpenAIStub | None = None
-        self.scheduler: Scheduler | None = None
         self.simulator: Simulator | None = None
+        # Each service's URL (its front end's port) and its container's port.
         self.ports: dict[str, int] = {}
+        self.container_ports: dict[str, int] = {}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._started = time.monotonic()
         self._function_env: dict[str, dict[str, str]] = {}
@@ -177,7 +187,7 @@ class Stack:
     @property
     def webhook_url(self) -> str:
         """The URL the webhook checks signatures against: where a Twilio stand-in posts."""
-        return f"http://{HOST}:{self.ports['webhook']}/"
+        return self.url("webhook")
 
     @property
     def outbound_url(self) -> str:
@@ -185,7 +195,43 @@ class Stack:
         return self.url("outbound")
 
     def url(self, name: str) -> str:
-        return f"http://{HOST}:{self.ports[name]}/"
+        """The service's URL, as Terraform names it (the run.app form has no trailing slash): its front end."""
+        return f"http://{HOST}:{self.ports[name]}"
+
+    def container_url(self, name: str) -> str:
+        """The function process itself, behind its front end: what someone bypassing Cloud Run would reach."""
+        return f"http://{HOST}:{self.container_ports[name]}/"
+
+    @property
+    def scheduler(self) -> Scheduler | None:
+        return self.cloud.scheduler
+
+    def identity(self, key: str) -> str:
+        """The e-mail of one of terraform/identities.tf's accounts (``pubsub_push``, ``tasks_invoker``, ...)."""
+        return self.cloud.rendered.identities[key]
+
+    def id_token(self, service_account_email: str, audience: str) -> str:
+        """An ID token from the local issuer, as Google would mint it for that account and audience."""
+        return self.cloud.issuer.mint(service_account_email, audience)
+
+    def as_forwarded(self, caller: str, name: str) -> dict[str, str]:
+        """What the container of a private service gets from its front end when ``caller`` (an identity
+        key) calls it: the token without its signature, and the caller key Google's product carries."""
+        token = forwarded_token(self.id_token(self.identity(caller), self.url(name)))
+        return {"Authorization": f"Bearer {token}", CALLER_KEY_HEADER: self.cloud.caller_key}
+
+    def outbound_headers(self, email: str = "") -> dict[str, str]:
+        """A business system's credentials for the outbound API (default: the local one the tfvars allow)."""
+        return self.cloud.outbound_headers(email)
+
+    def task_queue(self) -> TaskQueue:
+        """The send queue as the processor uses it: OIDC token and caller key on every task."""
+        env = self.function_env("processor")
+        return TaskQueue(
+            self.options.project, env["TASKS_LOCATION"], env["TASKS_QUEUE"], env["SENDER_URL"],
+            env["TASKS_SERVICE_ACCOUNT"], lambda: emulator_client(self.tasks.address), env["PROCESSOR_URL"],
+            caller_key=lambda: self.cloud.caller_key,
+        )
 
     @property
     def queue_path(self) -> str:
@@ -209,15 +255,24 @@ class Stack:
         self.options.log_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._start_backing_services()
+            self._render_terraform()
             self._create_topology()
             self._apply_profiles()
             self._start_functions()
-            self.scheduler = Scheduler(self.url("reconciler"), self.options.reconcile_interval_seconds).start()
+            self.cloud.start_scheduler(self.options.reconcile_interval_seconds)
             if self.options.simulator:
                 self._start_simulator()
+        except TerraformError as exc:
+            self.stop()
+            raise StackError(f"terraform/ does not render for the local stack: {exc}") from None
         except BaseException:
             self.stop()
             raise
+        self._say(
+            f"outbound API at {self.outbound_url}: a business system sends its ID token in Authorization and "
+            f"X-Serverless-Authorization; a local one: {self.cloud.issuer.base_url}/token?audience={self.outbound_url}"
+            f"&email={self.cloud.business_system}"
+        )
         self._say(f"ready: webhook at {self.webhook_url}")
         return self
 
@@ -250,10 +305,51 @@ class Stack:
             self._say(f"chat completions at {o.openai_base_url} (OPENAI_BASE_URL)")
         else:
             self._say("using OpenAI with OPENAI_API_KEY")
-        for name in FUNCTIONS:
+        self.cloud.start()
+        self._say(f"token issuer on {self.cloud.issuer.base_url}, Pub/Sub push relay on {self.cloud.relay.base_url}")
+        for name in SERVICES:
             self.ports[name] = o.webhook_port if name == "webhook" and o.webhook_port else free_port()
+            self.container_ports[name] = free_port()
         if self.twilio is not None and o.status_callbacks:
             self.twilio.status_callback_url = self.webhook_url
+
+    def tfvars(self) -> dict[str, object]:
+        """The variables of the local environment: the stack's addresses and accounts, then the options' tfvars."""
+        o = self.options
+        business_system = self.cloud.business_system
+        values: dict[str, object] = {
+            "project_id": o.project,
+            "environment": "dev",
+            "region": o.tasks_location,
+            "image_tag": "local",
+            "inbound_topic": o.topic,
+            "dead_letter_subscription": o.dead_letter_subscription,
+            "max_delivery_attempts": o.max_delivery_attempts,
+            "processor_ack_deadline_seconds": o.ack_deadline_seconds,
+            "tasks_queue": o.tasks_queue,
+            "twilio_account_sid": o.twilio_account_sid,
+            "twilio_whatsapp_from": o.twilio_whatsapp_from,
+            "twilio_api_base_url": o.twilio_api_base_url or (self.twilio.base_url if self.twilio else ""),
+            "openai_base_url": o.openai_base_url or (self.openai.base_url if self.openai else ""),
+            # The outbound API is callable by one local business system (tokens: devstack/token_issuer.py).
+            "outbound_invokers": [f"serviceAccount:{business_system}"],
+            "outbound_allowed_service_accounts": [business_system],
+        }
+        if o.openai_model:
+            values["openai_model"] = o.openai_model
+        values.update(o.tfvars)
+        return values
+
+    def _render_terraform(self) -> None:
+        """terraform/ for the local environment, then Secret Manager with the secrets it declares."""
+        o = self.options
+        self.cloud.render(self.tfvars(), {name: self.url(name) for name in SERVICES})
+        address = self.cloud.start_secret_manager({
+            "twilio_auth_token": o.twilio_auth_token,
+            "openai_api_key": o.openai_api_key or "offline-model",
+            "address_hash_key": o.address_hash_key,
+        })
+        self._say(f"Secret Manager stand-in on {address}, holding the secrets terraform/ declares")
 
     def _create_topology(self) -> None:
         o = self.options
@@ -266,12 +362,21 @@ class Stack:
             dead_letter_topic = f"{project}/topics/{o.dead_letter_topic}"
             for name in (topic, dead_letter_topic):
                 publisher.create_topic(name=name)
-            processor = self.url("processor")
+            # The emulator pushes to the relay, which adds the token Terraform's oidc_token names.
+            def push_config(name: str, ack_deadline: float) -> dict[str, object]:
+                push = self.cloud.rendered.pushes.get(name)
+                if push is None:
+                    raise TerraformError(f"terraform/ declares no push subscription {name!r}")
+                return {
+                    "push_endpoint": self.cloud.route_push(name, ack_deadline),
+                    "oidc_token": {"service_account_email": push.service_account, "audience": push.audience},
+                }
+
             subscriber.create_subscription(
                 request={
                     "name": f"{project}/subscriptions/{o.subscription}",
                     "topic": topic,
-                    "push_config": {"push_endpoint": processor},
+                    "push_config": push_config(o.subscription, o.ack_deadline_seconds),
                     "ack_deadline_seconds": o.ack_deadline_seconds,
                     "enable_message_ordering": True,
                     "dead_letter_policy": {
@@ -288,7 +393,7 @@ class Stack:
                 request={
                     "name": f"{project}/subscriptions/{o.dead_letter_subscription}",
                     "topic": dead_letter_topic,
-                    "push_config": {"push_endpoint": processor},
+                    "push_config": push_config(o.dead_letter_subscription, 60),
                     "ack_deadline_seconds": 60,
                 }
             )
@@ -338,7 +443,9 @@ class Stack:
             project=o.project,
             conversations_collection=env.get("CONVERSATIONS_COLLECTION", "conversations"),
             failures_collection=env.get("FAILURES_COLLECTION", "failed_messages"),
-            ops_env={**{k: v for k, v in os.environ.items() if not k.endswith("_EMULATOR_HOST")}, **env},
+            # The operator commands read secrets as the services do; the page keys conversation ids itself.
+            ops_env={**{k: v for k, v in os.environ.items() if not k.endswith("_EMULATOR_HOST")}, **env,
+                     "ADDRESS_HASH_KEY": o.address_hash_key},
             task_records=lambda: self.tasks.stats().tasks,
             offline_model=self.offline_model,
         )
@@ -346,68 +453,41 @@ class Stack:
             self.simulator = Simulator(config).start()
         self._say(f"chat page (simulator) at {self.simulator.url}")
 
-    def function_env(self) -> dict[str, str]:
-        """What every function process gets, as Cloud Run would set it (docs/configuration.md lists each)."""
-        o = self.options
-        env = {
-            "PYTHONPATH": str(ROOT),
-            "PYTHONUNBUFFERED": "1",
-            "GOOGLE_CLOUD_PROJECT": o.project,
+    def function_env(self, name: str = "processor") -> dict[str, str]:
+        """The environment Terraform gives the service, emulator hosts added, then the options' values.
+
+        Without a name: the processor's, which is also what the operator
+        commands (``make admin``, ``make replay``) need against this stack.
+        """
+        hosts = {
             "FIRESTORE_EMULATOR_HOST": self.firestore.host,
             "PUBSUB_EMULATOR_HOST": self.pubsub.host,
             "CLOUD_TASKS_EMULATOR_HOST": self.tasks.address,
-            "PUBSUB_TOPIC": o.topic,
-            "PUBSUB_DEAD_LETTER_SUBSCRIPTION": o.dead_letter_subscription,
-            "TASKS_LOCATION": o.tasks_location,
-            "TASKS_QUEUE": o.tasks_queue,
-            "SENDER_URL": self.url("sender"),
-            # Where a burst's answer task goes (BURST_WINDOW_SECONDS > 0).
-            "PROCESSOR_URL": self.url("processor"),
-            "PUBLIC_WEBHOOK_URL": self.webhook_url,
-            "SECRET_SOURCE": "env",
-            "TWILIO_ACCOUNT_SID": o.twilio_account_sid,
-            "TWILIO_AUTH_TOKEN": o.twilio_auth_token,
-            "ADDRESS_HASH_KEY": o.address_hash_key,
-            "TWILIO_WHATSAPP_FROM": o.twilio_whatsapp_from,
-            "TWILIO_API_BASE_URL": o.twilio_api_base_url or (self.twilio.base_url if self.twilio else ""),
-            "OPENAI_BASE_URL": o.openai_base_url or (self.openai.base_url if self.openai else ""),
-            "OPENAI_API_KEY": o.openai_api_key or "offline-model",
         }
-        if o.openai_model:
-            env["OPENAI_MODEL"] = o.openai_model
-        env.update(o.env)
-        return env
+        return self.cloud.environment(name, hosts, self.options.env)
 
     def _start_functions(self) -> None:
-        self._say("starting webhook_fn, processor_fn and sender_fn")
-        for name in FUNCTIONS:
+        self._say(f"starting {', '.join(SERVICES)} with the Dockerfile's command, each behind its Cloud Run front end")
+        for name in SERVICES:
             self.start_function(name, wait=False)
-        for name in FUNCTIONS:
+        for name in SERVICES:
             self._wait_listening(name)
-        self._say("functions are listening")
+            self.cloud.start_front_end(name, self.ports[name], self.container_ports[name])
+        self._say("services are listening")
 
     def start_function(self, name: str, extra_env: Mapping[str, str] | None = None, wait: bool = True) -> None:
-        """(Re)start one function process, optionally with extra variables (fault tests)."""
+        """(Re)start one function process, optionally with extra variables (fault tests); its front end stays."""
         self.stop_function(name)
-        source, target = FUNCTIONS[name]
+        service = self.cloud.rendered.services[name]
         env = {
-            **{k: v for k, v in os.environ.items() if not k.endswith("_EMULATOR_HOST")},
-            **self.function_env(),
+            **container.process_env(service.name, self.container_ports[name]),
+            **self.function_env(name),
             **self.options.function_env.get(name, {}),
             **(extra_env or {}),
         }
         with open(self.options.log_dir / f"{name}_fn.log", "ab") as log:
             process = spawn(
-                [
-                    sys.executable, "-m", "functions_framework",
-                    f"--source={ROOT / source}", f"--target={target}",
-                    f"--host={HOST}", f"--port={self.ports[name]}",
-                ],
-                env=env,
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                container.command(), env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             )
         self.processes[name] = process
         self._groups.add(process.pid)
@@ -421,11 +501,11 @@ class Stack:
             if process.poll() is not None:
                 raise StackError(f"{name}_fn exited with {process.returncode}; see {self.options.log_dir / (name + '_fn.log')}")
             try:
-                with socket.create_connection((HOST, self.ports[name]), timeout=0.5):
+                with socket.create_connection((HOST, self.container_ports[name]), timeout=0.5):
                     return
             except OSError:
                 time.sleep(0.05)
-        raise StackError(f"{name}_fn did not listen on port {self.ports[name]} within {timeout:.0f}s")
+        raise StackError(f"{name}_fn did not listen on port {self.container_ports[name]} within {timeout:.0f}s")
 
     def stop_function(self, name: str) -> None:
         process = self.processes.pop(name, None)
@@ -468,15 +548,15 @@ class Stack:
 
     def _stop_everything(self) -> None:
         """Functions and emulators are signalled together so their grace periods overlap."""
-        if self.scheduler is not None:
-            self.scheduler.stop()
+        if self.cloud.scheduler is not None:
+            self.cloud.scheduler.stop()
         if self.simulator is not None:
             self.simulator.stop()
         functions = [self.processes.pop(name) for name in list(self.processes)]
         with ThreadPoolExecutor(max_workers=3, thread_name_prefix="stack-stop") as pool:
             emulators = [pool.submit(e.stop) for e in (self.firestore, self.pubsub) if self._own_emulators]
             stop_groups(functions, FUNCTION_GRACE_SECONDS, self._hurry)
-            for stub in (self.twilio, self.openai, self.tasks):
+            for stub in (self.twilio, self.openai, self.tasks, self.cloud):
                 if stub is not None:
                     stub.stop()
             for future in emulators:

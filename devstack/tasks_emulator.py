@@ -28,8 +28,12 @@ dispatches HTTP tasks the way Cloud Tasks does:
   (see :meth:`TasksEmulator._throttle`), and a failed attempt's ``Retry-After``
   holds that task's next attempt back;
 * the request carries the X-CloudTasks-* headers, ``User-Agent:
-  Google-Cloud-Tasks`` and, with ``oidc_token``, an RS256 ID token signed by a
-  key generated at start (see :attr:`TasksEmulator.jwks`).
+  Google-Cloud-Tasks`` and, with ``oidc_token``, the ID token Google would
+  mint for that service account and audience (the task URL by default),
+  signed by the local token issuer (devstack/token_issuer.py; one made here
+  when none is given, see :attr:`TasksEmulator.jwks`); ``origin_headers``
+  mark the dispatch as traffic from inside the project for the local Cloud
+  Run front ends (devstack/cloud_run.py).
 
 What it does NOT do:
 
@@ -55,7 +59,6 @@ from __future__ import annotations
 import argparse
 import base64
 import email.utils
-import hashlib
 import heapq
 import http.client
 import json
@@ -77,14 +80,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
-import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from google.cloud import tasks_v2
 from google.protobuf import field_mask_pb2
 from google.rpc import status_pb2
 
 from devstack._grpc import LOOPBACK, GrpcStandIn, Unary, fail, run_until_signalled
+from devstack.token_issuer import TokenIssuer
 
 _log = logging.getLogger(__name__)
 
@@ -103,7 +104,6 @@ MAX_SCHEDULE_AHEAD = 30 * 24 * 3600.0
 MAX_TASK_BYTES = 1024 * 1024
 MAX_URL_LENGTH = 2083
 MAX_PAGE_SIZE = 1000
-OIDC_ISSUER = "https://accounts.google.com"
 
 # System throttling. Cloud Tasks documents when it throttles and in which
 # direction, not by how much; these magnitudes are the stand-in's own.
@@ -112,7 +112,6 @@ THROTTLE_FLOOR = 1 / 64  # the effective rate never drops below this share of ma
 RECOVERY_SUCCESSES = 20  # successes that climb from zero back to max_dispatches_per_second
 ERROR_WINDOW = 20  # recent answers the error rate is taken over
 HIGH_ERROR_RATE = 0.5  # from this share of failures in the window, any failure throttles
-OIDC_LIFETIME_SECONDS = 3600
 
 _LOCATION_RE = r"projects/[A-Za-z0-9.:-]+/locations/[A-Za-z0-9-]+"
 _QUEUE_RE = rf"{_LOCATION_RE}/queues/[A-Za-z0-9-]{{1,100}}"
@@ -375,6 +374,8 @@ class TasksEmulator(GrpcStandIn):
         out_of_order: bool = True,
         dispatch_jitter: float = 0.0,
         seed: int | None = None,
+        issuer: TokenIssuer | None = None,
+        origin_headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(port)
         if dispatch_jitter < 0:
@@ -402,8 +403,8 @@ class TasksEmulator(GrpcStandIn):
         self._scheduler: threading.Thread | None = None
         self._connections: set[http.client.HTTPConnection] = set()
         self._connections_lock = threading.Lock()
-        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self._kid = secrets.token_hex(8)
+        self.issuer = issuer or TokenIssuer()
+        self._origin_headers = dict(origin_headers or {})
 
     # Lifecycle
 
@@ -460,16 +461,12 @@ class TasksEmulator(GrpcStandIn):
     @property
     def public_key_pem(self) -> bytes:
         """PEM of the key that signs OIDC tokens, for verifying them locally."""
-        return self._key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        return self.issuer.public_key_pem
 
     @property
     def jwks(self) -> dict[str, Any]:
         """The signing key as a JWKS document, the shape Google publishes its certs in."""
-        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self._key.public_key()))
-        jwk.update({"kid": self._kid, "alg": "RS256", "use": "sig"})
-        return {"keys": [jwk]}
+        return self.issuer.jwks
 
     def stats(self) -> EmulatorStats:
         with self._cond:
@@ -978,7 +975,9 @@ class TasksEmulator(GrpcStandIn):
             headers["X-CloudTasks-TaskPreviousResponse"] = str(task.previous_status)
         oidc = http.oidc_token if "oidc_token" in http else (target.oidc_token if "oidc_token" in target else None)
         if oidc is not None:
-            headers["Authorization"] = f"Bearer {self.id_token(oidc.service_account_email, oidc.audience or http.url)}"
+            token = self.issuer.mint(oidc.service_account_email, oidc.audience or http.url)
+            headers["Authorization"] = f"Bearer {token}"
+        headers.update(self._origin_headers)
         return _Outbound(
             method=tasks_v2.HttpMethod(method).name,
             url=http.url,
@@ -986,22 +985,6 @@ class TasksEmulator(GrpcStandIn):
             body=body,
             deadline=task.message.dispatch_deadline.total_seconds(),
         )
-
-    def id_token(self, service_account_email: str, audience: str) -> str:
-        """An ID token shaped like the one Google mints for Cloud Tasks' OIDC dispatches."""
-        now = int(time.time())
-        subject = str(int(hashlib.sha256(service_account_email.encode()).hexdigest()[:15], 16))
-        claims = {
-            "aud": audience,
-            "azp": subject,
-            "email": service_account_email,
-            "email_verified": True,
-            "exp": now + OIDC_LIFETIME_SECONDS,
-            "iat": now,
-            "iss": OIDC_ISSUER,
-            "sub": subject,
-        }
-        return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self._kid})
 
     def _send(self, outbound: _Outbound) -> tuple[int, float]:
         """One HTTP attempt: the status code (0 when no response arrived in time) and its Retry-After in seconds."""

@@ -18,7 +18,7 @@ from shared.log import set_trace, trace_from_headers
 def process(cloud_event: CloudEvent) -> None:
     deps = bootstrap.processor_deps()
     set_trace(trace_from_headers(flask.request.headers), deps.settings.project_id)
-    bootstrap.authorize(flask.request.headers.get("Authorization"))
+    bootstrap.authorize(flask.request)
     envelope = flask.request.get_json(silent=True) or {}
     subscription = cloud_event.data.get("subscription") or envelope.get("subscription", "")
     try:
@@ -31,5 +31,5 @@ def process(cloud_event: CloudEvent) -> None:
 def reconcile(request: flask.Request) -> flask.Response:
     deps = bootstrap.reconciler_deps()
     set_trace(trace_from_headers(request.headers), deps.settings.project_id)
-    bootstrap.authorize(request.headers.get("Authorization"))
+    bootstrap.authorize(request)
     return flask.jsonify(reconcile_stalled(deps))

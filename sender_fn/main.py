@@ -12,7 +12,7 @@ from shared.log import set_trace, trace_from_headers
 def send(request: flask.Request) -> flask.Response:
     deps = bootstrap.sender_deps()
     set_trace(trace_from_headers(request.headers), deps.settings.project_id)
-    bootstrap.authorize(request.headers.get("Authorization"))
+    bootstrap.authorize(request)
     try:
         status, body = handle_send_request(request.get_data(), deps)
     finally:

@@ -14,10 +14,17 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from werkzeug.exceptions import Forbidden
+from werkzeug.exceptions import Forbidden, ServiceUnavailable
 
 from shared import log
-from shared.adapters.google_auth import CallerRejected, CallerVerifier, build_verifier
+from shared.adapters.google_auth import (
+    CALLER_KEY_HEADER,
+    CALLER_KEY_PARAMETER,
+    CallerRejected,
+    CallerVerifier,
+    SigningKeysUnavailable,
+    build_verifier,
+)
 from shared.adapters.pubsub_publisher import Publisher
 from shared.adapters.secret_manager import OPENAI_API_KEY, TWILIO_AUTH_TOKEN, Secrets, build_secrets
 from shared.adapters.twilio_signature import RotatingValidator
@@ -32,6 +39,8 @@ from shared.handlers.webhook import WebhookDeps
 # ~400 ms to a cold start and ~80k objects to every full GC pass in
 # webhook_fn, which needs none of them (bench/README.md).
 if TYPE_CHECKING:
+    import flask
+
     from shared.adapters.cloud_tasks import TaskQueue
     from shared.adapters.firestore_store import FirestoreStore
     from shared.adapters.openai_model import ChatModel
@@ -79,23 +88,28 @@ def faults() -> FaultPoints:
 
 @functools.cache
 def verifier() -> CallerVerifier | None:
-    return build_verifier(settings())
+    return build_verifier(settings(), secrets)
 
 
-def authorize(authorization: str | None) -> str | None:
-    """Refuse a caller that is not the configured Google identity (403), when verification is on.
+def authorize(request: flask.Request) -> str | None:
+    """Refuse a request that did not come through Google from our caller (403), when verification is on.
 
+    The caller key travels in a header (Cloud Tasks, Cloud Scheduler) or in
+    the push endpoint's query string (Pub/Sub push cannot send headers).
     Returns the caller's verified e-mail, or None when verification is off (local).
     """
     check = verifier()
     if check is None:
         return None
+    key = request.headers.get(CALLER_KEY_HEADER) or request.args.get(CALLER_KEY_PARAMETER)
     try:
-        return check.verify(authorization)
+        return check.verify(request.headers.get("Authorization"), key)
     except CallerRejected as exc:
         logging.getLogger(__name__).warning(
             "caller rejected", extra={"event": "caller_rejected", "reason": exc.reason}
         )
+        if isinstance(exc, SigningKeysUnavailable):
+            raise ServiceUnavailable(exc.reason) from None
         raise Forbidden(exc.reason) from None
 
 
@@ -135,7 +149,8 @@ def queue() -> TaskQueue:
     else:
         factory = tasks_v2.CloudTasksClient
     return TaskQueue(
-        s.project_id, s.tasks_location, s.tasks_queue, s.sender_url, s.tasks_service_account, factory, s.processor_url
+        s.project_id, s.tasks_location, s.tasks_queue, s.sender_url, s.tasks_service_account, factory, s.processor_url,
+        caller_key=secrets().caller_key if s.tasks_service_account else None,
     )
 
 

@@ -79,6 +79,9 @@ def _callers(env: Mapping[str, str], name: str) -> Mapping[str, tuple[str, ...]]
     return {k.strip().lower(): tuple(a.strip() for a in v) for k, v in value.items()}
 
 
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+CALLER_PROOFS = ("caller-key", "signed-token")
+
 DEFAULT_SYSTEM_PROMPT = (
     "You are the WhatsApp assistant of a small business. Answer briefly and "
     "kindly, in the language the customer writes in. If you do not know, say so."
@@ -168,6 +171,8 @@ class Settings:
     twilio_auth_token_secret: str = "twilio-auth-token"
     openai_api_key_secret: str = "openai-api-key"
     address_hash_key_secret: str = "address-hash-key"
+    # The caller key Pub/Sub, Cloud Tasks and Cloud Scheduler carry (docs/decisions/0003-caller-verification.md).
+    caller_key_secret: str = "caller-key"
     # Rotation: a rejected credential makes the process re-read its secret, at
     # most this often; the previous value stays accepted for the overlap.
     secret_refresh_interval_seconds: float = 60.0
@@ -192,11 +197,19 @@ class Settings:
     # Tests only: the sender's clock runs this far ahead (the 24-hour window end to end)
     test_clock_offset_seconds: float = 0.0
 
-    # Caller verification (OIDC) for processor_fn and sender_fn
+    # Caller verification behind Cloud Run (docs/decisions/0003-caller-verification.md):
+    # the token's audience and accounts, and what proves the request came through
+    # Google: the caller key ("caller-key") or the token's own signature ("signed-token").
     auth_audience: str = ""
     auth_allowed_service_accounts: tuple[str, ...] = ()
     # The outbound API: which businesses each verified caller may send for (docs/decisions/0013-outbound-api.md).
     outbound_callers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    caller_proof: str = ""
+    # Where Google's token signing certificates are; a local issuer's in the local stack.
+    auth_certs_url: str = GOOGLE_CERTS_URL
+    # host:port of a Secret Manager stand-in (plaintext gRPC); unset in the cloud.
+    secret_manager_emulator_host: str = ""
 
     # Fault injection for tests only; empty in every real deployment
     test_fault_points: tuple[str, ...] = ()
@@ -261,11 +274,12 @@ class Settings:
             twilio_auth_token_secret=_text(env, "TWILIO_AUTH_TOKEN_SECRET", d.twilio_auth_token_secret),
             openai_api_key_secret=_text(env, "OPENAI_API_KEY_SECRET", d.openai_api_key_secret),
             address_hash_key_secret=_text(env, "ADDRESS_HASH_KEY_SECRET", d.address_hash_key_secret),
+            caller_key_secret=_text(env, "CALLER_KEY_SECRET", d.caller_key_secret),
             secret_refresh_interval_seconds=_float(env, "SECRET_REFRESH_INTERVAL_SECONDS", d.secret_refresh_interval_seconds, 0.0, 3600.0),
             secret_overlap_seconds=_float(env, "SECRET_OVERLAP_SECONDS", d.secret_overlap_seconds, 0.0, 7 * 24 * 3600.0),
             env_secrets={
                 name: env[name]
-                for name in ("TWILIO_AUTH_TOKEN", "OPENAI_API_KEY", "ADDRESS_HASH_KEY")
+                for name in ("TWILIO_AUTH_TOKEN", "OPENAI_API_KEY", "ADDRESS_HASH_KEY", "CALLER_KEY")
                 if env.get(name)
             },
             delivery_status_callbacks=_bool(env, "DELIVERY_STATUS_CALLBACKS", d.delivery_status_callbacks),
@@ -283,6 +297,9 @@ class Settings:
             auth_audience=_text(env, "AUTH_AUDIENCE"),
             auth_allowed_service_accounts=_list(env, "AUTH_ALLOWED_SERVICE_ACCOUNTS"),
             outbound_callers=_callers(env, "OUTBOUND_CALLERS"),
+            caller_proof=_text(env, "CALLER_PROOF").lower(),
+            auth_certs_url=_text(env, "AUTH_CERTS_URL", d.auth_certs_url),
+            secret_manager_emulator_host=_text(env, "SECRET_MANAGER_EMULATOR_HOST"),
             test_fault_points=_list(env, "TEST_FAULT_POINTS"),
             log_usage=_bool(env, "LOG_USAGE", False),
         )._checked()
@@ -298,6 +315,12 @@ class Settings:
             raise ConfigError(
                 f"LIVENESS_SECONDS ({self.liveness_seconds}) must exceed PROCESSING_LEASE_SECONDS plus the "
                 f"Twilio in-flight grace ({self.processing_lease_seconds + self.in_flight_grace_seconds:g})"
+            )
+        if self.auth_audience and self.caller_proof not in CALLER_PROOFS:
+            raise ConfigError(
+                f"CALLER_PROOF must be one of {', '.join(CALLER_PROOFS)} when AUTH_AUDIENCE is set, "
+                f"got {self.caller_proof!r}: Cloud Run removes the token's signature, so something else must prove "
+                "the request came through Google"
             )
         if self.burst_window_seconds > 0 and not self.processor_url:
             raise ConfigError("BURST_WINDOW_SECONDS > 0 needs PROCESSOR_URL, where a burst's answer task is delivered")

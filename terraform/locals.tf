@@ -30,6 +30,10 @@ locals {
   dead_letter_hold  = "${var.inbound_topic}-dead-letter-hold"
   processor_push    = "${var.inbound_topic}-processor"
 
+  # Pub/Sub push cannot send headers: the caller key is a query parameter of
+  # the push endpoint. The token's audience stays the bare service URL.
+  processor_push_endpoint = "${local.processor_audience}/?caller_key=${random_password.caller_key.result}"
+
   # How long the inbound subscription keeps an unacknowledged message, i.e.
   # the latest a redelivery can arrive; the dedupe horizon must cover it.
   inbound_retention_seconds = 604800
@@ -104,6 +108,8 @@ locals {
       AUTH_AUDIENCE                   = local.processor_audience
       # Pub/Sub pushes messages; Cloud Tasks delivers bursts' answer tasks (docs/decisions/0014-bursts.md).
       AUTH_ALLOWED_SERVICE_ACCOUNTS = join(",", [google_service_account.identity["pubsub_push"].email, google_service_account.identity["tasks_invoker"].email])
+      CALLER_PROOF                  = "caller-key"
+      CALLER_KEY_SECRET             = google_secret_manager_secret.secret["caller_key"].secret_id
       PROCESSOR_URL                 = local.processor_audience
       CONVERSATIONS_COLLECTION      = local.collections.conversations
       FAILURES_COLLECTION           = local.collections.failures
@@ -159,6 +165,8 @@ locals {
       SEND_MAX_ATTEMPTS               = tostring(var.send_max_attempts)
       AUTH_AUDIENCE                   = local.sender_url
       AUTH_ALLOWED_SERVICE_ACCOUNTS   = google_service_account.identity["tasks_invoker"].email
+      CALLER_PROOF                    = "caller-key"
+      CALLER_KEY_SECRET               = google_secret_manager_secret.secret["caller_key"].secret_id
       SENDER_URL                      = local.sender_url
       TASKS_QUEUE                     = google_cloud_tasks_queue.outbound.name
       TASKS_LOCATION                  = google_cloud_tasks_queue.outbound.location
@@ -179,7 +187,8 @@ locals {
 
     # Finishes messages stuck past their deadline: re-creates the reply task
     # for sender_fn (as the tasks invoker) or records the failure. Called
-    # only by Cloud Scheduler (scheduler.tf). It reads no secret.
+    # only by Cloud Scheduler (scheduler.tf). It reads no credential: only
+    # the address hash key and the caller key.
     reconciler = {
       FUNCTION_SOURCE               = "processor_fn/main.py"
       FUNCTION_TARGET               = "reconcile"
@@ -199,6 +208,8 @@ locals {
       AUTH_AUDIENCE                 = local.reconciler_audience
       PROCESSOR_URL                 = local.processor_audience
       AUTH_ALLOWED_SERVICE_ACCOUNTS = google_service_account.identity["scheduler"].email
+      CALLER_PROOF                  = "caller-key"
+      CALLER_KEY_SECRET             = google_secret_manager_secret.secret["caller_key"].secret_id
       LIVENESS_SECONDS              = tostring(var.liveness_seconds)
       RECONCILE_AFTER_SECONDS       = tostring(var.reconcile_after_seconds)
       TWILIO_TIMEOUT_SECONDS        = tostring(var.twilio_timeout_seconds)
@@ -209,8 +220,11 @@ locals {
 
     # The outbound API (docs/decisions/0013-outbound-api.md): records a
     # business-initiated message and creates its send task as the processor
-    # does. Callers: outbound_invokers, verified by their OIDC token. It reads
-    # no secret but the address hash key.
+    # does. Callers: outbound_invokers, verified by their OIDC token, whose
+    # signature is checked in code (CALLER_PROOF signed-token: business
+    # systems cannot know the caller key, so they send the token in
+    # X-Serverless-Authorization too). It reads no credential: only the
+    # address hash key and the caller key (for its tasks).
     outbound = {
       FUNCTION_SOURCE               = "webhook_fn/main.py"
       FUNCTION_TARGET               = "outbound"
@@ -233,6 +247,8 @@ locals {
       AUTH_ALLOWED_SERVICE_ACCOUNTS = join(",", var.outbound_allowed_service_accounts)
       OUTBOUND_CALLERS              = jsonencode(var.outbound_caller_businesses)
       PROFILES_COLLECTION           = var.profiles_collection
+      CALLER_PROOF                  = "signed-token"
+      CALLER_KEY_SECRET             = google_secret_manager_secret.secret["caller_key"].secret_id
       TWILIO_WHATSAPP_FROM          = var.twilio_whatsapp_from
       CONVERSATION_TTL_SECONDS      = tostring(var.conversation_ttl_seconds)
       MAX_CONTEXT_MESSAGES          = tostring(var.max_context_messages)

@@ -42,7 +42,7 @@ resource "google_pubsub_subscription" "processor" {
   message_retention_duration = "${local.inbound_retention_seconds}s"
 
   push_config {
-    push_endpoint = local.processor_audience
+    push_endpoint = local.processor_push_endpoint
 
     oidc_token {
       service_account_email = google_service_account.identity["pubsub_push"].email
@@ -106,7 +106,7 @@ resource "google_pubsub_subscription" "dead_letter_push" {
   message_retention_duration = "604800s"
 
   push_config {
-    push_endpoint = local.processor_audience
+    push_endpoint = local.processor_push_endpoint
 
     oidc_token {
       service_account_email = google_service_account.identity["pubsub_push"].email

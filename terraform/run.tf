@@ -9,12 +9,14 @@
 #   reconciler - internal ingress, invoker = the Cloud Scheduler identity only.
 #   outbound   - public ingress (the business's systems may run anywhere),
 #                invoker = var.outbound_invokers only (default nobody); the
-#                OIDC token is also verified in code.
+#                caller's ID token is also verified in code, signature included.
 # Pub/Sub push, Cloud Tasks and Cloud Scheduler in the same project, calling
 # the run.app URL, count as internal traffic (Cloud Run, "Restrict network
 # ingress": the Internal setting allows these products), so "internal only"
-# ingress does not block them. Every private service also verifies the OIDC
-# token in code (shared/adapters/google_auth.py).
+# ingress does not block them. Cloud Run forwards the token without its
+# signature, so the processor, sender and reconciler also check the caller
+# key those products carry (shared/adapters/google_auth.py,
+# docs/decisions/0003-caller-verification.md).
 
 locals {
   # What differs between the services; their identities, environment
@@ -120,6 +122,8 @@ resource "google_cloud_run_v2_service" "service" {
   depends_on = [
     google_project_service.enabled,
     google_secret_manager_secret_iam_member.accessor,
+    google_secret_manager_secret_iam_member.caller_key_accessor,
+    google_secret_manager_secret_version.caller_key,
     google_project_iam_member.firestore_user,
     google_pubsub_topic_iam_member.webhook_publisher,
     google_cloud_tasks_queue_iam_member.enqueuer,

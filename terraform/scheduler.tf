@@ -1,7 +1,8 @@
 # The reconciler runs once a minute. Cloud Scheduler POSTs to its run.app URL
 # with an OIDC token of the scheduler identity, whose only right is to invoke
 # the reconciler (run.tf); the reconciler checks that token's audience and
-# email in code (AUTH_AUDIENCE, AUTH_ALLOWED_SERVICE_ACCOUNTS in locals.tf).
+# email and the job's caller key in code (AUTH_AUDIENCE,
+# AUTH_ALLOWED_SERVICE_ACCOUNTS, CALLER_PROOF in locals.tf).
 # Cloud Scheduler in the same project counts as internal traffic for Cloud
 # Run when it calls the run.app URL, so the reconciler keeps internal ingress.
 #
@@ -28,6 +29,12 @@ resource "google_cloud_scheduler_job" "reconcile" {
   http_target {
     http_method = "POST"
     uri         = local.reconciler_audience
+
+    # Cloud Run forwards the OIDC token without its signature; the caller key
+    # is what the reconciler can check (docs/decisions/0003-caller-verification.md).
+    headers = {
+      "X-Caller-Key" = random_password.caller_key.result
+    }
 
     oidc_token {
       service_account_email = google_service_account.identity["scheduler"].email

@@ -596,6 +596,12 @@ variable "address_hash_key_secret_id" {
   default     = "address-hash-key"
 }
 
+variable "caller_key_secret_id" {
+  type        = string
+  description = "Secret Manager secret id of the caller key that Pub/Sub push, Cloud Tasks and Cloud Scheduler carry to the private services (docs/decisions/0003-caller-verification.md). Terraform generates its value."
+  default     = "caller-key"
+}
+
 variable "secret_refresh_interval_seconds" {
   type        = number
   description = "After a refused credential, a service re-reads its secret at most this often (env SECRET_REFRESH_INTERVAL_SECONDS): rotation without a redeploy."

@@ -9,6 +9,11 @@ terraform {
       source  = "hashicorp/google"
       version = "~> 7.0"
     }
+    # Generates the caller key (secrets.tf).
+    random = {
+      source  = "hashicorp/random"
+      version = "~> 3.6"
+    }
   }
 
   # Partial configuration: the bucket and prefix are given at init time

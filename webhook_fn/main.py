@@ -29,7 +29,7 @@ def outbound(request: flask.Request) -> flask.Response:
 
     deps = bootstrap.outbound_deps()
     set_trace(trace_from_headers(request.headers), deps.settings.project_id)
-    caller = bootstrap.authorize(request.headers.get("Authorization"))
+    caller = bootstrap.authorize(request)
     if request.method != "POST":
         return flask.jsonify({"error": "use POST"}), 405
     try:

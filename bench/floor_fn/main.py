@@ -3,9 +3,9 @@
 One Pub/Sub publish to the same emulator, with the webhook's own batch
 settings and ordering, waited for, then 200. No signature check, no parsing
 beyond the sender (the ordering key), no logging: whatever webhook_fn costs
-above this is ours. Served by the same ``python -m functions_framework``
-command as the real functions, so the server, the client and the emulator are
-held equal.
+above this is ours. Started with the image's command (the Dockerfile's CMD)
+as the real functions are, so the server, the client and the emulator are
+held equal; reached directly, without a Cloud Run front end (figure 9).
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ from google.api_core import exceptions as gexc
 from google.api_core import retry as gretry
 from google.cloud import tasks_v2
 
+from shared.adapters.google_auth import CALLER_KEY_HEADER
+
 # CreateTask is only safe to retry because every task is named: a retry that
 # reaches the server twice meets ALREADY_EXISTS, which we treat as success.
 _CREATE_RETRY = gretry.Retry(
@@ -119,11 +121,14 @@ class TaskQueue:
         service_account: str,
         client_factory: Callable[[], tasks_v2.CloudTasksClient],
         processor_url: str = "",
+        caller_key: Callable[[], str] | None = None,
     ) -> None:
         self.queue_path = f"projects/{project_id}/locations/{location}/queues/{queue}"
         self._target_url = target_url
         self._processor_url = processor_url
         self._service_account = service_account
+        # Each task carries the caller key its private target checks (docs/decisions/0003-caller-verification.md).
+        self._caller_key = caller_key
         self._factory = client_factory
         self._client: tasks_v2.CloudTasksClient | None = None
         self._lock = threading.Lock()
@@ -146,6 +151,8 @@ class TaskQueue:
             "headers": {"Content-Type": "application/json"},
             "body": task.to_json(),
         }
+        if self._caller_key is not None:
+            http_request["headers"][CALLER_KEY_HEADER] = self._caller_key()
         if self._service_account:
             http_request["oidc_token"] = {
                 "service_account_email": self._service_account,

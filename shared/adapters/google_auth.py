@@ -1,18 +1,33 @@
-"""Check in code that a request really comes from the Google identity we expect.
+"""Check in code that a request really reached us through Google, from the identity we expect.
 
-Cloud Run already refuses callers without ``roles/run.invoker``; this second
-check (defence in depth) keeps processor_fn and sender_fn safe if an IAM
-binding is ever widened by mistake, because the token must also carry our
-audience and one of the few service-account emails we name.
+Cloud Run checks a private service's caller itself (a Google-signed ID token
+and ``roles/run.invoker``) and then forwards ``Authorization`` to the container
+with the token's signature replaced by ``SIGNATURE_REMOVED_BY_GOOGLE``. The
+claims are still there, but nothing in them can be proven any more: anyone
+who reaches the container directly (a service made public by mistake, ingress
+widened) can write the same header. So each service needs a second proof
+(``CALLER_PROOF``, docs/decisions/0003-caller-verification.md):
 
-Pub/Sub push and Cloud Tasks both send a Google-signed OIDC token in
-``Authorization: Bearer ...``. google-auth checks the signature, ``iat`` and
-``exp``; the claims that matter to us (issuer, audience, email,
-email_verified) are checked here so that each rejection has a clear reason.
+* ``caller-key``: Pub/Sub push (a query parameter of the push endpoint), Cloud
+  Tasks (a task header) and Cloud Scheduler (a job header) carry a key from
+  Secret Manager, compared in constant time. The processor, sender and
+  reconciler use it.
+* ``signed-token``: the caller sends its ID token in ``X-Serverless-Authorization``
+  too, which Cloud Run checks instead, and then ``Authorization`` arrives
+  untouched, so its signature is verified here against Google's keys. The
+  outbound API uses it: business systems cannot know our key.
+
+Either way the token's claims (issuer, audience, verified email in the allow
+list, not expired) must match, so a wrong push identity, a project-wide
+invoker grant or a token for another service is refused with its own reason.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
+import json
 import logging
 import re
 import threading
@@ -21,16 +36,22 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from google.auth import exceptions as auth_exceptions
-from google.auth import jwt as google_jwt
 from google.auth import transport
 from google.oauth2 import id_token
 
-from shared.config import ConfigError, Settings
+from shared.adapters.secret_manager import CALLER_KEY, Secrets
+from shared.config import GOOGLE_CERTS_URL, ConfigError, Settings
 
 logger = logging.getLogger("shared.adapters.google_auth")
 
-GOOGLE_CERTS = "https://www.googleapis.com/oauth2/v1/certs"
 GOOGLE_ISSUERS = frozenset({"accounts.google.com", "https://accounts.google.com"})
+SIGNATURE_REMOVED = "SIGNATURE_REMOVED_BY_GOOGLE"
+PROOF_CALLER_KEY = "caller-key"
+PROOF_SIGNED_TOKEN = "signed-token"
+# Where Cloud Tasks and Cloud Scheduler carry the key, and Pub/Sub push (which
+# cannot send headers) in the push endpoint's query string.
+CALLER_KEY_HEADER = "X-Caller-Key"
+CALLER_KEY_PARAMETER = "caller_key"
 # Cloud Run instances and Google's token service are NTP-synced; a few seconds
 # of slack avoids rejecting a token minted in the same second it arrives.
 CLOCK_SKEW_SECONDS = 10
@@ -49,11 +70,7 @@ class CallerRejected(Exception):
 
 
 class SigningKeysUnavailable(CallerRejected):
-    """Google's public keys could not be fetched: our problem, not the caller's.
-
-    A subclass so a handler may answer 503 instead of 403; either way Pub/Sub
-    and Cloud Tasks retry the delivery.
-    """
+    """Google's public keys could not be fetched: our problem, not the caller's (answered 503)."""
 
 
 @dataclass(frozen=True)
@@ -78,12 +95,10 @@ class _CachedResponse(transport.Response):
 
 
 class CertsCache:
-    """A ``google.auth.transport.Request`` that remembers GET responses for a while.
+    """A ``google.auth.transport.Request`` that remembers GET responses for their max-age (at most an hour).
 
-    ``id_token.verify_token`` downloads Google's certificates on every call;
-    Google serves them with ``Cache-Control: max-age`` of hours and rotates
-    keys with overlap, so honouring max-age (capped at an hour) saves one HTTPS
-    round trip per request without risking a stale key for long.
+    ``id_token.verify_token`` downloads the certificates on every call; Google
+    serves them with hours of ``max-age`` and rotates keys with overlap.
     """
 
     def __init__(
@@ -117,11 +132,8 @@ class CertsCache:
             if cached is not None and cached[0] > now:
                 return cached[1]
         response = self._inner(
-            url,
-            method="GET",
-            headers=headers,
-            timeout=timeout if timeout is not None else CERTS_FETCH_TIMEOUT_SECONDS,
-            **kwargs,
+            url, method="GET", headers=headers,
+            timeout=timeout if timeout is not None else CERTS_FETCH_TIMEOUT_SECONDS, **kwargs,
         )
         if response.status != 200:
             return response
@@ -154,6 +166,35 @@ def _default_request() -> CertsCache:
         return _shared_request
 
 
+class CallerKeyCheck:
+    """The caller key, compared in constant time; a key rotated since it was read is picked up.
+
+    A key that does not match makes the process re-read the secret (at most once
+    per SECRET_REFRESH_INTERVAL_SECONDS), and the replaced value stays accepted
+    for SECRET_OVERLAP_SECONDS, so tasks created before a rotation still pass.
+    """
+
+    def __init__(self, secrets: Secrets) -> None:
+        self._secrets = secrets
+
+    def check(self, presented: str | None) -> None:
+        if not presented:
+            raise CallerRejected("request carries no caller key")
+        if self._matches(presented):
+            return
+        if self._secrets.refresh(CALLER_KEY) and self._matches(presented):
+            return
+        raise CallerRejected("caller key does not match")
+
+    def _matches(self, presented: str) -> bool:
+        given = presented.encode()
+        matched = hmac.compare_digest(given, self._secrets.caller_key().encode())
+        previous = self._secrets.previous(CALLER_KEY)
+        if previous is not None:
+            matched |= hmac.compare_digest(given, previous.encode())
+        return matched
+
+
 def _bearer_token(authorization_header: str | None) -> str:
     if not authorization_header or not authorization_header.strip():
         raise CallerRejected("missing Authorization header")
@@ -166,37 +207,78 @@ def _bearer_token(authorization_header: str | None) -> str:
     return token
 
 
+def _claims_of(token: str) -> tuple[dict[str, Any], str]:
+    """The payload of a JWT, unverified, and its signature part."""
+    parts = token.split(".")
+    if len(parts) != 3 or not all(parts):
+        raise CallerRejected("malformed token")
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise CallerRejected("malformed token") from None
+    if not isinstance(payload, dict):
+        raise CallerRejected("malformed token")
+    return payload, parts[2]
+
+
+def _check_times(claims: Mapping[str, Any], now: float) -> None:
+    try:
+        exp, iat = float(claims["exp"]), float(claims["iat"])
+    except KeyError:
+        raise CallerRejected("token lacks iat/exp claims") from None
+    except (TypeError, ValueError):
+        raise CallerRejected("token has unusable iat/exp claims") from None
+    if exp + CLOCK_SKEW_SECONDS < now:
+        raise CallerRejected("token expired")
+    if iat - CLOCK_SKEW_SECONDS > now:
+        raise CallerRejected("token not valid yet")
+
+
 @dataclass(frozen=True)
 class CallerVerifier:
-    """Accepts a request only with a valid Google OIDC token for our audience and callers."""
+    """Accepts a request only from our callers, through Google, for this service."""
 
     audience: str
     allowed_emails: tuple[str, ...]
-    certs_url: str = GOOGLE_CERTS
+    proof: str = PROOF_SIGNED_TOKEN
+    key: CallerKeyCheck | None = field(default=None, compare=False, repr=False)
+    certs_url: str = GOOGLE_CERTS_URL
     request: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
 
-    def verify(self, authorization_header: str | None) -> str:
-        """Return the caller's service-account email, or raise CallerRejected."""
+    def verify(self, authorization_header: str | None, caller_key: str | None = None) -> str:
+        """Return the caller's service-account email, or raise CallerRejected with the reason."""
+        if not self.allowed_emails:
+            raise CallerRejected("no caller is allowed (AUTH_ALLOWED_SERVICE_ACCOUNTS is empty)")
+        if self.proof == PROOF_CALLER_KEY:
+            assert self.key is not None, "caller-key proof without a key"
+            self.key.check(caller_key)
         token = _bearer_token(authorization_header)
-        try:
-            unverified: Mapping[str, Any] = google_jwt.decode(token, verify=False)
-        except (ValueError, TypeError, auth_exceptions.GoogleAuthError):
-            raise CallerRejected("malformed token") from None
+        claims, signature = _claims_of(token)
+        if signature == SIGNATURE_REMOVED:
+            if self.proof == PROOF_SIGNED_TOKEN:
+                raise CallerRejected(
+                    "token signature was removed by Cloud Run: send the ID token in both "
+                    "X-Serverless-Authorization and Authorization"
+                )
+            _check_times(claims, time.time())
+        else:
+            claims = self._verified(token, claims)
+        return self._caller(claims)
 
+    def _verified(self, token: str, unverified: Mapping[str, Any]) -> Mapping[str, Any]:
         request = self.request if self.request is not None else _default_request()
         try:
-            claims = id_token.verify_token(
-                token,
-                request,
-                audience=None,  # checked below, so a wrong audience gets its own reason
-                certs_url=self.certs_url,
-                clock_skew_in_seconds=CLOCK_SKEW_SECONDS,
+            return id_token.verify_token(
+                token, request, audience=None,  # checked in _caller, so a wrong audience gets its own reason
+                certs_url=self.certs_url, clock_skew_in_seconds=CLOCK_SKEW_SECONDS,
             )
         except auth_exceptions.TransportError:
             raise SigningKeysUnavailable("could not fetch Google's signing keys") from None
         except (ValueError, TypeError, auth_exceptions.GoogleAuthError):
-            raise CallerRejected(_why_invalid(unverified)) from None
+            _check_times(unverified, time.time())
+            raise CallerRejected("token signature does not match Google's keys") from None
 
+    def _caller(self, claims: Mapping[str, Any]) -> str:
         if claims.get("iss") not in GOOGLE_ISSUERS:
             raise CallerRejected("token not issued by Google")
         if claims.get("aud") != self.audience:
@@ -211,37 +293,29 @@ class CallerVerifier:
         return email
 
 
-def _why_invalid(unverified: Mapping[str, Any]) -> str:
-    """Name the failure google-auth found, from the claims it refused to trust."""
-    now = time.time()
-    try:
-        exp = float(unverified.get("exp", 0))
-        iat = float(unverified.get("iat", 0))
-    except (TypeError, ValueError):
-        return "token has unusable iat/exp claims"
-    if "exp" not in unverified or "iat" not in unverified:
-        return "token lacks iat/exp claims"
-    if exp + CLOCK_SKEW_SECONDS < now:
-        return "token expired"
-    if iat - CLOCK_SKEW_SECONDS > now:
-        return "token not valid yet"
-    return "token signature does not match Google's keys"
-
-
-def build_verifier(settings: Settings) -> CallerVerifier | None:
-    """The verifier for this service, or None when AUTH_AUDIENCE is empty (local dev).
+def build_verifier(settings: Settings, secrets: Callable[[], Secrets]) -> CallerVerifier | None:
+    """The verifier for this service, or None when AUTH_AUDIENCE is empty (a function run by hand).
 
     Call it once at start-up: when verification is off it says so in one
-    warning line, so a cloud deployment missing AUTH_AUDIENCE is visible in logs.
+    warning line, so a cloud deployment missing AUTH_AUDIENCE is visible in
+    logs. ``secrets`` is only called for the caller-key proof.
     """
     if not settings.auth_audience:
         logger.warning("caller verification is off")
         return None
-    if not settings.auth_allowed_service_accounts:
-        raise ConfigError(
-            "AUTH_ALLOWED_SERVICE_ACCOUNTS must name at least one service account when AUTH_AUDIENCE is set"
-        )
+    if settings.caller_proof == PROOF_CALLER_KEY:
+        if not settings.auth_allowed_service_accounts:
+            raise ConfigError("AUTH_ALLOWED_SERVICE_ACCOUNTS must name the Google identities that call this service")
+        key: CallerKeyCheck | None = CallerKeyCheck(secrets())
+    else:
+        key = None
+        if not settings.auth_allowed_service_accounts:
+            # The outbound API's default: nobody may call it, and every request is refused with 403.
+            logger.warning("no caller is allowed: AUTH_ALLOWED_SERVICE_ACCOUNTS is empty")
     return CallerVerifier(
         audience=settings.auth_audience,
         allowed_emails=tuple(email.lower() for email in settings.auth_allowed_service_accounts),
+        proof=settings.caller_proof,
+        key=key,
+        certs_url=settings.auth_certs_url,
     )

@@ -16,6 +16,7 @@ token during the switch still pass. docs/deploy.md, "Rotating a secret".
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -37,6 +38,7 @@ _log = logging.getLogger(__name__)
 TWILIO_AUTH_TOKEN = "TWILIO_AUTH_TOKEN"
 OPENAI_API_KEY = "OPENAI_API_KEY"
 ADDRESS_HASH_KEY = "ADDRESS_HASH_KEY"
+CALLER_KEY = "CALLER_KEY"
 
 _SECRET_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
 _SECRET_NAME = re.compile(r"projects/[^/]+/secrets/[A-Za-z0-9_-]{1,255}")
@@ -74,6 +76,10 @@ class Secrets(Protocol):
     def openai_api_key(self) -> str: ...
 
     def address_hash_key(self) -> str: ...
+
+    def caller_key(self) -> str:
+        """The key Pub/Sub, Cloud Tasks and Cloud Scheduler carry to our private services."""
+        ...
 
     def refresh(self, name: str) -> bool:
         """Re-read secret ``name`` (TWILIO_AUTH_TOKEN, ...) if allowed now; True if its value changed."""
@@ -133,6 +139,9 @@ class EnvSecrets:
     def address_hash_key(self) -> str:
         return self._get(ADDRESS_HASH_KEY)
 
+    def caller_key(self) -> str:
+        return self._get(CALLER_KEY)
+
     def refresh(self, name: str) -> bool:
         """The environment does not change under a running process."""
         return False
@@ -168,6 +177,7 @@ class SecretManagerSecrets:
             TWILIO_AUTH_TOKEN: self._twilio_name,
             OPENAI_API_KEY: self._openai_name,
             ADDRESS_HASH_KEY: secret_version_name(settings.address_hash_key_secret, settings.project_id),
+            CALLER_KEY: secret_version_name(settings.caller_key_secret, settings.project_id),
         }
         self._client_factory = client_factory
         self._client: SecretManagerServiceClient | None = None
@@ -193,6 +203,9 @@ class SecretManagerSecrets:
 
     def address_hash_key(self) -> str:
         return self._get(self._names[ADDRESS_HASH_KEY])
+
+    def caller_key(self) -> str:
+        return self._get(self._names[CALLER_KEY])
 
     def refresh(self, name: str) -> bool:
         resource = self._names[name]
@@ -266,6 +279,17 @@ def _default_client_factory() -> SecretManagerServiceClient:
     return SecretManagerServiceClient()
 
 
+def emulator_client(address: str) -> SecretManagerServiceClient:
+    """A real client over a plaintext channel to a local Secret Manager stand-in (SECRET_MANAGER_EMULATOR_HOST)."""
+    import grpc
+    from google.cloud.secretmanager_v1 import SecretManagerServiceClient
+    from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
+        SecretManagerServiceGrpcTransport,
+    )
+
+    return SecretManagerServiceClient(transport=SecretManagerServiceGrpcTransport(channel=grpc.insecure_channel(address)))
+
+
 def build_secrets(
     settings: Settings,
     client_factory: Callable[[], SecretManagerServiceClient] | None = None,
@@ -279,5 +303,7 @@ def build_secrets(
     if settings.secret_source == "env":
         return EnvSecrets(settings)
     if settings.secret_source == "secretmanager":
+        if client_factory is None and settings.secret_manager_emulator_host:
+            client_factory = functools.partial(emulator_client, settings.secret_manager_emulator_host)
         return SecretManagerSecrets(settings, client_factory or _default_client_factory)
     raise ConfigError(f"SECRET_SOURCE must be env or secretmanager, got {settings.secret_source!r}")

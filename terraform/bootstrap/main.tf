@@ -125,7 +125,7 @@ resource "google_project_iam_member" "deployer" {
     "roles/pubsub.admin"                    = "topics, subscriptions and their IAM"
     "roles/cloudtasks.admin"                = "the send queue and its enqueuer grants"
     "roles/cloudscheduler.admin"            = "the reconcile job"
-    "roles/secretmanager.admin"             = "the secrets (never their values) and their accessor grants"
+    "roles/secretmanager.admin"             = "the secrets, their accessor grants, and the one value Terraform generates (caller-key)"
     "roles/datastore.owner"                 = "the Firestore database and its TTL fields"
     "roles/monitoring.alertPolicyEditor"    = "the alert policies"
     "roles/monitoring.dashboardEditor"      = "the operations dashboard"

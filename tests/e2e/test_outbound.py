@@ -14,9 +14,10 @@ TEMPLATE = "HX" + "0123456789abcdef" * 2
 
 
 def post_outbound(pipeline, **fields: Any) -> tuple[int, dict[str, Any]]:
-    """POST the JSON body to the OUTBOUND url, as the business's systems would (no token locally)."""
+    """POST the JSON body to the OUTBOUND url, as the business's systems do: their ID token in both headers."""
     request = urllib.request.Request(
-        pipeline.stack.outbound_url, data=json.dumps(fields).encode(), headers={"Content-Type": "application/json"},
+        pipeline.stack.outbound_url, data=json.dumps(fields).encode(),
+        headers={"Content-Type": "application/json", **pipeline.stack.outbound_headers()},
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -211,7 +212,7 @@ def assert_all_gone(seen: Footprint) -> None:
 
 
 def running_footprint(stack: StackProcess) -> Footprint:
-    """The footprint once both emulators' JVMs and the three functions run, with their ports."""
+    """The footprint once both emulators' JVMs and the five services run, with their ports."""
     seen = wait_until(lambda: _complete(footprint(stack.pid)), timeout=30)
     assert isinstance(seen, Footprint)
     return seen
@@ -220,8 +221,9 @@ def running_footprint(stack: StackProcess) -> Footprint:
 def _complete(seen: Footprint) -> Footprint | None:
     commands = [_command(pid) for pid in seen.processes]
     javas = sum(1 for c in commands if c.startswith("java"))
-    functions = sum(1 for c in commands if "functions_framework" in c and "--target=" in c)
-    return seen if javas == 2 and functions >= 3 and len(seen.ports) >= 5 else None
+    # The image's entry point (the Dockerfile's CMD): the functions-framework script, one per service.
+    functions = sum(1 for c in commands if "functions-framework" in c and "--target=" in c)
+    return seen if javas == 2 and functions >= 5 and len(seen.ports) >= 5 else None
 
 
 def _command(pid: int) -> str:
@@ -243,14 +245,26 @@ def test_headless_stack_with_external_twilio_and_model_stops_with_a_send_in_flig
         })
         try:
             line = stack.ready_line()
-            assert line == f"READY http://127.0.0.1:{stack.port}/"
+            assert line == f"READY http://127.0.0.1:{stack.port}"
             assert len(stack.before_ready) == 2 and stack.before_ready[0].startswith("SIMULATOR http://127.0.0.1:")
             page_url = stack.before_ready[0].split(" ", 1)[1]
             with urllib.request.urlopen(page_url, timeout=10) as page:
                 assert page.status == 200 and b"WhatsApp simulator" in page.read()
             assert stack.before_ready[1].startswith("OUTBOUND http://127.0.0.1:")
             outbound_url = stack.before_ready[1].split(" ", 1)[1]
-            invalid = urllib.request.Request(outbound_url, data=b"{}", headers={"Content-Type": "application/json"})
+            anonymous = urllib.request.Request(outbound_url, data=b"{}", headers={"Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(anonymous, timeout=10)
+            assert refused.value.code == 403, "Cloud Run lets no caller without a token reach the outbound API"
+            # The token the stack's progress names, as a business system would send it.
+            token_url = re.search(r"(http://127\.0\.0\.1:\d+/token\?\S+)", stack.progress())
+            assert token_url, stack.progress()
+            with urllib.request.urlopen(token_url.group(1), timeout=10) as answer:
+                id_token = answer.read().decode()
+            invalid = urllib.request.Request(outbound_url, data=b"{}", headers={
+                "Content-Type": "application/json", "Authorization": f"Bearer {id_token}",
+                "X-Serverless-Authorization": f"Bearer {id_token}",
+            })
             with pytest.raises(urllib.error.HTTPError) as refused:
                 urllib.request.urlopen(invalid, timeout=10)
             assert refused.value.code == 400 and b"to is required" in refused.value.read()

@@ -21,7 +21,7 @@ from typing import Iterator
 # Top-level blocks that need a provider or name resources; dropped from the scratch root.
 _DROPPED_BLOCKS = ("resource", "data", "terraform", "provider", "moved", "output", "import", "check", "removed")
 _REFERENCE = re.compile(
-    r"\b(?:data\.)?(?:google|terraform)_[a-z0-9_]+\.[a-z0-9_]+(?:\[[^\]\[]+\])?(?:\.[a-z0-9_]+)*"
+    r"\b(?:data\.)?(?:google|terraform|random)_[a-z0-9_]+\.[a-z0-9_]+(?:\[[^\]\[]+\])?(?:\.[a-z0-9_]+)*"
 )
 
 

@@ -22,13 +22,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from shared.adapters.google_auth import (
-    GOOGLE_CERTS,
+    PROOF_CALLER_KEY,
+    SIGNATURE_REMOVED,
+    CallerKeyCheck,
     CallerRejected,
     CallerVerifier,
     CertsCache,
     SigningKeysUnavailable,
     build_verifier,
 )
+from shared.config import GOOGLE_CERTS_URL as GOOGLE_CERTS
 from shared.config import ConfigError, Settings
 
 AUDIENCE = "https://processor-123456789012.us-central1.run.app"
@@ -264,9 +267,13 @@ def test_certificate_cache_is_capped_and_skips_failures() -> None:
     assert len(endpoint.calls) == 4
 
 
+def _no_secrets() -> Any:
+    raise AssertionError("the signed-token proof reads no secret")
+
+
 def test_build_verifier_is_off_without_audience(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="shared.adapters.google_auth"):
-        assert build_verifier(Settings.from_env({})) is None
+        assert build_verifier(Settings.from_env({}), _no_secrets) is None
     records = [r for r in caplog.records if r.name == "shared.adapters.google_auth"]
     assert [r.getMessage() for r in records] == ["caller verification is off"]
     assert records[0].levelno == logging.WARNING
@@ -277,15 +284,142 @@ def test_build_verifier_uses_settings(caplog: pytest.LogCaptureFixture) -> None:
         {
             "AUTH_AUDIENCE": AUDIENCE,
             "AUTH_ALLOWED_SERVICE_ACCOUNTS": f" {PUSH_SA.upper()} , other@x.iam.gserviceaccount.com",
+            "CALLER_PROOF": "signed-token",
         }
     )
     with caplog.at_level(logging.WARNING, logger="shared.adapters.google_auth"):
-        verifier = build_verifier(settings)
+        verifier = build_verifier(settings, _no_secrets)
     assert verifier == CallerVerifier(AUDIENCE, (PUSH_SA, "other@x.iam.gserviceaccount.com"))
     assert verifier.certs_url == GOOGLE_CERTS
     assert not [r for r in caplog.records if r.name == "shared.adapters.google_auth"]
 
 
-def test_build_verifier_refuses_audience_without_callers() -> None:
+def test_build_verifier_refuses_a_caller_key_service_without_callers() -> None:
+    settings = Settings.from_env({"AUTH_AUDIENCE": AUDIENCE, "CALLER_PROOF": "caller-key"})
     with pytest.raises(ConfigError, match="AUTH_ALLOWED_SERVICE_ACCOUNTS"):
-        build_verifier(Settings.from_env({"AUTH_AUDIENCE": AUDIENCE}))
+        build_verifier(settings, lambda: KeySecrets("k"))
+
+
+def test_an_audience_without_a_proof_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match="CALLER_PROOF"):
+        Settings.from_env({"AUTH_AUDIENCE": AUDIENCE, "AUTH_ALLOWED_SERVICE_ACCOUNTS": PUSH_SA})
+    with pytest.raises(ConfigError, match="CALLER_PROOF"):
+        Settings.from_env({"AUTH_AUDIENCE": AUDIENCE, "CALLER_PROOF": "trust-me"})
+
+
+def test_nobody_allowed_refuses_every_caller_instead_of_failing(
+    google_key: KeyPair, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The outbound API's default (outbound_allowed_service_accounts = []): a 403 for all, not a 500."""
+    settings = Settings.from_env({"AUTH_AUDIENCE": AUDIENCE, "CALLER_PROOF": "signed-token"})
+    with caplog.at_level(logging.WARNING, logger="shared.adapters.google_auth"):
+        verifier = build_verifier(settings, _no_secrets)
+    assert verifier is not None
+    assert "no caller is allowed" in caplog.text
+    endpoint = FakeCertsEndpoint({KID: google_key.cert_pem})
+    verifier = CallerVerifier(AUDIENCE, (), request=CertsCache(endpoint))
+    assert _reason(verifier, f"Bearer {_token(google_key)}") == (
+        "no caller is allowed (AUTH_ALLOWED_SERVICE_ACCOUNTS is empty)"
+    )
+
+
+# --------------------------------------------- behind Cloud Run: the caller key
+
+
+@dataclass
+class KeySecrets:
+    """The caller key as Secret Manager serves it, with a rotation to come."""
+
+    current: str
+    after_refresh: str | None = None
+    replaced: str | None = None
+    refreshes: int = 0
+
+    def caller_key(self) -> str:
+        return self.current
+
+    def refresh(self, name: str) -> bool:
+        assert name == "CALLER_KEY"
+        self.refreshes += 1
+        if self.after_refresh is None or self.after_refresh == self.current:
+            return False
+        self.replaced, self.current = self.current, self.after_refresh
+        return True
+
+    def previous(self, name: str) -> str | None:
+        return self.replaced
+
+
+def forwarded(token: str) -> str:
+    """The token as Cloud Run hands it to the container: the signature part replaced."""
+    header, payload, _ = token.split(".")
+    return f"Bearer {header}.{payload}.{SIGNATURE_REMOVED}"
+
+
+def _key_verifier(google_key: KeyPair, secrets: KeySecrets) -> tuple[CallerVerifier, FakeCertsEndpoint]:
+    endpoint = FakeCertsEndpoint({KID: google_key.cert_pem})
+    verifier = CallerVerifier(
+        AUDIENCE, (PUSH_SA,), proof=PROOF_CALLER_KEY, key=CallerKeyCheck(secrets), request=CertsCache(endpoint)
+    )
+    return verifier, endpoint
+
+
+def test_a_push_as_cloud_run_forwards_it_is_accepted_with_the_key(google_key: KeyPair) -> None:
+    verifier, endpoint = _key_verifier(google_key, KeySecrets("push-key"))
+    assert verifier.verify(forwarded(_token(google_key)), "push-key") == PUSH_SA
+    assert endpoint.calls == [], "a forwarded token has no signature to check"
+
+
+def test_a_forwarded_token_without_the_key_proves_nothing(google_key: KeyPair, other_key: KeyPair) -> None:
+    """Anyone can write header.payload.SIGNATURE_REMOVED_BY_GOOGLE with our claims: the key is what counts."""
+    secrets = KeySecrets("push-key")
+    verifier, _ = _key_verifier(google_key, secrets)
+    forged = forwarded(_token(other_key))
+    with pytest.raises(CallerRejected) as missing:
+        verifier.verify(forged, None)
+    assert missing.value.reason == "request carries no caller key"
+    with pytest.raises(CallerRejected) as wrong:
+        verifier.verify(forged, "push-kez")
+    assert wrong.value.reason == "caller key does not match"
+
+
+def test_the_key_does_not_excuse_wrong_claims(google_key: KeyPair) -> None:
+    verifier, _ = _key_verifier(google_key, KeySecrets("k"))
+    past = int(time.time()) - 7200
+    cases = {
+        "token audience does not match this service": _token(google_key, aud="https://elsewhere.run.app"),
+        "caller is not an allowed service account": _token(google_key, email="other@p.iam.gserviceaccount.com"),
+        "token expired": _token(google_key, iat=past, exp=past + 3600),
+        "token not issued by Google": _token(google_key, iss="https://evil.example.com"),
+    }
+    for reason, token in cases.items():
+        with pytest.raises(CallerRejected) as caught:
+            verifier.verify(forwarded(token), "k")
+        assert caught.value.reason == reason
+
+
+def test_a_signed_token_is_still_verified_in_caller_key_mode(google_key: KeyPair, other_key: KeyPair) -> None:
+    """A token that kept its signature did not pass Cloud Run's check: its signature must hold."""
+    verifier, _ = _key_verifier(google_key, KeySecrets("k"))
+    assert verifier.verify(f"Bearer {_token(google_key)}", "k") == PUSH_SA
+    with pytest.raises(CallerRejected) as caught:
+        verifier.verify(f"Bearer {_token(other_key)}", "k")
+    assert caught.value.reason == "token signature does not match Google's keys"
+
+
+def test_a_rotated_key_is_read_again_and_the_old_one_kept_for_the_overlap(google_key: KeyPair) -> None:
+    secrets = KeySecrets("old", after_refresh="new")
+    verifier, _ = _key_verifier(google_key, secrets)
+    token = forwarded(_token(google_key))
+    assert verifier.verify(token, "new") == PUSH_SA  # a task made after the rotation
+    assert secrets.refreshes == 1
+    assert verifier.verify(token, "old") == PUSH_SA  # one queued before it
+    assert verifier.verify(token, "new") == PUSH_SA
+    assert secrets.refreshes == 1
+
+
+def test_signed_token_proof_refuses_a_token_cloud_run_has_stripped(google_key: KeyPair) -> None:
+    """The outbound API: business systems send the token in X-Serverless-Authorization too."""
+    verifier, _ = _verifier(google_key)
+    reason = _reason(verifier, forwarded(_token(google_key)))
+    assert reason.startswith("token signature was removed by Cloud Run") and "X-Serverless-Authorization" in reason
