@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import openai
 
+from shared.domain.tool_rounds import ModelTurn, RequestedCall
 from shared.log import redact_credentials
 
 log = logging.getLogger(__name__)
@@ -117,9 +118,7 @@ class ChatModel:
         model: str | None,
     ) -> str:
         """The conversation so far plus the user's turn, answered within the budget, as trimmed text."""
-        messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt or self._system_prompt}]
-        messages += [{"role": turn["role"], "content": turn["content"]} for turn in history]
-        messages.append({"role": "user", "content": user_content})
+        messages = self.conversation(history, user_content, system_prompt)
         self.calls += 1
         completion = self._create(messages, model=model)
         try:
@@ -132,14 +131,51 @@ class ChatModel:
             raise ModelUnavailable("the model returned an empty answer")
         return content
 
-    def _create(self, messages: list[dict[str, Any]], model: str | None = None) -> object:
-        """One completion, retried within the budget; raises ModelUnavailable when it runs out."""
-        deadline = self._clock() + self._budget
-        extra = {"max_tokens": self._max_tokens} if self._max_tokens else {}
+    def conversation(
+        self, history: list[dict[str, str]], user_content: str | list[dict[str, Any]], system_prompt: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The chat messages of one turn: the business's instructions, the history, the user's turn."""
+        messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt or self._system_prompt}]
+        messages += [{"role": turn["role"], "content": turn["content"]} for turn in history]
+        messages.append({"role": "user", "content": user_content})
+        return messages
+
+    def tool_round(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], final: bool, deadline: float,
+        model: str | None = None,
+    ) -> ModelTurn:
+        """One function-calling round (shared/domain/tool_rounds.py): text, or the calls the model asks for.
+
+        ``final`` sends ``tool_choice: "none"``: the model must answer in words.
+        ``deadline`` (on this object's clock, ``time.monotonic``) is the whole
+        answer's, so retries of this round never outlive the rounds' budget.
+        """
+        self.calls += 1
+        request: dict[str, Any] = {"tools": tools, "tool_choice": "none" if final else "auto"} if tools else {}
+        completion = self._create(messages, model=model, deadline=deadline, **request)
+        try:
+            message = completion.choices[0].message  # type: ignore[attr-defined]
+            content = (message.content or "").strip()
+            calls = tuple(
+                RequestedCall(str(call.id or ""), str(call.function.name or ""), str(call.function.arguments or ""))
+                for call in (message.tool_calls or []) if getattr(call, "type", "function") == "function"
+            )
+        except (AttributeError, IndexError, TypeError) as exc:
+            raise ModelUnavailable(f"malformed answer from the model: {type(exc).__name__}") from exc
+        return ModelTurn(content, calls)
+
+    def _create(
+        self, messages: list[dict[str, Any]], model: str | None = None, deadline: float | None = None, **request: Any,
+    ) -> Any:
+        """One completion, retried within the budget (or ``deadline``, if sooner); raises ModelUnavailable when it runs out."""
+        deadline = min(self._clock() + self._budget, deadline if deadline is not None else float("inf"))
+        extra = {"max_tokens": self._max_tokens, **request} if self._max_tokens else dict(request)
         attempt = 0
         refreshed = False
         while True:
             remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise ModelUnavailable("no time left for the model within the budget")
             try:
                 return self.client.chat.completions.create(
                     model=model or self._model, messages=messages, timeout=min(self._timeout, remaining), **extra
@@ -160,7 +196,7 @@ class ChatModel:
                 # An attempt needs time too: give up rather than wait into the lease.
                 if self._clock() + wait + min(self._timeout, 1.0) >= deadline:
                     raise ModelUnavailable(
-                        f"{failure} (next attempt in {wait:g}s would pass the {self._budget:g}s budget)"[:300]
+                        f"{failure} (next attempt in {wait:g}s would pass the budget)"[:300]
                     ) from exc
                 log.warning("model attempt failed, retrying", extra={"event": "ai_retry", "wait_seconds": wait, "reason": failure})
                 self._sleep(wait)
