@@ -80,6 +80,8 @@ def _callers(env: Mapping[str, str], name: str) -> Mapping[str, tuple[str, ...]]
 
 
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+# Business tools' secrets locally: TOOL_SECRET_<SECRET ID> (shared/domain/tools.py).
+LOCAL_TOOL_SECRET_PREFIX = "TOOL_SECRET_"
 CALLER_PROOFS = ("caller-key", "signed-token")
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -211,6 +213,11 @@ class Settings:
     # host:port of a Secret Manager stand-in (plaintext gRPC); unset in the cloud.
     secret_manager_emulator_host: str = ""
 
+    # Business tools (docs/decisions/0020-business-tools.md): function-calling rounds
+    # per message (a profile may say fewer or more), and the largest answer read from a tool.
+    max_tool_rounds: int = 3
+    tool_response_max_bytes: int = 16 * 1024
+
     # Fault injection for tests only; empty in every real deployment
     test_fault_points: tuple[str, ...] = ()
     # Log this process's cumulative external calls after each request (benchmarks)
@@ -281,7 +288,7 @@ class Settings:
                 name: env[name]
                 for name in ("TWILIO_AUTH_TOKEN", "OPENAI_API_KEY", "ADDRESS_HASH_KEY", "CALLER_KEY")
                 if env.get(name)
-            },
+            } | {name: value for name, value in env.items() if name.startswith(LOCAL_TOOL_SECRET_PREFIX) and value},
             delivery_status_callbacks=_bool(env, "DELIVERY_STATUS_CALLBACKS", d.delivery_status_callbacks),
             media_max_bytes=_int(env, "MEDIA_MAX_BYTES", d.media_max_bytes, 1024, 25 * 1024 * 1024),
             media_timeout_seconds=_float(env, "MEDIA_TIMEOUT_SECONDS", d.media_timeout_seconds, 0.1, 60.0),
@@ -300,6 +307,8 @@ class Settings:
             caller_proof=_text(env, "CALLER_PROOF").lower(),
             auth_certs_url=_text(env, "AUTH_CERTS_URL", d.auth_certs_url),
             secret_manager_emulator_host=_text(env, "SECRET_MANAGER_EMULATOR_HOST"),
+            max_tool_rounds=_int(env, "MAX_TOOL_ROUNDS", d.max_tool_rounds, 1, 10),
+            tool_response_max_bytes=_int(env, "TOOL_RESPONSE_MAX_BYTES", d.tool_response_max_bytes, 1024, 1024 * 1024),
             test_fault_points=_list(env, "TEST_FAULT_POINTS"),
             log_usage=_bool(env, "LOG_USAGE", False),
         )._checked()

@@ -1,4 +1,4 @@
-"""The one place the Twilio auth token and the OpenAI key come from.
+"""The one place the Twilio auth token, the OpenAI key and the business tools' signing secrets come from.
 
 In the cloud they live in Secret Manager and are read once per instance, then
 kept in memory: after warm-up a message costs no Secret Manager call. Locally
@@ -29,6 +29,7 @@ from google.api_core import exceptions as gexc
 from google.api_core import retry as gretry
 
 from shared.config import ConfigError, Settings
+from shared.domain.tools import local_secret_variable
 
 if TYPE_CHECKING:
     from google.cloud.secretmanager_v1 import SecretManagerServiceClient
@@ -87,6 +88,18 @@ class Secrets(Protocol):
 
     def previous(self, name: str) -> str | None:
         """The value ``name`` had before its last change, while the overlap lasts."""
+        ...
+
+    def tool_secret(self, secret_id: str) -> str:
+        """A business tool's signing secret, named by its profile (shared/domain/tool_signature.py)."""
+        ...
+
+    def refresh_tool_secret(self, secret_id: str) -> bool:
+        """Re-read a tool secret the business refused, if allowed now; True if its value changed."""
+        ...
+
+    def previous_tool_secret(self, secret_id: str) -> str | None:
+        """The tool secret's value before its last change, while the overlap lasts."""
         ...
 
 
@@ -149,6 +162,15 @@ class EnvSecrets:
     def previous(self, name: str) -> str | None:
         return None
 
+    def tool_secret(self, secret_id: str) -> str:
+        return self._get(local_secret_variable(secret_id))
+
+    def refresh_tool_secret(self, secret_id: str) -> bool:
+        return False
+
+    def previous_tool_secret(self, secret_id: str) -> str | None:
+        return None
+
 
 class SecretManagerSecrets:
     """Secret Manager source, read once per secret and then served from memory.
@@ -179,6 +201,7 @@ class SecretManagerSecrets:
             ADDRESS_HASH_KEY: secret_version_name(settings.address_hash_key_secret, settings.project_id),
             CALLER_KEY: secret_version_name(settings.caller_key_secret, settings.project_id),
         }
+        self._project_id = settings.project_id
         self._client_factory = client_factory
         self._client: SecretManagerServiceClient | None = None
         self._cache: dict[str, str] = {}
@@ -208,7 +231,25 @@ class SecretManagerSecrets:
         return self._get(self._names[CALLER_KEY])
 
     def refresh(self, name: str) -> bool:
-        resource = self._names[name]
+        return self._refresh(self._names[name])
+
+    def previous(self, name: str) -> str | None:
+        return self._previous_of(self._names[name])
+
+    def tool_secret(self, secret_id: str) -> str:
+        return self._get(self._tool_resource(secret_id))
+
+    def refresh_tool_secret(self, secret_id: str) -> bool:
+        return self._refresh(self._tool_resource(secret_id))
+
+    def previous_tool_secret(self, secret_id: str) -> str | None:
+        return self._previous_of(self._tool_resource(secret_id))
+
+    def _tool_resource(self, secret_id: str) -> str:
+        """The latest version of the tool's secret, in this deployment's project."""
+        return secret_version_name(secret_id, self._project_id)
+
+    def _refresh(self, resource: str) -> bool:
         with self._lock:
             now = self._clock()
             last = self._refreshed_at.get(resource)
@@ -225,8 +266,8 @@ class SecretManagerSecrets:
                      extra={"event": "secret_rotated", "secret": resource, "overlap_seconds": self._overlap})
         return True
 
-    def previous(self, name: str) -> str | None:
-        kept = self._previous.get(self._names[name])
+    def _previous_of(self, resource: str) -> str | None:
+        kept = self._previous.get(resource)
         if kept is None or self._clock() - kept[1] > self._overlap:
             return None
         return kept[0]

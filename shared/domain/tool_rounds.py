@@ -84,6 +84,8 @@ class ToolAnswer:
     content: str
     http_status: int = 0
     ms: float = 0.0
+    # A short fixed code for logs and the dashboard when it did not work: timeout, unreachable, http_error, ...
+    reason: str = ""
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ _TOOL_FIELDS = frozenset({
     "name", "description", "parameters", "url", "method", "effect", "timeout_seconds", "confirm",
     "confirm_text", "confirm_seconds", "secret", "log_arguments",
 })
-LOCAL_SECRET_PREFIX = "TOOL_SECRET_"
+LOCAL_SECRET_PREFIX = "TOOL_SECRET_"  # shared/config.py reads these variables
 
 
 @dataclass(frozen=True)
