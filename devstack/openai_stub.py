@@ -7,11 +7,16 @@ talks to it unchanged with ``base_url="http://127.0.0.1:PORT/v1"``.
 The offline model is not a chatbot: its reply starts with ``[offline model]``
 and only proves that it received the conversation (latest user message,
 previous user message, number of user turns). It is deterministic.
+Offered ``tools``, it calls one when the user's text names it
+(devstack/offline_tools.py), and answers in words quoting what the tools
+said; requests that OpenAI would refuse for their tools or tool messages get
+OpenAI's 400.
 
 Served endpoints
 ----------------
 ``POST /v1/chat/completions`` (also ``/chat/completions``)
-    A ``chat.completion`` object; errors in OpenAI's shape
+    A ``chat.completion`` object (``finish_reason: tool_calls`` with the
+    assistant's ``tool_calls`` when it calls a tool); errors in OpenAI's shape
     ``{"error": {"message", "type", "param", "code"}}``. Streaming is not offered.
 ``GET /v1/models``
     A one-model list.
@@ -25,7 +30,7 @@ Admin endpoints, for a stand-in running in another process:
 
 ``GET /_stub/requests``
     JSON list of received chat requests, oldest first, each
-    ``{"model", "messages", "received_at"}``.
+    ``{"model", "messages", "received_at", "tools", "tool_choice"}`` (``tools``: the offered names).
 ``DELETE /_stub/requests``
     Forget them.
 ``POST /_stub/config``
@@ -43,6 +48,7 @@ import argparse
 import email.parser
 import email.policy
 import hashlib
+import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -58,15 +64,16 @@ from devstack.httpserver import (
     call_admin,
     serve_until_signalled,
 )
+from devstack.offline_tools import OFFLINE_PREFIX, offline_tool_answer, request_problem
 
-OFFLINE_PREFIX = "[offline model]"
 OFFLINE_MODEL_ID = "offline-model"
 # Quotes are shortened so an echo never balloons past what the user sent.
 QUOTE_LIMIT = 300
 # A hung answer is released after this long even if the client never gives up.
 MAX_HANG_SECONDS = 300.0
 
-Responder = Callable[[list[dict[str, Any]]], str]
+# Text, or the assistant message's fields ({"content", "tool_calls"}) for a scripted tool call.
+Responder = Callable[[list[dict[str, Any]]], "str | dict[str, Any]"]
 
 _ERROR_TYPES = {
     400: ("invalid_request_error", None),
@@ -155,7 +162,13 @@ class ChatRequest:
     body: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
-        return {"model": self.model, "messages": self.messages, "received_at": self.received_at}
+        return {"model": self.model, "messages": self.messages, "received_at": self.received_at,
+                "tools": self.tool_names, "tool_choice": self.body.get("tool_choice")}
+
+    @property
+    def tool_names(self) -> list[str]:
+        """The functions the request offered, in its order."""
+        return [str(t.get("function", {}).get("name")) for t in self.body.get("tools") or [] if isinstance(t, dict)]
 
 
 class OpenAIStub(RecordingStub[ChatRequest]):
@@ -173,7 +186,8 @@ class OpenAIStub(RecordingStub[ChatRequest]):
         self._fail_status = 500
         self._fail_retry_after: float | None = None
         self._hang_times = 0
-        self._responder: Responder = offline_reply
+        # None: the offline model (with function calling); otherwise a test's script.
+        self._responder: Responder | None = None
         self._transcriptions: list[dict[str, Any]] = []
         self._transcribe_faults: list[int] = []
 
@@ -200,7 +214,7 @@ class OpenAIStub(RecordingStub[ChatRequest]):
             self._fail_status = 500
             self._fail_retry_after = None
             self._hang_times = 0
-            self._responder = offline_reply
+            self._responder = None
             self._transcriptions.clear()
             self._transcribe_faults.clear()
 
@@ -224,9 +238,9 @@ class OpenAIStub(RecordingStub[ChatRequest]):
             self._hang_times = times
 
     def set_responder(self, responder: Responder | None) -> None:
-        """Answer with ``responder(messages)``; None restores the offline model."""
+        """Answer with ``responder(messages)`` (text, or ``{"content", "tool_calls"}``); None restores the offline model."""
         with self._lock:
-            self._responder = responder or offline_reply
+            self._responder = responder
 
     def set_reply_text(self, text: str | None) -> None:
         """Always answer ``text``; None restores the offline model."""
@@ -266,6 +280,9 @@ class OpenAIStub(RecordingStub[ChatRequest]):
             return openai_error(400, "you must provide a model parameter", "model")
         if body.get("stream"):
             return openai_error(400, "This stand-in does not stream; call without stream=True.", "stream")
+        problem = request_problem(body)
+        if problem is not None:
+            return openai_error(400, *problem)
 
         with self._lock:
             self._add_record(ChatRequest(model, messages, time.time(), body))
@@ -291,13 +308,23 @@ class OpenAIStub(RecordingStub[ChatRequest]):
             return openai_error(
                 fail_status, "The server had an error while processing your request. Sorry about that!", headers=fail_headers
             )
-        content = responder(messages)
-        return Response.json(200, self._completion(model, messages, content), {"x-request-id": "req_" + secrets.token_hex(16)})
+        if responder is None:
+            answer: str | dict[str, Any] = (
+                offline_tool_answer(messages, body.get("tools"), body.get("tool_choice")) or offline_reply(messages))
+        else:
+            answer = responder(messages)
+        return Response.json(200, self._completion(model, messages, answer), {"x-request-id": "req_" + secrets.token_hex(16)})
 
     @staticmethod
-    def _completion(model: str, messages: list[dict[str, Any]], content: str) -> dict[str, Any]:
+    def _completion(model: str, messages: list[dict[str, Any]], answer: "str | dict[str, Any]") -> dict[str, Any]:
+        fields = answer if isinstance(answer, dict) else {"content": answer}
+        content = fields.get("content")
+        tool_calls = fields.get("tool_calls") or None
+        message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
+        if tool_calls:
+            message["tool_calls"] = tool_calls
         prompt_tokens = sum(_approx_tokens(message_text(m)) for m in messages)
-        completion_tokens = _approx_tokens(content)
+        completion_tokens = _approx_tokens((content or "") + json.dumps(tool_calls or ""))
         return {
             "id": "chatcmpl-" + secrets.token_hex(12),
             "object": "chat.completion",
@@ -306,9 +333,9 @@ class OpenAIStub(RecordingStub[ChatRequest]):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": content, "refusal": None, "annotations": []},
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": "tool_calls" if tool_calls else "stop",
                 }
             ],
             "usage": {
