@@ -36,6 +36,9 @@ locals {
       replies  = { title = "Replies sent (sender_fn, per minute)", events = ["sent"], by = "metric.label.business" }
       failures = { title = "Failures by reason (per minute)", events = local.failure_events, by = "metric.label.reason" }
       model    = { title = "Model errors: fallback replies sent (per minute)", events = ["ai_failed"], by = "metric.label.reason" }
+      # Business tools (terraform/tools.tf): every request processor_fn sends a business, and those that failed.
+      tools       = { title = "Tool calls per business (per minute)", events = ["tool_called", "tool_failed"], by = "metric.label.business" }
+      tool_errors = { title = "Tool errors per business (per minute)", events = ["tool_failed"], by = "metric.label.business" }
       } : key => {
       title = spec.title
       xyChart = {
@@ -286,6 +289,8 @@ resource "google_monitoring_dashboard" "operations" {
           }
         },
         local.event_chart.model,
+        local.event_chart.tools,
+        local.event_chart.tool_errors,
       ]
     }
   })

@@ -117,6 +117,8 @@ locals {
       DEDUPE_HORIZON_SECONDS        = tostring(var.dedupe_horizon_seconds)
       MODEL_BUDGET_SECONDS          = tostring(var.model_budget_seconds)
       OPENAI_MAX_TOKENS             = tostring(var.openai_max_tokens)
+      MAX_TOOL_ROUNDS               = tostring(var.max_tool_rounds)
+      TOOL_RESPONSE_MAX_BYTES       = tostring(var.tool_response_max_bytes)
       OPENAI_BASE_URL               = var.openai_base_url
       SYSTEM_PROMPT                 = var.system_prompt
       FALLBACK_REPLY                = var.fallback_reply

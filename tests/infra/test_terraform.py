@@ -83,6 +83,7 @@ SERVICES = ("webhook", "processor", "sender", "reconciler", "outbound")
 RUN_SERVICE = "google_cloud_run_v2_service.service"
 IDENTITY = "google_service_account.identity"
 SECRET = "google_secret_manager_secret.secret"
+TOOL_SECRET = "google_secret_manager_secret.tool"
 INVOKER_TYPES = (
     "google_cloud_run_v2_service_iam_member",
     "google_cloud_run_v2_service_iam_binding",
@@ -572,6 +573,12 @@ def check_secret_access(config: TfConfig) -> None:
     access: dict[str, set[str]] = {}
     for rtype in ("google_secret_manager_secret_iam_member", "google_secret_manager_secret_iam_binding"):
         for body in config.of_type(rtype).values():
+            tool = re.search(rf'{re.escape(TOOL_SECRET)}\["([^"]+)"\]\.', str(body.get("secret_id")))
+            if tool:
+                # A business tool's signing secret: processor_fn alone calls tools (tests/infra/test_tool_infra.py).
+                members = {str(m) for m in body.get("members") or [body.get("member")]}
+                assert members == {f'{IDENTITY}["processor"].member'}, f"tool secret {tool.group(1)} granted to {members}"
+                continue
             secret = re.search(rf'{re.escape(SECRET)}\["([a-z_]+)"\]\.', str(body.get("secret_id")))
             assert secret, f"accessor binding on an unknown secret: {body.get('secret_id')}"
             for member in body.get("members") or [body.get("member")]:
