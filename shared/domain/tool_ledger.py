@@ -181,6 +181,12 @@ class Ledger:
             Round("", tuple(replace(c, arguments="", result="") for c in r.calls)) for r in self.rounds
         ))
 
+    def lines(self) -> list[str]:
+        """One line per call, for ``make admin show`` and the logs: name, effect, status, time, sends, key; never
+        the arguments or the answer."""
+        return [f"{c.name} ({c.effect}) {c.status}, {c.ms:g} ms, {c.attempts} send(s), key {c.key}"
+                + (f", confirmed by {c.confirmed_by}" if c.confirmed_by else "") for c in self.calls]
+
     def counts(self) -> dict[str, int]:
         """Requests sent, by effect, and side effects done: for the logs, the bench and the fault suite."""
         return {

@@ -393,3 +393,11 @@ def test_the_ledger_round_trips_and_compacts_for_an_answered_message() -> None:
     assert record["key"] == idempotency_key(SID, 0, 0) and record["status"] == DONE and record["attempts"] == 1
     assert Ledger.from_data(None) == Ledger()
     assert PendingConfirmation.from_data(pending_booking().to_data()) == pending_booking()
+
+
+def test_a_call_is_shown_by_name_effect_status_time_and_key_never_its_arguments() -> None:
+    pending = pending_booking()
+    ledger = run(loop(Script([ModelTurn("ok")]))[0], ledger=confirmed_ledger(pending, "SMyes"), sid="SMyes").ledger
+    (line,) = ledger.lines()
+    assert line == f"book_table (write) done, 12 ms, 1 send(s), key {pending.key}, confirmed by SMyes"
+    assert "20:00" not in line and "20:00" not in " ".join(ledger.compacted().lines())
