@@ -2,7 +2,7 @@
 
 ``profiles.example.yaml`` points the bakery's two tools here, and the local
 stack starts it, so ``make dev`` can look up an order and book a table. It
-does what the decision note (docs/decisions/0020-business-tools.md) asks of a
+does what the decision note (docs/decisions/0016-business-tools.md) asks of a
 business, so it also shows how little that is:
 
 * every request's signature is verified (shared/domain/tool_signature.py):

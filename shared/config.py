@@ -151,7 +151,7 @@ class Settings:
     # host:port of a Secret Manager stand-in (plaintext gRPC); unset in the cloud.
     secret_manager_emulator_host: str = ""
 
-    # Business tools (docs/decisions/0020-business-tools.md): function-calling rounds
+    # Business tools (docs/decisions/0016-business-tools.md): function-calling rounds
     # per message (a profile may say fewer or more), and the largest answer read from a tool.
     max_tool_rounds: int = 3
     tool_response_max_bytes: int = 16 * 1024

@@ -1,4 +1,4 @@
-# Business tools (docs/decisions/0020-business-tools.md): the endpoints a
+# Business tools (docs/decisions/0016-business-tools.md): the endpoints a
 # business profile's `tools:` lets the model call. Each tool names the secret
 # its requests are signed with; Terraform creates each such secret, without a
 # value (operators add it with `gcloud secrets versions add`, and give the

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import openai
 
-from shared.domain.tool_rounds import ModelTurn, RequestedCall
+from shared.domain.tool_calls import ModelTurn, RequestedCall
 from shared.log import redact_credentials
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ at most :data:`MAX_WRITE_ATTEMPTS` sends in all; after that the outcome is
 ``unknown`` and nobody calls it again. Because the rounds themselves are
 recorded, a resumed run replays them instead of asking the model anew, so a
 model that would answer differently the second time cannot turn one booking
-into two (docs/decisions/0020-business-tools.md). Pure: no I/O.
+into two (docs/decisions/0016-business-tools.md). Pure: no I/O.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Business tools: what a profile's ``tools:`` key may say, validated once when the profile is loaded.
 
 A tool is an HTTPS endpoint of the business that the model may call through
-function calling (docs/decisions/0020-business-tools.md). Everything that
+function calling (docs/decisions/0016-business-tools.md). Everything that
 could misbehave at the first message that uses it is refused here, with the
 business and the key named: a parameters schema that is not a valid JSON
 Schema object (checked by ``jsonschema`` against its meta-schema), a duplicate
@@ -13,18 +13,14 @@ name. Pure: no I/O.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-import re2
-from jsonschema import Draft202012Validator, SchemaError, ValidationError
-from jsonschema.protocols import Validator
-from jsonschema.validators import extend, validator_for
+from shared.domain.tool_schema import argument_errors, checked_parameters
 
 READ = "read"
 WRITE = "write"
@@ -39,7 +35,6 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_]+)\}")
 
 MAX_TOOLS = 20
 MAX_DESCRIPTION_CHARS = 1024
-MAX_SCHEMA_CHARS = 8000
 MAX_CONFIRM_TEXT_CHARS = 500
 MAX_CONFIRM_KEYWORDS = 10
 DEFAULT_TIMEOUT_SECONDS = 10.0
@@ -96,36 +91,7 @@ class ToolSpec:
 
     def argument_errors(self, arguments: Any) -> list[str]:
         """What is wrong with the model's arguments for this tool (empty: they fit the schema)."""
-        validator = _linear_validator(validator_for(self.parameters, default=Draft202012Validator))(self.parameters)
-        return [f"{'/'.join(str(p) for p in error.absolute_path) or '(arguments)'}: {error.message}"[:200]
-                for error in sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))[:5]]
-
-
-@functools.lru_cache(maxsize=256)
-def _re2(pattern: str) -> Any:
-    return re2.compile(pattern)
-
-
-def _re2_pattern(validator: Validator, pattern: str, instance: Any, schema: Mapping[str, Any]) -> Iterator[ValidationError]:
-    """``pattern`` in RE2: the arguments come from the model, so from the user, and must not make a pattern backtrack."""
-    if validator.is_type(instance, "string") and not _re2(pattern).search(instance):
-        yield ValidationError(f"{instance!r} does not match {pattern!r}")
-
-
-@functools.lru_cache(maxsize=8)
-def _linear_validator(base: type[Validator]) -> type[Validator]:
-    return extend(base, {"pattern": _re2_pattern})
-
-
-def _keywords(schema: Any) -> Iterator[tuple[str, Any]]:
-    """Every (key, value) pair of every mapping anywhere in a schema."""
-    if isinstance(schema, Mapping):
-        for key, value in schema.items():
-            yield str(key), value
-            yield from _keywords(value)
-    elif isinstance(schema, list):
-        for value in schema:
-            yield from _keywords(value)
+        return argument_errors(self.parameters, arguments)
 
 
 def local_secret_variable(secret: str) -> str:
@@ -246,7 +212,7 @@ def _tool(item: Any, where: str, fail: Fail) -> ToolSpec:
     for key in ("confirm_text", "confirm_seconds"):
         if key in item and not confirm:
             raise fail(f"{where}.{key}", "applies to a tool with confirm: true only")
-    parameters = _parameters(item.get("parameters"), f"{where}.parameters", fail)
+    parameters = checked_parameters(item.get("parameters"), f"{where}.parameters", fail)
     confirm_text = _text(item, where, "confirm_text", MAX_CONFIRM_TEXT_CHARS, fail, required=False)
     unknown = sorted(set(_PLACEHOLDER.findall(confirm_text)) - set(parameters.get("properties", {})))
     if unknown:
@@ -266,35 +232,6 @@ def _tool(item: Any, where: str, fail: Fail) -> ToolSpec:
                                     fail)),
         log_arguments=_flag(item, where, "log_arguments", fail),
     )
-
-
-def _parameters(raw: Any, where: str, fail: Fail) -> dict[str, Any]:
-    """A JSON Schema for an object, valid against its meta-schema (Draft 2020-12 unless ``$schema`` names another)."""
-    if not isinstance(raw, Mapping):
-        raise fail(where, "must be a JSON Schema object such as {type: object, properties: {...}}")
-    schema = json.loads(json.dumps(raw))
-    if len(json.dumps(schema)) > MAX_SCHEMA_CHARS:
-        raise fail(where, f"is over {MAX_SCHEMA_CHARS} characters as JSON")
-    try:
-        validator_for(schema, default=Draft202012Validator).check_schema(schema)
-    except SchemaError as exc:
-        path = "/".join(str(p) for p in exc.absolute_path)
-        raise fail(where, f"is not a valid JSON Schema{f' at {path}' if path else ''}: {exc.message}"[:300]) from None
-    for key, value in _keywords(schema):
-        if key == "patternProperties":
-            raise fail(where, "patternProperties is not supported (Python's re would match it); list the properties")
-        if key != "pattern" or not isinstance(value, str):
-            continue
-        try:
-            _re2(value)
-        except re2.error:
-            raise fail(where, f"pattern {value[:100]!r} is not a regular expression RE2 can match in linear time "
-                              "(no backreferences or lookaround)") from None
-    if schema.get("type") != "object":
-        raise fail(f"{where}.type", "must be 'object': function arguments are a JSON object")
-    if not isinstance(schema.get("properties", {}), Mapping):
-        raise fail(f"{where}.properties", "must map argument names to their schemas")
-    return schema
 
 
 def is_loopback(host: str) -> bool:
