@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from shared.adapters.firestore_store import FirestoreStore
     from shared.adapters.openai_model import ChatModel
     from shared.adapters.profile_store import FirestoreProfiles
+    from shared.adapters.tool_caller import ToolCaller
     from shared.adapters.twilio_api import TwilioGateway
     from shared.adapters.twilio_media import TwilioMedia
     from shared.adapters.twilio_typing import TypingIndicator
@@ -189,8 +190,16 @@ def processor_deps() -> ProcessorDeps:
 
     return ProcessorDeps(
         settings=settings(), store=store(), model=model(), queue=queue(), faults=faults(), clock=utcnow,
-        ids=pseudonyms(), media=media(), typing=typing(), profiles=profiles(),
+        ids=pseudonyms(), media=media(), typing=typing(), profiles=profiles(), tools=tools(),
     )
+
+
+@functools.cache
+def tools() -> ToolCaller:
+    """Business tools' requests; the HTTP session is created on the first call, by a business that has tools."""
+    from shared.adapters.tool_caller import ToolCaller
+
+    return ToolCaller(secrets(), max_response_bytes=settings().tool_response_max_bytes)
 
 
 @functools.cache
@@ -265,7 +274,8 @@ def outbound_deps() -> OutboundDeps:
 def usage() -> dict[str, int]:
     """This process's external calls so far, counted in the adapters it has built."""
     counts: dict[str, int] = {}
-    built = {f.__name__ for f in (store, webhook_deps, queue, model, twilio, secrets, media, typing) if f.cache_info().currsize}
+    built = {f.__name__ for f in (store, webhook_deps, queue, model, twilio, secrets, media, typing, tools)
+             if f.cache_info().currsize}
     if "store" in built:
         counts["firestore_reads"] = store().ops.reads
         counts["firestore_writes"] = store().ops.writes
@@ -282,6 +292,8 @@ def usage() -> dict[str, int]:
         counts["twilio_media_downloads"] = media().calls
     if "typing" in built:
         counts["twilio_typing_calls"] = typing().calls
+    if "tools" in built:
+        counts["tool_calls"] = tools().calls
     if profiles.cache_info().currsize:
         # Not per message: at most one per business per PROFILE_CACHE_SECONDS (decision 0012).
         counts["firestore_profile_reads"] = profiles().reads

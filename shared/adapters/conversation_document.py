@@ -19,6 +19,8 @@ from typing import Any, Mapping
 
 from shared.domain.conversation import Conversation, RateWindow
 from shared.domain.entry import Decided, MessageEntry, SendingMark
+from shared.domain.proposals import PendingConfirmation
+from shared.domain.tool_ledger import Ledger
 
 
 class _Delete:
@@ -35,7 +37,7 @@ CONVERSATION_FIELDS = {
     "address": "address", "business": "business", "user_id": "userId", "history": "history",
     "expire_at": "expireAt", "last_seq": "lastSeq", "done_seq": "doneSeq", "watch": "watch",
     "opted_out": "optedOut", "opted_out_at": "optedOutAt", "rate": "rate", "paused_until": "pausedUntil",
-    "last_inbound_at": "lastInboundAt", "updated_at": "updatedAt",
+    "last_inbound_at": "lastInboundAt", "updated_at": "updatedAt", "pending_tool": "pendingTool",
 }
 MESSAGES = "messages"
 ENTRY_FIELDS = {
@@ -47,6 +49,7 @@ ENTRY_FIELDS = {
     "deliveries": "deliveries", "delivery_errors": "deliveryErrors", "nudges": "nudges", "text": "text",
     "burst_due": "burstDue", "burst_version": "burstVersion", "burst_members": "burstMembers",
     "business": "business", "burst": "burst", "answered_by": "answeredBy", "replays": "replays",
+    "tool_ledger": "toolLedger",
 }
 _DATES = {"expire_at", "watch", "opted_out_at", "paused_until", "last_inbound_at", "updated_at", "received_at",
           "lease_until", "burst_due"}
@@ -85,6 +88,8 @@ def _entry(raw: Mapping[str, Any]) -> MessageEntry:
             values[field] = _decided(value)
         elif field == "sending":
             values[field] = _sending(value)
+        elif field == "tool_ledger":
+            values[field] = Ledger.from_data(value) if isinstance(value, Mapping) and value else None
         else:
             values[field] = _read(field, value)
     extra = {k: _copy(v) for k, v in raw.items() if k not in ENTRY_FIELDS.values()}
@@ -117,6 +122,8 @@ def from_document(data: Mapping[str, Any] | None) -> Conversation:
             values[field] = [dict(turn) for turn in value or []]
         elif field == "rate":
             values[field] = _rate(value)
+        elif field == "pending_tool":
+            values[field] = PendingConfirmation.from_data(value) if isinstance(value, Mapping) else None
         else:
             values[field] = _read(field, value)
     messages = {str(sid): _entry(raw) for sid, raw in (data.get(MESSAGES) or {}).items() if isinstance(raw, Mapping)}
@@ -146,6 +153,8 @@ def _write(field: str, value: Any) -> Any:
         return out
     if isinstance(value, SendingMark):
         return {"part": value.part, "since": value.since, "task": value.task}
+    if isinstance(value, (Ledger, PendingConfirmation)):
+        return value.to_data() if not isinstance(value, Ledger) or value.rounds or value.note else None
     if field == "history":
         return None if value is None else [dict(turn) for turn in value]
     if value is None or value is False or value == "" or value == [] or value == {}:

@@ -152,7 +152,8 @@ def reopen(conv: Conversation, sid: str, now: datetime, limits: Limits, *, addre
     old = conv.messages.get(sid)
     if old is not None:
         next_status(old.status, REOPENED, sid)  # raises IllegalMove for anything but a dead letter
-    fresh = MessageEntry(received_at=now, updated_at=now, replays=(old.replays if old is not None else 0) + 1)
+    fresh = MessageEntry(received_at=now, updated_at=now, replays=(old.replays if old is not None else 0) + 1,
+                         tool_ledger=old.tool_ledger if old is not None else None)  # no tool write sent twice
     fresh.move(REOPENED, sid)
     conv.messages[sid] = fresh
     conv.watch_from(now, limits.watch_after_seconds)

@@ -32,6 +32,7 @@ from shared.domain.conversation import Conversation, RateWindow, expire_at
 from shared.domain.turns import cap_text
 from shared.domain.entry import Decided, MessageEntry
 from shared.domain.profiles import BusinessProfile
+from shared.domain.proposals import CONFIRM, answer_to_proposal
 
 MODEL = "model"
 REPLY = "reply"
@@ -172,7 +173,8 @@ def decide(
     confirmation, and those confirmations, always sent, still count in its
     window, which outlives STOP and START (alternating them must not buy model
     calls); commands, the handoff keyword and keyword rules come before the
-    model. ``address`` and ``ttl_seconds`` restore what an opt-out removed.
+    model, after the yes to a write proposed to the user. ``address`` and
+    ``ttl_seconds`` restore what an opt-out removed.
     """
     is_word = not has_content
     # Confirmations are always sent, and count in the window all the same.
@@ -197,6 +199,9 @@ def decide(
         return Decision(REPLY, RATE_NOTICE, profile.rate_limit_reply, state=state)
     if verdict == "drop":
         return Decision(IGNORE, RATE_LIMITED)
+    if is_word and answer_to_proposal(conv.pending_tool, text, now, profile.confirm_keywords) == CONFIRM:
+        # The yes to a proposed write (shared/domain/tool_events.py): no keyword rule or command may take it.
+        return Decision(MODEL, state=state)
     if not text and not has_content:
         return Decision(REPLY, EMPTY, profile.empty_reply, state=state)
     if is_word and _is_one_of(text, profile.reset_commands):

@@ -37,6 +37,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
 from shared.domain.entry import Decided, MessageEntry
+from shared.domain.proposals import PendingConfirmation
+from shared.domain.tool_ledger import Ledger
 from shared.domain.turns import Turn, trim_history
 from shared.domain.lifecycle import (
     ANSWERED_WITH,
@@ -88,6 +90,8 @@ class Answer:
     content_sid: str = ""
     content_variables: str = ""
     to: str = ""
+    tool_ledger: Ledger | None = None  # business tools: what the rounds did (kept compacted),
+    proposal: PendingConfirmation | None = None  # and a write the user is asked to confirm
 
 
 @dataclass
@@ -107,6 +111,7 @@ class Conversation:
     paused_until: datetime | None = None
     last_inbound_at: datetime | None = None
     updated_at: datetime | None = None
+    pending_tool: PendingConfirmation | None = None  # a tool's write proposed to the user (tool_events.py)
     # Fields this version does not know, kept as they were.
     extra: dict[str, Any] = field(default_factory=dict)
     # Whether the document existed when it was read (set by the store, never written).
@@ -215,6 +220,8 @@ class Conversation:
             entry.reason, entry.fallback = answer.failure, True
         if answer.decided is not None:
             entry.decided = answer.decided
+        entry.tool_ledger = answer.tool_ledger.compacted() if answer.tool_ledger else entry.tool_ledger
+        self.pending_tool = answer.proposal or self.pending_tool
         if answer.by:
             entry.by = answer.by
             entry.content_sid, entry.content_variables = answer.content_sid, answer.content_variables

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.domain.lifecycle import FINISHED, NEW, TO_SEND, next_status
+from shared.domain.tool_ledger import Ledger
 
 
 @dataclass
@@ -76,6 +77,8 @@ class MessageEntry:
     burst: str = ""
     answered_by: str = ""
     replays: int = 0
+    # Business tools (shared/domain/tool_ledger.py): this message's rounds and calls, compacted once answered.
+    tool_ledger: Ledger | None = None
     # Fields this version does not know (a newer writer's), kept as they were.
     extra: dict[str, Any] = field(default_factory=dict)
 

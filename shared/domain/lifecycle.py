@@ -79,6 +79,10 @@ FINISHED_FAILED = "failed"
 FINISHED_IGNORED = "ignored"
 FINISHED_DEAD_LETTERED = "dead_lettered"
 REOPENED = "reopened"
+# Business tools (shared/domain/tool_events.py).
+TOOLS_RECORDED = "tools_recorded"
+PROPOSAL_CONFIRMED = "confirmed"
+PROPOSAL_DROPPED = "proposal_dropped"
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,11 @@ TABLE: dict[str, Move] = {
     JOINED_BURST: Move(frozenset({PROCESSING}), JOINED),
     BURST_EXTENDED: Move(frozenset({WAITING_BURST}), None),
     BURST_CLAIMED: Move(frozenset({WAITING_BURST}), PROCESSING),
+    # Business tools: a write's intent before it is sent and its result after; at the claim, the
+    # user's next message confirms the write proposed to them or drops it (shared/domain/tool_events.py).
+    TOOLS_RECORDED: Move(frozenset({PROCESSING}), None),
+    PROPOSAL_CONFIRMED: Move(frozenset({PROCESSING}), None),
+    PROPOSAL_DROPPED: Move(frozenset({PROCESSING}), None),
     # The one answer (shared/domain/conversation.py): a claimed message, or an unasked one.
     ANSWERED_WITH: Move(frozenset({NEW, PROCESSING}), ANSWERED),
     MERGED_INTO: Move(frozenset({JOINED}), MERGED),

@@ -62,6 +62,9 @@ def _close_reason(entry: MessageEntry, rules: LivenessRules) -> str:
     reason = f"not {what} within {minutes:g} min of receipt (status {entry.status or None})"
     if entry.last_error:
         reason += f"; last error: {entry.last_error}"
+    done = entry.tool_ledger.outcomes_for_user() if entry.tool_ledger else []
+    if done:
+        reason += "; tool writes " + ", ".join(f"{name} {status}" for name, status in done)
     return reason
 
 

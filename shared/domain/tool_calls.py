@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Mapping, Protocol, Sequence
 
+from shared.domain.proposals import PendingConfirmation, proposal
 from shared.domain.tool_ledger import (
     BUILT_IN,
     DONE,
@@ -24,10 +25,8 @@ from shared.domain.tool_ledger import (
     PROPOSED,
     CallRecord,
     Ledger,
-    PendingConfirmation,
     error_result,
     idempotency_key,
-    proposal,
 )
 from shared.domain.tools import READ, ToolSpec, render_confirmation
 

@@ -5,7 +5,8 @@ calls, each with the arguments it gave), and each call moves through
 
     pending ─▶ calling (a write's intent, attempt n) ─▶ done | failed | unknown
     pending ─▶ done | failed                            (a read: called again freely)
-    pending ─▶ proposed ─▶ confirmed | cancelled        (a write that needs the user's yes)
+    pending ─▶ proposed                                 (a write that needs the user's yes:
+                                                         shared/domain/proposals.py)
 
 A write's intent is recorded (compare-and-set on the entry) before the
 request leaves, and its result when it returns. What a later run of the same
@@ -23,8 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from shared.domain.tools import READ, WRITE
@@ -131,32 +131,40 @@ class Round:
 
 @dataclass(frozen=True)
 class Ledger:
-    """Every round of one message, oldest first (the entry's ``toolLedger``)."""
+    """Every round of one message, oldest first (the entry's ``toolLedger``).
+
+    ``note`` is what the model is told before the user's turn: that the write
+    proposed to the user was not done (shared/domain/tool_events.py).
+    """
 
     rounds: tuple[Round, ...] = ()
+    note: str = ""
 
     def to_data(self) -> dict[str, Any]:
-        return {"rounds": [r.to_data() for r in self.rounds]}
+        data: dict[str, Any] = {"rounds": [r.to_data() for r in self.rounds]}
+        if self.note:
+            data["note"] = self.note
+        return data
 
     @classmethod
     def from_data(cls, data: Mapping[str, Any] | None) -> "Ledger":
         if not data:
             return cls()
-        return cls(tuple(Round.from_data(r) for r in data.get("rounds", [])))
+        return cls(tuple(Round.from_data(r) for r in data.get("rounds", [])), str(data.get("note", "")))
 
     @property
     def calls(self) -> list[CallRecord]:
         return [c for r in self.rounds for c in r.calls]
 
     def with_round(self, new: Round) -> "Ledger":
-        return Ledger((*self.rounds, new))
+        return Ledger((*self.rounds, new), self.note)
 
     def with_call(self, round_no: int, index: int, record: CallRecord) -> "Ledger":
         calls = list(self.rounds[round_no].calls)
         calls[index] = record
         rounds = list(self.rounds)
         rounds[round_no] = replace(rounds[round_no], calls=tuple(calls))
-        return Ledger(tuple(rounds))
+        return Ledger(tuple(rounds), self.note)
 
     def size(self) -> int:
         return len(json.dumps(self.to_data(), ensure_ascii=False))
@@ -179,7 +187,7 @@ class Ledger:
         """What an answered message keeps: name, effect, status, key, attempts, time; no arguments, results or text."""
         return Ledger(tuple(
             Round("", tuple(replace(c, arguments="", result="") for c in r.calls)) for r in self.rounds
-        ))
+        ), self.note)
 
     def lines(self) -> list[str]:
         """One line per call, for ``make admin show`` and the logs: name, effect, status, time, sends, key; never
@@ -222,79 +230,3 @@ def given_up(record: CallRecord) -> CallRecord:
     return record.settled_as(UNKNOWN, error_result(
         "the business's system did not confirm this action; it may or may not have happened. Do not repeat it: "
         "tell the user it is being checked.", outcome="unknown"))
-
-
-# ------------------------------------------------------------- confirmations
-
-CONFIRM = "confirm"
-CANCEL = "cancel"
-EXPIRED = "expired"
-NO_PROPOSAL = "none"
-
-
-@dataclass(frozen=True)
-class PendingConfirmation:
-    """A write shown to the user and not executed: the conversation's ``pendingTool``, until the next message."""
-
-    sid: str
-    round_no: int
-    index: int
-    call_id: str
-    name: str
-    arguments: str
-    key: str
-    text: str
-    expires_at: datetime = field(compare=False)
-
-    def to_data(self) -> dict[str, Any]:
-        return {"sid": self.sid, "round": self.round_no, "index": self.index, "callId": self.call_id,
-                "name": self.name, "arguments": self.arguments, "key": self.key, "text": self.text,
-                "expiresAt": self.expires_at}
-
-    @classmethod
-    def from_data(cls, data: Mapping[str, Any] | None) -> "PendingConfirmation | None":
-        if not data or not data.get("key"):
-            return None
-        return cls(str(data["sid"]), int(data["round"]), int(data["index"]), str(data["callId"]), str(data["name"]),
-                   str(data["arguments"]), str(data["key"]), str(data.get("text", "")), data["expiresAt"])
-
-
-def proposal(sid: str, round_no: int, index: int, record: CallRecord, text: str, now: datetime,
-             confirm_seconds: int) -> PendingConfirmation:
-    return PendingConfirmation(sid, round_no, index, record.id, record.name, record.arguments, record.key, text,
-                               now + timedelta(seconds=confirm_seconds))
-
-
-def _normalized(text: str) -> str:
-    return text.strip().strip(".!?¡¿ \t\n").casefold()
-
-
-def answer_to_proposal(pending: PendingConfirmation | None, text: str, now: datetime,
-                       keywords: tuple[str, ...]) -> str:
-    """What the user's next message does to the proposal waiting for it.
-
-    Only the whole message being a confirming word (any case, punctuation
-    around it ignored) within the time limit executes it; anything else,
-    including silence until the limit, cancels it. The proposal is consumed
-    either way, so a second "yes" finds nothing to confirm.
-    """
-    if pending is None:
-        return NO_PROPOSAL
-    if now >= pending.expires_at:
-        return EXPIRED
-    if _normalized(text) in {_normalized(k) for k in keywords}:
-        return CONFIRM
-    return CANCEL
-
-
-def confirmed_ledger(pending: PendingConfirmation, confirming_sid: str) -> Ledger:
-    """The confirming message's ledger: the proposed call, its key unchanged, ready to be executed once."""
-    call = CallRecord(id=pending.call_id, name=pending.name, effect=WRITE, arguments=pending.arguments,
-                      key=pending.key, confirmed_by=confirming_sid)
-    return Ledger((Round("", (call,)),))
-
-
-def cancelled_note(pending: PendingConfirmation, outcome: str) -> str:
-    """What the model is told about a proposal the user did not confirm, so it does not claim it was done."""
-    why = "the time to confirm ran out" if outcome == EXPIRED else "the user did not confirm it"
-    return f"The proposed action {pending.name} was NOT done: {why}. Call it again only if the user asks for it again."

@@ -37,6 +37,7 @@ from shared.domain.tool_calls import (  # the round's types, importable from her
     requested,
     run_built_ins,
 )
+from shared.domain.proposals import PendingConfirmation
 from shared.domain.tool_ledger import (
     CALL,
     DONE,
@@ -48,7 +49,6 @@ from shared.domain.tool_ledger import (
     UNKNOWN,
     CallRecord,
     Ledger,
-    PendingConfirmation,
     Round,
     error_result,
     given_up,

@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from shared.adapters.compare_and_set import Snapshot
-from shared.domain import bursts, claims
+from shared.domain import bursts, claims, tool_events
 from shared.domain.controls import IGNORE, MODEL, Decision, decide
 from shared.domain.conversation import Conversation
 from shared.domain.turns import cap_text
 from shared.domain.inbound import InboundMessage, describe_for_model
 from shared.domain.lifecycle import JOINED, PROCESSING, WAITING_BURST
 from shared.domain.profiles import BusinessProfile, profile_value
+from shared.domain.proposals import CONFIRM, NO_PROPOSAL
 from shared.handlers.deps import ProcessorDeps
 
 # What the claim found or did.
@@ -99,9 +100,13 @@ def claim_message(msg: InboundMessage, deps: ProcessorDeps, profile: BusinessPro
         claims.note_inbound(conv, datetime.fromtimestamp(msg.received_at, timezone.utc) if msg.received_at > 0 else now)
         claims.take_on(conv, msg.sid, decision, now, limits, address=msg.sender, business=msg.recipient,
                        user_id=user_id, user_text=text, first_claim=first_claim)
+        # The next message after a proposed write confirms or drops it, in this write (a yes never joins a burst).
+        settled = tool_events.settle_proposal(conv, msg.sid, msg.body, now, profile.confirm_keywords) \
+            if first_claim else NO_PROPOSAL
         if decision.kind == IGNORE:
             return IGNORED, decision, now, "", ""
-        joinable = window > 0 and first_claim and decision.kind == MODEL and not decision.welcome and not msg.media
+        joinable = (window > 0 and first_claim and decision.kind == MODEL and not decision.welcome and not msg.media
+                    and settled != CONFIRM)
         plan = bursts.plan(conv, joinable, now)
         if plan == bursts.WAIT:
             raise MessageBusy("an earlier burst of this conversation is not answered yet")

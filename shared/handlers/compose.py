@@ -8,7 +8,8 @@ during it):
     gather_context  the history and the user's turn the model sees
     ask_model       the business's prompt and model; typing shown meanwhile;
                     media read first (shared/handlers/media_turn.py); the
-                    fallback reply when the model fails, never a redelivery
+                    business's tools in rounds (shared/handlers/tool_turn.py);
+                    the fallback reply when the model fails, never a redelivery
     to_parts        capped, split into WhatsApp-sized parts (the welcome first)
 
 A canned reply (a command, a keyword rule, an opt-out) skips the model and
@@ -19,9 +20,10 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
+from shared.adapters.compare_and_set import Snapshot
 from shared.adapters.firestore_store import failure_record
 from shared.domain.controls import MODEL, Decision
 from shared.domain.conversation import Answer
@@ -30,9 +32,11 @@ from shared.domain.entry import Decided
 from shared.domain.inbound import InboundMessage, describe_for_model
 from shared.domain.profiles import BusinessProfile, profile_value
 from shared.domain.splitting import split_reply
+from shared.domain.tool_rounds import RoundsFailed, fallback_with_outcomes
 from shared.handlers.channel import start_typing
 from shared.handlers.deps import ProcessorDeps
 from shared.handlers.media_turn import MediaOptions, answer_with_media
+from shared.handlers.tool_turn import ToolTurn, use_tools
 from shared.log import mask_address
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,7 @@ class Reply:
     user_text: str  # the user's turn as it enters the history (a voice note's transcript, "[image] ...")
     failure: str = ""  # why the fallback went instead of the model's reply
     model_ms: float = 0.0
+    snapshot: Snapshot | None = None  # the document as the tools step last wrote it (the answer starts there)
 
 
 def gather_context(profile: BusinessProfile, history: list[Turn], user_text: str) -> Context:
@@ -61,17 +66,19 @@ def gather_context(profile: BusinessProfile, history: list[Turn], user_text: str
 
 
 def ask_model(deps: ProcessorDeps, context: Context, log_fields: dict[str, Any],
-              call: Callable[[], tuple[str, str]]) -> Reply:
+              call: Callable[[], tuple[str, str]], tools: ToolTurn | None = None) -> Reply:
     """Run the model ``call`` (returns the user's turn and the reply) within the fallback.
 
     A failed model answers with the business's fallback reply; the time is the
-    model's own, retries included, for the dashboard's model latency.
+    model's own, retries included, for the dashboard's model latency. With
+    ``tools``, only the model failing is (RoundsFailed): anything else there (a
+    crash, the store, a lost claim) must reach Pub/Sub, since a write may be out.
     """
     started = time.monotonic()
     failure, user_text = "", context.user_text
     try:
         user_text, text = call()
-    except Exception as exc:
+    except RoundsFailed if tools is not None else Exception as exc:
         failure = f"model unavailable: {exc}"[:300]
         text = context.profile.fallback_reply
         log.error("model unavailable, sending the fallback reply",
@@ -85,26 +92,46 @@ def to_parts(deps: ProcessorDeps, profile: BusinessProfile, text: str, welcome: 
 
 
 def compose_message(msg: InboundMessage, deps: ProcessorDeps, profile: BusinessProfile, decision: Decision,
-                    history: list[Turn]) -> tuple[Answer, Reply]:
-    """The answer to one claimed message: the model's (text, media) or the decision's canned reply."""
+                    history: list[Turn], tools: ToolTurn | None = None) -> tuple[Answer, Reply]:
+    """The answer to one claimed message: the model's (text, media, tools) or the decision's canned reply."""
     context = gather_context(profile, history, cap_text(describe_for_model(msg), deps.settings.max_inbound_chars))
     fields = {"sid": msg.sid, "sender": mask_address(msg.sender)}
     start_typing(deps.typing, msg.sid, profile_value(profile, "typing_indicator", deps.settings.typing_indicator))
-    reply = ask_model(deps, context, fields, lambda: _call(msg, deps, decision, context))
+    tools = tools if decision.kind == MODEL and not msg.media else None
+    reply = ask_model(deps, context, fields, lambda: _call(msg, deps, decision, context, tools), tools)
     deps.faults.hit("after_ai")
+    reply = with_tools(reply, tools)
     parts = to_parts(deps, profile, reply.text, decision.welcome)
     answer = Answer(parts=parts, asked=reply.user_text, in_history=decision.kind == MODEL or decision.in_history,
-                    failure=reply.failure, decided=_decided(decision))
+                    failure=reply.failure, decided=_decided(decision), tool_ledger=tools.ledger if tools else None,
+                    proposal=tools.proposal if tools else None)
     return answer, reply
 
 
-def _call(msg: InboundMessage, deps: ProcessorDeps, decision: Decision, context: Context) -> tuple[str, str]:
+def with_tools(reply: Reply, tools: ToolTurn | None) -> Reply:
+    """The reply as the tools step leaves it: a fallback names every write that was done; the answer write
+    starts from the document as the step last wrote it."""
+    if tools is None:
+        return reply
+    text = fallback_with_outcomes(reply.text, tools.ledger) if reply.failure else reply.text
+    return replace(reply, text=text, snapshot=tools.snapshot if tools.written else None)
+
+
+def model_reply(deps: ProcessorDeps, context: Context, tools: ToolTurn | None) -> str:
+    """The model's words for a text turn: the tools' rounds for a business that has tools, else one completion."""
+    profile = context.profile
+    if tools is not None:
+        return use_tools(deps, tools, profile, context.history, context.user_text)
+    return deps.model.reply(context.history, context.user_text, system_prompt=profile.system_prompt, model=profile.model)
+
+
+def _call(msg: InboundMessage, deps: ProcessorDeps, decision: Decision, context: Context,
+          tools: ToolTurn | None) -> tuple[str, str]:
     profile, settings = context.profile, deps.settings
     if decision.kind != MODEL:
         return context.user_text, decision.reply
     if not msg.media:
-        return context.user_text, deps.model.reply(context.history, context.user_text,
-                                                   system_prompt=profile.system_prompt, model=profile.model)
+        return context.user_text, model_reply(deps, context, tools)
     options = MediaOptions(
         system_prompt=profile.system_prompt or None,
         vision_model=profile_value(profile, "vision_model", settings.openai_vision_model),

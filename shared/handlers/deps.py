@@ -19,6 +19,7 @@ from shared.config import Settings
 from shared.domain.conversation import Limits
 from shared.domain.profiles import BusinessProfile
 from shared.domain.pseudonyms import Pseudonyms
+from shared.domain.tool_rounds import CallTool
 from shared.faults import FaultPoints
 
 
@@ -38,6 +39,12 @@ class MediaSource(Protocol):
 
 class Typing(Protocol):
     def start(self, message_sid: str) -> None: ...
+
+
+class ToolCallers(Protocol):
+    """The business tools' HTTP caller (shared/adapters/tool_caller.py), one per process."""
+
+    def for_message(self, business: str, sid: str) -> CallTool: ...
 
 
 def limits(settings: Settings) -> Limits:
@@ -65,6 +72,8 @@ class ProcessorDeps:
     typing: Typing | None = None
     # Business profiles by WhatsApp address; None: every business gets the settings' defaults.
     profiles: ProfileSource | None = None
+    # Business tools' requests (None: no business of this deployment has tools).
+    tools: ToolCallers | None = None
 
     def profile(self, business: str) -> BusinessProfile:
         source = self.profiles or StaticProfiles(defaults_from_settings(self.settings))

@@ -45,6 +45,7 @@ from shared.handlers.claim import (
     claim_message,
 )
 from shared.handlers.compose import compose_message
+from shared.handlers.tool_turn import tool_turn
 from shared.handlers.dead_letter import note_error, record_dead_letter
 from shared.handlers.delivery_status import handle_status_push
 from shared.handlers.deps import ProcessorDeps
@@ -75,10 +76,11 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
     deps.faults.hit("after_claim")
 
     assert claim.decision is not None and claim.now is not None
-    answer, reply = compose_message(msg, deps, profile, claim.decision, claim.conversation.turns(claim.now))
+    tools = tool_turn(profile, cid, msg.sid, entry, claim.snapshot, msg.recipient, msg.sender)
+    answer, reply = compose_message(msg, deps, profile, claim.decision, claim.conversation.turns(claim.now), tools)
 
-    recorded = record_answer(deps.store, cid, msg.sid, answer, deps.limits, deps.clock, start=claim.snapshot,
-                             faults=deps.faults)
+    recorded = record_answer(deps.store, cid, msg.sid, answer, deps.limits, deps.clock,
+                             start=reply.snapshot or claim.snapshot, faults=deps.faults)
     if recorded.outcome == ALREADY:
         # Our own commit whose answer was lost (the retry met a changed document), or a later
         # delivery that took over the lease: the answer stands, and its send task must exist.
@@ -88,7 +90,8 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
         return "duplicate"
     _log(logging.INFO, "answered", msg, event="answered", status=recorded.status, seq=recorded.seq,
          parts=len(answer.parts), fallback=bool(reply.failure), model_ms=reply.model_ms, business=msg.recipient,
-         control=claim.decision.reason or claim.decision.kind)
+         control=claim.decision.reason or claim.decision.kind,
+         **({"tools": tools.ledger.counts(), "proposed": bool(tools.proposal)} if tools else {}))
     if reply.failure:
         record_fallback(deps.store, msg.sid, cid, mask_address(msg.sender), reply.failure, deps.clock())
     deps.faults.hit("after_save")

@@ -25,7 +25,8 @@ from shared.adapters.secret_manager import EnvSecrets
 from shared.adapters.tool_caller import ToolCaller
 from shared.config import Settings
 from shared.domain.profiles import BusinessProfile, profiles_from_document
-from shared.domain.tool_ledger import CALLING, DONE, Ledger, confirmed_ledger
+from shared.domain.proposals import confirmed_ledger
+from shared.domain.tool_ledger import CALLING, DONE, Ledger
 from shared.domain.tool_rounds import LoopOutcome, RoundsFailed, ToolLoop, fallback_with_outcomes
 from shared.domain.tools import local_secret_variable
 

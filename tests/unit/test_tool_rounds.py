@@ -10,24 +10,18 @@ from typing import Any
 import pytest
 
 from shared.domain.profiles import BusinessProfile, profile_from_mapping
+from shared.domain.proposals import CANCEL, CONFIRM, EXPIRED, NO_PROPOSAL, PendingConfirmation, answer_to_proposal, confirmed_ledger
 from shared.domain.tool_ledger import (
     CALLING,
-    CANCEL,
-    CONFIRM,
     DONE,
-    EXPIRED,
     FAILED,
     MAX_WRITE_ATTEMPTS,
-    NO_PROPOSAL,
     PENDING,
     PROPOSED,
     UNKNOWN,
     CallRecord,
     Ledger,
-    PendingConfirmation,
     Round,
-    answer_to_proposal,
-    confirmed_ledger,
     idempotency_key,
 )
 from shared.domain.tool_rounds import (
