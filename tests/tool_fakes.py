@@ -57,6 +57,8 @@ class ToolModel:
     replies: list[str] = field(default_factory=list)
     fail_rounds: int = 0  # the next N rounds raise (the model is down)
     script: Callable[[list[dict[str, Any]]], ModelTurn | None] | None = None
+    # After the tools answered: ``re: <user text>`` instead of quoting them (one reply text per message).
+    echo_after_tools: bool = False
 
     def reply(self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None,
               model: str | None = None) -> str:
@@ -80,8 +82,8 @@ class ToolModel:
         if scripted is not None:
             return scripted
         answer = offline_tool_answer(messages, tools, "none" if final else "auto")
-        if answer is None:
-            last_user = next(m for m in reversed(messages) if m["role"] == "user")
+        last_user = next(m for m in reversed(messages) if m["role"] == "user")
+        if answer is None or (self.echo_after_tools and messages[-1]["role"] == "tool"):
             return ModelTurn(reply_to(str(last_user["content"])))
         calls = tuple(RequestedCall(c["id"], c["function"]["name"], c["function"]["arguments"])
                       for c in answer.get("tool_calls") or [])

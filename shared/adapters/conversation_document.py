@@ -15,7 +15,8 @@ as they were, so an older and a newer version can share a document.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from shared.domain.conversation import Conversation, RateWindow
 from shared.domain.entry import Decided, MessageEntry, SendingMark

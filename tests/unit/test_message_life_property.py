@@ -14,6 +14,8 @@ step it checks what the product promises:
   below it are finished, a seq belongs to one message) and reach Twilio in
   that order;
 * no reply is sent twice;
+* no business tool's write is done twice, none is sent more than twice, and
+  one that needs the user's yes is done only after one yes to its proposal;
 * no user is blocked beyond T: after a reconciler run, nothing is open past
   the liveness bound unless an attempt may still be in flight;
 
@@ -36,10 +38,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from shared.adapters.cloud_tasks import SendTask
+from shared.adapters.profile_store import StaticProfiles
 from shared.adapters.twilio_api import SendPermanent, SendRetryable, SendUncertain
 from shared.config import Settings
 from shared.domain.inbound import InboundMessage, StatusCallback
 from shared.domain.lifecycle import DEAD_LETTERED, FINISHED, SENT
+from shared.domain.profiles import BusinessProfile
+from shared.domain.tool_ledger import MAX_WRITE_ATTEMPTS, idempotency_key
 from shared.faults import FaultPoints, InjectedFault
 from shared.handlers.delivery_status import PartNotRecordedYet, apply_status
 from shared.handlers.deps import ProcessorDeps, SenderDeps
@@ -47,14 +52,16 @@ from shared.handlers.processor import handle_push
 from shared.handlers.reconciler import ReconcilerDeps, reconcile
 from shared.handlers.sender import handle_send_request
 from shared.ops.replay import replay
-from tests.fakes import BUSINESS, IDS, Clock, FakeModel, FakeQueue, FakeStore, FakeTwilio
+from tests.fakes import BUSINESS, IDS, Clock, FakeQueue, FakeStore, FakeTwilio
+from tests.tool_fakes import CANCEL_ORDER, Business, ToolModel, tools_profile
 from tests.unit.test_replay import FakeDeadLetters
 
 USERS = ("whatsapp:+34600000001", "whatsapp:+34600000002")
 SETTINGS = Settings(rate_limit_messages=10_000, send_max_attempts=4, max_open_messages=20)
 MAIN = "projects/p/subscriptions/inbound-messages-processor"
 DEAD = f"projects/p/subscriptions/{SETTINGS.dead_letter_subscription}"
-PROCESSOR_FAULTS = ("after_claim", "after_ai", "after_save", "after_enqueue", "answer_commit_lost")
+PROCESSOR_FAULTS = ("after_claim", "after_ai", "after_save", "after_enqueue", "answer_commit_lost",
+                    "tool_after_intent", "tool_after_call", "tool_after_result")
 SENDER_FAULTS = ("before_send", "after_send")
 TWILIO_TROUBLE = ("retryable", "uncertain, not taken", "uncertain, taken", "permanent")
 LIVENESS = timedelta(seconds=SETTINGS.liveness_seconds)
@@ -63,6 +70,15 @@ GRACE = timedelta(seconds=SETTINGS.in_flight_grace_seconds)
 
 def reply_to(text: str) -> str:
     return f"re: {text}"
+
+
+# The business's tools: a write (cancel_order) and one that needs the user's yes, whose proposal is the
+# message's reply text as every other reply is ("re: <text>"), so each reply stays one text of its own.
+BOOK_SLOT = {**CANCEL_ORDER, "name": "book_slot", "description": "Book a slot.", "confirm": True,
+             "confirm_text": "re: book slot {ref}", "confirm_seconds": 600,
+             "parameters": {"type": "object", "properties": {"ref": {"type": "string", "pattern": "^R[0-9]+$"}},
+                            "required": ["ref"]}}
+PROFILE = tools_profile(tools=[CANCEL_ORDER, BOOK_SLOT])
 
 
 class RecordingQueue(FakeQueue):
@@ -103,9 +119,11 @@ class MessageLife(RuleBasedStateMachine):
         super().__init__()
         self.clock = Clock()
         self.store, self.queue, self.twilio = FakeStore(), RecordingQueue(), TroubledTwilio()
-        self.model = FakeModel(lambda history, text: reply_to(text))
+        self.model = ToolModel(echo_after_tools=True)
+        self.business = Business()
         self.pdeps = ProcessorDeps(settings=SETTINGS, store=self.store, model=self.model, queue=self.queue,
-                                   faults=FaultPoints(), clock=self.clock, ids=IDS)
+                                   faults=FaultPoints(), clock=self.clock, ids=IDS, tools=self.business,
+                                   profiles=StaticProfiles(BusinessProfile(), {BUSINESS: PROFILE}))
         self.sdeps = SenderDeps(settings=SETTINGS, store=self.store, twilio=self.twilio, queue=self.queue,
                                 faults=FaultPoints(), clock=self.clock)
         self.rdeps = ReconcilerDeps(settings=SETTINGS, store=self.store, queue=self.queue, clock=self.clock)
@@ -126,11 +144,24 @@ class MessageLife(RuleBasedStateMachine):
 
     @rule(user=st.sampled_from(USERS))
     def user_writes(self, user: str) -> None:
+        self._write(user, "m{n}")
+
+    def _write(self, user: str, body: str) -> None:
         n = len(self.written) + 1
-        message = InboundMessage(sid=f"SM{n:032x}", sender=user, recipient=BUSINESS, body=f"m{n}",
+        message = InboundMessage(sid=f"SM{n:032x}", sender=user, recipient=BUSINESS, body=body.format(n=n),
                                  received_at=self.clock().timestamp())
         self.written[message.sid] = message
         self.inbox[user].append(message)
+
+    @rule(user=st.sampled_from(USERS), text=st.sampled_from((
+        "cancel order {n:04d}", "book slot R{n}", "YES" + "!{n}", "no" + ".{n}")))
+    def user_asks_the_business_tools(self, user: str, text: str) -> None:
+        """A write, a write that needs a yes, a yes (any number of "!" after it still confirms), a no."""
+        self._write(user, text.replace("!{n}", "!" * (len(self.written) + 1)).replace(".{n}", "." * (len(self.written) + 1)))
+
+    @rule(trouble=st.sampled_from(("fail", "lost", "timeout")))
+    def the_business_has_trouble_with_the_next_call(self, trouble: str) -> None:
+        self.business.trouble.append(trouble)
 
     def _deliver(self, user: str, faults: FaultPoints) -> None:
         head = self.inbox[user][0]
@@ -286,6 +317,25 @@ class MessageLife(RuleBasedStateMachine):
                 if to == user and entry is not None and entry.seq is not None:
                     seqs.append(entry.seq)
             assert seqs == sorted(seqs), f"{user}'s replies reached Twilio out of order: {seqs}"
+
+    @invariant()
+    def each_tool_write_is_done_once_and_a_confirmed_one_only_after_a_yes(self) -> None:
+        sends = Counter(self.business.writes())
+        assert all(count <= MAX_WRITE_ATTEMPTS for count in sends.values()), f"a key sent more than twice: {sends}"
+        asked = {idempotency_key(sid, 0, 0): m.body for sid, m in self.written.items()
+                 if m.body.startswith(("cancel order", "book slot"))}
+        assert set(self.business.done) <= set(asked), "a write nobody asked for was done"
+        confirmations: Counter[str] = Counter()
+        for cid in self.store.docs:
+            for entry in self.store.conversation(cid).messages.values():
+                for call in entry.tool_ledger.calls if entry.tool_ledger else []:
+                    if call.confirmed_by:
+                        confirmations[call.key] += 1
+                        assert self.written[call.confirmed_by].body.startswith("YES"), "confirmed by a message not a yes"
+        for key, body in asked.items():
+            if body.startswith("book slot") and key in self.business.done:
+                assert confirmations[key] == 1, f"{body} done with {confirmations[key]} confirmations"
+        assert all(count <= 1 for count in confirmations.values()), f"one proposal confirmed twice: {confirmations}"
 
     # --- and in the end ---------------------------------------------------------
 
