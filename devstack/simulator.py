@@ -56,6 +56,10 @@ log = logging.getLogger("devstack.simulator")
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
+# What the trip view shows of a tool call's log line (shared/adapters/tool_caller.py).
+TOOL_LOG_FIELDS = ("tool", "effect", "status", "tool_ms", "http_status", "key", "reason")
+
+
 @dataclass(frozen=True)
 class Business:
     """A WhatsApp sender the page can chat with."""
@@ -324,6 +328,8 @@ class Simulator:
             "failure": _plain(failure.to_dict()) if failure.exists else None,
             "tasks": tasks,
             "twilio": sends,
+            # Each request to a business tool, as the processor logged it: never the secret, arguments only by policy.
+            "tools": [e["tool"] for e in events if e.get("tool")],
         }
 
     def _log_events(self, sid: str) -> list[dict[str, Any]]:
@@ -351,6 +357,8 @@ class Simulator:
                         "reason": record.get("reason", ""),
                         "message": record.get("message", ""),
                         "at": at,
+                        **({"tool": {k: record.get(k) for k in TOOL_LOG_FIELDS}}
+                           if record.get("event") in ("tool_called", "tool_failed") and record.get("key") else {}),
                     })
         events.sort(key=lambda e: e["at"] or 0.0)
         return events

@@ -11,6 +11,9 @@ end-to-end tests and the benchmarks, so all of them run the same thing:
   (devstack/cloud_shape.py): the token issuer, Secret Manager holding the
   deployment's secrets, a relay that gives Pub/Sub pushes their OIDC token,
   a Cloud Run front end before each service, and the scheduler's job;
+* the example business's tool server (devstack/tool_server.py, in this
+  process) that profiles.example.yaml's tools call, its signing secret in
+  Secret Manager under the id the profile names;
 * Twilio and OpenAI stand-ins (in this process) unless TWILIO_API_BASE_URL or
   OPENAI_BASE_URL point elsewhere (or OPENAI_API_KEY is set: then the real
   OpenAI is used);
@@ -50,6 +53,8 @@ from devstack.scheduler import Scheduler
 from devstack.simulator import Simulator, SimulatorConfig, businesses_from_env
 from devstack.tasks_emulator import TasksEmulator
 from devstack.terraform_env import TerraformError
+from devstack.tool_server import DEFAULT_PORT as TOOL_SERVER_PORT
+from devstack.tool_server import EXAMPLE_SECRET_ID, ExampleToolServer
 from devstack.twilio_stub import TwilioStub
 from shared.adapters.cloud_tasks import TaskQueue, emulator_client
 from shared.adapters.google_auth import CALLER_KEY_HEADER
@@ -63,6 +68,8 @@ DEFAULT_AUTH_TOKEN = "local-dev-auth-token"
 # Keys the conversation ids and log masks locally (Secret Manager in the cloud).
 DEFAULT_ADDRESS_HASH_KEY = "local-dev-address-hash-key"
 DEFAULT_WHATSAPP_FROM = "whatsapp:+14155238886"
+# Signs the example business's tool requests locally (Secret Manager id EXAMPLE_SECRET_ID).
+DEFAULT_TOOL_SECRET = "local-dev-tool-secret"
 
 # The Cloud Run services of terraform/run.tf; each runs the function its FUNCTION_SOURCE/TARGET name.
 SERVICES = ("webhook", "processor", "sender", "reconciler", "outbound")
@@ -103,6 +110,9 @@ class StackOptions:
     openai_base_url: str = ""
     openai_api_key: str = ""
     openai_model: str = ""
+    # The example tool server's port (profiles.example.yaml's tool URLs); 0: a free one (tests).
+    tool_server_port: int = TOOL_SERVER_PORT
+    tool_secret: str = DEFAULT_TOOL_SECRET
     # BUSINESS_PROFILES_FILE: validated and written to the Firestore emulator before the functions start.
     profiles_file: str = ""
     log_dir: Path = ROOT / ".stack" / "logs"
@@ -168,6 +178,7 @@ class Stack:
         self.tasks = TasksEmulator(issuer=self.cloud.issuer, origin_headers=self.cloud.origin.headers())
         self.twilio: TwilioStub | None = None
         self.openai: OpenAIStub | None = None
+        self.tool_server: ExampleToolServer | None = None
         self.simulator: Simulator | None = None
         # Each service's URL (its front end's port) and its container's port.
         self.ports: dict[str, int] = {}
@@ -305,6 +316,7 @@ class Stack:
             self._say(f"chat completions at {o.openai_base_url} (OPENAI_BASE_URL)")
         else:
             self._say("using OpenAI with OPENAI_API_KEY")
+        self._start_tool_server()
         self.cloud.start()
         self._say(f"token issuer on {self.cloud.issuer.base_url}, Pub/Sub push relay on {self.cloud.relay.base_url}")
         for name in SERVICES:
@@ -312,6 +324,16 @@ class Stack:
             self.container_ports[name] = free_port()
         if self.twilio is not None and o.status_callbacks:
             self.twilio.status_callback_url = self.webhook_url
+
+    def _start_tool_server(self) -> None:
+        """The example business's order and booking endpoints; another stack holding the port gets a free one."""
+        o = self.options
+        try:
+            self.tool_server = ExampleToolServer(o.tool_secret, o.tool_server_port).start()
+        except OSError:
+            self.tool_server = ExampleToolServer(o.tool_secret).start()
+            self._say(f"port {o.tool_server_port} is taken: profiles.example.yaml's tools will not reach the example")
+        self._say(f"example tool server on {self.tool_server.base_url} (order status, table bookings)")
 
     def tfvars(self) -> dict[str, object]:
         """The variables of the local environment: the stack's addresses and accounts, then the options' tfvars."""
@@ -336,6 +358,7 @@ class Stack:
             "outbound_allowed_service_accounts": [business_system],
             # ... and may send for every number of the deployment (OUTBOUND_CALLERS).
             "outbound_caller_businesses": {business_system: ["*"]},
+            "tool_secret_ids": [EXAMPLE_SECRET_ID],
         }
         if o.openai_model:
             values["openai_model"] = o.openai_model
@@ -351,6 +374,8 @@ class Stack:
             "openai_api_key": o.openai_api_key or "offline-model",
             "address_hash_key": o.address_hash_key,
         })
+        assert self.cloud.secret_manager is not None
+        self.cloud.secret_manager.set_secret(EXAMPLE_SECRET_ID, o.tool_secret)
         self._say(f"Secret Manager stand-in on {address}, holding the secrets terraform/ declares")
 
     def _create_topology(self) -> None:
@@ -558,7 +583,7 @@ class Stack:
         with ThreadPoolExecutor(max_workers=3, thread_name_prefix="stack-stop") as pool:
             emulators = [pool.submit(e.stop) for e in (self.firestore, self.pubsub) if self._own_emulators]
             stop_groups(functions, FUNCTION_GRACE_SECONDS, self._hurry)
-            for stub in (self.twilio, self.openai, self.tasks, self.cloud):
+            for stub in (self.twilio, self.openai, self.tool_server, self.tasks, self.cloud):
                 if stub is not None:
                     stub.stop()
             for future in emulators:

@@ -88,6 +88,7 @@ def stack(emulators: Emulators, tmp_path_factory: pytest.TempPathFactory) -> Ite
         tasks_max_dispatches_per_second=200.0,
         tasks_max_concurrent_dispatches=50,
         reconcile_interval_seconds=1.0,
+        tool_server_port=0,
     )
     running = Stack(options, emulators=(emulators.firestore, emulators.pubsub)).start()
     try:
@@ -106,6 +107,8 @@ class Ledger:
     duplicated: int = 0
     reordered: int = 0
     stalled: int = 0
+    # Business tools: side effects the example server made, and how many of them should not have happened.
+    tool_side_effects: int = 0
 
     def check(self, expected: list[str], delivered: list[str]) -> Damage:
         """Compare one user's replies with what should have arrived, in order; book the damage."""
@@ -115,10 +118,16 @@ class Ledger:
         self.reordered += damage.reordered
         return damage
 
+    def check_side_effects(self, expected: int, done: int) -> None:
+        """Book what a business's server did for one test: a write made twice is duplicated, one not made lost."""
+        self.tool_side_effects += done
+        self.duplicated += max(0, done - expected)
+        self.lost += max(0, expected - done)
+
     def summary(self) -> str:
         return (
             f"exactly-once summary: duplicates injected={self.duplicates_injected}, "
-            f"faults injected={self.faults_injected}, lost={self.lost}, "
+            f"faults injected={self.faults_injected}, tool side effects={self.tool_side_effects}, lost={self.lost}, "
             f"duplicated={self.duplicated}, reordered={self.reordered}, stalled={self.stalled}"
         )
 

@@ -284,6 +284,11 @@ function openTrip(sid, user) {
       : el("p", { class: "hint", "data-testid": "trip-failure", text: "no failure record" });
     const events = table("trip-events", ["at", "function", "event", "status", "reason"],
       trip.events.map((e) => [clock(e.at), e.step, e.event, e.status || "—", e.reason || "—"]));
+    const tools = trip.tools.length
+      ? table("trip-tools", ["tool", "effect", "status", "ms", "HTTP", "Idempotency-Key"],
+        trip.tools.map((t) => [t.tool, t.effect, t.reason ? `${t.status} (${t.reason})` : t.status, t.tool_ms ?? "—",
+          t.http_status ?? "—", t.key]))
+      : el("p", { class: "hint", "data-testid": "trip-tools", text: "no tool called" });
     const sends = table("trip-twilio", ["Twilio sid", "accepted", "status callbacks"],
       trip.twilio.map((s) => [s.sid, clock(s.at), s.callbacks.map((c) => `${c.status} (${c.http_status})`).join(" → ") || "—"]));
     drawerBody(
@@ -292,6 +297,7 @@ function openTrip(sid, user) {
       el("p", {}, el("span", { class: "badge", "data-testid": "trip-state", text: entry.status || "no entry" }),
         el("span", { class: "hint", text: ` conversation ${trip.firestore.conversation}…, lastSeq ${trip.firestore.lastSeq ?? "—"}, doneSeq ${trip.firestore.doneSeq ?? "—"}` })),
       el("pre", { "data-testid": "trip-firestore", text: JSON.stringify(entry, null, 2) }),
+      el("h3", { text: "Business tools" }), tools,
       el("h3", { text: "Cloud Tasks" }), tasks,
       el("h3", { text: "Failure record" }), failure,
       el("h3", { text: "Twilio" }), sends,

@@ -99,6 +99,11 @@ def show_conversation(deps: AdminDeps, user: str, cid: str, business: str, conv:
         extra += [decided] if decided else []
         extra += [entry.reason] if entry.reason else []
         lines.append(f"    {sid:34}  {when(entry.received_at)}  {entry.status or '?':13}  {'; '.join(extra)}")
+        lines += [f"      tool {line}" for line in (entry.tool_ledger.lines() if entry.tool_ledger else [])]
+    pending = conv.pending_tool
+    if pending is not None:
+        lines.append(f"  waiting for a yes: {pending.name}, proposed by {pending.sid}, key {pending.key}, "
+                     f"until {when(pending.expires_at)}")
     return "\n".join(lines)
 
 
