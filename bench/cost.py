@@ -29,6 +29,8 @@ COUNTERS = (
     # The channel (figure 8): inbound media fetched from Twilio, and typing indicators sent.
     "twilio_media_downloads",
     "twilio_typing_calls",
+    # Business tools (figure 8): requests to a business's own endpoints.
+    "tool_calls",
     "secret_manager_accesses",
 )
 

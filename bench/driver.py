@@ -151,16 +151,17 @@ class Driver:
         return f"whatsapp:+1{555_000_000_000 + next(self._numbers) % 10**9:012d}"
 
     def prepare(self, user: str, marker: str, url: str | None = None, signed_url: str | None = None,
-                sid: str | None = None, **extra: str) -> PreparedPost:
+                sid: str | None = None, to: str = "", **extra: str) -> PreparedPost:
         """A message from ``user`` whose text is ``marker``; signed for ``signed_url`` (the public URL).
 
-        ``sid`` and ``extra`` (form fields) make media messages: their sid is the stored media's.
+        ``sid`` and ``extra`` (form fields) make media messages: their sid is the stored media's; ``to`` another
+        business's number (default the stack's).
         """
         o = self.stack.options
         target = url or self.stack.webhook_url
         sign_for = signed_url or target
         sid = sid or new_sid("SM")
-        params = inbound_message(user, marker, to=o.twilio_whatsapp_from, sid=sid, account_sid=o.twilio_account_sid,
+        params = inbound_message(user, marker, to=to or o.twilio_whatsapp_from, sid=sid, account_sid=o.twilio_account_sid,
                                  **extra)
         headers = {
             "Content-Type": "application/x-www-form-urlencoded",

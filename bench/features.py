@@ -29,7 +29,10 @@ BURST_GAP_SECONDS = 0.2
 START_DELAY_SECONDS = 0.3
 # Counters compared with figure 4's text message: the profile cache and Secret Manager are not per message.
 SAME_AS_TEXT = ("firestore_reads", "firestore_writes", "pubsub_publishes", "tasks_created", "openai_calls",
-                "twilio_calls", "twilio_media_downloads", "twilio_typing_calls")
+                "twilio_calls", "twilio_media_downloads", "twilio_typing_calls", "tool_calls")
+# A business with tools: the example bakery's profile, its tools at the stack's example server.
+TOOL_BUSINESS = "whatsapp:+14155230020"
+TOOL_TEXT = "What's the status of my order 1234?"
 
 
 @dataclass
@@ -41,6 +44,9 @@ class FeatureRun:
     single: list[float] = field(default_factory=list)
     burst: list[float] = field(default_factory=list)
     burst_replies: list[int] = field(default_factory=list)
+    # POST -> reply (s) of the plain text batch and of the one-tool batch.
+    text_latency: list[float] = field(default_factory=list)
+    tool_latency: list[float] = field(default_factory=list)
 
 
 def _replies_to(driver: Driver, user: str) -> list[SentMessage]:
@@ -61,7 +67,9 @@ def _wait_replies(driver: Driver, user: str, count: int, timeout: float = REPLY_
 
 
 def _post(driver: Driver, user: str, text: str, sid: str | None = None, **extra: str) -> float:
-    """One signed inbound message, not booked (figure 6 counts marker replies only); its POST start."""
+    """One signed inbound message, not booked (figure 6 counts marker replies only); its POST start.
+
+    ``extra``: form fields, or ``to``: another business's number."""
     prepared = driver.prepare(user, text, sid=sid, **extra)
     outcome = driver.send(prepared, book=False)
     if outcome.status != 200:
@@ -102,6 +110,40 @@ def _texts(driver: Driver, tag: str) -> Callable[[str, int], None]:
     return one
 
 
+def _timed(driver: Driver, text: str, into: list[float], to: str = "", expect: str = "") -> Callable[[str, int], None]:
+    """Messages whose POST -> reply time goes into ``into``; a reply without ``expect`` stops the figure."""
+    def one(user: str, i: int) -> None:
+        started = _post(driver, user, text or f"f8-text-{i}", to=to)
+        reply = _wait_replies(driver, user, 1)
+        if expect not in reply.body:
+            raise RuntimeError(f"figure 8: {reply.body[:120]!r} does not say {expect!r}")
+        into.append(reply.received_at - started)
+    return one
+
+
+def tool_business(driver: Driver) -> str:
+    """profiles.example.yaml's bakery (no welcome: one reply per message) on TOOL_BUSINESS, as profiles-apply does."""
+    from datetime import datetime, timezone
+
+    import yaml
+    from google.cloud import firestore
+
+    from shared.adapters.profile_store import FirestoreProfiles
+    from shared.domain.profiles import BusinessProfile
+
+    assert driver.stack.tool_server is not None
+    document = yaml.safe_load((Path(__file__).resolve().parents[1] / "profiles.example.yaml").read_text())
+    raw = dict(document["businesses"]["whatsapp:+14155238886"])
+    raw["tools"] = [dict(t, url=t["url"].replace("http://127.0.0.1:8095", driver.stack.tool_server.base_url))
+                    for t in raw["tools"]]
+    raw.pop("welcome", None)
+    client = firestore.Client(project=driver.stack.options.project)
+    FirestoreProfiles(lambda: client, "business_profiles", BusinessProfile(), 0).put(
+        TOOL_BUSINESS, raw, datetime.now(timezone.utc))
+    client.close()
+    return TOOL_BUSINESS
+
+
 def _restart(driver: Driver, names: tuple[str, ...], env: dict[str, str] | None, tag: str) -> None:
     """Restart functions (with ``env``, or as the stack set them) and warm them up outside any mark.
 
@@ -112,10 +154,15 @@ def _restart(driver: Driver, names: tuple[str, ...], env: dict[str, str] | None,
     _texts(driver, f"{tag}-warm")(driver.new_user(), 0)
 
 
-def costs(driver: Driver, log_dir: Path, n: int) -> tuple[dict[str, dict[str, Any]], int]:
+def costs(driver: Driver, log_dir: Path, n: int, run_: FeatureRun) -> tuple[dict[str, dict[str, Any]], int]:
     """Each feature's cost section; the status-callback and typing runs restore the functions after."""
     out: dict[str, dict[str, Any]] = {}
-    out["text"] = _batch(driver, log_dir, n, "text", _texts(driver, "f8-text"))
+    out["text"] = _batch(driver, log_dir, n, "text", _timed(driver, "", run_.text_latency))
+    # The profile's read and the tool caller's first connection outside the marks, as figure 4 warms up.
+    tools_at = tool_business(driver)
+    _timed(driver, TOOL_TEXT, [], tools_at, "order_status answered")(driver.new_user(), 0)
+    out["tool"] = _batch(driver, log_dir, n, "tool",
+                         _timed(driver, TOOL_TEXT, run_.tool_latency, tools_at, "order_status answered"))
 
     def image(user: str, i: int) -> None:
         _post(driver, user, f"f8-image-{i}", **_media(driver, PNG, "image/png"))
@@ -246,6 +293,6 @@ def burst_latency(driver: Driver, users_count: int) -> tuple[list[float], list[f
 def run(driver: Driver, log_dir: Path, messages: int, burst_users: int) -> FeatureRun:
     """Costs first (sequential), then the burst latencies, on a drained pipeline."""
     result = FeatureRun()
-    result.costs, result.callbacks_posted = costs(driver, log_dir, messages)
+    result.costs, result.callbacks_posted = costs(driver, log_dir, messages, result)
     result.single, result.burst, result.burst_replies = burst_latency(driver, burst_users)
     return result

@@ -151,7 +151,7 @@ class Bench:
         options = StackOptions(
             webhook_port=0, env={"LOG_USAGE": "true", "DELIVERY_STATUS_CALLBACKS": "false", "TYPING_INDICATOR": "false"},
             log_dir=self.log_dir, progress=_say,
-            simulator=False, status_callbacks=False,
+            simulator=False, status_callbacks=False, tool_server_port=0,
         )
         self.stack = Stack(options).start()
         # This process's own Google clients (floors, probes) use the stack's emulators.
@@ -661,10 +661,12 @@ FEATURE_LABELS = {
     "command": "command /help (no model call)",
     "opted_out": "opted-out user's message (ignored)",
     "text_window_0": "text, BURST_WINDOW_SECONDS=0",
+    "tool": "one read tool (order status) of a business with tools",
 }
 FEATURE_CALLS = (
     ("twilio_media_downloads", "Twilio media download"),
     ("twilio_typing_calls", "Twilio typing call"),
+    ("tool_calls", "tool call"),
     ("openai_calls", "OpenAI"),
     ("twilio_calls", "Twilio send"),
     ("pubsub_publishes", "publish"),
@@ -701,6 +703,11 @@ def features_report(plan: Plan, run_: features.FeatureRun, figure4: dict[str, An
                      "counters that differ: " + (", ".join(f"{k} {zero[k]:g} vs {fig4.get(k, 0.0):g}" for k in differ)
                                                  or "none"))
     rows.append(note_row("    same as figure 4", "yes" if not differ else same_goal.detail, "", same_goal))
+    tool, tool_ms, text_ms = run_.costs["tool"]["per_message"], ms(run_.tool_latency), ms(run_.text_latency)
+    tool_goal = Goal("a message using one read tool makes one tool call", tool["tool_calls"], 1, "==",
+                     f"{tool['tool_calls']:g} tool call(s), {tool['openai_calls'] - text['openai_calls']:+g} model call(s)")
+    rows += [dist_row("    text: POST -> reply", text_ms), dist_row("    one read tool: POST -> reply", tool_ms),
+             note_row("    tool: added", f"p50 {tool_ms.p50 - text_ms.p50:+.0f} ms", tool_ms.n, tool_goal)]
     rows.append(note_row("    status callbacks posted by the stand-in", f"{run_.callbacks_posted} for "
                          f"{run_.costs['status_callbacks']['n']} replies", run_.callbacks_posted))
 
@@ -735,7 +742,8 @@ def features_report(plan: Plan, run_: features.FeatureRun, figure4: dict[str, An
             "replies_per_user": run_.burst_replies,
         },
     }
-    return rows, [same_goal, added_goal], section
+    section["tool_latency"] = {"text_ms": text_ms.to_json(1), "tool_ms": tool_ms.to_json(1)}
+    return rows, [same_goal, tool_goal, added_goal], section
 
 
 def run_burst_only(plan: Plan, log_dir: Path) -> tuple[dict[str, Any], str]:
