@@ -157,6 +157,7 @@ def test_chat_page_text_image_ticks_trip_and_operations(page: Page, stack: Stack
     expect(tasks).to_have_count(1)
     expect(tasks.first.locator("td").nth(3)).to_have_text("succeeded")
     expect(drawer.get_by_test_id("trip-failure")).to_have_text("no failure record")
+    expect(drawer.get_by_test_id("trip-tools")).to_have_text("no tool called")  # the default business has none
     expect(drawer.get_by_test_id("trip-twilio")).to_contain_text("read (200)")
     expect(drawer.get_by_test_id("trip-events")).to_contain_text("answered")
     page.get_by_test_id("drawer-close").click()
