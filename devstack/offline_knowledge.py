@@ -31,8 +31,9 @@ from typing import Any, Sequence
 from shared.domain.knowledge_prompt import HEADER, NOTHING_MATCHED
 
 # Cosine distance below which the offline embeddings call a chunk close (shared content words).
-OFFLINE_MAX_DISTANCE = 0.92
+OFFLINE_MAX_DISTANCE = 0.9
 TRIGRAM_WEIGHT = 0.35
+SLOTS_PER_FEATURE = 8
 _WORD = re.compile(r"\w+", re.UNICODE)
 _EXCERPT = re.compile(
     r'<excerpt source="(?P<source>[^"]*)"(?: section="(?P<section>[^"]*)")? id="(?P<id>[^"]*)">\n'
@@ -69,10 +70,14 @@ def content_words(text: str) -> list[str]:
     return words
 
 
-def _slot(feature: str, dimensions: int) -> tuple[int, float]:
-    digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
-    value = int.from_bytes(digest, "big")
-    return value % dimensions, (1.0 if (value >> 63) & 1 else -1.0)
+def _slots(feature: str, dimensions: int) -> list[tuple[int, float]]:
+    """Where a feature lands: SLOTS_PER_FEATURE slots, each with a sign, so one collision never cancels it."""
+    digest = hashlib.blake2b(feature.encode(), digest_size=8 * SLOTS_PER_FEATURE).digest()
+    out = []
+    for n in range(SLOTS_PER_FEATURE):
+        value = int.from_bytes(digest[8 * n:8 * n + 8], "big")
+        out.append((value % dimensions, 1.0 if (value >> 63) & 1 else -1.0))
+    return out
 
 
 def offline_embedding(text: str, dimensions: int) -> list[float]:
@@ -89,14 +94,17 @@ def offline_embedding(text: str, dimensions: int) -> list[float]:
         counts = {"empty": 1.0}
     vector = [0.0] * dimensions
     for feature, count in counts.items():
-        slot, sign = _slot(feature, dimensions)
-        vector[slot] += sign * (1.0 + math.log(count) if count >= 1 else count)
+        weight = 1.0 + math.log(count) if count >= 1 else count
+        for slot, sign in _slots(feature, dimensions):
+            vector[slot] += sign * weight
     norm = math.sqrt(sum(x * x for x in vector)) or 1.0
     return [x / norm for x in vector]
 
 
 def _best_lines(text: str, question: set[str], limit: int = 2) -> str:
-    lines = [line.strip(" -*|#\t") for line in text.split("\n") if line.strip(" -*|#\t")]
+    """The (at most ``limit``) lines or sentences of ``text`` sharing most words with the question, in order."""
+    lines = [part.strip(" -*|#\t") for line in text.split("\n") for part in re.split(r"(?<=[.!?])\s+", line)
+             if part.strip(" -*|#\t")]
     scored = sorted(((len(question & set(content_words(line))), -n, line) for n, line in enumerate(lines)),
                     reverse=True)
     best = [line for score, _, line in scored[:limit] if score > 0] or lines[:1]

@@ -21,6 +21,8 @@ _BLOCKS = frozenset({
 })
 _SKIPPED = frozenset({"script", "style", "noscript", "template", "svg", "iframe", "object", "select", "button",
                       "textarea", "canvas"})
+# Stands for <br> until whitespace is collapsed (a private-use character: never in a document's text).
+_BREAK = "\ue000"
 _VOID = frozenset({"br", "hr", "img", "input", "meta", "link", "wbr", "col", "area", "base", "source", "track"})
 
 
@@ -43,9 +45,10 @@ class _Reader(HTMLParser):
         raw = "".join(self._text)
         self._text.clear()
         if self._pre:
-            text = raw.strip("\n")
+            text = raw.replace(_BREAK, "\n").strip("\n")
         else:
-            text = "\n".join(" ".join(line.split()) for line in raw.split("\n")).strip()
+            # Source line breaks are spaces in HTML; only <br> breaks a line.
+            text = "\n".join(" ".join(line.split()) for line in raw.split(_BREAK)).strip()
         if not text.strip():
             return
         if self._heading:
@@ -79,7 +82,7 @@ class _Reader(HTMLParser):
         elif tag in ("td", "th") and self._row is not None:
             self._cell = []
         elif tag == "br":
-            self._write("\n")
+            self._write(_BREAK)
         elif tag in _BLOCKS:
             self._flush()
 

@@ -23,6 +23,7 @@ documents; an interrupted apply is finished by running it again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from dataclasses import dataclass
@@ -173,3 +174,12 @@ def build_embedder(settings: Settings, openai_api_key: Callable[[], str],
         api_key=openai_api_key, base_url=settings.openai_base_url, timeout_seconds=settings.openai_timeout_seconds,
         max_retries=settings.openai_max_retries, refresh_key=refresh_key,
     )
+
+
+def lazy_knowledge(settings: Settings, client: Callable[[], Any], openai_api_key: Callable[[], str],
+                   refresh_key: Callable[[], bool] = lambda: False
+                   ) -> tuple[Callable[[], FirestoreKnowledge], Callable[[], Embedder]]:
+    """The chunk store and the embedder, each built on first use: an apply without knowledge builds neither."""
+    store = functools.cache(lambda: FirestoreKnowledge(client, settings.knowledge_collection))
+    embedder = functools.cache(lambda: build_embedder(settings, openai_api_key, refresh_key))
+    return store, embedder

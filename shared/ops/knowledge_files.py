@@ -122,3 +122,10 @@ def read_knowledge(profiles: Mapping[str, BusinessProfile], base: Path,
             )
         out[address] = tuple(documents)
     return out
+
+
+def knowledge_summary(documents: Mapping[str, tuple[Document, ...]]) -> str:
+    """``; 6 knowledge documents, 17 chunks`` for profiles-validate, or nothing when there are none."""
+    count = sum(len(docs) for docs in documents.values())
+    chunks = sum(len(d.chunks) for docs in documents.values() for d in docs)
+    return f"; {count} knowledge document(s), {chunks} chunk(s)" if count else ""
