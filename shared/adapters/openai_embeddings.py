@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import openai
 
@@ -69,6 +69,7 @@ class Embedder:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         refresh_key: Callable[[], bool] = lambda: False,
+        client_factory: Callable[[], Any] | None = None,
     ) -> None:
         self.model = model
         self.dimensions = dimensions
@@ -79,18 +80,21 @@ class Embedder:
         self._clock = clock
         self._sleep = sleep
         self._refresh_key = refresh_key
-        self._client: openai.OpenAI | None = None
+        self._client: Any = None
+        self._client_factory = client_factory or self._openai_client
         self._lock = threading.Lock()
         self.calls = 0
 
+    def _openai_client(self) -> openai.OpenAI:
+        return openai.OpenAI(api_key=self._api_key(), base_url=self._base_url, timeout=self._timeout, max_retries=0)
+
     @property
-    def client(self) -> openai.OpenAI:
+    def client(self) -> Any:
+        """The SDK client, built on first use (again after the key was rotated)."""
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    self._client = openai.OpenAI(
-                        api_key=self._api_key(), base_url=self._base_url, timeout=self._timeout, max_retries=0
-                    )
+                    self._client = self._client_factory()
         return self._client
 
     def embed(self, texts: Sequence[str], budget_seconds: float) -> list[list[float]]:
