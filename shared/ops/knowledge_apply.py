@@ -60,15 +60,19 @@ def version_of(documents: Sequence[Document], model: str, dimensions: int) -> st
     return digest.hexdigest()[:20]
 
 
+def _chunks(n: int) -> str:
+    return f"{n} chunk" if n == 1 else f"{n} chunks"
+
+
 def _changes(documents: Sequence[Document], live: KnowledgeSet | None) -> tuple[str, ...]:
     before = {d.source: d.sha256 for d in (live.documents if live else ())}
     now = {d.source: d.sha256 for d in documents}
     out = []
     for document in documents:
         if document.source not in before:
-            out.append(f"{document.source} added ({len(document.chunks)} chunks)")
+            out.append(f"{document.source} added ({_chunks(len(document.chunks))})")
         elif before[document.source] != document.sha256:
-            out.append(f"{document.source} changed ({len(document.chunks)} chunks)")
+            out.append(f"{document.source} changed ({_chunks(len(document.chunks))})")
     out += [f"{source} removed" for source in before if source not in now]
     return tuple(out)
 
@@ -159,12 +163,12 @@ def knowledge_report(prepared: Prepared, deleted: int) -> str:
     if not ks.version:
         head = "knowledge: none" + (f" ({'; '.join(prepared.changes)})" if prepared.changes else "")
     elif not (prepared.written or prepared.changes):
-        head = f"knowledge unchanged: version {ks.version[:12]}, {ks.chunks} chunks"
+        head = f"knowledge unchanged: version {ks.version[:12]}, {_chunks(ks.chunks)}"
     else:
         what = "; ".join(prepared.changes) or "re-embedded (model or dimensions changed)"
-        head = (f"knowledge version {ks.version[:12]} live: {what}; {ks.chunks} chunks, {prepared.embedded} "
+        head = (f"knowledge version {ks.version[:12]} live: {what}; {_chunks(ks.chunks)}, {prepared.embedded} "
                 f"embedded, {prepared.reused} reused")
-    return head + (f"; {deleted} old chunks deleted" if deleted else "")
+    return head + (f"; {deleted} old {_chunks(deleted).split(' ', 1)[1]} deleted" if deleted else "")
 
 
 def build_embedder(settings: Settings, openai_api_key: Callable[[], str],
