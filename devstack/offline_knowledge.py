@@ -158,7 +158,8 @@ def embedding_inputs(body: Any) -> tuple[str, list[str], int, str]:
     if not isinstance(model, str) or not model:
         raise EmbeddingRequestError(400, "you must provide a model parameter", "model")
     if model not in EMBEDDING_MODELS:
-        raise EmbeddingRequestError(404, f"The model `{model}` does not exist or you do not have access to it.", "model")
+        raise EmbeddingRequestError(404, f"The model `{model}` does not exist or you do not have access to it.",
+                                    "model")
     raw = body.get("input")
     inputs = [raw] if isinstance(raw, str) else raw
     if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):

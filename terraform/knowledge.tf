@@ -95,26 +95,27 @@ variable "knowledge_max_document_bytes" {
 }
 
 locals {
-  # What the profiles build must share with processor_fn: where profiles and
-  # chunks live, the embedding model and its dimensions (a query embedded
-  # otherwise finds nothing), the OpenAI endpoint, and the limits. Rendered
-  # for `gcloud builds submit --substitutions` by the output below; each
-  # _NAME becomes the variable NAME of the build's steps.
+  # What the profiles build must share with processor_fn, taken from its
+  # environment: where profiles and chunks live, the embedding model and its
+  # dimensions (a query embedded otherwise finds nothing), the OpenAI
+  # endpoint, and the limits. Rendered for `gcloud builds submit
+  # --substitutions` by the output below; each _NAME becomes the variable NAME
+  # of the build's steps.
   profiles_build = {
-    OPENAI_API_KEY_SECRET        = google_secret_manager_secret.secret["openai_api_key"].secret_id
-    OPENAI_BASE_URL              = var.openai_base_url
-    OPENAI_MODEL                 = var.openai_model
-    OPENAI_EMBEDDING_MODEL       = var.openai_embedding_model
-    OPENAI_EMBEDDING_DIMENSIONS  = tostring(var.openai_embedding_dimensions)
-    PROFILES_COLLECTION          = var.profiles_collection
-    PROFILE_CACHE_SECONDS        = tostring(var.profile_cache_seconds)
-    KNOWLEDGE_COLLECTION         = var.knowledge_collection
-    KNOWLEDGE_TOP_K              = tostring(var.knowledge_top_k)
-    KNOWLEDGE_MAX_DISTANCE       = tostring(var.knowledge_max_distance)
-    KNOWLEDGE_PROMPT_TOKENS      = tostring(var.knowledge_prompt_tokens)
-    KNOWLEDGE_CHUNK_CHARS        = tostring(var.knowledge_chunk_chars)
-    KNOWLEDGE_MAX_CHUNKS         = tostring(var.knowledge_max_chunks)
-    KNOWLEDGE_MAX_DOCUMENT_BYTES = tostring(var.knowledge_max_document_bytes)
+    OPENAI_API_KEY_SECRET        = local.env.processor.OPENAI_API_KEY_SECRET
+    OPENAI_BASE_URL              = local.env.processor.OPENAI_BASE_URL
+    OPENAI_MODEL                 = local.env.processor.OPENAI_MODEL
+    OPENAI_EMBEDDING_MODEL       = local.env.processor.OPENAI_EMBEDDING_MODEL
+    OPENAI_EMBEDDING_DIMENSIONS  = local.env.processor.OPENAI_EMBEDDING_DIMENSIONS
+    PROFILES_COLLECTION          = local.env.processor.PROFILES_COLLECTION
+    PROFILE_CACHE_SECONDS        = local.env.processor.PROFILE_CACHE_SECONDS
+    KNOWLEDGE_COLLECTION         = local.env.processor.KNOWLEDGE_COLLECTION
+    KNOWLEDGE_TOP_K              = local.env.processor.KNOWLEDGE_TOP_K
+    KNOWLEDGE_MAX_DISTANCE       = local.env.processor.KNOWLEDGE_MAX_DISTANCE
+    KNOWLEDGE_PROMPT_TOKENS      = local.env.processor.KNOWLEDGE_PROMPT_TOKENS
+    KNOWLEDGE_CHUNK_CHARS        = local.env.processor.KNOWLEDGE_CHUNK_CHARS
+    KNOWLEDGE_MAX_CHUNKS         = local.env.processor.KNOWLEDGE_MAX_CHUNKS
+    KNOWLEDGE_MAX_DOCUMENT_BYTES = local.env.processor.KNOWLEDGE_MAX_DOCUMENT_BYTES
   }
 }
 

@@ -68,7 +68,10 @@ class EmbeddedChunk:
 
 
 class FirestoreKnowledge:
-    """Chunks of every business in one collection; reads counted as Firestore bills them (one per document, at least one a query)."""
+    """Chunks of every business in one collection.
+
+    ``reads`` counts as Firestore bills: one per document returned, at least one per query.
+    """
 
     def __init__(self, client_factory: Callable[[], Any], collection: str) -> None:
         self._client_factory = client_factory

@@ -19,7 +19,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from shared.domain.keyword_rules import MAX_PROFILE_PROGRAM_SIZE, RuleError, RulePattern, compile_rule
-from shared.domain.knowledge import DEFAULT_UNKNOWN_REPLY, KNOWLEDGE_KEYS, KnowledgeSet, KnowledgeSource, knowledge_values
+from shared.domain.knowledge import (
+    DEFAULT_UNKNOWN_REPLY,
+    KNOWLEDGE_KEYS,
+    KnowledgeSet,
+    KnowledgeSource,
+    knowledge_values,
+)
 
 DEFAULT_HELP = (
     "I'm this business's WhatsApp assistant: ask me anything. "

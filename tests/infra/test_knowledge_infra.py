@@ -123,8 +123,8 @@ def check_profiles_build_settings(config: TfConfig, build_text: str) -> None:
     assert output and "local.profiles_build" in str(output), "output profiles_build_substitutions is missing"
     processor = _service_env(config, "processor")
     for name, value in shared.items():
-        assert processor.get(name) == value, (
-            f"the profiles build gets {name} = {value!r}, processor_fn {processor.get(name)!r}"
+        assert value == Expr(f"local.env.processor.{name}") and name in processor, (
+            f"the profiles build gets {name} = {value!r}, not processor_fn's {name}"
         )
     build = _build(build_text)
     declared = set(build.get("substitutions", {})) - BUILD_OWN
@@ -136,7 +136,8 @@ def check_profiles_build_settings(config: TfConfig, build_text: str) -> None:
         for name in shared:
             assert env.get(name) == f"${{_{name}}}", f"step {step.get('id')}: {name} is {env.get(name)!r}"
         assert env.get("SECRET_SOURCE") == "secretmanager", f"step {step.get('id')} reads no secret from Secret Manager"
-    for name, value in shared.items():
+    for name in shared:
+        value = processor[name]
         default = build["substitutions"][f"_{name}"]
         wanted = config.resolve(Expr(re.sub(r"^tostring\((.*)\)$", r"\1", str(value))))
         if isinstance(value, Expr) and value.startswith("var."):
@@ -205,7 +206,8 @@ def test_terraform_check_fails_when_broken(name: str, tmp_path: Path) -> None:
 BUILD_BREAKS = {
     "a-step-embeds-other-dimensions": (_sub(r"OPENAI_EMBEDDING_DIMENSIONS=\$\{_OPENAI_EMBEDDING_DIMENSIONS\}",
                                             "OPENAI_EMBEDDING_DIMENSIONS=768"), r"OPENAI_EMBEDDING_DIMENSIONS is"),
-    "default-differs-from-terraform": (_sub(r'_OPENAI_EMBEDDING_DIMENSIONS: "1536"', '_OPENAI_EMBEDDING_DIMENSIONS: "3072"'),
+    "default-differs-from-terraform": (_sub(r'_OPENAI_EMBEDDING_DIMENSIONS: "1536"',
+                                            '_OPENAI_EMBEDDING_DIMENSIONS: "3072"'),
                                        r"defaults to '3072'"),
     "a-setting-missing": (_sub(r"^  _KNOWLEDGE_COLLECTION: knowledge_chunks\n", ""), r"declares"),
 }

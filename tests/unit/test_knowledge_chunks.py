@@ -99,7 +99,8 @@ def test_chunk_hashes_name_their_content_and_place() -> None:
 
 
 def test_plain_text_has_underlined_headings_and_paragraphs() -> None:
-    blocks = parse_text("Opening hours\r\n=============\r\n\r\nMonday: 9-19.\r\nFriday: 9-15.\r\n\r\nWalk-ins\n--------\n\nNone.")
+    blocks = parse_text("Opening hours\r\n=============\r\n\r\nMonday: 9-19.\r\nFriday: 9-15.\r\n\r\n"
+                        "Walk-ins\n--------\n\nNone.")
     assert blocks == [Block("Opening hours", 1), Block("Monday: 9-19.\nFriday: 9-15."), Block("Walk-ins", 2),
                       Block("None.")]
 
@@ -138,7 +139,8 @@ def test_html_headings_paragraphs_lists_tables_and_breaks() -> None:
 
 def test_pdf_pages_are_sections() -> None:
     blocks = parse_pages(["Menu\n\nSoup 5 €", "", "Dessert 4 €"])
-    assert blocks == [Block("Page 1", 1), Block("Menu"), Block("Soup 5 €"), Block("Page 3", 1), Block("Dessert 4 €")]
+    assert blocks == [Block("Page 1", 1), Block("Menu"), Block("Soup 5 €"), Block("Page 3", 1),
+                      Block("Dessert 4 €")]
     chunks = chunk_blocks("menu.pdf", "Menu", blocks, 1200)
     assert [(c.section, c.text) for c in chunks] == [("Page 1", "Menu\n\nSoup 5 €"), ("Page 3", "Dessert 4 €")]
 

@@ -52,7 +52,8 @@ def write(tmp_path: Path, name: str, data: bytes) -> KnowledgeSource:
 
 
 def test_a_markdown_document_is_read_titled_and_chunked(tmp_path: Path) -> None:
-    source = write(tmp_path, "docs/prices.md", "# Prices\n\nSourdough 4.50 €.\n\n## Cakes\n\nCarrot 24 €.\n".encode())
+    text = "# Prices\n\nSourdough 4.50 €.\n\n## Cakes\n\nCarrot 24 €.\n"
+    source = write(tmp_path, "docs/prices.md", text.encode())
     document = read_document(tmp_path, source, SETTINGS)
     assert document.title == "Prices" and document.source == "docs/prices.md" and len(document.sha256) == 64
     assert [(c.section, c.text) for c in document.chunks] == [("", "Sourdough 4.50 €."), ("Cakes", "Carrot 24 €.")]
@@ -107,15 +108,18 @@ def test_missing_and_escaping_files_are_refused(tmp_path: Path) -> None:
 def test_errors_name_the_business_and_the_file(tmp_path: Path) -> None:
     write(tmp_path, "ok.md", b"Fine.")
     profiles = {SHOP: BusinessProfile(address=SHOP, knowledge=(KnowledgeSource("ok.md"), KnowledgeSource("gone.md")))}
-    with pytest.raises(ProfileError, match=re.escape(f"business '{SHOP}': knowledge document 'gone.md' does not exist")):
+    named = re.escape(f"business '{SHOP}': knowledge document 'gone.md' does not exist")
+    with pytest.raises(ProfileError, match=named):
         read_knowledge(profiles, tmp_path, SETTINGS)
 
 
 def test_too_many_chunks_for_one_business_is_refused_naming_the_largest(tmp_path: Path) -> None:
     write(tmp_path, "long.txt", "\n\n".join(f"Paragraph {n}. " + "word " * 40 for n in range(12)).encode())
     write(tmp_path, "short.txt", b"Short.")
-    profiles = {SHOP: BusinessProfile(address=SHOP, knowledge=(KnowledgeSource("short.txt"), KnowledgeSource("long.txt")))}
-    with pytest.raises(ProfileError, match=r"make 13 chunks, at most 10 \(KNOWLEDGE_MAX_CHUNKS\); the largest is 'long.txt'"):
+    sources = (KnowledgeSource("short.txt"), KnowledgeSource("long.txt"))
+    profiles = {SHOP: BusinessProfile(address=SHOP, knowledge=sources)}
+    named = r"make 13 chunks, at most 10 \(KNOWLEDGE_MAX_CHUNKS\); the largest is 'long.txt'"
+    with pytest.raises(ProfileError, match=named):
         read_knowledge(profiles, tmp_path, SETTINGS)
 
 
@@ -123,5 +127,6 @@ def test_businesses_without_knowledge_read_nothing(tmp_path: Path) -> None:
     documents = read_knowledge({SHOP: BusinessProfile(address=SHOP)}, tmp_path, SETTINGS)
     assert documents == {SHOP: ()} and knowledge_summary(documents) == ""
     write(tmp_path, "a.md", b"A.")
-    one = read_knowledge({SHOP: BusinessProfile(address=SHOP, knowledge=(KnowledgeSource("a.md"),))}, tmp_path, SETTINGS)
+    one = read_knowledge({SHOP: BusinessProfile(address=SHOP, knowledge=(KnowledgeSource("a.md"),))}, tmp_path,
+                         SETTINGS)
     assert knowledge_summary(one) == "; 1 knowledge document(s), 1 chunk(s)"

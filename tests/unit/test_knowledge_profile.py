@@ -18,7 +18,13 @@ from shared.domain.knowledge import (
     knowledge_set_from_stored,
     unknown_answer,
 )
-from shared.domain.profiles import KNOWN_KEYS, BusinessProfile, ProfileError, profile_from_mapping, profiles_from_document
+from shared.domain.profiles import (
+    KNOWN_KEYS,
+    BusinessProfile,
+    ProfileError,
+    profile_from_mapping,
+    profiles_from_document,
+)
 
 SHOP = "whatsapp:+14155238886"
 DEFAULTS = BusinessProfile(system_prompt="default prompt")
@@ -31,7 +37,8 @@ def test_documents_are_paths_or_files_with_a_title() -> None:
         "knowledge": ["knowledge/prices.md", {"file": "docs/./policy.HTML", "title": "  Returns   policy "}],
         "knowledge_only": True, "unknown_reply": "  No idea, sorry.  ",
     }, DEFAULTS)
-    assert profile.knowledge == (KnowledgeSource("knowledge/prices.md"), KnowledgeSource("docs/policy.HTML", "Returns policy"))
+    assert profile.knowledge == (KnowledgeSource("knowledge/prices.md"),
+                                 KnowledgeSource("docs/policy.HTML", "Returns policy"))
     assert [s.kind for s in profile.knowledge] == ["markdown", "html"]
     assert profile.knowledge_only is True and profile.unknown_reply == "No idea, sorry."
     assert {"knowledge", "knowledge_only", "unknown_reply"} <= KNOWN_KEYS
@@ -104,7 +111,8 @@ def test_a_knowledge_set_survives_its_stored_form() -> None:
     assert not KnowledgeSet("", "m", 8, 0).searchable
 
 
-@pytest.mark.parametrize("raw", [None, "v2", {"version": "v", "chunks": "many"}, {"documents": [{"title": "no source"}]}])
+@pytest.mark.parametrize("raw", [None, "v2", {"version": "v", "chunks": "many"},
+                                 {"documents": [{"title": "no source"}]}])
 def test_a_stored_set_of_another_shape_is_no_set(raw: object) -> None:
     assert knowledge_set_from_stored(raw) is None
 

@@ -70,7 +70,8 @@ def test_an_injection_in_a_document_cannot_close_its_excerpt_or_forge_a_source()
     assert prompt.given == ("faq.md#3",)
 
 
-@pytest.mark.parametrize(("text", "at_least"), [("hello world", 4), ("€" * 10, 10), ("日本語のテキスト", 8), ("", 0)])
+@pytest.mark.parametrize(("text", "at_least"),
+                         [("hello world", 4), ("€" * 10, 10), ("日本語のテキスト", 8), ("", 0)])
 def test_the_token_estimate_errs_long(text: str, at_least: int) -> None:
     assert estimate_tokens(text) >= at_least
 

@@ -1,4 +1,4 @@
-"""The offline model's knowledge: embeddings that find a paragraph by its words, requests refused as OpenAI refuses them."""
+"""The offline model's knowledge: embeddings that find a paragraph by its words, refusals as OpenAI's."""
 
 from __future__ import annotations
 
