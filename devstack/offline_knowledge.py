@@ -101,8 +101,8 @@ def offline_embedding(text: str, dimensions: int) -> list[float]:
     return [x / norm for x in vector]
 
 
-def _best_lines(text: str, question: set[str], limit: int = 2) -> str:
-    """The (at most ``limit``) lines or sentences of ``text`` sharing most words with the question, in order."""
+def _best_lines(text: str, question: set[str], limit: int = 1) -> str:
+    """The ``limit`` lines or sentences of ``text`` sharing most words with the question (ties: the first), in order."""
     lines = [part.strip(" -*|#\t") for line in text.split("\n") for part in re.split(r"(?<=[.!?])\s+", line)
              if part.strip(" -*|#\t")]
     scored = sorted(((len(question & set(content_words(line))), -n, line) for n, line in enumerate(lines)),
