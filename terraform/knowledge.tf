@@ -1,4 +1,4 @@
-# The knowledge base (docs/decisions/0020-knowledge-base.md): each business's
+# The knowledge base (docs/decisions/0015-knowledge-base.md): each business's
 # documents, chunked and embedded by the profiles build
 # (cloudbuild-profiles.yaml), searched by processor_fn with a Firestore
 # nearest-neighbour query.

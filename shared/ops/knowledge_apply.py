@@ -1,6 +1,6 @@
 """profiles-apply for knowledge: write a new version of a business's chunks, switch to it, then clean up.
 
-Per business, in this order (docs/decisions/0020-knowledge-base.md):
+Per business, in this order (docs/decisions/0015-knowledge-base.md):
 
 1. **Prepare.** The version is a hash of the embedding model, the dimensions
    and every chunk's content in order: the same documents give the same
