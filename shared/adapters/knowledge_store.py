@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable, Sequence
 
+from google.api_core.retry import Retry
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.base_vector_query import DistanceMeasure
 from google.cloud.firestore_v1.vector import Vector
@@ -96,8 +97,11 @@ class FirestoreKnowledge:
         self.reads += max(1, n)
 
     def nearest(self, business: str, version: str, vector: Sequence[float], limit: int,
-                max_distance: float) -> list[Retrieved]:
-        """The ``limit`` chunks of this business's version nearest ``vector``, none farther than ``max_distance``."""
+                max_distance: float, timeout: float | None = None) -> list[Retrieved]:
+        """The ``limit`` chunks of this business's version nearest ``vector``, none farther than ``max_distance``.
+
+        ``timeout`` bounds the query, its retries included (what is left of the answer's budget).
+        """
         query = (
             self._col()
             .where(filter=FieldFilter(VECTOR_QUERY.filter_fields[0], "==", corpus_of(business, version)))
@@ -109,7 +113,8 @@ class FirestoreKnowledge:
             )
         )
         found = []
-        for snap in query.stream():
+        bounded = {"timeout": timeout, "retry": Retry(timeout=timeout)} if timeout is not None else {}
+        for snap in query.stream(**bounded):
             data = snap.to_dict() or {}
             distance = data.get(DISTANCE_FIELD)
             if not isinstance(distance, (int, float)) or not math.isfinite(distance) or distance > max_distance:

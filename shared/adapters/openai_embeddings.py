@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import openai
 
 from shared.adapters.openai_model import INITIAL_RETRY_SECONDS, MAX_RETRY_SECONDS, RETRYABLE_STATUS, retry_after_seconds
+from shared.config import Settings
 from shared.log import redact_credentials
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,15 @@ class Embedder:
 
     def _openai_client(self) -> openai.OpenAI:
         return openai.OpenAI(api_key=self._api_key(), base_url=self._base_url, timeout=self._timeout, max_retries=0)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, openai_api_key: Callable[[], str],
+                      refresh_key: Callable[[], bool] = lambda: False) -> "Embedder":
+        """The settings' model and dimensions on the chat model's server, time-out and retries."""
+        return cls(model=settings.openai_embedding_model, dimensions=settings.openai_embedding_dimensions,
+                   api_key=openai_api_key, base_url=settings.openai_base_url,
+                   timeout_seconds=settings.openai_timeout_seconds, max_retries=settings.openai_max_retries,
+                   refresh_key=refresh_key)
 
     @property
     def client(self) -> Any:

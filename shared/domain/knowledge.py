@@ -26,7 +26,9 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
+
+from shared.domain.entry import MessageEntry
 
 # file extension -> how the document is read
 DOCUMENT_TYPES = {
@@ -207,3 +209,14 @@ def unknown_answer(unknown_reply: str, handoff_keyword: str) -> str:
     if keyword and keyword.lower() not in text.lower():
         text = f"{text} Send {keyword.upper()} to talk to a person."
     return text
+
+
+def note_grounding(entry: MessageEntry, version: str, chunks: Sequence[str], unknown: bool) -> None:
+    """What the answer of ``entry`` was grounded in: chunk ids (not their text), for show and the trip view.
+
+    Called inside the answer's own write, so the entry says what the model
+    was given exactly when it says what was answered.
+    """
+    entry.knowledge_version = version
+    entry.knowledge_chunks = list(chunks)
+    entry.knowledge_unknown = unknown

@@ -173,11 +173,7 @@ def knowledge_report(prepared: Prepared, deleted: int) -> str:
 
 def build_embedder(settings: Settings, openai_api_key: Callable[[], str],
                    refresh_key: Callable[[], bool] = lambda: False) -> Embedder:
-    return Embedder(
-        model=settings.openai_embedding_model, dimensions=settings.openai_embedding_dimensions,
-        api_key=openai_api_key, base_url=settings.openai_base_url, timeout_seconds=settings.openai_timeout_seconds,
-        max_retries=settings.openai_max_retries, refresh_key=refresh_key,
-    )
+    return Embedder.from_settings(settings, openai_api_key, refresh_key)
 
 
 def lazy_knowledge(settings: Settings, client: Callable[[], Any], openai_api_key: Callable[[], str],
