@@ -141,11 +141,11 @@ def measure(pages: int) -> dict[str, Any]:
 
 
 def report_rows(figure: dict[str, Any]) -> list[list[str] | str]:
-    """Figure 11 of ``make bench``: apply time of a 100-page knowledge set, against writing its chunks."""
+    """Figure 13 of ``make bench``: apply time of a 100-page knowledge set, against writing its chunks."""
     from bench.report import note_row
 
     return [
-        f"11. knowledge apply: {figure['pages']} pages ({figure['characters'] // 1000} kB of Markdown), "
+        f"13. knowledge apply: {figure['pages']} pages ({figure['characters'] // 1000} kB of Markdown), "
         f"{figure['chunks']} chunks of {figure['dimensions']} dimensions, offline embeddings",
         note_row("  first apply", f"{figure['first_apply_seconds']:.2f} s ({figure['first_embedding_requests']} "
                                   f"embedding requests, {figure['first_writes']} chunk writes), "
