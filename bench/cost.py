@@ -31,6 +31,9 @@ COUNTERS = (
     "twilio_typing_calls",
     # Business tools (figure 8): requests to a business's own endpoints.
     "tool_calls",
+    # The knowledge base (figure 12): 0 for a business without documents.
+    "openai_embedding_calls",
+    "firestore_knowledge_reads",
     "secret_manager_accesses",
 )
 

@@ -136,7 +136,8 @@ def tool_business(driver: Driver) -> str:
     raw = dict(document["businesses"]["whatsapp:+14155238886"])
     raw["tools"] = [dict(t, url=t["url"].replace("http://127.0.0.1:8095", driver.stack.tool_server.base_url))
                     for t in raw["tools"]]
-    raw.pop("welcome", None)
+    for key in ("welcome", "knowledge", "knowledge_only", "unknown_reply"):  # its documents are not applied here
+        raw.pop(key, None)
     client = firestore.Client(project=driver.stack.options.project)
     FirestoreProfiles(lambda: client, "business_profiles", BusinessProfile(), 0).put(
         TOOL_BUSINESS, raw, datetime.now(timezone.utc))

@@ -17,14 +17,8 @@ from typing import TYPE_CHECKING
 from werkzeug.exceptions import Forbidden, ServiceUnavailable
 
 from shared import log
-from shared.adapters.google_auth import (
-    CALLER_KEY_HEADER,
-    CALLER_KEY_PARAMETER,
-    CallerRejected,
-    CallerVerifier,
-    SigningKeysUnavailable,
-    build_verifier,
-)
+from shared.adapters.google_auth import (CALLER_KEY_HEADER, CALLER_KEY_PARAMETER, CallerRejected, CallerVerifier,
+                                         SigningKeysUnavailable, build_verifier)
 from shared.adapters.pubsub_publisher import Publisher
 from shared.adapters.secret_manager import OPENAI_API_KEY, TWILIO_AUTH_TOKEN, Secrets, build_secrets
 from shared.adapters.twilio_signature import RotatingValidator
@@ -43,6 +37,7 @@ if TYPE_CHECKING:
 
     from shared.adapters.cloud_tasks import TaskQueue
     from shared.adapters.firestore_store import FirestoreStore
+    from shared.adapters.knowledge_search import KnowledgeSearch
     from shared.adapters.openai_model import ChatModel
     from shared.adapters.profile_store import FirestoreProfiles
     from shared.adapters.tool_caller import ToolCaller
@@ -75,9 +70,7 @@ def store() -> FirestoreStore:
     s = settings()
     return FirestoreStore(
         client_factory=lambda: firestore.Client(project=s.project_id, database=s.firestore_database),
-        conversations=s.conversations_collection,
-        failures=s.failures_collection,
-        dedupe=s.dedupe_collection,
+        conversations=s.conversations_collection, failures=s.failures_collection, dedupe=s.dedupe_collection,
     )
 
 
@@ -105,9 +98,7 @@ def authorize(request: flask.Request) -> str | None:
     try:
         return check.verify(request.headers.get("Authorization"), key)
     except CallerRejected as exc:
-        logging.getLogger(__name__).warning(
-            "caller rejected", extra={"event": "caller_rejected", "reason": exc.reason}
-        )
+        logging.getLogger(__name__).warning("caller rejected", extra={"event": "caller_rejected", "reason": exc.reason})
         if isinstance(exc, SigningKeysUnavailable):
             raise ServiceUnavailable(exc.reason) from None
         raise Forbidden(exc.reason) from None
@@ -190,7 +181,7 @@ def processor_deps() -> ProcessorDeps:
 
     return ProcessorDeps(
         settings=settings(), store=store(), model=model(), queue=queue(), faults=faults(), clock=utcnow,
-        ids=pseudonyms(), media=media(), typing=typing(), profiles=profiles(), tools=tools(),
+        ids=pseudonyms(), media=media(), typing=typing(), profiles=profiles(), tools=tools(), knowledge=knowledge(),
     )
 
 
@@ -200,6 +191,15 @@ def tools() -> ToolCaller:
     from shared.adapters.tool_caller import ToolCaller
 
     return ToolCaller(secrets(), max_response_bytes=settings().tool_response_max_bytes)
+
+
+@functools.cache
+def knowledge() -> KnowledgeSearch:
+    """The knowledge base's search; its clients are built on a first search only."""
+    from shared.adapters.knowledge_search import build_search
+
+    return build_search(settings(), secrets().openai_api_key, lambda: secrets().refresh(OPENAI_API_KEY),
+                        lambda: store().client)
 
 
 @functools.cache
@@ -286,6 +286,8 @@ def usage() -> dict[str, int]:
         counts["tasks_created"] = queue().created
     if "model" in built:
         counts["openai_calls"] = model().calls
+    if knowledge.cache_info().currsize:
+        counts.update(knowledge().usage())
     if "twilio" in built:
         counts["twilio_calls"] = twilio().calls
     if "media" in built:

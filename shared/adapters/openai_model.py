@@ -108,19 +108,24 @@ class ChatModel:
         return self._client
 
     def reply(
-        self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None, model: str | None = None
+        self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None, model: str | None = None,
+        budget_seconds: float | None = None,
     ) -> str:
-        """One answer; ``system_prompt`` and ``model`` are the business's (its profile), else the settings'."""
-        return self._answer(history, user_text, system_prompt, model)
+        """One answer; ``system_prompt`` and ``model`` are the business's (its profile), else the settings'.
+
+        ``budget_seconds``: what is left of the model budget when a step before
+        the call spent some of it (the knowledge search); default: all of it.
+        """
+        return self._answer(history, user_text, system_prompt, model, budget_seconds)
 
     def _answer(
         self, history: list[dict[str, str]], user_content: str | list[dict[str, Any]], system_prompt: str | None,
-        model: str | None,
+        model: str | None, budget_seconds: float | None = None,
     ) -> str:
         """The conversation so far plus the user's turn, answered within the budget, as trimmed text."""
         messages = self.conversation(history, user_content, system_prompt)
         self.calls += 1
-        completion = self._create(messages, model=model)
+        completion = self._create(messages, model=model, budget=budget_seconds)
         try:
             content = (completion.choices[0].message.content or "").strip() if completion.choices else ""
         except (AttributeError, IndexError, TypeError) as exc:
@@ -165,17 +170,20 @@ class ChatModel:
         return ModelTurn(content, calls)
 
     def _create(
-        self, messages: list[dict[str, Any]], model: str | None = None, deadline: float | None = None, **request: Any,
+        self, messages: list[dict[str, Any]], model: str | None = None, budget: float | None = None,
+        deadline: float | None = None, **request: Any,
     ) -> Any:
-        """One completion, retried within the budget (or ``deadline``, if sooner); raises ModelUnavailable when it runs out."""
-        deadline = min(self._clock() + self._budget, deadline if deadline is not None else float("inf"))
+        """One completion, retried within the budget (a shorter ``budget``, or ``deadline`` if sooner); raises
+        ModelUnavailable when it runs out."""
+        budget = self._budget if budget is None else min(budget, self._budget)
+        deadline = min(self._clock() + budget, deadline if deadline is not None else float("inf"))
         extra = {"max_tokens": self._max_tokens, **request} if self._max_tokens else dict(request)
         attempt = 0
         refreshed = False
         while True:
             remaining = deadline - self._clock()
             if remaining <= 0:
-                raise ModelUnavailable("no time left for the model within the budget")
+                raise ModelUnavailable(f"no time left of the {budget:g}s budget")
             try:
                 return self.client.chat.completions.create(
                     model=model or self._model, messages=messages, timeout=min(self._timeout, remaining), **extra
@@ -196,7 +204,7 @@ class ChatModel:
                 # An attempt needs time too: give up rather than wait into the lease.
                 if self._clock() + wait + min(self._timeout, 1.0) >= deadline:
                     raise ModelUnavailable(
-                        f"{failure} (next attempt in {wait:g}s would pass the budget)"[:300]
+                        f"{failure} (next attempt in {wait:g}s would pass the {budget:g}s budget)"[:300]
                     ) from exc
                 log.warning("model attempt failed, retrying", extra={"event": "ai_retry", "wait_seconds": wait, "reason": failure})
                 self._sleep(wait)

@@ -19,6 +19,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from shared.domain.keyword_rules import MAX_PROFILE_PROGRAM_SIZE, RuleError, RulePattern, compile_rule
+from shared.domain.knowledge import (
+    DEFAULT_UNKNOWN_REPLY,
+    KNOWLEDGE_KEYS,
+    KnowledgeSet,
+    KnowledgeSource,
+    knowledge_values,
+)
 from shared.domain.tools import DEFAULT_CONFIRM_KEYWORDS, TOOL_KEYS, ToolSpec, tool_values
 
 DEFAULT_HELP = (
@@ -103,6 +110,11 @@ class BusinessProfile:
     tools: tuple[ToolSpec, ...] = ()
     max_tool_rounds: int | None = None
     confirm_keywords: tuple[str, ...] = DEFAULT_CONFIRM_KEYWORDS
+    # The knowledge base (shared/domain/knowledge.py); knowledge_set is what profiles-apply stored, never written.
+    knowledge: tuple[KnowledgeSource, ...] = ()
+    knowledge_only: bool = False
+    unknown_reply: str = DEFAULT_UNKNOWN_REPLY
+    knowledge_set: KnowledgeSet | None = None
 
 
 def profile_value(profile: BusinessProfile | None, key: str, default: Any) -> Any:
@@ -140,7 +152,8 @@ _WORD_KEYS = ("reset_commands", "help_commands", "opt_out_keywords", "opt_in_key
 _BOOL_KEYS = ("typing_indicator",)
 # Seconds, fractions allowed; the range of the matching setting.
 _SECONDS_KEYS = {"burst_window_seconds": (0.0, 30.0)}
-KNOWN_KEYS = frozenset({*_TEXT_KEYS, *_INT_KEYS, *_WORD_KEYS, *_BOOL_KEYS, *_SECONDS_KEYS, "keywords", *TOOL_KEYS})
+KNOWN_KEYS = frozenset({*_TEXT_KEYS, *_INT_KEYS, *_WORD_KEYS, *_BOOL_KEYS, *_SECONDS_KEYS, "keywords",
+                        *KNOWLEDGE_KEYS, *TOOL_KEYS})
 
 
 def _fail(address: str, key: str, problem: str) -> ProfileError:
@@ -221,6 +234,7 @@ def profile_from_mapping(address: str, raw: Any, defaults: BusinessProfile) -> B
     if "keywords" in raw:
         values["keywords"] = _keyword_rules(address, raw["keywords"])
     values.update(tool_values(raw, lambda key, problem: _fail(address, key, problem)))
+    values.update(knowledge_values(raw, lambda key, problem: _fail(address, key, problem)))
     return replace(defaults, **values)
 
 

@@ -20,9 +20,10 @@ from shared.domain.lifecycle import PROCESSING, WAITING_BURST
 from shared.domain.inbound import InboundMessage
 from shared.handlers.answer import ALREADY, ANSWERED, hand_off, record_answer, record_fallback
 from shared.handlers.claim import MessageBusy
-from shared.handlers.compose import ask_model, gather_context, model_reply, to_parts, with_tools
+from shared.handlers.compose import ask_model, gather_context, to_parts, tool_rounds, with_tools
 from shared.handlers.deps import ProcessorDeps
 from shared.handlers.handoff import send_when_its_turn
+from shared.handlers.knowledge_turn import GroundedModel, noting
 from shared.handlers.tool_turn import tool_turn
 from shared.log import mask_address
 
@@ -99,14 +100,16 @@ def answer_burst(task: BurstTask, deps: ProcessorDeps) -> str:
     profile = deps.profile(entry.business or conv.business)
     context = gather_context(profile, conv.turns(now), bursts.user_text(conv, entry))
     tools = tool_turn(profile, cid, head, entry, saved.snapshot, entry.business or conv.business, conv.address)
-    reply = ask_model(deps, context, {"sid": head, "conversation": cid[:12]},
-                      lambda: (context.user_text, model_reply(deps, context, tools)), tools)
+    fields = {"sid": head, "conversation": cid[:12]}
+    grounded = GroundedModel(deps, profile, fields, rounds=tool_rounds(deps, tools, profile))
+    reply = ask_model(deps, context, fields,
+                      lambda: (context.user_text, grounded.reply(context.history, context.user_text)), tools)
     deps.faults.hit("after_ai")
     reply = with_tools(reply, tools)
     answer = Answer(parts=to_parts(deps, profile, reply.text), asked=context.user_text, failure=reply.failure,
                     tool_ledger=tools.ledger if tools else None, proposal=tools.proposal if tools else None)
-    recorded = record_answer(deps.store, cid, head, answer, deps.limits, deps.clock,
-                             start=reply.snapshot or saved.snapshot, after=lambda c, at: bursts.merge(c, head, at))
+    recorded = record_answer(deps.store, cid, head, answer, deps.limits, deps.clock, start=reply.snapshot or saved.snapshot,
+                             after=noting(grounded.grounding, head, lambda c, at: bursts.merge(c, head, at)))
     if recorded.outcome == ALREADY:
         hand_off(deps.queue, cid, recorded, head)
         return "requeued"

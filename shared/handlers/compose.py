@@ -6,7 +6,8 @@ extend or put one more next to (retrieval before the model call, tools
 during it):
 
     gather_context  the history and the user's turn the model sees
-    ask_model       the business's prompt and model; typing shown meanwhile;
+    ask_model       the business's prompt and model, grounded in its documents
+                    when it has any (shared/handlers/knowledge_turn.py); typing shown meanwhile;
                     media read first (shared/handlers/media_turn.py); the
                     business's tools in rounds (shared/handlers/tool_turn.py);
                     the fallback reply when the model fails, never a redelivery
@@ -35,6 +36,7 @@ from shared.domain.splitting import split_reply
 from shared.domain.tool_rounds import RoundsFailed, fallback_with_outcomes
 from shared.handlers.channel import start_typing
 from shared.handlers.deps import ProcessorDeps
+from shared.handlers.knowledge_turn import GroundedModel, Grounding, Rounds
 from shared.handlers.media_turn import MediaOptions, answer_with_media
 from shared.handlers.tool_turn import ToolTurn, use_tools
 from shared.log import mask_address
@@ -58,6 +60,7 @@ class Reply:
     failure: str = ""  # why the fallback went instead of the model's reply
     model_ms: float = 0.0
     snapshot: Snapshot | None = None  # the document as the tools step last wrote it (the answer starts there)
+    grounding: Grounding | None = None  # the business's documents the model was given
 
 
 def gather_context(profile: BusinessProfile, history: list[Turn], user_text: str) -> Context:
@@ -98,7 +101,9 @@ def compose_message(msg: InboundMessage, deps: ProcessorDeps, profile: BusinessP
     fields = {"sid": msg.sid, "sender": mask_address(msg.sender)}
     start_typing(deps.typing, msg.sid, profile_value(profile, "typing_indicator", deps.settings.typing_indicator))
     tools = tools if decision.kind == MODEL and not msg.media else None
-    reply = ask_model(deps, context, fields, lambda: _call(msg, deps, decision, context, tools), tools)
+    grounded = GroundedModel(deps, profile, fields, rounds=tool_rounds(deps, tools, profile))
+    reply = ask_model(deps, context, fields, lambda: _call(msg, deps, decision, context, grounded), tools)
+    reply = replace(reply, grounding=grounded.grounding)
     deps.faults.hit("after_ai")
     reply = with_tools(reply, tools)
     parts = to_parts(deps, profile, reply.text, decision.welcome)
@@ -106,6 +111,13 @@ def compose_message(msg: InboundMessage, deps: ProcessorDeps, profile: BusinessP
                     failure=reply.failure, decided=_decided(decision), tool_ledger=tools.ledger if tools else None,
                     proposal=tools.proposal if tools else None)
     return answer, reply
+
+
+def tool_rounds(deps: ProcessorDeps, turn: ToolTurn | None, profile: BusinessProfile) -> Rounds | None:
+    """The business's tool rounds in place of one completion, grounded as it would be (knowledge_turn.py)."""
+    if turn is None:
+        return None
+    return lambda history, text, prompt, budget: use_tools(deps, turn, profile, history, text, prompt, budget)
 
 
 def with_tools(reply: Reply, tools: ToolTurn | None) -> Reply:
@@ -117,28 +129,20 @@ def with_tools(reply: Reply, tools: ToolTurn | None) -> Reply:
     return replace(reply, text=text, snapshot=tools.snapshot if tools.written else None)
 
 
-def model_reply(deps: ProcessorDeps, context: Context, tools: ToolTurn | None) -> str:
-    """The model's words for a text turn: the tools' rounds for a business that has tools, else one completion."""
-    profile = context.profile
-    if tools is not None:
-        return use_tools(deps, tools, profile, context.history, context.user_text)
-    return deps.model.reply(context.history, context.user_text, system_prompt=profile.system_prompt, model=profile.model)
-
-
 def _call(msg: InboundMessage, deps: ProcessorDeps, decision: Decision, context: Context,
-          tools: ToolTurn | None) -> tuple[str, str]:
+          grounded: GroundedModel) -> tuple[str, str]:
     profile, settings = context.profile, deps.settings
     if decision.kind != MODEL:
         return context.user_text, decision.reply
     if not msg.media:
-        return context.user_text, model_reply(deps, context, tools)
+        return context.user_text, grounded.reply(context.history, context.user_text)
     options = MediaOptions(
         system_prompt=profile.system_prompt or None,
         vision_model=profile_value(profile, "vision_model", settings.openai_vision_model),
         model=profile.model or None, transcribe_model=profile.transcribe_model or settings.openai_transcribe_model,
         max_inbound_chars=settings.max_inbound_chars,
     )
-    user_text, text, failure = answer_with_media(msg, deps.media, deps.model, context.history, options)  # type: ignore[arg-type]
+    user_text, text, failure = answer_with_media(msg, deps.media, grounded, context.history, options)
     if failure is not None:
         now = deps.clock()
         deps.store.record_failure(msg.sid, failure_record(

@@ -80,8 +80,11 @@ def tool_turn(profile: BusinessProfile, conversation_id: str, sid: str, entry: M
     return ToolTurn(conversation_id, sid, entry.attempts, business, address, ledger, snapshot)
 
 
-def use_tools(deps: ProcessorDeps, turn: ToolTurn, profile: BusinessProfile, history: list[Turn], user_text: str) -> str:
-    """The reply after the rounds (or a proposal's text); raises when the model fails, ``turn`` telling what was done."""
+def use_tools(deps: ProcessorDeps, turn: ToolTurn, profile: BusinessProfile, history: list[Turn], user_text: str,
+              system_prompt: str | None = None, budget_seconds: float | None = None) -> str:
+    """The reply after the rounds (or a proposal's text); raises when the model fails, ``turn`` telling what was done.
+
+    ``system_prompt`` and ``budget_seconds``: the grounded prompt and what the knowledge search left of the budget."""
     settings = deps.settings
     model: ToolModel = deps.model  # type: ignore[assignment]
     assert deps.tools is not None, "a business with tools needs the tool caller (shared/bootstrap.py)"
@@ -104,14 +107,14 @@ def use_tools(deps: ProcessorDeps, turn: ToolTurn, profile: BusinessProfile, his
         deps.faults.hit("tool_after_call")
         return answer
 
-    budget = settings.model_budget_seconds
+    budget = settings.model_budget_seconds if budget_seconds is None else min(budget_seconds, settings.model_budget_seconds)
     loop = ToolLoop(
         ask=lambda messages, tools, final, deadline: model.tool_round(messages, tools, final, deadline,
                                                                       model=profile.model or None),
         call=call_tool, record=record, clock=time.monotonic,
         answer_reserve_seconds=min(settings.openai_timeout_seconds, budget / 4),
     )
-    messages = model.conversation(history, user_text, profile.system_prompt or None)
+    messages = model.conversation(history, user_text, system_prompt or profile.system_prompt or None)
     if turn.ledger.note:
         messages.insert(len(messages) - 1, {"role": "system", "content": turn.ledger.note})
     try:

@@ -40,10 +40,11 @@ def server(pipeline) -> Iterator[ExampleToolServer]:  # noqa: ANN001
 
 
 def bakery(pipeline, server: ExampleToolServer, confirm_seconds: int = 0) -> str:  # noqa: ANN001
-    """A new number with the example bakery's profile (no welcome, so every reply is one message)."""
+    """A new number with the example bakery's profile, its tools only (no welcome: every reply is one message)."""
     document = yaml.safe_load((Path(ROOT) / "profiles.example.yaml").read_text())
     raw: dict[str, Any] = copy.deepcopy(document["businesses"][EXAMPLE])
-    raw.pop("welcome", None)
+    for key in ("welcome", "knowledge", "knowledge_only", "unknown_reply"):  # its documents are not applied here
+        raw.pop(key, None)
     for tool in raw["tools"]:
         tool["url"] = tool["url"].replace("http://127.0.0.1:8095", server.base_url)
         if confirm_seconds and tool.get("confirm"):
