@@ -182,3 +182,22 @@ def test_admin_show_says_which_chunks_each_answer_was_given() -> None:
     text = show(AdminDeps(deps.settings, deps.store, IDS, lambda: deps.queue, deps.clock), SENDER, BAKERY)
     assert f"{msg(1, '').sid}" in text and "knowledge: prices.md#2" in text
     assert "knowledge: unknown reply, nothing close enough" in text
+
+
+def test_a_business_with_tools_gets_the_grounded_prompt_in_its_rounds_and_no_unknown_reply() -> None:
+    from shared.handlers.knowledge_turn import GroundedModel
+
+    rounds: list[tuple[str | None, float | None]] = []
+
+    def tool_rounds(history: Any, text: str, prompt: str | None, budget: float | None) -> str:
+        rounds.append((prompt, budget))
+        return "Order 1234 is ready for pickup."
+
+    deps = make_deps(FakeKnowledge([]), {})
+    grounded = GroundedModel(deps, profile(knowledge_only=True), {}, rounds=tool_rounds)
+    # Nothing in the documents: a tool may still know (an order's status is not in them).
+    assert grounded.reply([], "status of order 1234?") == "Order 1234 is ready for pickup."
+    ((prompt, budget),) = rounds
+    assert prompt is not None and prompt.startswith("You are the bakery.") and NOTHING_MATCHED in prompt
+    assert budget is not None and 0 < budget <= 30 and deps.model.options == []
+    assert grounded.grounding is not None and not grounded.grounding.unknown
