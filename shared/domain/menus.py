@@ -204,7 +204,8 @@ def parse_menus(address: str, raw: Any, profile: Any, fail: Fail) -> tuple[Menu,
                 raise fail(address, "menus", f"keyword {keyword!r} opens both {other!r} and {menu.id!r}")
         for item in menu.items:
             if item.action == MENU and item.target not in ids:
-                raise fail(address, f"menus.{menu.id}.{item.id}.menu", f"names no menu of this profile: {item.target!r}")
+                raise fail(address, f"menus.{menu.id}.{item.id}.menu",
+                           f"names no menu of this profile: {item.target!r}")
     opened = {i.target for m in menus for i in m.items if i.action == MENU}
     hidden = next((m.id for m in menus if not m.keywords and not m.welcome and m.id not in opened), None)
     if hidden:

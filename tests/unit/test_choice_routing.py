@@ -47,7 +47,8 @@ def test_a_model_choice_reaches_the_model_with_its_full_title() -> None:
     offer = model_offer("Which size?", ["Large family pizza with extra cheese", "Small"])
     route = route_payload(offer.choices[0].id, "Large family pizza…", MENUS)
     assert (route.kind, route.chosen) == (CHOSE, "Large family pizza with extra cheese")
-    assert chosen_for_model(route) == "[The customer chose “Large family pizza with extra cheese” from the options offered.]"
+    assert chosen_for_model(route) == (
+        "[The customer chose “Large family pizza with extra cheese” from the options offered.]")
 
 
 def test_a_template_buttons_payload_goes_to_the_model_with_what_it_showed() -> None:
@@ -68,7 +69,8 @@ def test_payloads(payload: str, parsed: tuple[str, str, str]) -> None:
 
 
 @pytest.mark.parametrize(("typed", "index"), [
-    ("1", 0), (" 2 ", 1), ("2.", 1), ("#2", 1), ("2)", 1), ("2️⃣", 1), ("opening hours", 0), ("Talk to a person!", 1),
+    ("1", 0), (" 2 ", 1), ("2.", 1), ("#2", 1), ("2)", 1), ("2️⃣", 1), ("opening hours", 0),
+    ("Talk to a person!", 1),
     ("3", None), ("0", None), ("12", None), ("2 please", None), ("hours", None), ("", None),
 ])
 def test_a_typed_answer_to_numbered_choices(typed: str, index: int | None) -> None:
@@ -97,7 +99,8 @@ HISTORY = [
 
 
 def test_a_quoted_bot_reply_is_found_by_the_twilio_sids_the_sender_recorded() -> None:
-    assert find_quote(RECORD_MESSAGES, HISTORY, "SMout2") == Quote("SMout2", "assistant", "9 to 18, Monday to Saturday.")
+    found = find_quote(RECORD_MESSAGES, HISTORY, "SMout2")
+    assert found == Quote("SMout2", "assistant", "9 to 18, Monday to Saturday.")
     assert find_quote(RECORD_MESSAGES, HISTORY, "SMlate").text == "From 10 euros."
     told = quote_for_model(find_quote(RECORD_MESSAGES, HISTORY, "SMout3"))
     assert told == "[The customer is replying to your earlier message: “From 10 euros.”]"

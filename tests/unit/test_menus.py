@@ -31,6 +31,7 @@ def main_menu(**changes: Any) -> dict[str, Any]:
     return menu
 
 
+ITEM = r"menus\[1\].items\[1\]"
 OTHER = {"id": "other", "text": "And also:", "items": [{"id": "wifi", "title": "Wi-Fi", "reply": "cafe / 1234"}]}
 
 
@@ -64,10 +65,10 @@ def test_a_valid_menu_loads_with_every_action() -> None:
     ([main_menu(items=[{"id": "a", "title": "t"}]), OTHER], r"menus\[1\].items\[1\]", "exactly one action"),
     ([main_menu(items=[{"id": "a", "title": "t", "reply": "r", "handoff": True}]), OTHER],
      r"menus\[1\].items\[1\]", "exactly one action"),
-    ([main_menu(items=[{"id": "a", "title": "t", "handoff": "yes"}]), OTHER], r"menus\[1\].items\[1\].handoff", "must be true"),
-    ([main_menu(items=[{"id": "a", "title": "t", "tool": "no spaces"}]), OTHER], r"menus\[1\].items\[1\].tool", "must name"),
-    ([main_menu(items=[{"id": "a", "title": "", "reply": "r"}]), OTHER], r"menus\[1\].items\[1\].title", "non-empty"),
-    ([main_menu(items=[{"id": "a", "title": "t" * 101, "reply": "r"}]), OTHER], r"menus\[1\].items\[1\].title", "at most 100"),
+    ([main_menu(items=[{"id": "a", "title": "t", "handoff": "yes"}]), OTHER], ITEM + ".handoff", "must be true"),
+    ([main_menu(items=[{"id": "a", "title": "t", "tool": "no spaces"}]), OTHER], ITEM + ".tool", "must name"),
+    ([main_menu(items=[{"id": "a", "title": "", "reply": "r"}]), OTHER], ITEM + ".title", "non-empty"),
+    ([main_menu(items=[{"id": "a", "title": "t" * 101, "reply": "r"}]), OTHER], ITEM + ".title", "at most 100"),
     ([main_menu(items=[{"id": "a", "title": "t", "reply": "r"}, {"id": "a", "title": "u", "reply": "r"}]), OTHER],
      r"menus\[1\].items", "more than once"),
     ([main_menu(), OTHER, dict(OTHER)], "menus", "menu id 'other' appears more than once"),
