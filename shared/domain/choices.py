@@ -164,7 +164,8 @@ def content_types(offer: Offer) -> dict[str, Any]:
     if kind == LIST_PICKER:
         titles = _unique([shorten(c.title, LIST_ROW_MAX) for c in offer.choices], LIST_ROW_MAX)
         items = [
-            {"item": t, "id": i, "description": shorten(c.description, LIST_DESCRIPTION_MAX)}
+            # Twilio lists the description as required: a row without one shows its whole title there.
+            {"item": t, "id": i, "description": shorten(c.description or c.title, LIST_DESCRIPTION_MAX)}
             for t, i, c in zip(titles, ids, offer.choices)
         ]
         return {LIST_PICKER: {"body": body, "button": shorten(offer.button, LIST_BUTTON_MAX) or DEFAULT_LIST_BUTTON,
