@@ -136,7 +136,8 @@ class ContentResource:
             "sid": self.sid, "account_sid": account_sid, "friendly_name": self.friendly_name,
             "language": self.language, "variables": dict(self.variables), "types": dict(self.types),
             "url": url, "date_created": created, "date_updated": created,
-            "links": {"approval_create": f"{url}/ApprovalRequests/whatsapp", "approval_fetch": f"{url}/ApprovalRequests"},
+            "links": {"approval_create": f"{url}/ApprovalRequests/whatsapp",
+                      "approval_fetch": f"{url}/ApprovalRequests"},
         }
 
 

@@ -136,7 +136,9 @@ def test_the_raw_request_is_json_with_basic_auth_as_twilio_takes_it(stub: Twilio
     assert unknown.status_code == 400 and "unknown content type" in unknown.json()["message"]
 
 
-def test_the_records_in_firestore_make_every_process_reuse_the_first_resource(emulators, stub: TwilioStub) -> None:  # noqa: ANN001
+def test_the_records_in_firestore_make_every_process_reuse_the_first_resource(
+    emulators, stub: TwilioStub,  # noqa: ANN001
+) -> None:
     collection = f"content-{uuid.uuid4().hex[:8]}"
     client = firestore.Client(project=emulators.project)
     try:
