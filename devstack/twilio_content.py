@@ -197,23 +197,23 @@ def parse_body(raw: bytes) -> Any:
         raise Refused("the request body must be JSON") from None
 
 
-def tap_fields(resource: ContentResource, choice_id: str, replied_sid: str, business: str,
+def tap_fields(types: Mapping[str, Any], choice_id: str, replied_sid: str, business: str,
                inbound: Callable[..., dict[str, str]], user: str, sid: str) -> dict[str, str]:
-    """The webhook Twilio posts when ``user`` taps ``choice_id`` of the message ``replied_sid`` sent as ``resource``.
+    """The webhook Twilio posts when ``user`` taps ``choice_id`` of the message ``replied_sid`` sent with ``types``.
 
     ``inbound`` builds the common fields (devstack.twilio_stub.inbound_message).
     ``ValueError`` when the message offered no such choice: a phone cannot tap it.
     """
     context = {"OriginalRepliedMessageSender": business, "OriginalRepliedMessageSid": replied_sid,
                "Forwarded": "false", "FrequentlyForwarded": "false", "MessageType": "interactive"}
-    if LIST_PICKER in resource.types:
-        item = next((i for i in resource.types[LIST_PICKER]["items"] if i["id"] == choice_id), None)
+    if LIST_PICKER in types:
+        item = next((i for i in types[LIST_PICKER]["items"] if i["id"] == choice_id), None)
         if item is None:
             raise ValueError(f"the list offered no row {choice_id!r}")
         return inbound(user, item["item"], to=business, sid=sid, ListId=item["id"], ListTitle=item["item"],
                        ListDescription=item.get("description", ""), **context)
-    if QUICK_REPLY in resource.types:
-        action = next((a for a in resource.types[QUICK_REPLY]["actions"] if a["id"] == choice_id), None)
+    if QUICK_REPLY in types:
+        action = next((a for a in types[QUICK_REPLY]["actions"] if a["id"] == choice_id), None)
         if action is None:
             raise ValueError(f"the message offered no button {choice_id!r}")
         meta = {"type": "whatsapp", "data": {"context": {"ButtonText": action["title"], "Forwarded": "false",

@@ -65,7 +65,7 @@ def test_a_menu_is_created_once_sent_by_content_sid_and_its_tap_routes_to_the_it
     assert (sent.sid, sent.content_sid, sent.body) == (message_sid, sid, "How can we help?")
     assert sent.types == types
 
-    form = tap_fields(stub.content_api.get(sid), "menu:main:person", message_sid, BUSINESS,  # type: ignore[arg-type]
+    form = tap_fields(stub.content_api.get(sid).types, "menu:main:person", message_sid, BUSINESS,  # type: ignore[union-attr]
                       inbound_message, USER, new_sid("SM"))
     tapped = parse_webhook(form, 0.0)
     assert isinstance(tapped, InboundMessage)
@@ -74,7 +74,7 @@ def test_a_menu_is_created_once_sent_by_content_sid_and_its_tap_routes_to_the_it
     route = route_payload(tapped.tap_payload, tapped.tap_text, PROFILE.menus)
     assert route.kind == ACTION and route.item is not None and route.item.action == "handoff"
     with pytest.raises(ValueError, match="no button"):
-        tap_fields(stub.content_api.get(sid), "menu:main:nope", message_sid, BUSINESS,  # type: ignore[arg-type]
+        tap_fields(stub.content_api.get(sid).types, "menu:main:nope", message_sid, BUSINESS,  # type: ignore[union-attr]
                    inbound_message, USER, new_sid("SM"))
 
 
@@ -84,7 +84,7 @@ def test_a_list_picker_and_its_row_selection(stub: TwilioStub) -> None:
     sid = api_for(stub).create(types, "wa-choices-test")
     resource = stub.content_api.get(sid)
     assert resource is not None and LIST_PICKER in resource.types
-    form = tap_fields(resource, "choice:3:Day 3", new_sid("SM"), BUSINESS, inbound_message, USER, new_sid("SM"))
+    form = tap_fields(resource.types, "choice:3:Day 3", new_sid("SM"), BUSINESS, inbound_message, USER, new_sid("SM"))
     tapped = parse_webhook(form, 0.0)
     assert isinstance(tapped, InboundMessage)
     assert (tapped.list_id, tapped.list_title, tapped.body) == ("choice:3:Day 3", "Day 3", "Day 3")
