@@ -23,6 +23,10 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from devstack.simulator import Simulator
 from devstack.stack import Stack
+from shared.adapters.twilio_api import TwilioGateway
+from shared.adapters.twilio_content import TwilioContentApi
+from shared.domain.choices import Choice, Offer, content_types
+from tests.plugin import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 # Debian's chromium, never a downloaded browser build (none can be fetched on our machines).
@@ -222,3 +226,65 @@ def test_dead_letters_list_and_replay_runs_the_operator_command(page: Page, stac
 def test_the_page_is_served_on_loopback_only(stack: Stack) -> None:
     assert stack.simulator is not None
     assert stack.simulator.url.startswith("http://127.0.0.1:")
+
+
+def _send_choices(stack: Stack, user: str, offer: Offer) -> str:
+    """The bot sends ``offer`` to ``user`` as Twilio would deliver it: a Content resource, sent by ContentSid."""
+    o = stack.options
+    assert stack.twilio is not None
+    api = TwilioContentApi(o.twilio_account_sid, lambda: o.twilio_auth_token, stack.twilio.base_url, 10)
+    content_sid = api.create(content_types(offer), "browser-test")
+    gateway = TwilioGateway(o.twilio_account_sid, o.twilio_whatsapp_from, lambda: o.twilio_auth_token,
+                            stack.twilio.base_url, 10)
+    return gateway.send_template(user, content_sid)
+
+
+def test_buttons_and_lists_render_as_whatsapp_does_and_taps_post_as_twilio_does(page: Page, stack: Stack) -> None:
+    assert stack.openai is not None
+    pane = page.get_by_test_id("chat-pane").first
+    user = pane.get_attribute("data-user")
+    assert user
+
+    # Quick-reply buttons under the text; a tap posts ButtonText/ButtonPayload quoting the message tapped.
+    buttons_sid = _send_choices(stack, user, Offer("How can we help?", (
+        Choice("menu:main:hours", "Opening hours"), Choice("menu:main:person", "Talk to a person"))))
+    message = pane.locator(f'[data-sid="{buttons_sid}"]')
+    expect(message).to_have_attribute("data-choices", "buttons", timeout=REPLY_TIMEOUT_MS)
+    expect(message.get_by_test_id("quick-reply")).to_have_text(["Opening hours", "Talk to a person"])
+    message.get_by_test_id("quick-reply").first.click()
+    tapped = pane.locator("[data-tap=button]").last
+    expect(tapped.get_by_test_id("body")).to_have_text("Opening hours")
+    expect(tapped.get_by_test_id("quote")).to_have_attribute("data-quoted-sid", buttons_sid)
+    expect(tapped.locator(".ticks")).to_have_text("✓")
+    wait_until(lambda: any("tapped the button “Opening hours”" in str(r.messages[-1].get("content"))
+                           for r in stack.openai.requests), REPLY_TIMEOUT_MS / 1000)
+
+    # A list behind its button; the picked row posts ListId/ListTitle/ListDescription.
+    list_sid = _send_choices(stack, user, Offer("Which day?", tuple(
+        Choice(f"choice:{n}:Day {n}", f"Day {n}", f"The {n}th") for n in range(1, 6)), "Pick a day"))
+    listed = pane.locator(f'[data-sid="{list_sid}"]')
+    expect(listed).to_have_attribute("data-choices", "list", timeout=REPLY_TIMEOUT_MS)
+    listed.get_by_test_id("list-open").click()
+    sheet = pane.get_by_test_id("list-sheet")
+    expect(sheet).to_be_visible()
+    expect(sheet.get_by_test_id("list-row")).to_have_count(5)
+    expect(sheet.get_by_test_id("list-send")).to_be_disabled()
+    sheet.locator('[data-choice-id="choice:3:Day 3"]').click()
+    sheet.get_by_test_id("list-send").click()
+    expect(sheet).to_be_hidden()
+    picked = pane.locator("[data-tap=list]").last
+    expect(picked.get_by_test_id("body")).to_have_text("Day 3")
+    wait_until(lambda: any("picked “Day 3” from a list" in str(r.messages[-1].get("content"))
+                           for r in stack.openai.requests), REPLY_TIMEOUT_MS / 1000)
+
+    # A swipe-reply to the bot's message quotes it, as WhatsApp shows it and Twilio names it.
+    listed.hover()
+    listed.get_by_test_id("reply-to").click()
+    expect(pane.get_by_test_id("reply-banner")).to_contain_text("Which day?")
+    pane.get_by_test_id("message-input").fill("Is that a holiday?")
+    pane.get_by_test_id("send").click()
+    expect(pane.get_by_test_id("reply-banner")).to_be_hidden()
+    quoting = _last(page, 0, "user")
+    expect(quoting.get_by_test_id("body")).to_have_text("Is that a holiday?")
+    expect(quoting.get_by_test_id("quote")).to_have_attribute("data-quoted-sid", list_sid)
+    expect(quoting.get_by_test_id("quote")).to_have_text("Which day?")
