@@ -71,7 +71,10 @@ class InboundMessage:
         return self.button_text or self.list_title or (self.body.strip() if self.tap_payload else "")
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        """Fields added since (taps, quotes) are left out when empty, so a message without them reads
+        exactly as before to a processor one release older, as during a deploy."""
+        data = {k: v for k, v in asdict(self).items() if k not in _OPTIONAL_FIELDS or v}
+        return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> "InboundMessage":
@@ -101,6 +104,8 @@ class InboundMessage:
 
 
 _TEXT_FIELDS = tuple(f.name for f in fields(InboundMessage) if f.type in ("str", str))
+_OPTIONAL_FIELDS = frozenset({"button_text", "list_id", "list_title", "list_description", "replied_sid",
+                              "replied_sender"})
 
 
 @dataclass(frozen=True)

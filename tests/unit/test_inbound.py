@@ -280,6 +280,15 @@ def test_samples_round_trip() -> None:
         assert InboundMessage.from_json(message.to_json()) == message
 
 
+def test_a_message_without_taps_or_quotes_publishes_the_fields_it_always_had() -> None:
+    """A processor one release older reads it unchanged while a deploy rolls out."""
+    plain = json.loads(parsed("inbound-text").to_json())
+    assert set(plain) == {"sid", "sender", "recipient", "body", "profile_name", "message_type", "media", "latitude",
+                          "longitude", "place", "button_payload", "received_at"}
+    tap = json.loads(parsed("inbound-quick-reply-tap").to_json())
+    assert tap["button_text"] == "Opening hours" and "list_id" not in tap
+
+
 def good_payload(**changes: Any) -> bytes:
     raw: dict[str, Any] = json.loads(InboundMessage(sid="SM" + "0" * 32, sender="whatsapp:+1", recipient="r").to_json())
     raw.update(changes)
