@@ -134,3 +134,17 @@ def test_content_hash_names_exactly_what_is_sent() -> None:
 def test_offer_round_trips_through_json() -> None:
     made = Offer("Pick", (Choice("a", "A", "first"), Choice("b", "B")), "See")
     assert Offer.from_json(made.to_json()) == made
+
+
+def test_reply_with_choices_definition_and_lenient_arguments() -> None:
+    from shared.domain.reply_with_choices import DEFINITION, NAME, offer_from_arguments
+
+    assert DEFINITION["function"]["name"] == NAME == "reply_with_choices"
+    assert DEFINITION["function"]["parameters"]["required"] == ["text", "choices"]
+    made = offer_from_arguments(
+        '{"text": "Which size?", "choices": [{"title": "Small"}, "Large", 7], "button": "Sizes"}')
+    assert made is not None and [c.title for c in made.choices] == ["Small", "Large", "7"]
+    assert made.button == "Sizes"
+    assert offer_from_arguments('{"text": "Only text", "choices": "nope"}') == Offer("Only text", ())
+    for junk in ("", "not json", "[]", '{"text": 3, "choices": []}'):
+        assert offer_from_arguments(junk) is None
