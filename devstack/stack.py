@@ -334,6 +334,8 @@ class Stack:
             # The outbound API is callable by one local business system (tokens: devstack/token_issuer.py).
             "outbound_invokers": [f"serviceAccount:{business_system}"],
             "outbound_allowed_service_accounts": [business_system],
+            # ... and may send for every number of the deployment (OUTBOUND_CALLERS).
+            "outbound_caller_businesses": {business_system: ["*"]},
         }
         if o.openai_model:
             values["openai_model"] = o.openai_model
