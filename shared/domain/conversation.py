@@ -88,6 +88,7 @@ class Answer:
     content_sid: str = ""
     content_variables: str = ""
     to: str = ""
+    choices: dict[str, Any] | None = None  # the last part offers these (an Offer's JSON: shared/domain/choices.py)
 
 
 @dataclass
@@ -107,6 +108,7 @@ class Conversation:
     paused_until: datetime | None = None
     last_inbound_at: datetime | None = None
     updated_at: datetime | None = None
+    offer: dict[str, Any] = field(default_factory=dict)  # the choices of the newest answer, if it had any
     # Fields this version does not know, kept as they were.
     extra: dict[str, Any] = field(default_factory=dict)
     # Whether the document existed when it was read (set by the store, never written).
@@ -211,6 +213,8 @@ class Conversation:
             if answer.by:
                 turn["by"] = answer.by
             self.history = trim_history([*turns, turn], limits.max_messages, limits.max_history_chars)
+        entry.choices = dict(answer.choices or {})
+        self.offer = {"sid": sid, **answer.choices} if answer.choices else {}
         if answer.failure:
             entry.reason, entry.fallback = answer.failure, True
         if answer.decided is not None:
@@ -238,7 +242,7 @@ class Conversation:
         entry.move(FINISHING[status], sid)
         entry.updated_at, entry.sending, entry.lease_until = now, None, None
         if entry.parts:
-            entry.part_count, entry.parts = len(entry.parts), []
+            entry.part_count, entry.parts, entry.choices = len(entry.parts), [], {}
         if reason:
             entry.reason = reason[:300]
         if entry.seq is not None:
