@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     import flask
 
     from shared.adapters.cloud_tasks import TaskQueue
+    from shared.adapters.content_records import ContentTemplates
     from shared.adapters.firestore_store import FirestoreStore
     from shared.adapters.openai_model import ChatModel
     from shared.adapters.profile_store import FirestoreProfiles
@@ -242,7 +243,18 @@ def sender_deps() -> SenderDeps:
     offset = timedelta(seconds=s.test_clock_offset_seconds)
     clock = (lambda: utcnow() + offset) if offset else utcnow
     return SenderDeps(settings=s, store=store(), twilio=twilio(), queue=queue(), faults=faults(), clock=clock,
-                      profiles=profiles())
+                      profiles=profiles(), content=content())
+
+
+@functools.cache
+def content() -> ContentTemplates:
+    """Choices' Content resources: created through Twilio's Content API once, remembered in Firestore."""
+    from shared.adapters.content_records import content_templates
+
+    s = settings()
+    return content_templates(s.twilio_account_sid, secrets().twilio_auth_token,
+                             s.twilio_content_base_url or s.twilio_api_base_url, s.twilio_timeout_seconds,
+                             lambda: store().client, s.content_collection, utcnow)
 
 
 @functools.cache
@@ -285,6 +297,8 @@ def usage() -> dict[str, int]:
     if profiles.cache_info().currsize:
         # Not per message: at most one per business per PROFILE_CACHE_SECONDS (decision 0012).
         counts["firestore_profile_reads"] = profiles().reads
+    if content.cache_info().currsize:  # choices' Content resources: created once, read once per process
+        counts.update(twilio_content_creations=content().calls, firestore_content_reads=content().reads)
     if "secrets" in built:
         counts["secret_manager_accesses"] = getattr(secrets(), "access_count", 0)
     return counts

@@ -111,11 +111,22 @@ class ContentTemplates:
     """The ContentSid for given ``types``: from memory, else the records, else created once through the API."""
 
     def __init__(self, api: ContentApi, records: ContentRecords, clock: Callable[[], datetime]) -> None:
-        self._api = api
-        self._records = records
+        self.api = api
+        self.records = records
         self._clock = clock
         self._known: dict[str, str] = {}
         self._lock = threading.Lock()
+
+    @property
+    def calls(self) -> int:
+        """Content API creations so far (benchmarks)."""
+        return int(getattr(self.api, "calls", 0))
+
+    @property
+    def reads(self) -> int:
+        """Firestore reads of the records so far (benchmarks)."""
+        ops = getattr(self.records, "ops", None)
+        return int(ops.reads) if ops is not None else 0
 
     def sid_for(self, types: Mapping[str, Any]) -> str:
         """Raises what the API or the records raise; the caller falls back to numbered text."""
@@ -124,11 +135,11 @@ class ContentTemplates:
             known = self._known.get(digest)
         if known:
             return known
-        sid = self._records.get(digest)
+        sid = self.records.get(digest)
         if sid is None:
             kind = next(iter(types), "")
-            created = self._api.create(types, friendly_name(digest))
-            sid = self._records.put(digest, created, kind, self._clock())
+            created = self.api.create(types, friendly_name(digest))
+            sid = self.records.put(digest, created, kind, self._clock())
             log.info("content resource created", extra={"event": "content_created", "content_sid": sid,
                                                          "kind": kind, "digest": digest[:16]})
         with self._lock:
@@ -136,3 +147,13 @@ class ContentTemplates:
                 self._known.clear()
             self._known[digest] = sid
         return sid
+
+
+def content_templates(account_sid: str, auth_token: Callable[[], str], base_url: str, timeout_seconds: float,
+                      firestore_client: Callable[[], firestore.Client], collection: str,
+                      clock: Callable[[], datetime]) -> ContentTemplates:
+    """The deployment's content templates: Twilio's Content API, records in Firestore (the store's client)."""
+    from shared.adapters.twilio_content import TwilioContentApi
+
+    api = TwilioContentApi(account_sid, auth_token, base_url, timeout_seconds)
+    return ContentTemplates(api, FirestoreContentRecords(firestore_client, collection), clock)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 from shared.adapters.cloud_tasks import BurstTask, SendTask
 from shared.adapters.compare_and_set import ConversationStore
@@ -75,6 +75,10 @@ class ProcessorDeps:
         return limits(self.settings)
 
 
+class ContentSource(Protocol):
+    def sid_for(self, types: Mapping[str, Any]) -> str: ...
+
+
 class Gateway(Protocol):
     def send(self, to: str, body: str, from_: str = "") -> str: ...
 
@@ -96,6 +100,8 @@ class SenderDeps:
     clock: Callable[[], datetime]
     # Business profiles (None: the settings for everyone); read only for a reply past the 24-hour window.
     profiles: ProfileSource | None = None
+    # The Content resources choices go as (shared/adapters/content_records.py); None: numbered text.
+    content: ContentSource | None = None
 
     def reengagement_template(self, business: str) -> str:
         """The business's re-engagement template, else the deployment's (REENGAGEMENT_CONTENT_SID)."""
