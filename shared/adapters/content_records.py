@@ -6,7 +6,7 @@ the ContentSid Twilio gave it. A process also keeps what it learnt in memory,
 so a menu shown a thousand times costs one Content API call in the
 deployment's life, one Firestore read per cold process, and nothing after.
 
-Two processes that meet the same new content at once may both create a
+Two processes (not two threads of one) that meet the same new content at once may both create a
 resource; the document is written with ``create`` (fails if it exists), so the
 first one written is the one everybody uses from then on and the other stays
 unused in the account (harmless: the Content API holds any number). A crash
@@ -29,6 +29,8 @@ from shared.domain.choices import CONTENT_LANGUAGE, content_hash, friendly_name
 log = logging.getLogger(__name__)
 # A process keeps at most this many hashes in memory (a few bytes each).
 MAX_CACHED = 4096
+_CREATING: dict[str, threading.Lock] = {}
+_CREATING_LOCK = threading.Lock()
 
 
 class ContentApi(Protocol):
@@ -133,19 +135,30 @@ class ContentTemplates:
         digest = content_hash(types)
         with self._lock:
             known = self._known.get(digest)
+        with _CREATING_LOCK:
+            if len(_CREATING) >= MAX_CACHED:
+                _CREATING.clear()
+            creating = _CREATING.setdefault(digest, threading.Lock())
         if known:
             return known
-        sid = self.records.get(digest)
-        if sid is None:
-            kind = next(iter(types), "")
-            created = self.api.create(types, friendly_name(digest))
-            sid = self.records.put(digest, created, kind, self._clock())
-            log.info("content resource created", extra={"event": "content_created", "content_sid": sid,
-                                                         "kind": kind, "digest": digest[:16]})
-        with self._lock:
-            if len(self._known) >= MAX_CACHED:
-                self._known.clear()
-            self._known[digest] = sid
+        # One creation per content at a time in the process (its threads, and any second set of
+        # deps a cold start built concurrently, wait and reuse it).
+        with creating:
+            with self._lock:
+                known = self._known.get(digest)
+            if known:
+                return known
+            sid = self.records.get(digest)
+            if sid is None:
+                kind = next(iter(types), "")
+                created = self.api.create(types, friendly_name(digest))
+                sid = self.records.put(digest, created, kind, self._clock())
+                log.info("content resource created", extra={"event": "content_created", "content_sid": sid,
+                                                             "kind": kind, "digest": digest[:16]})
+            with self._lock:
+                if len(self._known) >= MAX_CACHED:
+                    self._known.clear()
+                self._known[digest] = sid
         return sid
 
 
