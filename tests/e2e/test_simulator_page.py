@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import struct
+import time
 import uuid
 import zlib
 from datetime import datetime, timezone
@@ -23,9 +24,8 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from devstack.simulator import Simulator
 from devstack.stack import Stack
-from shared.adapters.twilio_api import TwilioGateway
-from shared.adapters.twilio_content import TwilioContentApi
-from shared.domain.choices import Choice, Offer, content_types
+from shared.adapters.profile_store import FirestoreProfiles
+from shared.domain.profiles import BusinessProfile
 from tests.plugin import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
@@ -228,56 +228,74 @@ def test_the_page_is_served_on_loopback_only(stack: Stack) -> None:
     assert stack.simulator.url.startswith("http://127.0.0.1:")
 
 
-def _send_choices(stack: Stack, user: str, offer: Offer) -> str:
-    """The bot sends ``offer`` to ``user`` as Twilio would deliver it: a Content resource, sent by ContentSid."""
-    o = stack.options
-    assert stack.twilio is not None
-    api = TwilioContentApi(o.twilio_account_sid, lambda: o.twilio_auth_token, stack.twilio.base_url, 10)
-    content_sid = api.create(content_types(offer), "browser-test")
-    gateway = TwilioGateway(o.twilio_account_sid, o.twilio_whatsapp_from, lambda: o.twilio_auth_token,
-                            stack.twilio.base_url, 10)
-    return gateway.send_template(user, content_sid)
+
+MENUS = [
+    {"id": "main", "keywords": ["menu"], "text": "How can we help?", "items": [
+        {"id": "hours", "title": "Opening hours", "reply": "9 to 18, Monday to Saturday."},
+        {"id": "more", "title": "More", "menu": "more"},
+    ]},
+    {"id": "more", "text": "Which day?", "button": "Pick a day", "items": [
+        {"id": f"d{n}", "title": f"Day {n}", "description": f"The day {n}", "reply": f"Day {n} works."}
+        for n in range(1, 6)
+    ]},
+]
 
 
-def test_buttons_and_lists_render_as_whatsapp_does_and_taps_post_as_twilio_does(page: Page, stack: Stack) -> None:
+@pytest.fixture
+def menu_business(stack: Stack) -> Iterator[str]:
+    """The page's business with a menu in its profile (the stack reads profiles with a one-second cache)."""
+    business = stack.options.twilio_whatsapp_from
+    db = firestore.Client(project=stack.options.project)
+    profiles = FirestoreProfiles(lambda: db, "business_profiles", BusinessProfile(), 0)
+    profiles.put(business, {"menus": MENUS}, datetime.now(timezone.utc))
+    time.sleep(1.2)
+    try:
+        yield business
+    finally:
+        db.collection("business_profiles").document(business).delete()
+        db.close()
+        time.sleep(1.2)
+
+
+def test_buttons_and_lists_render_as_whatsapp_does_and_taps_post_as_twilio_does(
+    page: Page, stack: Stack, menu_business: str,
+) -> None:
     assert stack.openai is not None
     pane = page.get_by_test_id("chat-pane").first
-    user = pane.get_attribute("data-user")
-    assert user
+    calls = len(stack.openai.requests)
 
-    # Quick-reply buttons under the text; a tap posts ButtonText/ButtonPayload quoting the message tapped.
-    buttons_sid = _send_choices(stack, user, Offer("How can we help?", (
-        Choice("menu:main:hours", "Opening hours"), Choice("menu:main:person", "Talk to a person"))))
-    message = pane.locator(f'[data-sid="{buttons_sid}"]')
-    expect(message).to_have_attribute("data-choices", "buttons", timeout=REPLY_TIMEOUT_MS)
-    expect(message.get_by_test_id("quick-reply")).to_have_text(["Opening hours", "Talk to a person"])
+    # "menu" is answered with quick-reply buttons (a Content resource), drawn under the text.
+    pane.get_by_test_id("message-input").fill("menu")
+    pane.get_by_test_id("send").click()
+    message = pane.locator("[data-choices=buttons]").last
+    expect(message.get_by_test_id("quick-reply")).to_have_text(["Opening hours", "More"], timeout=REPLY_TIMEOUT_MS)
+    buttons_sid = message.get_attribute("data-sid")
+
+    # A tap posts ButtonText/ButtonPayload quoting the message; the item's reply comes without the model.
     message.get_by_test_id("quick-reply").first.click()
     tapped = pane.locator("[data-tap=button]").last
     expect(tapped.get_by_test_id("body")).to_have_text("Opening hours")
-    expect(tapped.get_by_test_id("quote")).to_have_attribute("data-quoted-sid", buttons_sid)
-    expect(tapped.locator(".ticks")).to_have_text("✓")
-    wait_until(lambda: any("tapped the button “Opening hours”" in str(r.messages[-1].get("content"))
-                           for r in stack.openai.requests), REPLY_TIMEOUT_MS / 1000)
+    expect(tapped.get_by_test_id("quote")).to_have_attribute("data-quoted-sid", str(buttons_sid))
+    expect(_last(page, 0, "bot").get_by_test_id("body")).to_have_text("9 to 18, Monday to Saturday.",
+                                                                      timeout=REPLY_TIMEOUT_MS)
 
-    # A list behind its button; the picked row posts ListId/ListTitle/ListDescription.
-    list_sid = _send_choices(stack, user, Offer("Which day?", tuple(
-        Choice(f"choice:{n}:Day {n}", f"Day {n}", f"The {n}th") for n in range(1, 6)), "Pick a day"))
-    listed = pane.locator(f'[data-sid="{list_sid}"]')
-    expect(listed).to_have_attribute("data-choices", "list", timeout=REPLY_TIMEOUT_MS)
+    # "More" opens a list behind its button; the picked row posts ListId/ListTitle/ListDescription.
+    message.get_by_test_id("quick-reply").nth(1).click()
+    listed = pane.locator("[data-choices=list]").last
+    expect(listed.get_by_test_id("list-open")).to_have_text("☰ Pick a day", timeout=REPLY_TIMEOUT_MS)
     listed.get_by_test_id("list-open").click()
     sheet = pane.get_by_test_id("list-sheet")
     expect(sheet).to_be_visible()
     expect(sheet.get_by_test_id("list-row")).to_have_count(5)
     expect(sheet.get_by_test_id("list-send")).to_be_disabled()
-    sheet.locator('[data-choice-id="choice:3:Day 3"]').click()
+    sheet.locator('[data-choice-id="menu:more:d3"]').click()
     sheet.get_by_test_id("list-send").click()
     expect(sheet).to_be_hidden()
-    picked = pane.locator("[data-tap=list]").last
-    expect(picked.get_by_test_id("body")).to_have_text("Day 3")
-    wait_until(lambda: any("picked “Day 3” from a list" in str(r.messages[-1].get("content"))
-                           for r in stack.openai.requests), REPLY_TIMEOUT_MS / 1000)
+    expect(pane.locator("[data-tap=list]").last.get_by_test_id("body")).to_have_text("Day 3")
+    expect(_last(page, 0, "bot").get_by_test_id("body")).to_have_text("Day 3 works.", timeout=REPLY_TIMEOUT_MS)
+    assert len(stack.openai.requests) == calls
 
-    # A swipe-reply to the bot's message quotes it, as WhatsApp shows it and Twilio names it.
+    # A swipe-reply quotes the bot's message, as WhatsApp shows it; the model is told what it said.
     listed.hover()
     listed.get_by_test_id("reply-to").click()
     expect(pane.get_by_test_id("reply-banner")).to_contain_text("Which day?")
@@ -286,5 +304,6 @@ def test_buttons_and_lists_render_as_whatsapp_does_and_taps_post_as_twilio_does(
     expect(pane.get_by_test_id("reply-banner")).to_be_hidden()
     quoting = _last(page, 0, "user")
     expect(quoting.get_by_test_id("body")).to_have_text("Is that a holiday?")
-    expect(quoting.get_by_test_id("quote")).to_have_attribute("data-quoted-sid", list_sid)
-    expect(quoting.get_by_test_id("quote")).to_have_text("Which day?")
+    expect(quoting.get_by_test_id("quote")).to_have_attribute("data-quoted-sid", str(listed.get_attribute("data-sid")))
+    wait_until(lambda: any("replying to your earlier message: “Which day?" in str(r.messages[-1].get("content"))
+                           for r in stack.openai.requests), REPLY_TIMEOUT_MS / 1000)
