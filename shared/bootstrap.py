@@ -298,7 +298,7 @@ def usage() -> dict[str, int]:
         # Not per message: at most one per business per PROFILE_CACHE_SECONDS (decision 0012).
         counts["firestore_profile_reads"] = profiles().reads
     if content.cache_info().currsize:  # choices' Content resources: created once, read once per process
-        counts.update(twilio_content_creations=content().calls, firestore_content_reads=content().reads)
+        counts.update(content().usage())
     if "secrets" in built:
         counts["secret_manager_accesses"] = getattr(secrets(), "access_count", 0)
     return counts

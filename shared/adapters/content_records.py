@@ -119,16 +119,12 @@ class ContentTemplates:
         self._known: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    @property
-    def calls(self) -> int:
-        """Content API creations so far (benchmarks)."""
-        return int(getattr(self.api, "calls", 0))
-
-    @property
-    def reads(self) -> int:
-        """Firestore reads of the records so far (benchmarks)."""
+    def usage(self) -> dict[str, int]:
+        """Content API creations and the records' Firestore operations so far (benchmarks)."""
         ops = getattr(self.records, "ops", None)
-        return int(ops.reads) if ops is not None else 0
+        return {"twilio_content_creations": int(getattr(self.api, "calls", 0)),
+                "firestore_content_reads": int(ops.reads) if ops is not None else 0,
+                "firestore_content_writes": int(ops.writes) if ops is not None else 0}
 
     def sid_for(self, types: Mapping[str, Any]) -> str:
         """Raises what the API or the records raise; the caller falls back to numbered text."""
