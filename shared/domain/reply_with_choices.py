@@ -12,7 +12,8 @@ rather than failing the answer, and an empty call falls back to its text.
 from __future__ import annotations
 
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 from shared.domain.choices import DEFAULT_LIST_BUTTON, MAX_CHOICES, MAX_LIST_ROWS, Offer, model_offer
 
@@ -70,3 +71,33 @@ def offer_from_arguments(arguments: str) -> Offer | None:
     if not offer.body and not offer.choices:
         return None
     return offer
+
+
+@dataclass(frozen=True)
+class ChoicesResult:
+    """What running the function gives the rounds: ``content`` for the model, ``final`` ends the answer."""
+
+    content: str
+    final: Offer | None = None
+
+
+@dataclass(frozen=True)
+class ReplyWithChoices:
+    """The built-in function the function-calling rounds offer beside a business's tools.
+
+    Its shape is the rounds' built-in function (``name``, ``definition()``,
+    ``run(arguments)`` with ``content`` and ``final``): its final payload is
+    the :class:`Offer` the answer ends with (shared/domain/choice_answers.py,
+    ``offer_parts``), and nothing is called.
+    """
+
+    name: str = NAME
+
+    def definition(self) -> dict[str, Any]:
+        return DEFINITION
+
+    def run(self, arguments: Mapping[str, Any]) -> ChoicesResult:
+        offer = offer_from_arguments(json.dumps(dict(arguments)))
+        if offer is None or not offer.choices:
+            return ChoicesResult("No choices were given: answer in words.")
+        return ChoicesResult("The choices are shown to the customer.", offer)

@@ -148,3 +148,16 @@ def test_reply_with_choices_definition_and_lenient_arguments() -> None:
     assert offer_from_arguments('{"text": "Only text", "choices": "nope"}') == Offer("Only text", ())
     for junk in ("", "not json", "[]", '{"text": 3, "choices": []}'):
         assert offer_from_arguments(junk) is None
+
+
+def test_the_built_in_function_ends_the_answer_with_its_offer() -> None:
+    from shared.domain.choice_answers import offer_parts
+    from shared.domain.reply_with_choices import DEFINITION, ReplyWithChoices
+
+    function = ReplyWithChoices()
+    assert function.name == "reply_with_choices" and function.definition() is DEFINITION
+    result = function.run({"text": "Which size?", "choices": ["Small", "Large"]})
+    assert result.final is not None and [c.title for c in result.final.choices] == ["Small", "Large"]
+    parts, recorded = offer_parts([], result.final)
+    assert parts == ["Which size?\n\n1. Small\n2. Large"] and recorded == result.final.to_json()
+    assert function.run({"text": "no options"}).final is None
