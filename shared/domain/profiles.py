@@ -101,6 +101,8 @@ class BusinessProfile:
     reengagement_content_sid: str = ""
     # Menus: a keyword or the welcome answered with fixed choices (shared/domain/menus.py).
     menus: tuple[Menu, ...] = ()
+    # The model may answer with choices (reply_with_choices); off: its requests stay as they were.
+    model_choices: bool = False
 
 
 def profile_value(profile: BusinessProfile | None, key: str, default: Any) -> Any:
@@ -135,7 +137,7 @@ _INT_KEYS = {
     "handoff_pause_seconds": (60, 30 * 24 * 3600),
 }
 _WORD_KEYS = ("reset_commands", "help_commands", "opt_out_keywords", "opt_in_keywords")
-_BOOL_KEYS = ("typing_indicator",)
+_BOOL_KEYS = ("typing_indicator", "model_choices")
 # Seconds, fractions allowed; the range of the matching setting.
 _SECONDS_KEYS = {"burst_window_seconds": (0.0, 30.0)}
 KNOWN_KEYS = frozenset({*_TEXT_KEYS, *_INT_KEYS, *_WORD_KEYS, *_BOOL_KEYS, *_SECONDS_KEYS, "keywords", "menus"})

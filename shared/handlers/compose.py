@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from shared.adapters.firestore_store import failure_record
+from shared.domain.choices import Offer
 from shared.domain.choice_answers import MENU_PREFIX, menu_offer, offer_parts, route_for, turn_text
 from shared.domain.controls import MODEL, Decision
 from shared.domain.conversation import Answer, Conversation
@@ -97,21 +98,30 @@ def compose_message(msg: InboundMessage, deps: ProcessorDeps, profile: BusinessP
     context = gather_context(profile, history, cap_text(said, deps.settings.max_inbound_chars))
     fields = {"sid": msg.sid, "sender": mask_address(msg.sender)}
     start_typing(deps.typing, msg.sid, profile_value(profile, "typing_indicator", deps.settings.typing_indicator))
-    reply = ask_model(deps, context, fields, lambda: _call(msg, deps, decision, context))
+    offered: list[Offer] = []  # the model's reply_with_choices, when it answered so
+    reply = ask_model(deps, context, fields, lambda: _call(msg, deps, decision, context, offered))
     deps.faults.hit("after_ai")
     parts = to_parts(deps, profile, reply.text, decision.welcome)
     offer = menu_offer(decision, profile)
     shown = offer is not None and decision.reason.startswith(MENU_PREFIX)  # the menu's text is the reply: once
+    if offered and not reply.failure:  # the model's choices answer this message, before a welcome menu
+        offer, shown = replace(offered[0], body=cap_text(offered[0].body, deps.settings.max_reply_chars)), True
     parts, choices = offer_parts([decision.welcome] if shown else parts, offer)
     answer = Answer(parts=parts, asked=reply.user_text, in_history=decision.kind == MODEL or decision.in_history,
                     failure=reply.failure, decided=_decided(decision), choices=choices)
     return answer, reply
 
 
-def _call(msg: InboundMessage, deps: ProcessorDeps, decision: Decision, context: Context) -> tuple[str, str]:
+def _call(msg: InboundMessage, deps: ProcessorDeps, decision: Decision, context: Context,
+          offered: list[Offer]) -> tuple[str, str]:
     profile, settings = context.profile, deps.settings
     if decision.kind != MODEL:
         return context.user_text, decision.reply
+    if not msg.media and profile.model_choices:
+        text, offer = deps.model.reply_or_choices(context.history, context.user_text,
+                                                  system_prompt=profile.system_prompt, model=profile.model)
+        offered.extend([offer] if offer is not None else [])
+        return context.user_text, text
     if not msg.media:
         return context.user_text, deps.model.reply(context.history, context.user_text,
                                                    system_prompt=profile.system_prompt, model=profile.model)

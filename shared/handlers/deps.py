@@ -16,6 +16,7 @@ from shared.adapters.cloud_tasks import BurstTask, SendTask
 from shared.adapters.compare_and_set import ConversationStore
 from shared.adapters.profile_store import ProfileSource, StaticProfiles, defaults_from_settings
 from shared.config import Settings
+from shared.domain.choices import Offer
 from shared.domain.conversation import Limits
 from shared.domain.profiles import BusinessProfile
 from shared.domain.pseudonyms import Pseudonyms
@@ -26,6 +27,10 @@ class Model(Protocol):
     def reply(
         self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None, model: str | None = None
     ) -> str: ...
+
+    def reply_or_choices(
+        self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None, model: str | None = None
+    ) -> tuple[str, Offer | None]: ...
 
 
 class Queue(Protocol):

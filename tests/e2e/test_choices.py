@@ -162,3 +162,25 @@ def test_a_tap_on_a_choice_with_no_menu_action_reaches_the_model_as_chosen(pipel
     pipeline.wait_replies(user, 1)
     assert model_saw(pipeline, "[The customer chose “Large family pizza” from the options offered.]")
     assert replies_from(pipeline, user, pipeline.stack.options.twilio_whatsapp_from)
+
+
+def test_the_model_answers_with_choices_as_buttons_and_their_tap_reaches_it(pipeline) -> None:
+    business, user, tag = new_business(), unique_user(), uuid.uuid4().hex[:6]
+    put_profile(pipeline, business, name="Bakery", model_choices=True)
+    pipeline.model.set_reply_call("reply_with_choices", {
+        "text": f"Which size? {tag}", "choices": [{"title": "Small"}, {"title": "A very large family-size cake"}]})
+    try:
+        pipeline.post(user, "A cake please", to=business)
+        [offer] = wait_sent(pipeline, user, business, 1)
+    finally:
+        pipeline.model.set_reply_text(None)
+    assert offer.content_sid and offer.body == f"Which size? {tag}"
+    titles = [a["title"] for a in offer.types[QUICK_REPLY]["actions"]]
+    assert titles[0] == "Small" and len(titles[1]) <= 20 and titles[1].endswith("…")
+    asked = [r for r in pipeline.model.requests if "A cake please" in str(r.messages[-1].get("content"))]
+    assert [t["function"]["name"] for t in asked[-1].body["tools"]] == ["reply_with_choices"]
+
+    # The shortened button's tap tells the model the whole title.
+    tap(pipeline, user, business, offer, offer.types[QUICK_REPLY]["actions"][1]["id"])
+    wait_sent(pipeline, user, business, 2)
+    assert model_saw(pipeline, "“A very large family-size cake”")

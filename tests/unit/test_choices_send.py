@@ -93,3 +93,31 @@ def test_a_lost_answer_is_asked_about_as_a_template_part_and_not_sent_again() ->
     clock.advance(sdeps.in_flight_grace.total_seconds() + 1)
     assert deliver(task, sdeps) == "sent"
     assert len(sdeps.twilio.templates) == 1 and sdeps.twilio.lookups == 1
+
+
+def test_the_models_choices_go_as_buttons_only_for_a_business_that_turns_them_on() -> None:
+    from shared.domain.choices import model_offer
+    from tests.fakes import FakeModel
+
+    api, model = Api(), FakeModel("Plain words.")
+    model.offer = model_offer("Which size?", ["Small", "A very large family-size cake for twenty"])
+    pdeps, sdeps, _ = world(api)
+    on = profile_from_mapping(BUSINESS, {"model_choices": True}, BusinessProfile())
+    pdeps = make_deps(clock=sdeps.clock, store=pdeps.store, queue=pdeps.queue, model=model,
+                      profiles=StaticProfiles(BusinessProfile(), {BUSINESS: on}))
+    assert process_message(msg(1, "a cake please"), pdeps) == "answered"
+    task = next(t for t in pdeps.queue.tasks.values() if t.sid == msg(1).sid)
+    assert deliver(task, sdeps) == "sent" and model.choice_calls == 1
+    [made] = api.made
+    titles = [a["title"] for a in made[QUICK_REPLY]["actions"]]
+    assert made[QUICK_REPLY]["body"] == "Which size?" and titles[0] == "Small"
+    assert len(titles[1]) <= 20 and titles[1].endswith("…")  # shortened, never refused by Twilio
+    # A typed number answers the model's choices: the model is told what was chosen.
+    assert process_message(msg(2, "2"), pdeps) == "answered"
+    assert "A very large family-size cake for twenty" in model.calls[-1][1]
+
+    plain = FakeModel("Plain words.")
+    plain.offer = model.offer
+    off = make_deps(clock=sdeps.clock, model=plain, profiles=StaticProfiles(BusinessProfile(), {}))
+    assert process_message(msg(3, "a cake please"), off) == "answered"
+    assert plain.choice_calls == 0 and len(plain.calls) == 1
