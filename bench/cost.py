@@ -33,6 +33,9 @@ COUNTERS = (
     "twilio_content_creations",
     "firestore_content_reads",
     "firestore_content_writes",
+    # The knowledge base (figure 12): 0 for a business without documents.
+    "openai_embedding_calls",
+    "firestore_knowledge_reads",
     "secret_manager_accesses",
 )
 

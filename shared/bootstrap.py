@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from shared.adapters.cloud_tasks import TaskQueue
     from shared.adapters.content_records import ContentTemplates
     from shared.adapters.firestore_store import FirestoreStore
+    from shared.adapters.knowledge_search import KnowledgeSearch
     from shared.adapters.openai_model import ChatModel
     from shared.adapters.profile_store import FirestoreProfiles
     from shared.adapters.twilio_api import TwilioGateway
@@ -160,14 +161,9 @@ def model() -> ChatModel:
 
     s = settings()
     return ChatModel(
-        model=s.openai_model,
-        system_prompt=s.system_prompt,
-        api_key=secrets().openai_api_key,
-        base_url=s.openai_base_url,
-        timeout_seconds=s.openai_timeout_seconds,
-        max_retries=s.openai_max_retries,
-        budget_seconds=s.model_budget_seconds,
-        max_tokens=s.openai_max_tokens,
+        model=s.openai_model, system_prompt=s.system_prompt, api_key=secrets().openai_api_key,
+        base_url=s.openai_base_url, timeout_seconds=s.openai_timeout_seconds, max_retries=s.openai_max_retries,
+        budget_seconds=s.model_budget_seconds, max_tokens=s.openai_max_tokens,
         refresh_key=lambda: secrets().refresh(OPENAI_API_KEY),
     )
 
@@ -190,8 +186,17 @@ def processor_deps() -> ProcessorDeps:
 
     return ProcessorDeps(
         settings=settings(), store=store(), model=model(), queue=queue(), faults=faults(), clock=utcnow,
-        ids=pseudonyms(), media=media(), typing=typing(), profiles=profiles(),
+        ids=pseudonyms(), media=media(), typing=typing(), profiles=profiles(), knowledge=knowledge(),
     )
+
+
+@functools.cache
+def knowledge() -> KnowledgeSearch:
+    """The knowledge base's search; its clients are built on a first search only."""
+    from shared.adapters.knowledge_search import build_search
+
+    return build_search(settings(), secrets().openai_api_key, lambda: secrets().refresh(OPENAI_API_KEY),
+                        lambda: store().client)
 
 
 @functools.cache
@@ -200,10 +205,9 @@ def media() -> TwilioMedia:
     from shared.adapters.twilio_media import TwilioMedia
 
     s = settings()
-    return TwilioMedia(
-        api_base_url=s.twilio_api_base_url, account_sid=s.twilio_account_sid, auth_token=secrets().twilio_auth_token,
-        max_bytes=s.media_max_bytes, timeout_seconds=s.media_timeout_seconds, redirect_hosts=s.twilio_media_redirect_hosts,
-    )
+    return TwilioMedia(api_base_url=s.twilio_api_base_url, account_sid=s.twilio_account_sid,
+                       auth_token=secrets().twilio_auth_token, max_bytes=s.media_max_bytes,
+                       timeout_seconds=s.media_timeout_seconds, redirect_hosts=s.twilio_media_redirect_hosts)
 
 
 @functools.cache
@@ -224,11 +228,8 @@ def twilio() -> TwilioGateway:
 
     s = settings()
     return TwilioGateway(
-        account_sid=s.twilio_account_sid,
-        from_address=s.twilio_whatsapp_from,
-        auth_token=secrets().twilio_auth_token,
-        api_base_url=s.twilio_api_base_url,
-        timeout_seconds=s.twilio_timeout_seconds,
+        account_sid=s.twilio_account_sid, from_address=s.twilio_whatsapp_from, auth_token=secrets().twilio_auth_token,
+        api_base_url=s.twilio_api_base_url, timeout_seconds=s.twilio_timeout_seconds,
         refresh_token=lambda: secrets().refresh(TWILIO_AUTH_TOKEN),
         status_callback=s.public_webhook_url if s.delivery_status_callbacks else "",
     )
@@ -251,10 +252,7 @@ def content() -> ContentTemplates:
     """Choices' Content resources: created through Twilio's Content API once, remembered in Firestore."""
     from shared.adapters.content_records import content_templates
 
-    s = settings()
-    return content_templates(s.twilio_account_sid, secrets().twilio_auth_token,
-                             s.twilio_content_base_url or s.twilio_api_base_url, s.twilio_timeout_seconds,
-                             lambda: store().client, s.content_collection, utcnow)
+    return content_templates(settings(), secrets().twilio_auth_token, lambda: store().client, utcnow)
 
 
 @functools.cache
@@ -288,6 +286,8 @@ def usage() -> dict[str, int]:
         counts["tasks_created"] = queue().created
     if "model" in built:
         counts["openai_calls"] = model().calls
+    if knowledge.cache_info().currsize:
+        counts.update(knowledge().usage())
     if "twilio" in built:
         counts["twilio_calls"] = twilio().calls
     if "media" in built:

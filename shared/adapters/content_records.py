@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping, Protocol
 from google.api_core.exceptions import AlreadyExists
 from google.cloud import firestore
 
+from shared.config import Settings
 from shared.domain.choices import CONTENT_LANGUAGE, content_hash, friendly_name
 
 log = logging.getLogger(__name__)
@@ -158,11 +159,12 @@ class ContentTemplates:
         return sid
 
 
-def content_templates(account_sid: str, auth_token: Callable[[], str], base_url: str, timeout_seconds: float,
-                      firestore_client: Callable[[], firestore.Client], collection: str,
-                      clock: Callable[[], datetime]) -> ContentTemplates:
+def content_templates(settings: Settings, auth_token: Callable[[], str],
+                      firestore_client: Callable[[], firestore.Client], clock: Callable[[], datetime]) -> ContentTemplates:
     """The deployment's content templates: Twilio's Content API, records in Firestore (the store's client)."""
     from shared.adapters.twilio_content import TwilioContentApi
 
-    api = TwilioContentApi(account_sid, auth_token, base_url, timeout_seconds)
-    return ContentTemplates(api, FirestoreContentRecords(firestore_client, collection), clock)
+    s = settings
+    api = TwilioContentApi(s.twilio_account_sid, auth_token, s.twilio_content_base_url or s.twilio_api_base_url,
+                           s.twilio_timeout_seconds)
+    return ContentTemplates(api, FirestoreContentRecords(firestore_client, s.content_collection), clock)

@@ -111,17 +111,24 @@ class ChatModel:
         return self._client
 
     def reply(
-        self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None, model: str | None = None
+        self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None, model: str | None = None,
+        budget_seconds: float | None = None,
     ) -> str:
-        """One answer; ``system_prompt`` and ``model`` are the business's (its profile), else the settings'."""
-        return self._answer(history, user_text, system_prompt, model)
+        """One answer; ``system_prompt`` and ``model`` are the business's (its profile), else the settings'.
+
+        ``budget_seconds``: what is left of the model budget when a step before
+        the call spent some of it (the knowledge search); default: all of it.
+        """
+        return self._answer(history, user_text, system_prompt, model, budget_seconds)
 
     def reply_or_choices(
-        self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None, model: str | None = None
+        self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None, model: str | None = None,
+        budget_seconds: float | None = None,
     ) -> tuple[str, Offer | None]:
         """One answer offering ``reply_with_choices`` (one call, as :meth:`reply`): the text, and the
         choices when the model answered by calling it (their text above them is then the text)."""
-        text, calls = self._answer_or_calls(history, user_text, system_prompt, model, [CHOICES_DEFINITION])
+        text, calls = self._answer_or_calls(history, user_text, system_prompt, model, [CHOICES_DEFINITION],
+                                            budget_seconds)
         for name, arguments in calls:
             offer = offer_from_arguments(arguments) if name == CHOICES_NAME else None
             if offer is not None and offer.choices:
@@ -134,24 +141,24 @@ class ChatModel:
 
     def _answer(
         self, history: list[dict[str, str]], user_content: str | list[dict[str, Any]], system_prompt: str | None,
-        model: str | None,
+        model: str | None, budget_seconds: float | None = None,
     ) -> str:
         """The conversation so far plus the user's turn, answered within the budget, as trimmed text."""
-        content, _ = self._answer_or_calls(history, user_content, system_prompt, model, None)
+        content, _ = self._answer_or_calls(history, user_content, system_prompt, model, None, budget_seconds)
         if not content:
             raise ModelUnavailable("the model returned an empty answer")
         return content
 
     def _answer_or_calls(
         self, history: list[dict[str, str]], user_content: str | list[dict[str, Any]], system_prompt: str | None,
-        model: str | None, tools: list[dict[str, Any]] | None,
+        model: str | None, tools: list[dict[str, Any]] | None, budget_seconds: float | None = None,
     ) -> tuple[str, list[tuple[str, str]]]:
         """The answer's trimmed text and the functions it calls, as (name, arguments)."""
         messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt or self._system_prompt}]
         messages += [{"role": turn["role"], "content": turn["content"]} for turn in history]
         messages.append({"role": "user", "content": user_content})
         self.calls += 1
-        completion = self._create(messages, model=model, tools=tools)
+        completion = self._create(messages, model=model, budget=budget_seconds, tools=tools)
         try:
             if not completion.choices:
                 return "", []
@@ -165,10 +172,11 @@ class ChatModel:
             raise ModelUnavailable(f"malformed answer from the model: {type(exc).__name__}") from exc
         return content, calls
 
-    def _create(self, messages: list[dict[str, Any]], model: str | None = None,
+    def _create(self, messages: list[dict[str, Any]], model: str | None = None, budget: float | None = None,
                 tools: list[dict[str, Any]] | None = None) -> object:
         """One completion, retried within the budget; raises ModelUnavailable when it runs out."""
-        deadline = self._clock() + self._budget
+        budget = self._budget if budget is None else min(budget, self._budget)
+        deadline = self._clock() + budget
         extra: dict[str, Any] = {"max_tokens": self._max_tokens} if self._max_tokens else {}
         if tools:
             extra["tools"] = tools
@@ -176,6 +184,8 @@ class ChatModel:
         refreshed = False
         while True:
             remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise ModelUnavailable(f"no time left of the {budget:g}s budget")
             try:
                 return self.client.chat.completions.create(
                     model=model or self._model, messages=messages, timeout=min(self._timeout, remaining), **extra
@@ -196,7 +206,7 @@ class ChatModel:
                 # An attempt needs time too: give up rather than wait into the lease.
                 if self._clock() + wait + min(self._timeout, 1.0) >= deadline:
                     raise ModelUnavailable(
-                        f"{failure} (next attempt in {wait:g}s would pass the {self._budget:g}s budget)"[:300]
+                        f"{failure} (next attempt in {wait:g}s would pass the {budget:g}s budget)"[:300]
                     ) from exc
                 log.warning("model attempt failed, retrying", extra={"event": "ai_retry", "wait_seconds": wait, "reason": failure})
                 self._sleep(wait)

@@ -20,6 +20,13 @@ from typing import Any, Mapping
 
 from shared.domain.keyword_rules import MAX_PROFILE_PROGRAM_SIZE, RuleError, RulePattern, compile_rule
 from shared.domain.menus import Menu, parse_menus
+from shared.domain.knowledge import (
+    DEFAULT_UNKNOWN_REPLY,
+    KNOWLEDGE_KEYS,
+    KnowledgeSet,
+    KnowledgeSource,
+    knowledge_values,
+)
 
 DEFAULT_HELP = (
     "I'm this business's WhatsApp assistant: ask me anything. "
@@ -103,6 +110,11 @@ class BusinessProfile:
     menus: tuple[Menu, ...] = ()
     # The model may answer with choices (reply_with_choices); off: its requests stay as they were.
     model_choices: bool = False
+    # The knowledge base (shared/domain/knowledge.py); knowledge_set is what profiles-apply stored, never written.
+    knowledge: tuple[KnowledgeSource, ...] = ()
+    knowledge_only: bool = False
+    unknown_reply: str = DEFAULT_UNKNOWN_REPLY
+    knowledge_set: KnowledgeSet | None = None
 
 
 def profile_value(profile: BusinessProfile | None, key: str, default: Any) -> Any:
@@ -140,7 +152,8 @@ _WORD_KEYS = ("reset_commands", "help_commands", "opt_out_keywords", "opt_in_key
 _BOOL_KEYS = ("typing_indicator", "model_choices")
 # Seconds, fractions allowed; the range of the matching setting.
 _SECONDS_KEYS = {"burst_window_seconds": (0.0, 30.0)}
-KNOWN_KEYS = frozenset({*_TEXT_KEYS, *_INT_KEYS, *_WORD_KEYS, *_BOOL_KEYS, *_SECONDS_KEYS, "keywords", "menus"})
+KNOWN_KEYS = frozenset({*_TEXT_KEYS, *_INT_KEYS, *_WORD_KEYS, *_BOOL_KEYS, *_SECONDS_KEYS, "keywords", "menus",
+                        *KNOWLEDGE_KEYS})
 
 
 def _fail(address: str, key: str, problem: str) -> ProfileError:
@@ -220,6 +233,7 @@ def profile_from_mapping(address: str, raw: Any, defaults: BusinessProfile) -> B
                     f"must be a Twilio Content SID (HX and 32 hex digits), got {sid!r}")
     if "keywords" in raw:
         values["keywords"] = _keyword_rules(address, raw["keywords"])
+    values.update(knowledge_values(raw, lambda key, problem: _fail(address, key, problem)))
     if "menus" in raw:
         values["menus"] = parse_menus(address, raw["menus"], replace(defaults, **values), _fail)
     return replace(defaults, **values)
