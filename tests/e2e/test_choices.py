@@ -7,28 +7,14 @@ stand-in creates Content resources as strictly as Twilio documents and posts tap
 from __future__ import annotations
 
 import uuid
-from typing import Any, Iterator
-
-import pytest
+from typing import Any
 
 from devstack.twilio_content import LIST_PICKER, QUICK_REPLY, tap_fields
 from devstack.twilio_stub import inbound_message, new_sid, sign_and_post
 from shared.domain.delivery import OUTSIDE_WINDOW
+from tests.e2e.test_channel import restart  # noqa: F401 - the fixture that restarts a function with settings
 from tests.e2e.test_controls import new_business, put_profile, replies_from, settle
 from tests.plugin import unique_user, wait_until
-
-
-@pytest.fixture
-def restart(stack) -> Iterator:  # noqa: ANN001
-    changed: set[str] = set()
-
-    def _restart(name: str, **env: str) -> None:
-        changed.add(name)
-        stack.start_function(name, extra_env=env)
-
-    yield _restart
-    for name in changed:
-        stack.start_function(name)
 
 
 def menus(tag: str) -> list[dict[str, Any]]:
