@@ -157,6 +157,8 @@ def test_chat_page_text_image_ticks_trip_and_operations(page: Page, stack: Stack
     expect(tasks).to_have_count(1)
     expect(tasks.first.locator("td").nth(3)).to_have_text("succeeded")
     expect(drawer.get_by_test_id("trip-failure")).to_have_text("no failure record")
+    # The default business has no knowledge base: the trip says so (with one, it names the chunk ids).
+    expect(drawer.get_by_test_id("trip-knowledge")).to_have_text("no knowledge used")
     expect(drawer.get_by_test_id("trip-twilio")).to_contain_text("read (200)")
     expect(drawer.get_by_test_id("trip-events")).to_contain_text("answered")
     page.get_by_test_id("drawer-close").click()
