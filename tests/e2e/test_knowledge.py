@@ -122,30 +122,3 @@ def test_admin_show_and_the_trip_view_name_the_chunks_the_model_was_given(pipeli
         trip = json.load(response)
     assert trip["firestore"]["entry"]["knowledgeChunks"] == [chunk]
     assert any(e["event"] == "knowledge" for e in trip["events"])
-
-
-def test_make_stack_with_the_example_profiles_answers_the_sourdough_from_the_bakerys_prices(tmp_path: Path) -> None:
-    """``BUSINESS_PROFILES_FILE=profiles.example.yaml make stack`` (as make dev starts it): documents applied at
-    start, the offline model and embeddings, the bakery's price quoted with its source."""
-    from devstack.twilio_stub import TwilioStub, inbound_message, sign_and_post
-    from tests.e2e.test_stack_cli import StackProcess
-
-    account, token, bakery = "AC" + "2" * 32, "example-token", "whatsapp:+14155238886"
-    with TwilioStub(account, token) as twilio:
-        stack = StackProcess(tmp_path, {
-            "BUSINESS_PROFILES_FILE": str(ROOT / "profiles.example.yaml"), "TWILIO_API_BASE_URL": twilio.base_url,
-            "TWILIO_ACCOUNT_SID": account, "TWILIO_AUTH_TOKEN": token, "TWILIO_WHATSAPP_FROM": bakery,
-        })
-        try:
-            url = stack.ready_line().split(" ", 1)[1]
-            progress = stack.progress()
-            assert "OFFLINE MODEL" in progress
-            assert "knowledge/bakery/prices.md added" in progress and "knowledge/clinic/services.md added" in progress
-            user = "whatsapp:+34600333444"
-            params = inbound_message(user, "how much is the sourdough?", to=bakery, account_sid=account)
-            assert sign_and_post(url, params, token)[0] == 200
-            answered = wait_until(lambda: [m.body for m in twilio.messages if "4.50" in m.body], timeout=60)
-        finally:
-            stack.kill()
-    [reply] = answered
-    assert "Sourdough loaf" in reply and reply.endswith("— from Prices"), reply
