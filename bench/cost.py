@@ -31,6 +31,10 @@ COUNTERS = (
     "twilio_typing_calls",
     # Business tools (figure 8): requests to a business's own endpoints.
     "tool_calls",
+    # Choices (figure 8): Content resources created, and their records read (once per cold process).
+    "twilio_content_creations",
+    "firestore_content_reads",
+    "firestore_content_writes",
     # The knowledge base (figure 12): 0 for a business without documents.
     "openai_embedding_calls",
     "firestore_knowledge_reads",

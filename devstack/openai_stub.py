@@ -91,7 +91,8 @@ QUOTE_LIMIT = 300
 # A hung answer is released after this long even if the client never gives up.
 MAX_HANG_SECONDS = 300.0
 
-# Text, or the assistant message's fields ({"content", "tool_calls"}) for a scripted tool call.
+# Text, the assistant message's fields ({"content", "tool_calls"}) for scripted tool calls, or one function
+# call {name, arguments} (sent only when the request offers that function).
 Responder = Callable[[list[dict[str, Any]]], "str | dict[str, Any]"]
 
 _ERROR_TYPES = {
@@ -350,10 +351,22 @@ class OpenAIStub(RecordingStub[ChatRequest]):
                 offline_tool_answer(messages, body.get("tools"), body.get("tool_choice")) or offline_reply(messages))
         else:
             answer = responder(messages)
+        offered = {t.get("function", {}).get("name") for t in body.get("tools") or [] if isinstance(t, dict)}
+        if isinstance(answer, dict) and "name" in answer and answer.get("name") not in offered:
+            answer = offline_reply(messages)  # a model calls only the functions it is offered
         return Response.json(200, self._completion(model, messages, answer), {"x-request-id": "req_" + secrets.token_hex(16)})
+
+    def set_reply_call(self, name: str | None, arguments: Mapping[str, Any] | None = None) -> None:
+        """Answer by calling the function ``name`` with ``arguments`` when the request offers it; None restores
+        the offline model."""
+        call = {"name": name, "arguments": json.dumps(dict(arguments or {}))}
+        self.set_responder(None if name is None else (lambda _messages: call))
 
     @staticmethod
     def _completion(model: str, messages: list[dict[str, Any]], answer: "str | dict[str, Any]") -> dict[str, Any]:
+        if isinstance(answer, dict) and "name" in answer:  # one function call
+            answer = {"content": None, "tool_calls": [
+                {"id": "call_" + secrets.token_hex(12), "type": "function", "function": answer}]}
         fields = answer if isinstance(answer, dict) else {"content": answer}
         content = fields.get("content")
         tool_calls = fields.get("tool_calls") or None

@@ -18,17 +18,14 @@ __all__ = ["CALLER_PROOFS", "ConfigError", "DEFAULT_FALLBACK_REPLY", "DEFAULT_SY
            "Settings", "get_settings"]
 
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
-# Business tools' secrets locally: TOOL_SECRET_<SECRET ID> (shared/domain/tools.py).
-LOCAL_TOOL_SECRET_PREFIX = "TOOL_SECRET_"
+LOCAL_TOOL_SECRET_PREFIX = "TOOL_SECRET_"  # + a business tool's secret id, locally (shared/domain/tools.py)
 CALLER_PROOFS = ("caller-key", "signed-token")
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are the WhatsApp assistant of a small business. Answer briefly and "
     "kindly, in the language the customer writes in. If you do not know, say so."
 )
-DEFAULT_FALLBACK_REPLY = (
-    "Sorry, I can't answer right now. Please try again in a few minutes."
-)
+DEFAULT_FALLBACK_REPLY = "Sorry, I can't answer right now. Please try again in a few minutes."
 
 
 @dataclass(frozen=True)
@@ -151,6 +148,12 @@ class Settings:
     # Tests only: the sender's clock runs this far ahead (the 24-hour window end to end)
     test_clock_offset_seconds: float = 0.0
 
+    # Speaking WhatsApp natively (docs/decisions/0023-whatsapp-native.md): where Twilio's
+    # Content API is (else TWILIO_API_BASE_URL, else https://content.twilio.com) and
+    # which collection remembers the Content resource made for each set of choices.
+    twilio_content_base_url: str = ""
+    content_collection: str = "content_templates"
+
     # Caller verification behind Cloud Run (docs/decisions/0003-caller-verification.md):
     # the token's audience and accounts, and what proves the request came through
     # Google: the caller key ("caller-key") or the token's own signature ("signed-token").
@@ -164,9 +167,7 @@ class Settings:
     auth_certs_url: str = GOOGLE_CERTS_URL
     # host:port of a Secret Manager stand-in (plaintext gRPC); unset in the cloud.
     secret_manager_emulator_host: str = ""
-
-    # Business tools (docs/decisions/0016-business-tools.md): function-calling rounds
-    # per message (a profile may say fewer or more), and the largest answer read from a tool.
+    # Business tools (decision 0016): model rounds per message (a profile may change it), largest tool answer.
     max_tool_rounds: int = 3
     tool_response_max_bytes: int = 16 * 1024
 
@@ -247,11 +248,9 @@ class Settings:
             caller_key_secret=_text(env, "CALLER_KEY_SECRET", d.caller_key_secret),
             secret_refresh_interval_seconds=_float(env, "SECRET_REFRESH_INTERVAL_SECONDS", d.secret_refresh_interval_seconds, 0.0, 3600.0),
             secret_overlap_seconds=_float(env, "SECRET_OVERLAP_SECONDS", d.secret_overlap_seconds, 0.0, 7 * 24 * 3600.0),
-            env_secrets={
-                name: env[name]
-                for name in ("TWILIO_AUTH_TOKEN", "OPENAI_API_KEY", "ADDRESS_HASH_KEY", "CALLER_KEY")
-                if env.get(name)
-            } | {name: value for name, value in env.items() if name.startswith(LOCAL_TOOL_SECRET_PREFIX) and value},
+            env_secrets={name: value for name, value in env.items() if value and (
+                name in ("TWILIO_AUTH_TOKEN", "OPENAI_API_KEY", "ADDRESS_HASH_KEY", "CALLER_KEY")
+                or name.startswith(LOCAL_TOOL_SECRET_PREFIX))},
             delivery_status_callbacks=_bool(env, "DELIVERY_STATUS_CALLBACKS", d.delivery_status_callbacks),
             media_max_bytes=_int(env, "MEDIA_MAX_BYTES", d.media_max_bytes, 1024, 25 * 1024 * 1024),
             media_timeout_seconds=_float(env, "MEDIA_TIMEOUT_SECONDS", d.media_timeout_seconds, 0.1, 60.0),
@@ -263,6 +262,8 @@ class Settings:
             reengagement_content_sid=_text(env, "REENGAGEMENT_CONTENT_SID"),
             burst_window_seconds=_float(env, "BURST_WINDOW_SECONDS", d.burst_window_seconds, 0.0, 30.0),
             processor_url=_text(env, "PROCESSOR_URL", d.processor_url),
+            twilio_content_base_url=_text(env, "TWILIO_CONTENT_BASE_URL").rstrip("/"),
+            content_collection=_text(env, "CONTENT_COLLECTION", d.content_collection),
             test_clock_offset_seconds=_float(env, "TEST_CLOCK_OFFSET_SECONDS", 0.0, -10_000_000, 10_000_000),
             auth_audience=_text(env, "AUTH_AUDIENCE"),
             auth_allowed_service_accounts=_list(env, "AUTH_ALLOWED_SERVICE_ACCOUNTS"),
@@ -279,10 +280,8 @@ class Settings:
     def _checked(self) -> "Settings":
         """Refuse combinations that would break the liveness bound (docs/decisions/0008-liveness.md)."""
         if self.model_budget_seconds >= self.processing_lease_seconds:
-            raise ConfigError(
-                f"MODEL_BUDGET_SECONDS ({self.model_budget_seconds:g}) must be below PROCESSING_LEASE_SECONDS "
-                f"({self.processing_lease_seconds}), or a slow model outlives its claim"
-            )
+            raise ConfigError(f"MODEL_BUDGET_SECONDS ({self.model_budget_seconds:g}) must be below PROCESSING_LEASE_"
+                              f"SECONDS ({self.processing_lease_seconds}), or a slow model outlives its claim")
         if self.liveness_seconds <= self.processing_lease_seconds + self.in_flight_grace_seconds:
             raise ConfigError(
                 f"LIVENESS_SECONDS ({self.liveness_seconds}) must exceed PROCESSING_LEASE_SECONDS plus the "

@@ -39,6 +39,7 @@ CONVERSATION_FIELDS = {
     "expire_at": "expireAt", "last_seq": "lastSeq", "done_seq": "doneSeq", "watch": "watch",
     "opted_out": "optedOut", "opted_out_at": "optedOutAt", "rate": "rate", "paused_until": "pausedUntil",
     "last_inbound_at": "lastInboundAt", "updated_at": "updatedAt", "pending_tool": "pendingTool",
+    "offer": "offer",
 }
 MESSAGES = "messages"
 ENTRY_FIELDS = {
@@ -51,6 +52,7 @@ ENTRY_FIELDS = {
     "burst_due": "burstDue", "burst_version": "burstVersion", "burst_members": "burstMembers",
     "business": "business", "burst": "burst", "answered_by": "answeredBy", "replays": "replays",
     "tool_ledger": "toolLedger",
+    "choices": "choices",
     "knowledge_version": "knowledgeVersion", "knowledge_chunks": "knowledgeChunks",
     "knowledge_unknown": "knowledgeUnknown",
 }
@@ -61,6 +63,7 @@ _INTS = {"last_seq", "done_seq", "attempts", "sent_parts", "part_count", "send_a
 _BOOLS = {"opted_out", "fallback", "knowledge_unknown"}
 _LISTS = {"parts", "twilio_sids", "late_twilio_sids", "burst_members", "knowledge_chunks"}
 _MAPS = {"deliveries", "delivery_errors"}
+_JSON = {"choices", "offer"}  # stored as given (an offer: texts, lists of choices)
 
 
 def _date(value: Any) -> datetime | None:
@@ -78,6 +81,8 @@ def _read(attribute: str, value: Any) -> Any:
         return [str(v) for v in value or []]
     if attribute in _MAPS:
         return {str(k): str(v) for k, v in (value or {}).items()}
+    if attribute in _JSON:
+        return _copy(dict(value)) if isinstance(value, Mapping) else {}
     return "" if value is None else str(value)
 
 

@@ -40,13 +40,7 @@ from shared.domain.entry import Decided, MessageEntry
 from shared.domain.proposals import PendingConfirmation
 from shared.domain.tool_ledger import Ledger
 from shared.domain.turns import Turn, trim_history
-from shared.domain.lifecycle import (
-    ANSWERED_WITH,
-    FINISHING,
-    PROCESSING,
-    TO_SEND,
-    WAITING_BURST,
-)
+from shared.domain.lifecycle import ANSWERED_WITH, FINISHING, PROCESSING, TO_SEND, WAITING_BURST
 
 # How many finished message entries a conversation keeps for dedupe. Twilio's
 # retries and Pub/Sub redeliveries of a message arrive long before this many
@@ -90,8 +84,9 @@ class Answer:
     content_sid: str = ""
     content_variables: str = ""
     to: str = ""
-    tool_ledger: Ledger | None = None  # business tools: what the rounds did (kept compacted),
-    proposal: PendingConfirmation | None = None  # and a write the user is asked to confirm
+    tool_ledger: Ledger | None = None  # business tools: what the rounds did (kept compacted), and a write the
+    proposal: PendingConfirmation | None = None  # user is asked to confirm
+    choices: dict[str, Any] | None = None  # the last part offers these (an Offer's JSON: shared/domain/choices.py)
 
 
 @dataclass
@@ -112,6 +107,7 @@ class Conversation:
     last_inbound_at: datetime | None = None
     updated_at: datetime | None = None
     pending_tool: PendingConfirmation | None = None  # a tool's write proposed to the user (tool_events.py)
+    offer: dict[str, Any] = field(default_factory=dict)  # the choices of the newest answer, if it had any
     # Fields this version does not know, kept as they were.
     extra: dict[str, Any] = field(default_factory=dict)
     # Whether the document existed when it was read (set by the store, never written).
@@ -216,6 +212,8 @@ class Conversation:
             if answer.by:
                 turn["by"] = answer.by
             self.history = trim_history([*turns, turn], limits.max_messages, limits.max_history_chars)
+        entry.choices = dict(answer.choices or {})
+        self.offer = {"sid": sid, **answer.choices} if answer.choices else {}
         if answer.failure:
             entry.reason, entry.fallback = answer.failure, True
         if answer.decided is not None:
@@ -245,7 +243,7 @@ class Conversation:
         entry.move(FINISHING[status], sid)
         entry.updated_at, entry.sending, entry.lease_until = now, None, None
         if entry.parts:
-            entry.part_count, entry.parts = len(entry.parts), []
+            entry.part_count, entry.parts, entry.choices = len(entry.parts), [], {}
         if reason:
             entry.reason = reason[:300]
         if entry.seq is not None:

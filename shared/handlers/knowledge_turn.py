@@ -33,8 +33,9 @@ from datetime import datetime
 from typing import Callable
 
 from shared.adapters.knowledge_search import KnowledgeMismatch
+from shared.domain.choices import Offer
 from shared.domain.conversation import Conversation
-from shared.domain.knowledge import note_grounding
+from shared.domain.knowledge import KnowledgeSet, note_grounding
 from shared.domain.knowledge_prompt import Retrieved, plan_answer
 from shared.domain.profiles import BusinessProfile
 from shared.domain.turns import Turn
@@ -75,6 +76,7 @@ class GroundedModel:
         self._fields = log_fields
         self._clock = clock
         self.grounding: Grounding | None = None
+        self.offer: Offer | None = None  # the model's reply_with_choices, when the profile offers it
 
     def reply(self, history: list[Turn], user_text: str, system_prompt: str | None = None, model: str | None = None,
               budget_seconds: float | None = None) -> str:
@@ -82,9 +84,7 @@ class GroundedModel:
         deps, profile = self._deps, self._profile
         knowledge = profile.knowledge_set
         if deps.knowledge is None or knowledge is None or not knowledge.searchable:
-            if self._rounds is not None:
-                return self._rounds(history, user_text, None, None)
-            return deps.model.reply(history, user_text, system_prompt=profile.system_prompt, model=profile.model)
+            return self._ask(history, user_text, profile.system_prompt, None)
         budget = deps.settings.model_budget_seconds
         started = self._clock()
         retrieved = self._search(knowledge, user_text, budget * SEARCH_SHARE)
@@ -103,10 +103,20 @@ class GroundedModel:
             return plan.unknown
         assert plan.prompt is not None
         left = budget - (self._clock() - started)
+        return self._ask(history, user_text, plan.prompt.system_prompt, left)
+
+    def _ask(self, history: list[Turn], user_text: str, system_prompt: str | None, budget: float | None) -> str:
+        """One model call; with ``model_choices`` it may answer with choices (kept in ``offer``)."""
         if self._rounds is not None:
-            return self._rounds(history, user_text, plan.prompt.system_prompt, left)
-        return deps.model.reply(history, user_text, system_prompt=plan.prompt.system_prompt, model=profile.model,
-                                budget_seconds=left)
+            return self._rounds(history, user_text, system_prompt, budget)
+        model, name = self._deps.model, self._profile.model
+        if not self._profile.model_choices:
+            if budget is None:
+                return model.reply(history, user_text, system_prompt=system_prompt, model=name)
+            return model.reply(history, user_text, system_prompt=system_prompt, model=name, budget_seconds=budget)
+        text, self.offer = model.reply_or_choices(history, user_text, system_prompt=system_prompt, model=name,
+                                                  budget_seconds=budget)
+        return text
 
     def reply_with_images(self, history: list[Turn], user_text: str, images: list[str], model: str,
                           system_prompt: str | None = None) -> str:
@@ -117,10 +127,10 @@ class GroundedModel:
     def transcribe(self, data: bytes, filename: str, content_type: str, model: str) -> str:
         return self._deps.model.transcribe(data, filename, content_type, model=model)  # type: ignore[attr-defined]
 
-    def _search(self, knowledge: object, text: str, budget: float) -> list[Retrieved]:
+    def _search(self, knowledge: KnowledgeSet, text: str, budget: float) -> list[Retrieved]:
         assert self._deps.knowledge is not None
         try:
-            return self._deps.knowledge.search(self._profile.address, knowledge, text, budget)  # type: ignore[arg-type]
+            return self._deps.knowledge.search(self._profile.address, knowledge, text, budget)
         except KnowledgeMismatch as exc:
             # Searching again cannot fix it; the documents are not used, never guessed from.
             log.error("knowledge set not searchable with this deployment's embeddings",

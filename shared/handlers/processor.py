@@ -78,7 +78,8 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
 
     assert claim.decision is not None and claim.now is not None
     tools = tool_turn(profile, cid, msg.sid, entry, claim.snapshot, msg.recipient, msg.sender)
-    answer, reply = compose_message(msg, deps, profile, claim.decision, claim.conversation.turns(claim.now), tools)
+    answer, reply = compose_message(msg, deps, profile, claim.decision, claim.conversation.turns(claim.now),
+                                    claim.conversation, tools)
 
     recorded = record_answer(deps.store, cid, msg.sid, answer, deps.limits, deps.clock,
                              start=reply.snapshot or claim.snapshot, after=noting(reply.grounding, msg.sid),

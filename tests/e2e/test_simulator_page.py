@@ -5,16 +5,19 @@ reply travels the whole pipeline, and the ticks come from the status callbacks
 the Twilio stand-in sends to the webhook. Each element the page promises
 (business picker, several users side by side, text, image, typing indicator,
 ticks, a message's trip, failures, dead letters with replay, hand-off) has an
-assertion that fails if it breaks.
+assertion that fails if it breaks. One test starts ``make dev``'s stack of its
+own with the example profiles: the knowledge base as a business owner sees it.
 """
 
 from __future__ import annotations
 
 import shutil
 import struct
+import time
 import uuid
 import zlib
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -22,7 +25,11 @@ from google.cloud import firestore
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from devstack.simulator import Simulator
-from devstack.stack import Stack
+from devstack.stack import ROOT, Stack
+from shared.adapters.profile_store import FirestoreProfiles
+from shared.domain.profiles import BusinessProfile
+from tests.e2e.test_stack_cli import StackProcess
+from tests.plugin import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 # Debian's chromium, never a downloaded browser build (none can be fetched on our machines).
@@ -158,6 +165,8 @@ def test_chat_page_text_image_ticks_trip_and_operations(page: Page, stack: Stack
     expect(tasks.first.locator("td").nth(3)).to_have_text("succeeded")
     expect(drawer.get_by_test_id("trip-failure")).to_have_text("no failure record")
     expect(drawer.get_by_test_id("trip-tools")).to_have_text("no tool called")  # the default business has none
+    # The default business has no knowledge base: the trip says so (with one, it names the chunk ids).
+    expect(drawer.get_by_test_id("trip-knowledge")).to_have_text("no knowledge used")
     expect(drawer.get_by_test_id("trip-twilio")).to_contain_text("read (200)")
     expect(drawer.get_by_test_id("trip-events")).to_contain_text("answered")
     page.get_by_test_id("drawer-close").click()
@@ -223,3 +232,121 @@ def test_dead_letters_list_and_replay_runs_the_operator_command(page: Page, stac
 def test_the_page_is_served_on_loopback_only(stack: Stack) -> None:
     assert stack.simulator is not None
     assert stack.simulator.url.startswith("http://127.0.0.1:")
+
+
+
+MENUS = [
+    {"id": "main", "keywords": ["menu"], "text": "How can we help?", "items": [
+        {"id": "hours", "title": "Opening hours", "reply": "9 to 18, Monday to Saturday."},
+        {"id": "more", "title": "More", "menu": "more"},
+    ]},
+    {"id": "more", "text": "Which day?", "button": "Pick a day", "items": [
+        {"id": f"d{n}", "title": f"Day {n}", "description": f"The day {n}", "reply": f"Day {n} works."}
+        for n in range(1, 6)
+    ]},
+]
+
+
+@pytest.fixture
+def menu_business(stack: Stack) -> Iterator[str]:
+    """The page's business with a menu in its profile (the stack reads profiles with a one-second cache)."""
+    business = stack.options.twilio_whatsapp_from
+    db = firestore.Client(project=stack.options.project)
+    profiles = FirestoreProfiles(lambda: db, "business_profiles", BusinessProfile(), 0)
+    profiles.put(business, {"menus": MENUS}, datetime.now(timezone.utc))
+    time.sleep(1.2)
+    try:
+        yield business
+    finally:
+        db.collection("business_profiles").document(business).delete()
+        db.close()
+        time.sleep(1.2)
+
+
+def test_buttons_and_lists_render_as_whatsapp_does_and_taps_post_as_twilio_does(
+    page: Page, stack: Stack, menu_business: str,
+) -> None:
+    assert stack.openai is not None
+    pane = page.get_by_test_id("chat-pane").first
+    calls = len(stack.openai.requests)
+
+    # "menu" is answered with quick-reply buttons (a Content resource), drawn under the text.
+    pane.get_by_test_id("message-input").fill("menu")
+    pane.get_by_test_id("send").click()
+    message = pane.locator("[data-choices=buttons]").last
+    expect(message.get_by_test_id("quick-reply")).to_have_text(["Opening hours", "More"], timeout=REPLY_TIMEOUT_MS)
+    buttons_sid = message.get_attribute("data-sid")
+
+    # A tap posts ButtonText/ButtonPayload quoting the message; the item's reply comes without the model.
+    message.get_by_test_id("quick-reply").first.click()
+    tapped = pane.locator("[data-tap=button]").last
+    expect(tapped.get_by_test_id("body")).to_have_text("Opening hours")
+    expect(tapped.get_by_test_id("quote")).to_have_attribute("data-quoted-sid", str(buttons_sid))
+    expect(_last(page, 0, "bot").get_by_test_id("body")).to_have_text("9 to 18, Monday to Saturday.",
+                                                                      timeout=REPLY_TIMEOUT_MS)
+
+    # "More" opens a list behind its button; the picked row posts ListId/ListTitle/ListDescription.
+    message.get_by_test_id("quick-reply").nth(1).click()
+    listed = pane.locator("[data-choices=list]").last
+    expect(listed.get_by_test_id("list-open")).to_have_text("☰ Pick a day", timeout=REPLY_TIMEOUT_MS)
+    listed.get_by_test_id("list-open").click()
+    sheet = pane.get_by_test_id("list-sheet")
+    expect(sheet).to_be_visible()
+    expect(sheet.get_by_test_id("list-row")).to_have_count(5)
+    expect(sheet.get_by_test_id("list-send")).to_be_disabled()
+    sheet.locator('[data-choice-id="menu:more:d3"]').click()
+    sheet.get_by_test_id("list-send").click()
+    expect(sheet).to_be_hidden()
+    expect(pane.locator("[data-tap=list]").last.get_by_test_id("body")).to_have_text("Day 3")
+    expect(_last(page, 0, "bot").get_by_test_id("body")).to_have_text("Day 3 works.", timeout=REPLY_TIMEOUT_MS)
+    assert len(stack.openai.requests) == calls
+
+    # A swipe-reply quotes the bot's message, as WhatsApp shows it; the model is told what it said.
+    listed.hover()
+    listed.get_by_test_id("reply-to").click()
+    expect(pane.get_by_test_id("reply-banner")).to_contain_text("Which day?")
+    pane.get_by_test_id("message-input").fill("Is that a holiday?")
+    pane.get_by_test_id("send").click()
+    expect(pane.get_by_test_id("reply-banner")).to_be_hidden()
+    quoting = _last(page, 0, "user")
+    expect(quoting.get_by_test_id("body")).to_have_text("Is that a holiday?")
+    expect(quoting.get_by_test_id("quote")).to_have_attribute("data-quoted-sid", str(listed.get_attribute("data-sid")))
+    wait_until(lambda: any("replying to your earlier message: “Which day?" in str(r.messages[-1].get("content"))
+                           for r in stack.openai.requests), REPLY_TIMEOUT_MS / 1000)
+
+
+def test_make_dev_with_the_example_profiles_answers_the_sourdough_and_the_trip_names_the_chunk(
+        browser: Browser, tmp_path: Path) -> None:
+    """``BUSINESS_PROFILES_FILE=profiles.example.yaml make dev``, on a stack of its own: both businesses' documents
+    applied at start, the offline model and embeddings, the bakery's price quoted with its source in the chat page,
+    and the message's trip naming the chunk the model was given."""
+    stack = StackProcess(tmp_path, {"BUSINESS_PROFILES_FILE": str(ROOT / "profiles.example.yaml")})
+    try:
+        stack.ready_line()
+        progress = stack.progress()
+        assert "OFFLINE MODEL" in progress
+        assert "knowledge/bakery/prices.md added" in progress and "knowledge/clinic/services.md added" in progress
+        simulator = stack.before_ready[0]
+        assert simulator.startswith("SIMULATOR ")
+        context = browser.new_context(viewport={"width": 1400, "height": 820})
+        context.set_default_timeout(PAGE_TIMEOUT_MS)
+        page = context.new_page()
+        try:
+            page.goto(simulator.split(" ", 1)[1])
+            bakery = "whatsapp:+14155238886"
+            page.get_by_test_id("business-picker").select_option(bakery)
+            pane = page.get_by_test_id("chat-pane").first
+            pane.get_by_test_id("message-input").fill("how much is the sourdough?")
+            pane.get_by_test_id("send").click()
+            answer = pane.locator("[data-direction=bot]").filter(has_text="4.50 €")
+            expect(answer).to_have_count(1, timeout=REPLY_TIMEOUT_MS)
+            expect(answer.get_by_test_id("body")).to_contain_text("Sourdough loaf")
+            expect(answer.get_by_test_id("body")).to_contain_text("— from Prices")
+            _last(page, 0, "user").click()
+            knowledge = page.get_by_test_id("drawer").get_by_test_id("trip-knowledge")
+            expect(knowledge).to_contain_text("knowledge: knowledge/bakery/prices.md#")
+            expect(knowledge).to_contain_text("(version ")
+        finally:
+            context.close()
+    finally:
+        stack.kill()
