@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from shared.domain.keyword_rules import MAX_PROFILE_PROGRAM_SIZE, RuleError, RulePattern, compile_rule
+from shared.domain.staff import INBOX_KEYS, InboxKeyError, inbox_keys
 
 DEFAULT_HELP = (
     "I'm this business's WhatsApp assistant: ask me anything. "
@@ -98,6 +99,9 @@ class BusinessProfile:
     burst_window_seconds: float | None = None
     # The approved template sent in place of a reply past the 24-hour window.
     reengagement_content_sid: str = ""
+    # The inbox (shared/domain/staff.py): who may answer in it, and where a handoff is announced.
+    staff: tuple[str, ...] = ()
+    notify_webhook: str = ""
 
 
 _TEXT_KEYS = {
@@ -129,7 +133,7 @@ _WORD_KEYS = ("reset_commands", "help_commands", "opt_out_keywords", "opt_in_key
 _BOOL_KEYS = ("typing_indicator",)
 # Seconds, fractions allowed; the range of the matching setting.
 _SECONDS_KEYS = {"burst_window_seconds": (0.0, 30.0)}
-KNOWN_KEYS = frozenset({*_TEXT_KEYS, *_INT_KEYS, *_WORD_KEYS, *_BOOL_KEYS, *_SECONDS_KEYS, "keywords"})
+KNOWN_KEYS = frozenset({*_TEXT_KEYS, *_INT_KEYS, *_WORD_KEYS, *_BOOL_KEYS, *_SECONDS_KEYS, "keywords", *INBOX_KEYS})
 
 
 def _fail(address: str, key: str, problem: str) -> ProfileError:
@@ -209,6 +213,10 @@ def profile_from_mapping(address: str, raw: Any, defaults: BusinessProfile) -> B
                     f"must be a Twilio Content SID (HX and 32 hex digits), got {sid!r}")
     if "keywords" in raw:
         values["keywords"] = _keyword_rules(address, raw["keywords"])
+    try:
+        values.update(inbox_keys(raw))
+    except InboxKeyError as exc:
+        raise _fail(address, exc.key, exc.problem) from None
     return replace(defaults, **values)
 
 
