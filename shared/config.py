@@ -211,6 +211,20 @@ class Settings:
     # host:port of a Secret Manager stand-in (plaintext gRPC); unset in the cloud.
     secret_manager_emulator_host: str = ""
 
+    # The inbox (docs/decisions/0021-inbox-sign-in.md): its public URL (where Google posts the
+    # sign-in, and Secure cookies when it is https), the Sign in with Google client whose ID
+    # tokens it accepts, the script that draws the button, who operates it, how long a
+    # session lasts, the key that signs sessions, how often an open inbox asks for news,
+    # and the hold subscription its operators replay dead letters from.
+    inbox_url: str = ""
+    inbox_oauth_client_id: str = ""
+    inbox_signin_script_url: str = "https://accounts.google.com/gsi/client"
+    inbox_operators: tuple[str, ...] = ()
+    inbox_session_seconds: int = 8 * 3600
+    inbox_session_key_secret: str = "inbox-session-key"
+    inbox_poll_seconds: float = 3.0
+    dead_letter_hold_subscription: str = "inbound-messages-dead-letter-hold"
+
     # Fault injection for tests only; empty in every real deployment
     test_fault_points: tuple[str, ...] = ()
     # Log this process's cumulative external calls after each request (benchmarks)
@@ -279,7 +293,7 @@ class Settings:
             secret_overlap_seconds=_float(env, "SECRET_OVERLAP_SECONDS", d.secret_overlap_seconds, 0.0, 7 * 24 * 3600.0),
             env_secrets={
                 name: env[name]
-                for name in ("TWILIO_AUTH_TOKEN", "OPENAI_API_KEY", "ADDRESS_HASH_KEY", "CALLER_KEY")
+                for name in ("TWILIO_AUTH_TOKEN", "OPENAI_API_KEY", "ADDRESS_HASH_KEY", "CALLER_KEY", "INBOX_SESSION_KEY")
                 if env.get(name)
             },
             delivery_status_callbacks=_bool(env, "DELIVERY_STATUS_CALLBACKS", d.delivery_status_callbacks),
@@ -300,6 +314,15 @@ class Settings:
             caller_proof=_text(env, "CALLER_PROOF").lower(),
             auth_certs_url=_text(env, "AUTH_CERTS_URL", d.auth_certs_url),
             secret_manager_emulator_host=_text(env, "SECRET_MANAGER_EMULATOR_HOST"),
+            inbox_url=_text(env, "INBOX_URL").rstrip("/"),
+            inbox_oauth_client_id=_text(env, "INBOX_OAUTH_CLIENT_ID"),
+            inbox_signin_script_url=_text(env, "INBOX_SIGNIN_SCRIPT_URL", d.inbox_signin_script_url),
+            inbox_operators=tuple(e.lower() for e in _list(env, "INBOX_OPERATORS")),
+            inbox_session_seconds=_int(env, "INBOX_SESSION_SECONDS", d.inbox_session_seconds, 300, 7 * 24 * 3600),
+            inbox_session_key_secret=_text(env, "INBOX_SESSION_KEY_SECRET", d.inbox_session_key_secret),
+            inbox_poll_seconds=_float(env, "INBOX_POLL_SECONDS", d.inbox_poll_seconds, 1.0, 60.0),
+            dead_letter_hold_subscription=_text(env, "PUBSUB_DEAD_LETTER_HOLD_SUBSCRIPTION",
+                                                d.dead_letter_hold_subscription),
             test_fault_points=_list(env, "TEST_FAULT_POINTS"),
             log_usage=_bool(env, "LOG_USAGE", False),
         )._checked()
@@ -322,6 +345,11 @@ class Settings:
                 f"got {self.caller_proof!r}: Cloud Run removes the token's signature, so something else must prove "
                 "the request came through Google"
             )
+        for url in (self.inbox_url, self.inbox_signin_script_url):
+            if url and not url.startswith(("https://", "http://")):
+                raise ConfigError(f"INBOX_URL and INBOX_SIGNIN_SCRIPT_URL must be http(s) URLs, got {url!r}")
+        if any("@" not in email for email in self.inbox_operators):
+            raise ConfigError(f"INBOX_OPERATORS must be e-mail addresses, got {', '.join(self.inbox_operators)}")
         if self.burst_window_seconds > 0 and not self.processor_url:
             raise ConfigError("BURST_WINDOW_SECONDS > 0 needs PROCESSOR_URL, where a burst's answer task is delivered")
         return self

@@ -1,0 +1,66 @@
+"""What the inbox's handlers need, as one value: built by the composition root, faked in unit tests."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable, Protocol
+from urllib.parse import urlsplit
+
+from shared.adapters.google_signin import GoogleSignIn
+from shared.adapters.inbox_store import StoredConversation
+from shared.config import Settings
+from shared.domain.conversation import utcnow
+from shared.domain.staff import Access, Business, access_for
+
+audit_log = logging.getLogger("shared.inbox.audit")
+
+
+class Reader(Protocol):
+    def recent(self, business: str, limit: int) -> list[StoredConversation]: ...
+
+    def changed(self, business: str, since: datetime, limit: int) -> list[StoredConversation]: ...
+
+    def paused(self, business: str, now: datetime, limit: int) -> list[StoredConversation]: ...
+
+    def get(self, conversation_id: str) -> StoredConversation | None: ...
+
+    def directory(self) -> tuple[Business, ...]: ...
+
+
+@dataclass(frozen=True)
+class InboxDeps:
+    settings: Settings
+    reader: Reader
+    signin: GoogleSignIn
+    # The session-signing keys, oldest first (the last one signs), and a re-read after a rotation.
+    session_keys: Callable[[], list[str]]
+    refresh_session_key: Callable[[], bool] = lambda: False
+    clock: Callable[[], datetime] = utcnow
+    # The operators' view: the failure records, and ``make replay`` for the chosen dead letters.
+    failures: Callable[[int], list[dict[str, Any]]] = field(default=lambda limit: [])
+    replay: Callable[[list[str]], list[str]] = field(default=lambda sids: [])
+
+    def access(self, email: str) -> Access:
+        return access_for(email, self.reader.directory(), self.settings.inbox_operators)
+
+    @property
+    def origin(self) -> str:
+        """scheme://host[:port] of the inbox, from INBOX_URL."""
+        parts = urlsplit(self.settings.inbox_url)
+        return f"{parts.scheme}://{parts.netloc}" if parts.netloc else ""
+
+    @property
+    def secure(self) -> bool:
+        return self.settings.inbox_url.startswith("https://")
+
+    @property
+    def login_uri(self) -> str:
+        """Where Google posts the sign-in: registered on the OAuth client as an authorized redirect URI."""
+        return f"{self.settings.inbox_url}/auth/google"
+
+
+def audit(event: str, staff: str, message: str, **fields: Any) -> None:
+    """Every action in the inbox, with who did it: their e-mail, never the customer's number."""
+    audit_log.info(message, extra={"event": event, "staff": staff, **fields})

@@ -1,0 +1,69 @@
+"""The inbox's part of the composition root: real adapters into ``InboxDeps``, once per process.
+
+Like shared/bootstrap.py (whose clients it reuses), importing this does no
+I/O; every client is made on first use.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from shared import bootstrap
+from shared.adapters.google_signin import GoogleSignIn
+from shared.adapters.inbox_store import InboxReader
+from shared.adapters.secret_manager import INBOX_SESSION_KEY
+from shared.domain.conversation import utcnow
+from shared.inbox.deps import InboxDeps
+
+if TYPE_CHECKING:
+    import flask
+
+    from shared.ops.replay import PubSubDeadLetters
+
+
+@functools.cache
+def _dead_letters() -> PubSubDeadLetters:
+    from shared.ops.replay import PubSubDeadLetters
+
+    s = bootstrap.settings()
+    return PubSubDeadLetters(s.project_id, s.dead_letter_hold_subscription, s.inbound_topic)
+
+
+def _replay(sids: list[str]) -> list[str]:
+    from shared.ops.replay import replay
+
+    s = bootstrap.settings()
+    return replay(bootstrap.store(), bootstrap.pseudonyms(), _dead_letters(), utcnow, s.conversation_ttl_seconds,
+                  sids, 100, s.reconcile_after_seconds)
+
+
+def _session_keys() -> list[str]:
+    secrets = bootstrap.secrets()
+    previous = secrets.previous(INBOX_SESSION_KEY)
+    return ([previous] if previous else []) + [secrets.inbox_session_key()]
+
+
+@functools.cache
+def inbox_deps() -> InboxDeps:
+    s = bootstrap.settings()
+    store = bootstrap.store()
+    bootstrap.pseudonyms()
+    return InboxDeps(
+        settings=s,
+        reader=InboxReader(lambda: store.client, s.conversations_collection, s.profiles_collection,
+                           s.twilio_whatsapp_from, s.profile_cache_seconds),
+        signin=GoogleSignIn(s.inbox_oauth_client_id, s.auth_certs_url),
+        session_keys=_session_keys,
+        refresh_session_key=lambda: bootstrap.secrets().refresh(INBOX_SESSION_KEY),
+        clock=utcnow,
+        failures=lambda limit: store.list_failures(limit=limit),
+        replay=_replay,
+    )
+
+
+@functools.cache
+def inbox_app() -> flask.Flask:
+    from shared.inbox.app import create_app
+
+    return create_app(inbox_deps())
