@@ -55,6 +55,8 @@ PERMISSION_ROLES: dict[str, frozenset[str]] = {
         "datastore.databases.create": ("roles/datastore.owner",),
         # Firestore's IAM page: fields.patch (TTL and index exemptions) takes datastore.indexes.update.
         "datastore.indexes.update": ("roles/datastore.owner", "roles/datastore.indexAdmin"),
+        # Composite indexes (the inbox's queries): indexes.create, the same two roles.
+        "datastore.indexes.create": ("roles/datastore.owner", "roles/datastore.indexAdmin"),
         "logging.logMetrics.create": ("roles/logging.configWriter", "roles/logging.admin"),
         "logging.logEntries.create": ("roles/logging.logWriter", "roles/logging.admin"),
         "monitoring.alertPolicies.create": (
@@ -96,6 +98,7 @@ RESOURCE_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "google_cloud_tasks_queue_iam_member": ("cloudtasks.queues.setIamPolicy",),
     "google_firestore_database": ("datastore.databases.create",),
     "google_firestore_field": ("datastore.indexes.update",),
+    "google_firestore_index": ("datastore.indexes.create",),
     "google_logging_metric": ("logging.logMetrics.create",),
     "google_monitoring_alert_policy": ("monitoring.alertPolicies.create",),
     "google_monitoring_dashboard": ("monitoring.dashboards.create",),
