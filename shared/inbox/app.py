@@ -74,7 +74,8 @@ def create_app(deps: InboxDeps, now: Callable[[], float] = time.time) -> Flask:
     def index() -> Response:
         return send_from_directory(STATIC, "index.html")
 
-    @app.get("/static/<path:name>")
+    # Not /static/: functions-framework's own Flask app answers that path before the function is called.
+    @app.get("/assets/<path:name>")
     def static_file(name: str) -> Response:
         response = send_from_directory(STATIC, name)
         response.headers["Cache-Control"] = "no-cache"

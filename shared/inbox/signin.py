@@ -43,7 +43,7 @@ def _page(status: int, title: str, detail: str) -> Response:
     from html import escape
 
     body = (f"<!doctype html><html lang=en><meta charset=utf-8><title>{escape(title)}</title>"
-            f"<link rel=stylesheet href=/static/style.css><main class=notice><h1>{escape(title)}</h1>"
+            f"<link rel=stylesheet href=/assets/style.css><main class=notice><h1>{escape(title)}</h1>"
             f"<p data-testid=signin-error>{escape(detail)}</p><p><a href=/>Back to the inbox</a></p></main>")
     return Response(body, status=status, content_type="text/html; charset=utf-8")
 

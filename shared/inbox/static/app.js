@@ -84,6 +84,9 @@ function showSignIn(signin, error) {
     google.accounts.id.renderButton(document.getElementById("gsi-button"),
       { type: "standard", theme: "outline", size: "large", text: "signin_with", shape: "pill" });
   });
+  script.addEventListener("error", () => {
+    document.getElementById("signin-note").textContent = `Could not load Google's sign-in from ${signin.script_url}.`;
+  });
   document.head.append(script);
 }
 
@@ -296,7 +299,7 @@ async function loadOps() {
     document.querySelector("[data-testid=dead-letters] tbody").replaceChildren(...dead.map((f) => el("tr", { "data-sid": f.sid },
       el("td", { text: f.at.replace("T", " ").slice(0, 19) }), el("td", { text: f.sid }), el("td", { text: f.sender }),
       el("td", { text: f.reason }),
-      el("td", {}, el("button", { type: "button", "data-testid": "replay", text: "Replay", onclick: () => replay([f.sid]) }))));
+      el("td", {}, el("button", { type: "button", "data-testid": "replay", text: "Replay", onclick: () => replay([f.sid]) })))));
     document.querySelector("[data-testid=failures] tbody").replaceChildren(...body.failures.map((f) => el("tr", {},
       el("td", { text: f.at.replace("T", " ").slice(0, 19) }), el("td", { text: f.status }), el("td", { text: f.stage }),
       el("td", { text: f.sender }), el("td", { text: f.sid }), el("td", { text: f.reason }))));
