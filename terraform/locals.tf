@@ -315,7 +315,11 @@ locals {
       INBOX_OPERATORS                      = join(",", var.inbox_operators)
       INBOX_SESSION_SECONDS                = tostring(var.inbox_session_seconds)
       INBOX_POLL_SECONDS                   = tostring(var.inbox_poll_seconds)
-      LOG_USAGE                            = tostring(var.log_usage)
+      # Its one private endpoint, /tasks/notify: Cloud Tasks' token and caller key, as the sender checks them.
+      AUTH_AUDIENCE                 = local.run_urls.inbox
+      AUTH_ALLOWED_SERVICE_ACCOUNTS = google_service_account.identity["tasks_invoker"].email
+      CALLER_PROOF                  = "caller-key"
+      LOG_USAGE                     = tostring(var.log_usage)
     }
   }
 }

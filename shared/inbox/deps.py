@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 from urllib.parse import urlsplit
+
+from werkzeug.exceptions import Forbidden
 
 from shared.adapters.google_signin import GoogleSignIn
 from shared.adapters.inbox_store import StoredConversation
@@ -15,6 +17,15 @@ from shared.domain.conversation import utcnow
 from shared.domain.staff import Access, Business, access_for
 
 audit_log = logging.getLogger("shared.inbox.audit")
+
+
+class Notifier(Protocol):
+    def post(self, url: str, payload: Mapping[str, Any]) -> int: ...
+
+
+def refuse_tasks(request: Any) -> str | None:
+    """Without a caller check configured, nothing may post tasks to the inbox."""
+    raise Forbidden("task endpoints are closed: no caller verification is configured")
 
 
 class Reader(Protocol):
@@ -41,6 +52,9 @@ class InboxDeps:
     # The operators' view: the failure records, and ``make replay`` for the chosen dead letters.
     failures: Callable[[int], list[dict[str, Any]]] = field(default=lambda limit: [])
     replay: Callable[[list[str]], list[str]] = field(default=lambda sids: [])
+    # The handoff notices: who may post the tasks (Cloud Tasks, checked like any private service), and the webhook.
+    authorize_task: Callable[[Any], str | None] = refuse_tasks
+    notifier: Notifier | None = None
 
     def access(self, email: str) -> Access:
         return access_for(email, self.reader.directory(), self.settings.inbox_operators)

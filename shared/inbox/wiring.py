@@ -9,10 +9,13 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
+from werkzeug.exceptions import Forbidden
+
 from shared import bootstrap
 from shared.adapters.google_signin import GoogleSignIn
 from shared.adapters.inbox_store import InboxReader
 from shared.adapters.secret_manager import INBOX_SESSION_KEY
+from shared.adapters.webhook_notifier import WebhookNotifier
 from shared.domain.conversation import utcnow
 from shared.inbox.deps import InboxDeps
 
@@ -38,6 +41,17 @@ def _replay(sids: list[str]) -> list[str]:
                   sids, 100, s.reconcile_after_seconds)
 
 
+def _authorize_task(request: flask.Request) -> str | None:
+    """Cloud Tasks' caller key and token, as the private services check them; refused when unconfigured.
+
+    The inbox is public, so unlike a private service it must not fall back
+    to "verification off" when AUTH_AUDIENCE is missing.
+    """
+    if bootstrap.verifier() is None:
+        raise Forbidden("task endpoints are closed: AUTH_AUDIENCE is not set")
+    return bootstrap.authorize(request)
+
+
 def _session_keys() -> list[str]:
     secrets = bootstrap.secrets()
     previous = secrets.previous(INBOX_SESSION_KEY)
@@ -59,6 +73,8 @@ def inbox_deps() -> InboxDeps:
         clock=utcnow,
         failures=lambda limit: store.list_failures(limit=limit),
         replay=_replay,
+        authorize_task=_authorize_task,
+        notifier=WebhookNotifier(),
     )
 
 

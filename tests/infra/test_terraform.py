@@ -756,6 +756,9 @@ def check_service_env(config: TfConfig) -> None:
             "INBOX_OAUTH_CLIENT_ID",
             "INBOX_OPERATORS",
             "INBOX_SESSION_SECONDS",
+            "AUTH_AUDIENCE",
+            "AUTH_ALLOWED_SERVICE_ACCOUNTS",
+            "CALLER_PROOF",
         },
     }
     envs = {service: _service_env(config, service) for service in required}
@@ -952,6 +955,9 @@ def check_inbox_service(config: TfConfig) -> None:
     assert env["INBOX_URL"] == Expr("local.inbox_public_url") and "local.run_urls.inbox" in str(
         config.locals.get("inbox_public_url")), "the inbox's INBOX_URL is not its own URL"
     assert env["PUBSUB_DEAD_LETTER_HOLD_SUBSCRIPTION"] == Expr("google_pubsub_subscription.dead_letter_hold.name")
+    # Its task endpoint: only Cloud Tasks' identity, for the inbox's own run.app URL (the tasks' audience).
+    assert env["AUTH_AUDIENCE"] == Expr("local.run_urls.inbox")
+    assert env["AUTH_ALLOWED_SERVICE_ACCOUNTS"] == Expr(instance(IDENTITY, "tasks_invoker") + ".email")
     assert config.resolve(Expr("var.inbox_operators")) == [], "nobody operates the inbox by default"
     # The composite indexes its queries need (the emulator answers without them; Firestore does not).
     from shared.adapters.inbox_store import INDEXES
@@ -1009,7 +1015,7 @@ def check_caller_key(config: TfConfig) -> None:
     proofs = {service: env.get("CALLER_PROOF") for service, env in envs.items()}
     assert proofs == {
         "webhook": None, "processor": "caller-key", "sender": "caller-key", "reconciler": "caller-key",
-        "outbound": "signed-token", "inbox": None,
+        "outbound": "signed-token", "inbox": "caller-key",
     }, f"caller proofs: {proofs}"
     secret_id = Expr(f"{instance(SECRET, 'caller_key')}.secret_id")
     for service, env in envs.items():

@@ -80,6 +80,7 @@ class World:
     keys: list[str]
     replayed: list[list[str]]
     refreshes: list[int]
+    deps: InboxDeps
 
     def sign_in(self, email: str, csrf: str = "csrf-1", cookie: str | None = None, token: str | None = None) -> Any:
         self.client.set_cookie("g_csrf_token", cookie if cookie is not None else csrf)
@@ -130,7 +131,7 @@ def make_world(url: str = "http://127.0.0.1:9000") -> World:
         replay=lambda sids: replayed.append(sids) or [f"{s}  whatsapp:#0123456789  replayed" for s in sids],
     )
     app = create_app(deps, now=lambda: clock[0])
-    return World(app.test_client(), reader, issuer, clock, keys, replayed, refreshes)
+    return World(app.test_client(), reader, issuer, clock, keys, replayed, refreshes, deps)
 
 
 @pytest.fixture
