@@ -3,7 +3,7 @@
 import flask
 import functions_framework
 
-from shared.inbox.wiring import inbox_app, inbox_deps
+from shared.inbox.wiring import inbox_app, inbox_deps, log_usage
 from shared.log import set_trace, trace_from_headers
 
 
@@ -12,5 +12,8 @@ def inbox(request: flask.Request) -> flask.Response:
     set_trace(trace_from_headers(request.headers), inbox_deps().settings.project_id)
     app = inbox_app()
     # The inbox's own Flask app (routes, sessions, headers) answers the request functions-framework received.
-    with app.request_context(request.environ):
-        return app.full_dispatch_request()
+    try:
+        with app.request_context(request.environ):
+            return app.full_dispatch_request()
+    finally:
+        log_usage()

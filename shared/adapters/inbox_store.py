@@ -35,8 +35,10 @@ INDEXES: dict[str, tuple[tuple[str, str], ...]] = {
     "recent": (("business", "ASCENDING"), ("updatedAt", "DESCENDING")),
     "paused": (("business", "ASCENDING"), ("pausedUntil", "ASCENDING")),
 }
-# Writers take ``updatedAt`` from their own clock before they commit; a poll looks this far back.
-CHANGE_OVERLAP = timedelta(seconds=15)
+# Writers take ``updatedAt`` from their own clock just before they commit (each write is one
+# load, compute, compare-and-set); a poll looks this far back, so a commit that lands a little
+# after its timestamp, or on an instance whose clock is a little behind, is still seen.
+CHANGE_OVERLAP = timedelta(seconds=5)
 DIRECTORY_FIELDS = ["name", "staff", "notify_webhook"]
 
 

@@ -7,6 +7,7 @@ I/O; every client is made on first use.
 from __future__ import annotations
 
 import functools
+import logging
 from typing import TYPE_CHECKING
 
 from werkzeug.exceptions import Forbidden
@@ -76,6 +77,18 @@ def inbox_deps() -> InboxDeps:
         authorize_task=_authorize_task,
         notifier=WebhookNotifier(),
     )
+
+
+def log_usage() -> None:
+    """With LOG_USAGE on, one line per request with this process's cumulative calls (read by bench/),
+    the inbox's own reads included: they are what an open inbox costs."""
+    if not bootstrap.settings().log_usage:
+        return
+    counts = bootstrap.usage()
+    reader = inbox_deps().reader
+    if isinstance(reader, InboxReader):
+        counts["firestore_reads"] = counts.get("firestore_reads", 0) + reader.ops.reads
+    logging.getLogger("shared.usage").info("usage", extra={"event": "usage", "usage": counts})
 
 
 @functools.cache
