@@ -12,34 +12,21 @@ the page or by asking the API directly.
 from __future__ import annotations
 
 import re
-import shutil
 import uuid
 from datetime import datetime, timezone
-from typing import Iterator
 from urllib.parse import quote
 
 import pytest
 import requests
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from devstack.stack import LOCAL_OPERATOR, Stack
 from tests.e2e.test_controls import new_business, put_profile, wait_replies
-from tests.e2e.test_simulator_page import CHROMIUM, CHROMIUM_ARGS, PAGE_TIMEOUT_MS, REPLY_TIMEOUT_MS
+# The chat page's browser fixture: Debian's chromium, headless.
+from tests.e2e.test_simulator_page import PAGE_TIMEOUT_MS, REPLY_TIMEOUT_MS, browser  # noqa: F401
 from tests.plugin import unique_user
 
 HANDOFF_REPLY = "Someone from the bakery will answer you here shortly."
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if shutil.which("chromium") is None:
-        pytest.fail("Debian's chromium is missing: apt-get install chromium (make test installs it as root)")
-    with sync_playwright() as driver:
-        launched = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 @pytest.fixture(scope="module")
