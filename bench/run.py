@@ -28,7 +28,7 @@ from google.cloud import pubsub_v1
 
 from bench import (
     ack, burst, charts, coldstart, cost, cpu, e2e, features, front_end, keyword_rules, secrets_check, stages,
-    throughput,
+    throughput, write_paths,
 )
 from bench.driver import Delivery, Driver, check_delivery
 from bench.procs import Processes, function_command, process_env, wait_listening
@@ -74,6 +74,7 @@ class Plan:
     feature_messages: int
     feature_burst_users: int
     front_end_pairs: int
+    write_path_messages: int = 100
 
 
 FULL = Plan(
@@ -87,6 +88,7 @@ QUICK = Plan(
     slow_pairs=6, slow_per_client=1, slow_rounds=2, e2e_messages=8,
     rates=(5, 10), step_seconds=2, grace_seconds=10, cold_repeats=3, secret_messages=100,
     burst_others=10, burst_rounds=1, feature_messages=3, feature_burst_users=3, front_end_pairs=10,
+    write_path_messages=5,
 )
 
 
@@ -326,6 +328,11 @@ def run(plan: Plan, log_dir: Path, profile_dir: Path | None = None) -> tuple[dic
         started = time.monotonic()
         front_run = front_end.run(driver, plan.front_end_pairs, "fe")
         bench.timed("front_ends", started)
+        _say(f"conversation writes: {plan.write_path_messages} messages through the compare-and-set helper, "
+             "and as Firestore transactions")
+        started = time.monotonic()
+        writes = write_paths.run(stack.options.project, plan.write_path_messages)
+        bench.timed("write_paths", started)
         started = time.monotonic()
         drained = driver.wait_drained(max(plan.grace_seconds, 60))
         bench.timed("drain_before_slow_ai", started)
@@ -355,6 +362,7 @@ def run(plan: Plan, log_dir: Path, profile_dir: Path | None = None) -> tuple[dic
         load_cpu, cold, burst_run, feature_run, (fast_seq, fast_conc, slow_seq, slow_conc), delivery, stack,
         front_run,
         rules_figure,
+        writes,
     )
     results["duration_seconds"] = round(time.monotonic() - t_run, 1)
     return results, table
@@ -379,6 +387,7 @@ def assemble(
     stack: Stack,
     front_run: front_end.FrontEndRun,
     rules_figure: dict[str, Any] | None = None,
+    writes: write_paths.WritePaths | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Goals, results.json content and the printed table, from the raw measurements."""
     fast_seq, fast_conc, slow_seq, slow_conc = acks
@@ -542,6 +551,8 @@ def assemble(
     rows += front_rows
     if rules_figure is not None:
         rows += keyword_rules.report_rows(rules_figure)
+    if writes is not None:
+        rows += writes.report_rows()
 
     met = sum(g.passed for g in goals)
     rows.append(f"goals met: {met} of {len(goals)}")
@@ -588,6 +599,7 @@ def assemble(
         "features": feature_json,
         "keyword_rules": rules_figure,
         "front_ends": front_json,
+        "write_paths": writes.to_json() if writes is not None else None,
         "goals": [g.to_json() for g in goals],
         "phase_seconds": bench.phases,
         "profiled": bench.profiler is not None,

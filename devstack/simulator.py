@@ -38,6 +38,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from devstack.local_only import guard
 from devstack.twilio_stub import TwilioStubAdmin, inbound_message, new_sid, sign_and_post
 from shared.domain import conversation as conversation_rules
+from shared.domain.lifecycle import FINISHED
 
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parents[1]
@@ -273,7 +274,7 @@ class Simulator:
             if entry is None:
                 if now - message.posted_at < UNCLAIMED_TYPING_SECONDS:
                     return True
-            elif entry.get("status") not in conversation_rules.FINISHED:
+            elif entry.get("status") not in FINISHED:
                 return True
         return False
 

@@ -344,6 +344,8 @@ class Stack:
             # The outbound API is callable by one local business system (tokens: devstack/token_issuer.py).
             "outbound_invokers": [f"serviceAccount:{business_system}"],
             "outbound_allowed_service_accounts": [business_system],
+            # ... and may send for every number of the deployment (OUTBOUND_CALLERS).
+            "outbound_caller_businesses": {business_system: ["*"]},
             # The inbox: the local OAuth client and sign-in script (devstack/google_signin.py), one local operator.
             "inbox_oauth_client_id": self.cloud.signin.client_id,
             "inbox_signin_script_url": self.cloud.signin.script_url,

@@ -49,9 +49,8 @@ if TYPE_CHECKING:
     from shared.adapters.twilio_media import TwilioMedia
     from shared.adapters.twilio_typing import TypingIndicator
     from shared.handlers.outbound import OutboundDeps
-    from shared.handlers.processor import ProcessorDeps
+    from shared.handlers.deps import ProcessorDeps, SenderDeps
     from shared.handlers.reconciler import ReconcilerDeps
-    from shared.handlers.sender import SenderDeps
 
 
 @functools.cache
@@ -186,7 +185,7 @@ def profiles() -> FirestoreProfiles:
 
 @functools.cache
 def processor_deps() -> ProcessorDeps:
-    from shared.handlers.processor import ProcessorDeps
+    from shared.handlers.deps import ProcessorDeps
 
     return ProcessorDeps(
         settings=settings(), store=store(), model=model(), queue=queue(), faults=faults(), clock=utcnow,
@@ -236,7 +235,7 @@ def twilio() -> TwilioGateway:
 
 @functools.cache
 def sender_deps() -> SenderDeps:
-    from shared.handlers.sender import SenderDeps
+    from shared.handlers.deps import SenderDeps
 
     pseudonyms()
     s = settings()

@@ -6,7 +6,10 @@ import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
-from shared.domain.conversation import Conversation, Updates, applied, nested
+from shared.adapters.cloud_tasks import BurstTask, SendTask
+from shared.adapters.compare_and_set import CompareAndSetStore, Conflict, DedupeMarker, OpCounter, Write
+from shared.adapters.conversation_document import DELETE, apply_field_updates, from_document
+from shared.domain.conversation import Conversation
 from shared.domain.pseudonyms import Pseudonyms
 
 # The unit tests' address key; ids and masks are keyed as in production.
@@ -17,12 +20,16 @@ BUSINESS = "whatsapp:+14155238886"
 def conversation_id(address: str, business: str = BUSINESS) -> str:
     """The conversation of ``address`` with the business the unit tests write to."""
     return IDS.conversation_id(address, business)
-from shared.adapters.cloud_tasks import BurstTask, SendTask
-from shared.adapters.firestore_store import Conflict, DedupeMarker, OpCounter, Snapshot
 
 
-class FakeStore:
-    """Compare-and-set semantics of FirestoreStore, with integer versions."""
+def nested(updates: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted field paths as a nested document (a test writing a document as another writer would)."""
+    return apply_field_updates({}, {path: value for path, value in updates.items() if value is not DELETE})
+
+
+class FakeStore(CompareAndSetStore):
+    """FirestoreStore's two primitives in memory, with integer versions: the same compare-and-set helper
+    runs on top, and documents are kept and changed in Firestore's shape (field paths applied to dicts)."""
 
     def __init__(self) -> None:
         self.docs: dict[str, tuple[dict[str, Any], int]] = {}
@@ -36,40 +43,47 @@ class FakeStore:
         # as Firestore does when the client retries a commit that went through.
         self.lose_answers = 0
 
-    def load(self, conversation_id: str) -> Snapshot:
+    def _read(self, conversation_id: str) -> tuple[dict[str, Any] | None, Any]:
         self.ops.add(reads=1)
         with self._lock:
             if conversation_id not in self.docs:
-                return Snapshot(Conversation({}), None)
+                return None, None
             data, version = self.docs[conversation_id]
-            return Snapshot(applied(Conversation(data), {}), version)
+            return apply_field_updates(data, {}), version
 
-    def apply(
-        self, conversation_id: str, updates: Updates, version: Any, marker: DedupeMarker | None = None
-    ) -> Any:
+    def _commit(self, conversation_id: str, write: Write, version: Any) -> Any:
         if self.before_apply:
             self.before_apply(conversation_id)
-        self.ops.add(writes=2 if marker else 1, markers=1 if marker else 0)
+        markers = write.markers
+        self.ops.add(writes=1 + len(markers), markers=len(markers))
         with self._lock:
-            if marker is not None and marker.sid in self.markers:
+            if any(marker.sid in self.markers for marker in markers):
                 raise Conflict("marker exists")
             current = self.docs.get(conversation_id)
-            if version is None:
+            if write.create is not None:
                 if current is not None:
                     raise Conflict("exists")
-                data = nested(updates)
+                data: dict[str, Any] | None = apply_field_updates(write.create, {})
             else:
                 if current is None or current[1] != version:
                     raise Conflict("changed")
-                data = dict(applied(Conversation(current[0]), updates).data)
+                data = None if write.delete else apply_field_updates(current[0], write.updates or {})
             self._clock += 1
-            self.docs[conversation_id] = (data, self._clock)
-            if marker is not None:
+            if data is None:
+                del self.docs[conversation_id]
+            else:
+                self.docs[conversation_id] = (data, self._clock)
+            for marker in markers:
                 self.markers[marker.sid] = marker
             if self.lose_answers:
                 self.lose_answers -= 1
                 raise Conflict("FAILED_PRECONDITION on the retried commit")
             return self._clock
+
+    def apply(self, conversation_id: str, updates: Mapping[str, Any], version: Any) -> Any:
+        """A raw write of field paths, as another writer (or an older version) would make it."""
+        write = Write(create=nested(updates)) if version is None else Write(updates=dict(updates))
+        return self._commit(conversation_id, write, version)
 
     def seen(self, sid: str) -> bool:
         self.ops.add(reads=1)
@@ -89,14 +103,6 @@ class FakeStore:
     def record_failure(self, sid: str, record: Mapping[str, Any]) -> None:
         self.ops.add(writes=1)
         self.failures[sid] = dict(record)
-
-    def erase(self, conversation_id: str, version: Any) -> None:
-        self.ops.add(writes=1)
-        with self._lock:
-            current = self.docs.get(conversation_id)
-            if current is None or (version is not None and current[1] != version):
-                raise Conflict("changed")
-            del self.docs[conversation_id]
 
     def failure(self, sid: str) -> dict[str, Any] | None:
         self.ops.add(reads=1)
@@ -120,7 +126,11 @@ class FakeStore:
         return [dict(r, sid=sid) for sid, r in list(self.failures.items())[:limit]]
 
     def conversation(self, conversation_id: str) -> Conversation:
-        return Conversation(self.docs[conversation_id][0])
+        return from_document(self.docs[conversation_id][0])
+
+    def document(self, conversation_id: str) -> dict[str, Any]:
+        """The stored document, as Firestore would hold it (what the chat page and ops tools read)."""
+        return apply_field_updates(self.docs[conversation_id][0], {})
 
 
 class FakeModel:

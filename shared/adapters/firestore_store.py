@@ -1,97 +1,44 @@
-"""Firestore: the conversation documents and the failure records.
+"""Firestore: the conversation documents, the dedupe markers and the failure records.
 
-Every change is a compare-and-set: a new document is created only if absent,
-and an update carries the ``update_time`` of the read it was computed from, so
-two workers that read the same state cannot both act on it (the loser gets
-:class:`Conflict`, re-reads and decides again). This is an optimistic
-transaction with no locks held across the AI call or the Twilio call.
+Each conversation is one document (shared/adapters/conversation_document.py
+names its fields), changed only through the compare-and-set helper
+(shared/adapters/compare_and_set.py): this module provides its two
+primitives on Firestore, a read and an atomic batch that carries the
+document's precondition (``last_update_time``) and the dedupe markers.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Callable, Mapping, Protocol
+from datetime import datetime, timedelta
+from typing import Any, Callable, Mapping
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from shared.domain.conversation import REMOVE, Conversation, Updates, nested
+from shared.adapters.compare_and_set import (
+    MAX_CONFLICT_RETRIES,
+    CompareAndSetStore,
+    Conflict,
+    ConversationStore,
+    DedupeMarker,
+    OpCounter,
+    Saved,
+    Snapshot,
+    Write,
+)
+from shared.adapters.conversation_document import DELETE
+
+__all__ = [
+    "MAX_CONFLICT_RETRIES", "CompareAndSetStore", "Conflict", "ConversationStore", "DedupeMarker", "FirestoreStore",
+    "OpCounter", "Saved", "Snapshot", "Write", "failure_record", "FAILURE_RETENTION",
+]
+
+# How long an operator can see a failure record (``make failures``).
+FAILURE_RETENTION = timedelta(days=30)
 
 
-class Conflict(Exception):
-    """Someone else changed the document since it was read; re-read and retry."""
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    conversation: Conversation
-    version: Any  # the document's update_time; None when it does not exist
-
-
-@dataclass(frozen=True)
-class DedupeMarker:
-    """A per-message record, written with the first claim, that outlives the conversation.
-
-    Created in the same commit as the claim, so it exists exactly when the
-    message was taken on; a redelivery that finds it but no entry in the
-    conversation (pruned, or the conversation expired and was deleted) is late
-    and must not be answered again. It holds no address and no text.
-    """
-
-    sid: str
-    conversation_id: str
-    expire_at: datetime
-
-
-@dataclass
-class OpCounter:
-    """Firestore document operations, counted where they happen (for benchmarks)."""
-
-    reads: int = 0
-    writes: int = 0
-    markers: int = 0  # of the writes, the dedupe markers (the dedupe horizon's cost)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, reads: int = 0, writes: int = 0, markers: int = 0) -> None:
-        with self._lock:
-            self.reads += reads
-            self.writes += writes
-            self.markers += markers
-
-
-class ConversationStore(Protocol):
-    ops: OpCounter
-
-    def load(self, conversation_id: str) -> Snapshot: ...
-
-    def apply(
-        self, conversation_id: str, updates: Updates, version: Any, marker: DedupeMarker | None = None
-    ) -> Any: ...
-
-    def seen(self, sid: str) -> bool: ...
-
-    def due_conversations(self, now: datetime, limit: int) -> list[str]: ...
-
-    def record_failure(self, sid: str, record: Mapping[str, Any]) -> None: ...
-
-    def list_failures(self, limit: int = 100) -> list[dict[str, Any]]: ...
-
-    def failure(self, sid: str) -> dict[str, Any] | None: ...
-
-    def erase(self, conversation_id: str, version: Any) -> None: ...
-
-    def failures_of(self, conversation_id: str) -> list[str]: ...
-
-    def failures_of_sender(self, masked_sender: str) -> list[str]: ...
-
-    def conversations_of(self, user_id: str) -> dict[str, str]: ...
-
-    def delete_failure(self, sid: str) -> None: ...
-
-
-class FirestoreStore:
+class FirestoreStore(CompareAndSetStore):
     """The conversation store on Firestore; the client is built on first use."""
 
     def __init__(
@@ -120,29 +67,30 @@ class FirestoreStore:
     def _doc(self, conversation_id: str) -> firestore.DocumentReference:
         return self.client.collection(self._conversations).document(conversation_id)
 
-    def load(self, conversation_id: str) -> Snapshot:
+    def _read(self, conversation_id: str) -> tuple[Mapping[str, Any] | None, Any]:
         snap = self._doc(conversation_id).get()
         self.ops.add(reads=1)
         if not snap.exists:
-            return Snapshot(Conversation({}), None)
-        return Snapshot(Conversation(snap.to_dict() or {}), snap.update_time)
+            return None, None
+        return snap.to_dict() or {}, snap.update_time
 
-    def apply(
-        self, conversation_id: str, updates: Updates, version: Any, marker: DedupeMarker | None = None
-    ) -> Any:
-        """Write ``updates`` only if the document is still at ``version``; return the new version.
+    def _commit(self, conversation_id: str, write: Write, version: Any) -> Any:
+        """One batch: the document's write (against ``version``) and the dedupe markers, atomically.
 
-        With ``marker``, the dedupe marker is created in the same atomic commit,
-        and the commit fails (:class:`Conflict`) if the marker already exists.
+        A marker that exists already fails the whole commit (:class:`Conflict`),
+        like a changed document.
         """
         doc = self._doc(conversation_id)
+        option = self.client.write_option(last_update_time=version) if version is not None else None
         batch = self.client.batch()
-        if version is None:
-            batch.create(doc, nested(updates))
+        if write.delete:
+            batch.delete(doc, option=option)
+        elif write.create is not None:
+            batch.create(doc, dict(write.create))
         else:
-            fields = {k: firestore.DELETE_FIELD if v is REMOVE else v for k, v in updates.items()}
-            batch.update(doc, fields, option=self.client.write_option(last_update_time=version))
-        if marker is not None:
+            fields = {k: firestore.DELETE_FIELD if v is DELETE else v for k, v in (write.updates or {}).items()}
+            batch.update(doc, fields, option=option)
+        for marker in write.markers:
             batch.create(
                 self.client.collection(self._dedupe).document(marker.sid),
                 {"conversation": marker.conversation_id, "expireAt": marker.expire_at},
@@ -152,8 +100,8 @@ class FirestoreStore:
         except (gexc.Conflict, gexc.FailedPrecondition, gexc.NotFound) as exc:
             raise Conflict(str(exc)) from None
         finally:
-            self.ops.add(writes=2 if marker is not None else 1, markers=1 if marker is not None else 0)
-        return results[0].update_time
+            self.ops.add(writes=1 + len(write.markers), markers=len(write.markers))
+        return None if write.delete else results[0].update_time
 
     def seen(self, sid: str) -> bool:
         """Whether a dedupe marker exists for ``sid`` (only asked on the rare conflict path)."""
@@ -182,16 +130,6 @@ class FirestoreStore:
         snap = self.client.collection(self._failures).document(sid).get()
         self.ops.add(reads=1)
         return (snap.to_dict() or {}) if snap.exists else None
-
-    def erase(self, conversation_id: str, version: Any) -> None:
-        """Delete the conversation only if it is still at ``version`` (a compare-and-set, like every write)."""
-        option = self.client.write_option(last_update_time=version) if version is not None else None
-        try:
-            self._doc(conversation_id).delete(option=option)
-        except (gexc.Conflict, gexc.FailedPrecondition, gexc.NotFound) as exc:
-            raise Conflict(str(exc)) from None
-        finally:
-            self.ops.add(writes=1)
 
     def failures_of(self, conversation_id: str) -> list[str]:
         """The MessageSids of the failure records of one conversation (erasing a user's data)."""
@@ -252,9 +190,12 @@ def failure_record(
     stage: str,
     reason: str,
     now: datetime,
-    retention: datetime,
+    retention: datetime | None = None,
 ) -> dict[str, Any]:
-    """What an operator sees for a failed message; no raw address, no message text."""
+    """What an operator sees for a failed message; no raw address, no message text.
+
+    Kept FAILURE_RETENTION unless ``retention`` says otherwise.
+    """
     return {
         "conversation": conversation_id,
         "sender": masked_sender,
@@ -262,5 +203,5 @@ def failure_record(
         "stage": stage,
         "reason": reason[:500],
         "at": now,
-        "expireAt": retention,
+        "expireAt": retention if retention is not None else now + FAILURE_RETENTION,
     }

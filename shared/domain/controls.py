@@ -27,20 +27,10 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Mapping
 
-from shared.domain.conversation import (
-    ANSWERED,
-    IGNORED,
-    MAX_TRACKED_MESSAGES,
-    REMOVE,
-    Conversation,
-    Updates,
-    cap_text,
-    expire_at,
-    prunable_entries,
-    trim_history,
-)
+from shared.domain.conversation import Conversation, RateWindow, expire_at
+from shared.domain.turns import cap_text
+from shared.domain.entry import Decided, MessageEntry
 from shared.domain.profiles import BusinessProfile
 
 MODEL = "model"
@@ -76,8 +66,34 @@ def clean_text(text: str, max_chars: int) -> str:
 
 
 @dataclass(frozen=True)
+class ControlState:
+    """What a decision changes in the conversation besides the message, applied with the first claim."""
+
+    rate: RateWindow | None = None
+    opted_out: bool | None = None  # True: the user opts out now; False: opts back in
+    at: datetime | None = None  # the opt-out's time
+    address: str = ""  # an opt-in's address, back
+    expire_at: datetime | None = None  # an opt-in's expiry, back
+    clear_history: bool = False
+    paused_until: datetime | None = None
+
+    def apply(self, conv: Conversation) -> None:
+        if self.rate is not None:
+            conv.rate = self.rate
+        if self.opted_out is True:
+            conv.opted_out, conv.opted_out_at, conv.expire_at, conv.paused_until = True, self.at, None, None
+        elif self.opted_out is False:
+            conv.opted_out, conv.opted_out_at = False, None
+            conv.address, conv.expire_at = self.address, self.expire_at
+        if self.clear_history:
+            conv.history = []
+        if self.paused_until is not None:
+            conv.paused_until = self.paused_until
+
+
+@dataclass(frozen=True)
 class Decision:
-    """How one message ends, and the conversation fields the claim write changes for it.
+    """How one message ends, and what it changes in the conversation (``state``).
 
     ``state`` is applied once, with the first claim; a later claim of the same
     message (a redelivery after its lease ran out) re-reads the decision from
@@ -90,34 +106,23 @@ class Decision:
     in_history: bool = False
     welcome: str = ""
     record_user_turn: bool = False
-    state: Updates = field(default_factory=dict)
+    state: ControlState = field(default_factory=ControlState)
 
-    def record(self) -> dict[str, Any] | None:
+    def record(self) -> Decided | None:
         """What the claim stores in the entry so a re-claim finds the same decision (None: a plain model turn)."""
         if self.kind == MODEL and not self.welcome:
             return None
-        record: dict[str, Any] = {"kind": self.kind, "reason": self.reason}
-        if self.reply:
-            record["reply"] = self.reply
-        if self.in_history:
-            record["history"] = True
-        if self.welcome:
-            record["welcome"] = self.welcome
-        return record
+        return Decided(kind=self.kind, reason=self.reason, reply=self.reply, history=self.in_history,
+                       welcome=self.welcome)
 
     @classmethod
-    def recorded(cls, entry: Mapping[str, Any]) -> "Decision":
+    def recorded(cls, entry: MessageEntry) -> "Decision":
         """The decision the first claim of ``entry`` took; absent means a plain model turn."""
-        record = entry.get("decided") or {}
-        if not record:
+        record = entry.decided
+        if record is None:
             return cls(MODEL)
-        return cls(
-            kind=str(record.get("kind", MODEL)),
-            reason=str(record.get("reason", "")),
-            reply=str(record.get("reply", "")),
-            in_history=bool(record.get("history", False)),
-            welcome=str(record.get("welcome", "")),
-        )
+        return cls(kind=record.kind or MODEL, reason=record.reason, reply=record.reply, in_history=record.history,
+                   welcome=record.welcome)
 
 
 def _word(text: str) -> str:
@@ -128,36 +133,26 @@ def _is_one_of(text: str, words: tuple[str, ...]) -> bool:
     return _word(text) in {_word(w) for w in words}
 
 
-def opted_out(conv: Conversation) -> bool:
-    return bool(conv.data.get("optedOut"))
-
-
-def paused(conv: Conversation, now: datetime) -> bool:
-    until = conv.data.get("pausedUntil")
-    return until is not None and until > now
-
-
-def _rate(conv: Conversation, profile: BusinessProfile, now: datetime) -> tuple[str, dict[str, Any]]:
+def _rate(conv: Conversation, profile: BusinessProfile, now: datetime) -> tuple[str, RateWindow]:
     """``allow``, ``notice`` or ``drop`` for one more answered message, and the window after it."""
-    window = conv.data.get("rate") or {}
-    start = window.get("start")
+    window = conv.rate or RateWindow()
+    start = window.start
     if start is None or now - start >= timedelta(seconds=profile.rate_limit_window_seconds) or start > now:
-        return "allow", {"start": now, "count": 1, "noticed": False}
-    count = int(window.get("count", 0))
-    if count < profile.rate_limit_messages:
-        return "allow", {**window, "count": count + 1}
-    if not window.get("noticed"):
-        return "notice", {**window, "noticed": True}
-    return "drop", dict(window)
+        return "allow", RateWindow(start=now, count=1, noticed=False)
+    if window.count < profile.rate_limit_messages:
+        return "allow", RateWindow(start, window.count + 1, window.noticed)
+    if not window.noticed:
+        return "notice", RateWindow(start, window.count, True)
+    return "drop", RateWindow(start, window.count, window.noticed)
 
 
-def _counted(conv: Conversation, profile: BusinessProfile, now: datetime) -> dict[str, Any]:
+def _counted(conv: Conversation, profile: BusinessProfile, now: datetime) -> RateWindow:
     """The window with one more message in it, whatever the limit: a reply that is sent anyway."""
     verdict, window = _rate(conv, profile, now)
     if verdict == "allow":
         return window
-    old = conv.data.get("rate") or {}
-    return {**old, "count": int(old.get("count", 0)) + 1}
+    old = conv.rate or RateWindow()
+    return RateWindow(old.start, old.count + 1, old.noticed)
 
 
 def decide(
@@ -181,26 +176,23 @@ def decide(
     """
     is_word = not has_content
     # Confirmations are always sent, and count in the window all the same.
-    confirmation = {"rate": _counted(conv, profile, now)}
-    if opted_out(conv):
+    counted = _counted(conv, profile, now)
+    if conv.opted_out:
         if is_word and _is_one_of(text, profile.opt_in_keywords):
             return Decision(
                 REPLY, OPT_IN, profile.opt_in_reply,
-                state={**confirmation, "optedOut": REMOVE, "optedOutAt": REMOVE, "address": address,
-                       "expireAt": expire_at(now, ttl_seconds)},
+                state=ControlState(rate=counted, opted_out=False, address=address,
+                                   expire_at=expire_at(now, ttl_seconds)),
             )
         return Decision(IGNORE, OPTED_OUT)
     if is_word and _is_one_of(text, profile.opt_out_keywords):
         # The rate window stays (and counts this confirmation): STOP then START must not reset it.
-        return Decision(
-            REPLY, OPT_OUT, profile.opt_out_reply,
-            state={**confirmation, "optedOut": True, "optedOutAt": now, "history": [], "expireAt": REMOVE,
-                   "pausedUntil": REMOVE},
-        )
-    if paused(conv, now):
+        return Decision(REPLY, OPT_OUT, profile.opt_out_reply,
+                        state=ControlState(rate=counted, opted_out=True, at=now, clear_history=True))
+    if conv.paused(now):
         return Decision(IGNORE, PAUSED, record_user_turn=True)
     verdict, window = _rate(conv, profile, now)
-    state: Updates = {"rate": window}
+    state = ControlState(rate=window)
     if verdict == "notice":
         return Decision(REPLY, RATE_NOTICE, profile.rate_limit_reply, state=state)
     if verdict == "drop":
@@ -208,95 +200,16 @@ def decide(
     if not text and not has_content:
         return Decision(REPLY, EMPTY, profile.empty_reply, state=state)
     if is_word and _is_one_of(text, profile.reset_commands):
-        return Decision(REPLY, RESET, profile.reset_reply, state={**state, "history": []})
+        return Decision(REPLY, RESET, profile.reset_reply, state=ControlState(rate=window, clear_history=True))
     if is_word and _is_one_of(text, profile.help_commands):
         return Decision(REPLY, HELP, profile.help, state=state)
     if is_word and profile.handoff_keyword and _is_one_of(text, (profile.handoff_keyword,)):
         until = now + timedelta(seconds=profile.handoff_pause_seconds)
-        return Decision(REPLY, HANDOFF, profile.handoff_reply, in_history=True, state={**state, "pausedUntil": until})
+        return Decision(REPLY, HANDOFF, profile.handoff_reply, in_history=True,
+                        state=ControlState(rate=window, paused_until=until))
     if is_word:
         for rule in profile.keywords:
             if rule.matches(text.strip()):
                 return Decision(REPLY, KEYWORD, rule.reply, in_history=True, state=state)
-    welcome = profile.welcome if not conv.history(now) else ""
+    welcome = profile.welcome if not conv.turns(now) else ""
     return Decision(MODEL, welcome=welcome, state=state)
-
-
-def decided_claim(
-    conv: Conversation,
-    sid: str,
-    claim: Updates,
-    decision: Decision,
-    now: datetime,
-    user_text: str,
-    first_claim: bool,
-    max_messages: int,
-    max_history_chars: int,
-) -> Updates:
-    """The claim write with the decision in it: its state (first claim only), its record, and
-    for IGNORE the message closed at once as ``ignored`` (no lease, no watch, no seq).
-    """
-    updates: Updates = dict(claim)
-    if first_claim:
-        updates.update(decision.state)
-        record = decision.record()
-        if record is not None:
-            updates[f"messages.{sid}.decided"] = record
-    if decision.kind != IGNORE:
-        return updates
-    for key in (f"messages.{sid}.leaseUntil", "watch"):
-        updates.pop(key, None)
-    updates[f"messages.{sid}.status"] = IGNORED
-    updates[f"messages.{sid}.reason"] = decision.reason
-    # No answer write follows, so the bound on tracked entries is kept here.
-    for old in prunable_entries(conv.messages, keep=MAX_TRACKED_MESSAGES - 1, protect=sid, done_seq=conv.done_seq):
-        updates[f"messages.{old}"] = REMOVE
-    if decision.record_user_turn:
-        base = [] if "history" in updates else conv.history(now)
-        turn = {"role": "user", "content": user_text, "sid": sid}
-        updates["history"] = trim_history(base + [turn], max_messages, max_history_chars)
-    return updates
-
-
-def person_reply_updates(
-    conv: Conversation,
-    sid: str,
-    parts: list[str],
-    now: datetime,
-    ttl_seconds: int,
-    max_messages: int,
-    max_history_chars: int,
-    watch_after_seconds: int,
-    address: str,
-    business: str,
-) -> Updates:
-    """A person's reply through the admin command: an answered entry, next in the order.
-
-    It becomes an assistant turn marked ``by: person``, so the model sees what
-    the person said once the bot resumes, and it is sent by the same sender,
-    queue and hand-offs as any reply.
-    """
-    seq = conv.last_seq + 1
-    text = "\n\n".join(parts)
-    history = conv.history(now) + [{"role": "assistant", "content": text, "sid": sid, "by": "person"}]
-    watch = now + timedelta(seconds=watch_after_seconds)
-    updates: Updates = {
-        f"messages.{sid}": {
-            "status": ANSWERED, "seq": seq, "parts": parts, "sentParts": 0, "receivedAt": now,
-            "updatedAt": now, "by": "person",
-        },
-        "lastSeq": seq,
-        "history": trim_history(history, max_messages, max_history_chars),
-        "updatedAt": now,
-        "expireAt": expire_at(now, ttl_seconds),
-    }
-    if not conv.exists or not conv.data.get("address"):
-        updates["address"] = address
-    if not conv.data.get("business") and business:
-        updates["business"] = business
-    current_watch = conv.data.get("watch")
-    if current_watch is None or current_watch > watch:
-        updates["watch"] = watch
-    for old in prunable_entries(conv.messages, keep=MAX_TRACKED_MESSAGES - 1, protect=sid, done_seq=conv.done_seq):
-        updates[f"messages.{old}"] = REMOVE
-    return updates

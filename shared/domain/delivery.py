@@ -8,9 +8,10 @@ are terminal and beat any earlier state. Pure rules, no I/O.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Mapping
 
-from shared.domain.conversation import Conversation, Updates
+from shared.domain.conversation import Conversation
+from shared.domain.entry import MessageEntry
+from shared.domain.lifecycle import DELIVERY_REPORTED
 
 OUTSIDE_WINDOW = "outside the 24-hour window"
 OUTSIDE_WINDOW_CODE = 63016
@@ -46,7 +47,7 @@ def failure_reason(code: str | int | None, message: str = "") -> str:
 def entry_of_part(conv: Conversation, twilio_sid: str) -> str | None:
     """The inbound message whose reply part Twilio named ``twilio_sid``, if we know it."""
     for sid, entry in conv.messages.items():
-        if twilio_sid in entry.get("twilioSids", []) or twilio_sid in entry.get("lateTwilioSids", []):
+        if twilio_sid in entry.twilio_sids or twilio_sid in entry.late_twilio_sids:
             return sid
     return None
 
@@ -57,28 +58,24 @@ def part_in_flight(conv: Conversation, now: datetime, grace: timedelta) -> bool:
     An older mark belongs to a dead attempt; waiting for it would hold up the
     user's later messages, which share the callback's ordering key.
     """
-    for entry in conv.messages.values():
-        since = (entry.get("sending") or {}).get("since")
-        if isinstance(since, datetime) and now - since < grace:
-            return True
-    return False
+    return any(entry.sending is not None and now - entry.sending.since < grace for entry in conv.messages.values())
 
 
-def status_updates(
-    entry_sid: str, entry: Mapping[str, Any], twilio_sid: str, status: str, error_code: str, now: datetime
-) -> Updates:
-    """The write a callback makes; empty when it would move the part backwards (nothing to write)."""
-    current = (entry.get("deliveries") or {}).get(twilio_sid)
-    if not advances(current, status):
-        return {}
-    updates: Updates = {f"messages.{entry_sid}.deliveries.{twilio_sid}": status, "updatedAt": now}
+def record_delivery(
+    conv: Conversation, entry_sid: str, twilio_sid: str, status: str, error_code: str, now: datetime
+) -> bool:
+    """Move the part's delivery state forward; False (nothing changed) when it would move backwards."""
+    entry = conv.messages[entry_sid]
+    if not advances(entry.deliveries.get(twilio_sid), status):
+        return False
+    entry.move(DELIVERY_REPORTED, entry_sid)
+    entry.deliveries = {**entry.deliveries, twilio_sid: status}
     if status in TERMINAL_FAILURES:
-        updates[f"messages.{entry_sid}.deliveryErrors.{twilio_sid}"] = error_code or ""
-    return updates
+        entry.delivery_errors = {**entry.delivery_errors, twilio_sid: error_code or ""}
+    conv.updated_at = now
+    return True
 
 
-def ticks(entry: Mapping[str, Any]) -> str:
+def ticks(entry: MessageEntry) -> str:
     """The ticks of a reply for the admin view: one mark per part, in order."""
-    deliveries = entry.get("deliveries") or {}
-    marks = [TICKS.get(deliveries.get(sid, ""), "·") for sid in entry.get("twilioSids", [])]
-    return " ".join(marks)
+    return " ".join(TICKS.get(entry.deliveries.get(sid, ""), "·") for sid in entry.twilio_sids)

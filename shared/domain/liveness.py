@@ -22,19 +22,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Mapping
 
-from shared.domain.conversation import (
-    ANSWERED,
-    FAILED,
-    PROCESSING,
-    REMOVE,
-    SENDING,
-    Conversation,
-    Updates,
-    applied,
-    finish_updates,
-)
+from shared.domain.conversation import Conversation
+from shared.domain.entry import MessageEntry
+from shared.domain.lifecycle import FAILED, NUDGED, PROCESSING, TO_SEND
 
 
 @dataclass(frozen=True)
@@ -46,75 +37,70 @@ class LivenessRules:
 
 @dataclass
 class Plan:
-    """What to write, then which tasks to create and which failures to record."""
+    """What the pass changed, then which tasks to create and which failures to record."""
 
-    updates: Updates = field(default_factory=dict)
+    changed: bool = False
     resend: list[tuple[str, int, str]] = field(default_factory=list)  # (sid, seq, task kind)
     closed: list[tuple[str, str]] = field(default_factory=list)  # (sid, reason)
     bursts: list[tuple[str, int, str]] = field(default_factory=list)  # (head sid, burst version, task kind)
 
     @property
     def empty(self) -> bool:
-        return not self.updates
+        return not self.changed
 
 
-def _in_flight(entry: Mapping[str, Any], now: datetime, grace: timedelta) -> bool:
+def _in_flight(entry: MessageEntry, now: datetime, grace: timedelta) -> bool:
     """An attempt may still be inside a Twilio call, or holds the processing lease."""
-    sending = entry.get("sending") or {}
-    if sending.get("since") is not None and now - sending["since"] < grace:
+    if entry.sending is not None and now - entry.sending.since < grace:
         return True
-    lease = entry.get("leaseUntil")
-    return entry.get("status") == PROCESSING and lease is not None and lease > now
+    return entry.status == PROCESSING and entry.lease_live(now)
 
 
-def _close_reason(entry: Mapping[str, Any], rules: LivenessRules) -> str:
+def _close_reason(entry: MessageEntry, rules: LivenessRules) -> str:
     minutes = rules.liveness.total_seconds() / 60
-    what = "delivered" if entry.get("status") in (ANSWERED, SENDING) else "answered"
-    reason = f"not {what} within {minutes:g} min of receipt (status {entry.get('status')})"
-    if entry.get("lastError"):
-        reason += f"; last error: {entry['lastError']}"
+    what = "delivered" if entry.status in TO_SEND else "answered"
+    reason = f"not {what} within {minutes:g} min of receipt (status {entry.status or None})"
+    if entry.last_error:
+        reason += f"; last error: {entry.last_error}"
     return reason
 
 
-def plan_reconcile(conv: Conversation, now: datetime, rules: LivenessRules) -> Plan:
-    """The writes that move every stalled message of ``conv`` on; empty when nothing is due."""
+def _nudge(entry: MessageEntry, sid: str, now: datetime) -> int:
+    entry.move(NUDGED, sid)
+    entry.nudges += 1
+    entry.updated_at = now
+    return entry.nudges
+
+
+def reconcile(conv: Conversation, now: datetime, rules: LivenessRules) -> Plan:
+    """Move every stalled message of ``conv`` on (changing it); the plan says what else to do."""
     plan = Plan()
-    current = conv
-    for sid, entry in sorted(conv.open_entries().items(), key=lambda item: int(item[1].get("seq", 1 << 62))):
-        received = entry.get("receivedAt") or entry.get("updatedAt") or now
+    before_watch = conv.watch
+    for sid, entry in sorted(conv.open_entries().items(), key=lambda item: item[1].seq or 1 << 62):
+        received = entry.received_at or entry.updated_at or now
         if now - received >= rules.liveness and not _in_flight(entry, now, rules.in_flight_grace):
             reason = _close_reason(entry, rules)
-            updates = finish_updates(current, sid, FAILED, now, reason)
-            plan.updates.update(updates)
+            conv.finish(sid, FAILED, now, reason)
             plan.closed.append((sid, reason))
-            current = applied(current, updates)
     # A close moves doneSeq, and the reconciler then hands off to the new head.
-    head = None if plan.closed else current.next_in_line()
+    head = None if plan.closed else conv.next_in_line()
     if head is not None:
         sid, entry = head
-        idle_since = entry.get("updatedAt") or entry.get("receivedAt") or now
+        idle_since = entry.updated_at or entry.received_at or now
         if now - idle_since >= rules.reconcile_after and not _in_flight(entry, now, rules.in_flight_grace):
-            nudges = int(entry.get("nudges", 0)) + 1
-            updates = {f"messages.{sid}.nudges": nudges, f"messages.{sid}.updatedAt": now}
-            plan.updates.update(updates)
-            plan.resend.append((sid, int(entry["seq"]), f"r{nudges}"))
-            current = applied(current, updates)
-    burst = None if plan.closed else current.open_burst()
+            plan.resend.append((sid, int(entry.seq or 0), f"r{_nudge(entry, sid, now)}"))
+    burst = None if plan.closed else conv.open_burst()
     if burst is not None:
         sid, entry = burst
-        due = entry.get("burstDue") or now
-        idle_since = entry.get("updatedAt") or due
+        due = entry.burst_due or now
+        idle_since = entry.updated_at or due
         if min(now - due, now - idle_since) >= rules.reconcile_after and not _in_flight(entry, now, rules.in_flight_grace):
-            nudges = int(entry.get("nudges", 0)) + 1
-            updates = {f"messages.{sid}.nudges": nudges, f"messages.{sid}.updatedAt": now}
-            plan.updates.update(updates)
-            plan.bursts.append((sid, int(entry.get("burstVersion", 0)), f"r{nudges}"))
-            current = applied(current, updates)
-    next_watch = _next_watch(current, now, rules)
-    if next_watch != conv.data.get("watch"):
-        plan.updates["watch"] = REMOVE if next_watch is None else next_watch
-    if plan.updates:
-        plan.updates["updatedAt"] = now
+            plan.bursts.append((sid, entry.burst_version, f"r{_nudge(entry, sid, now)}"))
+    next_watch = _next_watch(conv, now, rules)
+    plan.changed = bool(plan.closed or plan.resend or plan.bursts or next_watch != before_watch)
+    if plan.changed:
+        conv.watch = next_watch
+        conv.updated_at = now
     return plan
 
 
@@ -123,5 +109,5 @@ def _next_watch(conv: Conversation, now: datetime, rules: LivenessRules) -> date
     open_entries = conv.open_entries()
     if not open_entries:
         return None
-    closes = [(e.get("receivedAt") or now) + rules.liveness for e in open_entries.values()]
+    closes = [(e.received_at or now) + rules.liveness for e in open_entries.values()]
     return max(now + timedelta(seconds=1), min([now + rules.reconcile_after, *closes]))

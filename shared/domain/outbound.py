@@ -14,19 +14,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any, Mapping
 
-from shared.domain.conversation import (
-    ANSWERED,
-    MAX_TRACKED_MESSAGES,
-    REMOVE,
-    Conversation,
-    Updates,
-    expire_at,
-    prunable_entries,
-    trim_history,
-)
+from shared.domain.conversation import Answer
 
 # The request body is small JSON; anything larger is refused before parsing.
 MAX_REQUEST_BYTES = 64 * 1024
@@ -138,49 +128,10 @@ def parse_request(raw: bytes, max_body_chars: int) -> OutboundRequest:
                            content_variables=variables)
 
 
-def outbound_updates(
-    conv: Conversation,
-    sid: str,
-    request: OutboundRequest,
-    parts: list[str],
-    business: str,
-    now: datetime,
-    ttl_seconds: int,
-    max_messages: int,
-    max_history_chars: int,
-    watch_after_seconds: int,
-) -> Updates:
-    """The message as an answered entry, next in the user's order, and an assistant turn.
+def outbound_answer(request: OutboundRequest, parts: list[str]) -> Answer:
+    """The message as an unasked answer: next in the user's order, an assistant turn by the business.
 
-    The reconciler's ``watch`` covers a request that dies before its send
-    task exists. A template's entry carries ``contentSid``, which the sender
-    sends with ``send_template``.
+    A template's entry carries ``contentSid``, which the sender sends with ``send_template``.
     """
-    seq = conv.last_seq + 1
-    turn = {"role": "assistant", "content": request.history_text(), "sid": sid, "by": BY_BUSINESS}
-    entry: dict[str, Any] = {
-        "status": ANSWERED, "seq": seq, "parts": parts, "sentParts": 0, "receivedAt": now, "updatedAt": now,
-        "by": BY_BUSINESS,
-    }
-    if request.is_template:
-        entry["contentSid"] = request.content_sid
-        if request.content_variables:
-            entry["contentVariables"] = request.content_variables
-    updates: Updates = {
-        f"messages.{sid}": entry,
-        "lastSeq": seq,
-        "history": trim_history(conv.history(now) + [turn], max_messages, max_history_chars),
-        "updatedAt": now,
-        "expireAt": expire_at(now, ttl_seconds),
-    }
-    if not conv.data.get("address"):
-        updates["address"] = request.to
-    if not conv.data.get("business"):
-        updates["business"] = business
-    watch = now + timedelta(seconds=watch_after_seconds)
-    current_watch = conv.data.get("watch")
-    if current_watch is None or current_watch > watch:
-        updates["watch"] = watch
-    for old in prunable_entries(conv.messages, keep=MAX_TRACKED_MESSAGES - 1, protect=sid, done_seq=conv.done_seq):
-        updates[f"messages.{old}"] = REMOVE
-    return updates
+    return Answer(parts=parts, by=BY_BUSINESS, turn=request.history_text(), content_sid=request.content_sid,
+                  content_variables=request.content_variables if request.is_template else "", to=request.to)

@@ -104,6 +104,12 @@ class BusinessProfile:
     notify_webhook: str = ""
 
 
+def profile_value(profile: BusinessProfile | None, key: str, default: Any) -> Any:
+    """A business profile's channel key, or the setting when the profile does not set it."""
+    value = getattr(profile, key, None) if profile is not None else None
+    return default if value in (None, "") else value
+
+
 _TEXT_KEYS = {
     "name": 200,
     "system_prompt": MAX_PROMPT_CHARS,

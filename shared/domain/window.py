@@ -7,25 +7,21 @@ outside it Twilio refuses with 63016 and only an approved template may be sent.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Mapping
+
+from shared.domain.conversation import Conversation
 
 WINDOW = timedelta(hours=24)
 
 
-def last_inbound(conversation: Mapping[str, Any]) -> datetime | None:
-    value = conversation.get("lastInboundAt")
-    return value if isinstance(value, datetime) else None
-
-
 def window_open(
-    conversation: Mapping[str, Any], now: datetime, window: timedelta = WINDOW, unknown_is_open: bool = False
+    conversation: Conversation, now: datetime, window: timedelta = WINDOW, unknown_is_open: bool = False
 ) -> bool:
     """Whether a free-form message sent ``now`` is still inside the window.
 
     ``unknown_is_open``: a conversation written before ``lastInboundAt``
     existed is left to Twilio's own check (63016) rather than refused.
     """
-    last = last_inbound(conversation)
+    last = conversation.last_inbound_at
     if last is None:
         return unknown_is_open
     return now - last <= window

@@ -12,26 +12,23 @@ from __future__ import annotations
 import base64
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
-from shared.adapters.firestore_store import Conflict, failure_record
+from shared.adapters.firestore_store import failure_record
+from shared.domain.conversation import Conversation
 from shared.domain.delivery import (
     TERMINAL_FAILURES,
     entry_of_part,
     failure_reason,
     known_status,
     part_in_flight,
-    status_updates,
+    record_delivery,
 )
 from shared.domain.inbound import InvalidWebhook, StatusCallback
+from shared.handlers.deps import ProcessorDeps
 from shared.log import mask_address, redact_credentials, scrub
 
-if TYPE_CHECKING:
-    from shared.handlers.processor import ProcessorDeps
-
 log = logging.getLogger(__name__)
-
-MAX_CONFLICT_RETRIES = 20
 
 
 class PartNotRecordedYet(Exception):
@@ -43,35 +40,33 @@ def _log(level: int, message: str, callback: StatusCallback, **fields: Any) -> N
                                    "recipient": mask_address(callback.recipient), **fields})
 
 
-def apply_status(callback: StatusCallback, deps: "ProcessorDeps") -> str:
-    """Move the part's state forward; return what was done ("updated", "stale", "unknown")."""
-    from shared.handlers.processor import FAILURE_RETENTION
-
+def apply_status(callback: StatusCallback, deps: ProcessorDeps) -> str:
+    """Move the part's state forward; return what was done ("updated", "stale", "unknown", "failed")."""
     if not known_status(callback.status):
         _log(logging.INFO, "status we do not track", callback, outcome="ignored")
         return "ignored"
     business = callback.sender or deps.settings.twilio_whatsapp_from
     cid = deps.ids.conversation_id(callback.recipient, business)
-    for _ in range(MAX_CONFLICT_RETRIES):
-        snap = deps.store.load(cid)
-        conv, now = snap.conversation, deps.clock()
+    grace = timedelta(seconds=deps.settings.in_flight_grace_seconds)
+
+    def change(conv: Conversation) -> tuple[str, str]:
+        now = deps.clock()
         sid = entry_of_part(conv, callback.sid)
         if sid is None:
-            if part_in_flight(conv, now, timedelta(seconds=deps.settings.in_flight_grace_seconds)):
+            if part_in_flight(conv, now, grace):
                 raise PartNotRecordedYet(f"part {callback.sid} not recorded yet")
-            _log(logging.WARNING, "status callback for a message we do not know", callback, outcome="unknown")
-            return "unknown"
-        updates = status_updates(sid, conv.entry(sid), callback.sid, callback.status, callback.error_code, now)
-        if not updates:
-            _log(logging.INFO, "older or repeated status", callback, sid=sid, outcome="stale")
-            return "stale"
-        try:
-            deps.store.apply(cid, updates, snap.version)
-        except Conflict:
-            continue
-        break
-    else:
-        raise Conflict(f"conversation kept changing while recording the status of {callback.sid}")
+            return "unknown", ""
+        if not record_delivery(conv, sid, callback.sid, callback.status, callback.error_code, now):
+            return "stale", sid
+        return "updated", sid
+
+    outcome, sid = deps.store.update(cid, change, what=f"recording the status of {callback.sid}").result
+    if outcome == "unknown":
+        _log(logging.WARNING, "status callback for a message we do not know", callback, outcome="unknown")
+        return "unknown"
+    if outcome == "stale":
+        _log(logging.INFO, "older or repeated status", callback, sid=sid, outcome="stale")
+        return "stale"
     if callback.status in TERMINAL_FAILURES:
         # Twilio's ErrorMessage is text we do not control: it may quote the number, like any of its errors.
         message = redact_credentials(scrub(callback.error_message, callback.recipient))
@@ -80,7 +75,7 @@ def apply_status(callback: StatusCallback, deps: "ProcessorDeps") -> str:
             callback.sid,
             failure_record(
                 conversation_id=cid, masked_sender=mask_address(callback.recipient), status=callback.status,
-                stage="delivery", reason=reason, now=now, retention=now + FAILURE_RETENTION,
+                stage="delivery", reason=reason, now=deps.clock(),
             ),
         )
         _log(logging.ERROR, "reply part not delivered", callback, sid=sid, outcome="failed",
@@ -90,7 +85,7 @@ def apply_status(callback: StatusCallback, deps: "ProcessorDeps") -> str:
     return "updated"
 
 
-def handle_status_push(pubsub_message: Mapping[str, Any], subscription: str, deps: "ProcessorDeps") -> str:
+def handle_status_push(pubsub_message: Mapping[str, Any], subscription: str, deps: ProcessorDeps) -> str:
     """One status callback from Pub/Sub; a malformed or dead-lettered one is acknowledged and logged."""
     try:
         callback = StatusCallback.from_json(base64.b64decode(pubsub_message.get("data", "")))

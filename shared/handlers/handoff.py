@@ -12,27 +12,27 @@ sees the other's write and the hand-off is never lost (docs/decisions/0008-liven
 from __future__ import annotations
 
 import logging
-from typing import Protocol
 
-from shared.adapters.cloud_tasks import BurstTask, SendTask
+from shared.adapters.cloud_tasks import SendTask
 from shared.domain.conversation import Conversation
+from shared.domain.lifecycle import HANDED_OFF, IllegalMove, next_status
+from shared.handlers.deps import Queue
 
 log = logging.getLogger(__name__)
 
 
-class Queue(Protocol):
-    def enqueue(self, task: SendTask | BurstTask) -> bool: ...
+def send_when_its_turn(queue: Queue, conversation_id: str, conv: Conversation, sid: str) -> bool:
+    """Create the reply's first task if its predecessors are done; else the last of them will.
 
-
-def its_turn(conv: Conversation, seq: int) -> bool:
-    return conv.done_seq >= seq - 1
-
-
-def send_when_its_turn(queue: Queue, conversation_id: str, conv: Conversation, sid: str, seq: int) -> bool:
-    """Create the reply's first task if its predecessors are done; else the last of them will."""
-    if not its_turn(conv, seq):
+    Only an answered reply is handed to the sender (``handed_off``).
+    """
+    entry = conv.entry(sid)
+    if entry is None or entry.seq is None:
+        raise IllegalMove(HANDED_OFF, entry.status if entry is not None else "", sid)
+    next_status(entry.status, HANDED_OFF, sid)
+    if not conv.its_turn(entry.seq):
         return False
-    queue.enqueue(SendTask(conversation_id, sid, seq))
+    queue.enqueue(SendTask(conversation_id, sid, entry.seq))
     return True
 
 
@@ -46,9 +46,9 @@ def hand_off_next(queue: Queue, conversation_id: str, conv: Conversation) -> str
     if head is None:
         return None
     sid, entry = head
-    created = queue.enqueue(SendTask(conversation_id, sid, int(entry["seq"]), kind="next"))
+    created = queue.enqueue(SendTask(conversation_id, sid, int(entry.seq or 0), kind="next"))
     log.info(
         "handed off to the next reply",
-        extra={"event": "handoff", "sid": sid, "conversation": conversation_id[:12], "seq": entry["seq"], "task_created": created},
+        extra={"event": "handoff", "sid": sid, "conversation": conversation_id[:12], "seq": entry.seq, "task_created": created},
     )
     return sid

@@ -12,11 +12,12 @@ One request, each step safe to repeat:
 3. refuse an opted-out user (403), free text outside the 24-hour window
    (409; a template may go at any time) and a user with MAX_OPEN_MESSAGES
    unfinished messages (429, so the conversation document stays bounded);
-4. write the entry, answered with ``seq = lastSeq + 1``, and the assistant
-   turn in one compare-and-set, together with the ``seen_messages`` marker
-   of the id, which outlives the entry and the conversation: a repeat that
-   meets the marker's conflict also gets the same id;
-5. create the send task when it is the message's turn (shared/handlers/handoff.py).
+4. record the answer (the one answer path, shared/handlers/answer.py): the
+   entry answered with ``seq = lastSeq + 1`` and the assistant turn in one
+   compare-and-set, together with the ``seen_messages`` marker of the id,
+   which outlives the entry and the conversation: a repeat that meets the
+   marker's conflict also gets the same id;
+5. hand off: the send task when it is the message's turn.
 
 The sender delivers it like any reply: in order after the user's earlier
 replies, through the same rate-limited queue, exactly once
@@ -30,24 +31,24 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from shared.adapters.firestore_store import Conflict, ConversationStore, DedupeMarker
+from shared.adapters.compare_and_set import ConversationStore
 from shared.adapters.profile_store import ProfileSource
 from shared.config import Settings
-from shared.domain.controls import opted_out
-from shared.domain.conversation import ANSWERED, SENDING, Conversation, applied, cap_text, owner_updates
+from shared.domain.conversation import Conversation
 from shared.domain.outbound import (
     OPTED_OUT_REASON,
     OUTSIDE_WINDOW_REASON,
     InvalidRequest,
     OutboundRequest,
-    outbound_updates,
+    outbound_answer,
     parse_request,
 )
 from shared.domain.pseudonyms import Pseudonyms
 from shared.domain.splitting import split_reply
+from shared.domain.turns import cap_text
 from shared.domain.window import window_open
-from shared.handlers.handoff import Queue, send_when_its_turn
-from shared.handlers.processor import MAX_CONFLICT_RETRIES
+from shared.handlers.answer import ALREADY, ANSWERED, REFUSED, hand_off, record_answer
+from shared.handlers.deps import Queue, limits
 from shared.log import mask_address
 
 log = logging.getLogger(__name__)
@@ -121,56 +122,42 @@ def handle_outbound(raw: bytes, deps: OutboundDeps, caller: str | None = None) -
         cap_text(request.body, settings.max_reply_chars)
     )
     store = deps.store
-    for _ in range(MAX_CONFLICT_RETRIES):
-        snap = store.load(cid)
-        conv = snap.conversation
-        entry = conv.entry(oid)
-        if entry:
-            return _repeated(request, deps, cid, conv, oid, entry)
-        if opted_out(conv):
+    tries = 0
+
+    def refuse(conv: Conversation, now: datetime) -> Outcome | None:
+        nonlocal tries
+        tries += 1
+        if tries > 1 and store.seen(oid):
+            # Taken on by an earlier or concurrent request with this key (our write lost to it);
+            # its entry may be gone already (pruned, or the conversation expired).
+            _log(logging.INFO, "repeated outbound request", request, oid, event="outbound_duplicate", status="seen")
+            return Outcome(ACCEPTED, {"id": oid})
+        if conv.opted_out:
             _log(logging.INFO, "outbound message refused", request, oid, event="outbound_refused", reason="opted out")
             return Outcome(REFUSED_OPTED_OUT, {"id": oid, "error": OPTED_OUT_REASON})
         if len(conv.open_entries()) >= settings.max_open_messages:
             _log(logging.WARNING, "outbound message refused", request, oid, event="outbound_refused", reason="too many open")
             return Outcome(TOO_MANY_OPEN, {"id": oid, "error": f"{settings.max_open_messages} earlier messages to this user "
                                                               "are still unfinished; retry later"})
-        now = deps.clock()
-        if not request.is_template and not window_open(conv.data, now):
+        if not request.is_template and not window_open(conv, now):
             _log(logging.INFO, "outbound message refused", request, oid, event="outbound_refused", reason="outside window")
             return Outcome(REFUSED_OUTSIDE_WINDOW, {"id": oid, "error": OUTSIDE_WINDOW_REASON})
-        updates = outbound_updates(
-            conv, oid, request, parts, business, now, settings.conversation_ttl_seconds,
-            settings.max_context_messages, settings.max_history_chars, settings.reconcile_after_seconds,
-        )
-        updates.update(owner_updates(conv, business, deps.ids.user_id(request.to)))
-        marker = DedupeMarker(oid, cid, now + timedelta(seconds=settings.dedupe_horizon_seconds))
-        try:
-            store.apply(cid, updates, snap.version, marker)
-        except Conflict:
-            if store.seen(oid):
-                # Taken on by an earlier or concurrent request with this key;
-                # its entry may be gone already (pruned, or the conversation expired).
-                _log(logging.INFO, "repeated outbound request", request, oid, event="outbound_duplicate", status="seen")
-                return Outcome(ACCEPTED, {"id": oid})
-            continue
-        break
-    else:
-        raise Conflict(f"conversation kept changing while writing {oid}")
-    conv = applied(conv, updates)
-    seq = int(updates["lastSeq"])
-    _log(logging.INFO, "outbound message accepted", request, oid, event="outbound_accepted", status=ANSWERED, seq=seq,
-         template=request.content_sid or None, parts=len(parts))
-    send_when_its_turn(deps.queue, cid, conv, oid, seq)
-    return Outcome(ACCEPTED, {"id": oid})
+        return None
 
+    def own(conv: Conversation, now: datetime) -> None:
+        conv.belongs_to(business, deps.ids.user_id(request.to))
+        conv.new_markers[oid] = now + timedelta(seconds=settings.dedupe_horizon_seconds)
 
-def _repeated(
-    request: OutboundRequest, deps: OutboundDeps, cid: str, conv: Conversation, oid: str, entry: Any
-) -> Outcome:
-    """The same key again: the same id, nothing written; a task lost with a crash is re-created."""
-    created = False
-    if entry.get("status") in (ANSWERED, SENDING):
-        created = send_when_its_turn(deps.queue, cid, conv, oid, int(entry["seq"]))
-    _log(logging.INFO, "repeated outbound request", request, oid, event="outbound_duplicate",
-         status=entry.get("status"), task_created=created)
+    recorded = record_answer(store, cid, oid, outbound_answer(request, parts), limits(settings), deps.clock,
+                             refuse=refuse, after=own)
+    if recorded.outcome == REFUSED:
+        return recorded.refusal
+    if recorded.outcome != ANSWERED:
+        created = hand_off(deps.queue, cid, recorded, oid) if recorded.outcome == ALREADY else False
+        _log(logging.INFO, "repeated outbound request", request, oid, event="outbound_duplicate",
+             status=recorded.status or None, task_created=created)
+        return Outcome(ACCEPTED, {"id": oid})
+    _log(logging.INFO, "outbound message accepted", request, oid, event="outbound_accepted", status=recorded.status,
+         seq=recorded.seq, template=request.content_sid or None, parts=len(parts))
+    hand_off(deps.queue, cid, recorded, oid)
     return Outcome(ACCEPTED, {"id": oid})

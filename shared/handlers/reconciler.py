@@ -18,12 +18,13 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from shared.adapters.cloud_tasks import BurstTask, SendTask
-from shared.adapters.firestore_store import Conflict, ConversationStore, failure_record
+from shared.adapters.compare_and_set import ConversationStore
+from shared.adapters.firestore_store import failure_record
 from shared.config import Settings
-from shared.domain.conversation import applied
-from shared.domain.liveness import LivenessRules, plan_reconcile
-from shared.handlers.handoff import Queue, hand_off_next
-from shared.handlers.processor import FAILURE_RETENTION, MAX_CONFLICT_RETRIES
+from shared.domain.conversation import Conversation
+from shared.domain.liveness import LivenessRules, Plan, reconcile as plan_reconcile
+from shared.handlers.deps import Queue
+from shared.handlers.handoff import hand_off_next
 from shared.log import mask_address
 
 log = logging.getLogger(__name__)
@@ -67,27 +68,24 @@ def reconcile(deps: ReconcilerDeps, limit: int = BATCH_SIZE) -> dict[str, int]:
 
 def reconcile_conversation(conversation_id: str, deps: ReconcilerDeps) -> Counter[str]:
     store, rules = deps.store, deps.rules
-    for _ in range(MAX_CONFLICT_RETRIES):
-        snap = store.load(conversation_id)
+    now = deps.clock()
+
+    def change(conv: Conversation) -> Plan:
+        nonlocal now
         now = deps.clock()
-        plan = plan_reconcile(snap.conversation, now, rules)
-        if plan.empty:
-            return Counter()
-        try:
-            store.apply(conversation_id, plan.updates, snap.version)
-        except Conflict:
-            continue
-        break
-    else:
-        raise Conflict(f"conversation {conversation_id[:12]} kept changing while reconciling")
-    conv = applied(snap.conversation, plan.updates)
-    masked = mask_address(str(conv.data.get("address", "")))
+        return plan_reconcile(conv, now, rules)
+
+    saved = store.update(conversation_id, change, what="reconciling")
+    plan, conv = saved.result, saved.conversation
+    if plan.empty:
+        return Counter()
+    masked = mask_address(conv.address)
     for sid, reason in plan.closed:
         store.record_failure(
             sid,
             failure_record(
                 conversation_id=conversation_id, masked_sender=masked, status="failed",
-                stage="reconciler", reason=reason, now=now, retention=now + FAILURE_RETENTION,
+                stage="reconciler", reason=reason, now=now,
             ),
         )
         log.error("stalled message closed", extra={"event": "stalled", "sid": sid, "conversation": conversation_id[:12], "reason": reason})

@@ -30,67 +30,53 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
-from shared.adapters.firestore_store import Conflict
-from shared.domain.controls import opted_out, person_reply_updates
-from shared.domain.conversation import ANSWERED, REMOVE, SENDING, Conversation, applied, owner_updates, utcnow
+from shared.domain.conversation import Answer, Conversation, utcnow
+from shared.domain.entry import MessageEntry
 from shared.domain.profiles import BusinessProfile, ProfileError, profiles_from_document
 from shared.domain.splitting import split_reply
-from shared.handlers.handoff import send_when_its_turn
-from shared.handlers.processor import MAX_CONFLICT_RETRIES
+from shared.handlers.answer import ALREADY, ANSWERED, FOREIGN, REFUSED, hand_off, record_answer
+from shared.handlers.deps import limits
 from shared.ops.user_data import AdminDeps, AdminError, erase, show
 from shared.ops.user_data import when as _when
 
 __all__ = ["AdminDeps", "AdminError", "apply_profiles", "erase", "pause", "read_profiles_file", "reply", "resume", "show"]
 
 
-def _load(deps: AdminDeps, user: str, business: str) -> tuple[str, Any, Conversation]:
-    cid = deps.ids.conversation_id(user, business)
-    snap = deps.store.load(cid)
-    return cid, snap.version, snap.conversation
+def _change(deps: AdminDeps, user: str, business: str, change: Callable[[Conversation], None]) -> None:
+    """Compare-and-set ``change`` on the user's conversation with ``business``, which must exist."""
+    def guarded(conv: Conversation) -> None:
+        if not conv.exists:
+            raise AdminError(f"{deps.ids.mask(user)} has no conversation with {business}")
+        change(conv)
 
-
-def _write(deps: AdminDeps, user: str, business: str, change: Callable[[Conversation], dict[str, Any]]) -> Conversation:
-    """Compare-and-set ``change`` on the conversation, re-reading on a conflict; no change, no write."""
-    for _ in range(MAX_CONFLICT_RETRIES):
-        cid, version, conv = _load(deps, user, business)
-        updates = change(conv)
-        if not updates:
-            return conv
-        try:
-            deps.store.apply(cid, updates, version)
-        except Conflict:
-            continue
-        return applied(conv, updates)
-    raise Conflict(f"the conversation kept changing; try again ({deps.ids.mask(user)})")
+    deps.store.update(deps.ids.conversation_id(user, business), guarded, what="changing it from make admin")
 
 
 def pause(deps: AdminDeps, user: str, business: str, seconds: int) -> str:
     """A person takes over: the bot records the user's messages and does not answer until the pause ends."""
     until = deps.clock() + timedelta(seconds=seconds)
 
-    def change(conv: Conversation) -> dict[str, Any]:
-        if not conv.exists:
-            raise AdminError(f"{deps.ids.mask(user)} has no conversation with {business}")
-        return {"pausedUntil": until, "updatedAt": deps.clock()}
+    def change(conv: Conversation) -> None:
+        conv.paused_until, conv.updated_at = until, deps.clock()
 
-    _write(deps, user, business, change)
+    _change(deps, user, business, change)
     return f"paused: the bot will not answer {deps.ids.mask(user)} at {business} until {_when(until)} UTC"
 
 
 def resume(deps: AdminDeps, user: str, business: str) -> str:
-    def change(conv: Conversation) -> dict[str, Any]:
-        if not conv.exists:
-            raise AdminError(f"{deps.ids.mask(user)} has no conversation with {business}")
-        return {"pausedUntil": REMOVE, "updatedAt": deps.clock()}
+    def change(conv: Conversation) -> None:
+        conv.paused_until, conv.updated_at = None, deps.clock()
 
-    _write(deps, user, business, change)
+    _change(deps, user, business, change)
     return f"resumed: the bot answers {deps.ids.mask(user)} at {business} again"
 
 
 def reply(deps: AdminDeps, user: str, business: str, text: str, sid: str = "") -> str:
-    """A person's reply: an answered entry next in the user's order, sent by the sender like any reply.
+    """A person's reply: answered through the one answer path, next in the user's order, sent like any reply.
 
-    Refused to an opted-out user: nothing at all is sent to them.
+    Refused to an opted-out user: nothing at all is sent to them. An entry
+    with the same sid that is this very reply (the same text by a person, or
+    our own commit whose answer was lost) is success: its task is made sure of.
     """
     text = text.strip()
     if not text:
@@ -99,41 +85,29 @@ def reply(deps: AdminDeps, user: str, business: str, text: str, sid: str = "") -
     sid = sid or f"OP{random.token_hex(16)}"
     parts = split_reply(text[: s.max_reply_chars])
     cid = deps.ids.conversation_id(user, business)
-
-    tried = False
     whole = "\n\n".join(parts)
 
-    def ours(conv: Conversation) -> bool:
-        """The entry is this reply: written by our own commit whose answer was lost, or the same reply again."""
-        entry = conv.entry(sid)
-        said = entry.get("parts") or [t.get("content") for t in conv.data.get("history", []) if t.get("sid") == sid]
-        return tried or (entry.get("by") == "person" and "\n\n".join(str(p) for p in said) == whole)
+    def mine(conv: Conversation, entry: MessageEntry, tried: bool) -> bool:
+        said = entry.parts or [t.get("content", "") for t in conv.history or [] if t.get("sid") == sid]
+        return tried or (entry.by == "person" and "\n\n".join(str(p) for p in said) == whole)
 
-    def change(conv: Conversation) -> dict[str, Any]:
-        nonlocal tried
-        if conv.entry(sid):
-            if ours(conv):
-                return {}
-            raise AdminError(f"{sid} exists already in this conversation")
-        if opted_out(conv):
-            raise AdminError(f"{deps.ids.mask(user)} opted out of {business}: nothing may be sent to them")
-        updates = person_reply_updates(
-            conv, sid, parts, deps.clock(), s.conversation_ttl_seconds, s.max_context_messages,
-            s.max_history_chars, s.reconcile_after_seconds, user, business,
-        )
-        updates.update(owner_updates(conv, business, deps.ids.user_id(user)))
-        tried = True
-        return updates
+    def refuse(conv: Conversation, now: datetime) -> str | None:
+        return f"{deps.ids.mask(user)} opted out of {business}: nothing may be sent to them" if conv.opted_out else None
 
-    conv = _write(deps, user, business, change)
-    entry = conv.entry(sid)
-    seq = int(entry["seq"])
-    if entry.get("status") not in (ANSWERED, SENDING):
-        return f"reply {sid} to {deps.ids.mask(user)} from {business}: already written and {entry.get('status')}"
+    recorded = record_answer(
+        deps.store, cid, sid, Answer(parts=parts, by="person", to=user), limits(s), deps.clock,
+        refuse=refuse, mine=mine, after=lambda conv, now: conv.belongs_to(business, deps.ids.user_id(user)),
+    )
+    if recorded.outcome == REFUSED:
+        raise AdminError(recorded.refusal)
+    if recorded.outcome == FOREIGN:
+        raise AdminError(f"{sid} exists already in this conversation")
+    if recorded.outcome not in (ANSWERED, ALREADY):
+        return f"reply {sid} to {deps.ids.mask(user)} from {business}: already written and {recorded.status}"
     # Also when the entry was there already (our commit's answer was lost): its task must exist.
-    queued = send_when_its_turn(deps.queue(), cid, conv, sid, seq)
+    queued = hand_off(deps.queue(), cid, recorded, sid)
     when = "queued now" if queued else "queued after the replies before it"
-    return f"reply {sid} to {deps.ids.mask(user)} from {business}: seq {seq}, {len(parts)} part(s), {when}"
+    return f"reply {sid} to {deps.ids.mask(user)} from {business}: seq {recorded.seq}, {len(parts)} part(s), {when}"
 
 
 def read_profiles_file(path: Path, defaults: BusinessProfile) -> tuple[dict[str, Any], dict[str, BusinessProfile]]:

@@ -34,24 +34,16 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Callable, Iterable, Protocol
 
 from shared import bootstrap
-from shared.adapters.firestore_store import Conflict, ConversationStore
-from shared.domain.conversation import (
-    DEAD_LETTERED,
-    RECEIVED,
-    REMOVE,
-    Conversation,
-    Updates,
-    expire_at,
-    owner_updates,
-    utcnow,
-)
+from shared.adapters.compare_and_set import ConversationStore
+from shared.domain import claims
+from shared.domain.conversation import Conversation, Limits, utcnow
 from shared.domain.inbound import InboundMessage, InvalidWebhook
+from shared.domain.lifecycle import DEAD_LETTERED, RECEIVED
 from shared.domain.pseudonyms import Pseudonyms
-from shared.handlers.processor import MAX_CONFLICT_RETRIES
 
 
 @dataclass(frozen=True)
@@ -76,54 +68,34 @@ REPLAYED = "replayed"
 NOT_KNOWN = "left alone (not known to be dead-lettered: answered, or erased since)"
 
 
-def reopen_updates(conv: Conversation, msg: InboundMessage, now: datetime, ttl_seconds: int, user_id: str,
-                   watch_after_seconds: int) -> Updates:
-    """The entry ``received`` again; a conversation that is gone is re-created knowing whose it is.
-
-    An opted-out conversation keeps no expiry and gets no address back: the
-    processor then ends the message as ``ignored``.
-    """
-    entry: dict[str, Any] = {
-        "status": RECEIVED,
-        "receivedAt": now,
-        "updatedAt": now,
-        "replays": int(conv.entry(msg.sid).get("replays", 0)) + 1,
-    }
-    watch = now + timedelta(seconds=watch_after_seconds)
-    updates: Updates = {f"messages.{msg.sid}": entry, "updatedAt": now, "expireAt": expire_at(now, ttl_seconds)}
-    if conv.data.get("watch") is None or conv.data["watch"] > watch:
-        updates["watch"] = watch
-    if not conv.exists:
-        updates["address"] = msg.sender
-    if conv.data.get("optedOut"):
-        updates["expireAt"] = REMOVE
-    updates.update(owner_updates(conv, msg.recipient, user_id))
-    return updates
-
-
 def reopen(store: ConversationStore, ids: Pseudonyms, msg: InboundMessage, now: datetime, ttl_seconds: int,
            watch_after_seconds: int = 180) -> str:
-    """Make a message known to be dead-lettered and unanswered answerable again; returns what was found."""
+    """Make a message known to be dead-lettered and unanswered answerable again; returns what was found.
+
+    The entry becomes ``received`` again (``reopened``, shared/domain/claims.py);
+    a conversation that is gone is re-created knowing whose it is.
+    """
     cid = ids.conversation_id(msg.sender, msg.recipient)
     record = store.failure(msg.sid)
     recorded = bool(record) and record.get("status") == DEAD_LETTERED and record.get("conversation") == cid
-    for _ in range(MAX_CONFLICT_RETRIES):
-        snap = store.load(cid)
-        conv: Conversation = snap.conversation
-        status = conv.entry(msg.sid).get("status")
-        if status not in (None, DEAD_LETTERED, RECEIVED):
+    limits = Limits(ttl_seconds=ttl_seconds, max_messages=0, watch_after_seconds=watch_after_seconds)
+
+    def change(conv: Conversation) -> str:
+        entry = conv.entry(msg.sid)
+        status = entry.status if entry is not None else ""
+        if status not in ("", DEAD_LETTERED, RECEIVED):
             return f"left alone ({status})"
-        if status is None and not recorded:
+        if not status and not recorded:
             return NOT_KNOWN
-        updates = reopen_updates(conv, msg, now, ttl_seconds, ids.user_id(msg.sender), watch_after_seconds)
-        try:
-            store.apply(cid, updates, snap.version)
-        except Conflict:
-            continue
-        if recorded:
-            store.record_failure(msg.sid, {**record, "status": REPLAYED, "replayedAt": now})
+        claims.reopen(conv, msg.sid, now, limits, address=msg.sender, business=msg.recipient,
+                      user_id=ids.user_id(msg.sender))
         return "reopened"
-    raise Conflict(f"conversation kept changing while reopening {msg.sid}")
+
+    outcome = store.update(cid, change, what=f"reopening {msg.sid}").result
+    if outcome == "reopened" and recorded:
+        assert record is not None
+        store.record_failure(msg.sid, {**record, "status": REPLAYED, "replayedAt": now})
+    return outcome
 
 
 def replay(

@@ -21,19 +21,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable
 
-from shared.adapters.firestore_store import Conflict, ConversationStore
+from shared.adapters.compare_and_set import ConversationStore
 from shared.config import Settings
-from shared.domain.controls import opted_out, paused
-from shared.domain.conversation import REMOVE, Conversation, Updates
+from shared.domain.conversation import Conversation
 from shared.domain.pseudonyms import Pseudonyms
-from shared.handlers.handoff import Queue
-from shared.handlers.processor import MAX_CONFLICT_RETRIES
+from shared.handlers.deps import Queue
 from shared.ops.replay import DeadLetters
 
 # Held dead letters looked at per erase; the hold subscription is normally empty.
 HOLD_PULL_LIMIT = 1000
-# What an erased opted-out user's document keeps: enough to never message them again.
-OPT_OUT_FIELDS = ("optedOut", "optedOutAt", "business", "userId")
 
 
 class AdminError(Exception):
@@ -78,31 +74,31 @@ def _label(business: str) -> str:
 def show_conversation(deps: AdminDeps, user: str, cid: str, business: str, conv: Conversation) -> str:
     """One conversation: state, history and every tracked message, without the number."""
     now = deps.clock()
-    rate = conv.data.get("rate") or {}
+    rate = conv.rate
     lines = [
         f"conversation of {deps.ids.mask(user)} with {_label(business)} (id {cid[:16]}…)",
-        f"  opted out: {'yes, since ' + when(conv.data.get('optedOutAt')) if opted_out(conv) else 'no'}",
-        f"  paused for a person: {'until ' + when(conv.data['pausedUntil']) if paused(conv, now) else 'no'}",
-        f"  rate window: {rate.get('count', 0)} message(s) since {when(rate.get('start'))}"
-        f"{', notice sent' if rate.get('noticed') else ''}",
-        f"  expires: {when(conv.data.get('expireAt')) if conv.data.get('expireAt') else 'never (opted out)'}"
+        f"  opted out: {'yes, since ' + when(conv.opted_out_at) if conv.opted_out else 'no'}",
+        f"  paused for a person: {'until ' + when(conv.paused_until) if conv.paused(now) else 'no'}",
+        f"  rate window: {rate.count if rate else 0} message(s) since {when(rate.start if rate else None)}"
+        f"{', notice sent' if rate and rate.noticed else ''}",
+        f"  expires: {when(conv.expire_at) if conv.expire_at else 'never (opted out)'}"
         f"{' (expired)' if conv.is_expired(now) else ''}",
         f"  order: lastSeq {conv.last_seq}, doneSeq {conv.done_seq}",
     ]
-    history = conv.history(now)
+    history = conv.turns(now)
     lines.append(f"  history ({len(history)} turns):")
     for turn in history:
         who = "person" if turn.get("by") == "person" else turn.get("role", "?")
         lines.append(f"    {who:9}  {turn.get('content', '')}")
     lines.append(f"  messages ({len(conv.messages)}):")
-    ordered = sorted(conv.messages.items(), key=lambda item: item[1].get("receivedAt") or now)
+    ordered = sorted(conv.messages.items(), key=lambda item: item[1].received_at or now)
     for sid, entry in ordered:
-        decided = (entry.get("decided") or {}).get("reason") or (entry.get("decided") or {}).get("kind") or ""
-        extra = [f"seq {entry['seq']}"] if "seq" in entry else []
-        extra += [f"by {entry['by']}"] if entry.get("by") else []
+        decided = (entry.decided.reason or entry.decided.kind) if entry.decided else ""
+        extra = [f"seq {entry.seq}"] if entry.seq is not None else []
+        extra += [f"by {entry.by}"] if entry.by else []
         extra += [decided] if decided else []
-        extra += [str(entry["reason"])] if entry.get("reason") else []
-        lines.append(f"    {sid:34}  {when(entry.get('receivedAt'))}  {entry.get('status', '?'):13}  {'; '.join(extra)}")
+        extra += [entry.reason] if entry.reason else []
+        lines.append(f"    {sid:34}  {when(entry.received_at)}  {entry.status or '?':13}  {'; '.join(extra)}")
     return "\n".join(lines)
 
 
@@ -112,50 +108,43 @@ def show(deps: AdminDeps, user: str, business: str | None = None) -> str:
     for cid, number in sorted(conversations_of(deps, user, business).items(), key=lambda item: item[1]):
         conv = deps.store.load(cid).conversation
         if conv.exists:
-            blocks.append(show_conversation(deps, user, cid, number or str(conv.data.get("business", "")), conv))
+            blocks.append(show_conversation(deps, user, cid, number or conv.business, conv))
     if not blocks:
         return f"{deps.ids.mask(user)} has no conversation" + (f" with {business}" if business is not None else "")
     return "\n\n".join(blocks)
 
 
-def opt_out_only(conv: Conversation, business: str, user_id: str, now: datetime) -> Updates:
-    """The document reduced to its opt-out, in one write: every other field goes in the same commit.
+def keep_only_opt_out(conv: Conversation, business: str, user_id: str, now: datetime) -> None:
+    """The conversation reduced to its opt-out, in one write: every other field goes in the same commit.
 
     Deleting the document and creating the opt-out again would be two
     writes: a crash, or a message claimed between them, would leave a fresh
     conversation that is answered, and the opt-out would be gone for good.
+    What stays (``optedOut``, ``optedOutAt``, ``business``, ``userId``) is
+    enough to never message the user again.
     """
-    kept = {
-        "optedOut": True,
-        "optedOutAt": conv.data.get("optedOutAt") or now,
-        "business": conv.data.get("business") or business,
-        "userId": conv.data.get("userId") or user_id,
-    }
-    updates: Updates = {key: REMOVE for key in conv.data if key not in OPT_OUT_FIELDS}
-    updates.update({key: value for key, value in kept.items() if value})
-    return updates
+    kept = Conversation(opted_out=True, opted_out_at=conv.opted_out_at or now, business=conv.business or business,
+                        user_id=conv.user_id or user_id)
+    for name in conv.__dataclass_fields__:
+        if name not in ("exists", "new_markers", "erased"):
+            setattr(conv, name, getattr(kept, name))
 
 
 def _erase_conversation(deps: AdminDeps, user: str, cid: str, business: str) -> tuple[bool, bool]:
     """Erase one conversation (compare-and-set); returns (it existed, its opt-out was kept)."""
-    for _ in range(MAX_CONFLICT_RETRIES):
-        snap = deps.store.load(cid)
-        conv = snap.conversation
+    def change(conv: Conversation) -> tuple[bool, bool]:
         if not conv.exists:
             return False, False
         if conv.open_entries():
             raise AdminError(f"{len(conv.open_entries())} message(s) of the conversation with {_label(business)} "
                              "are in flight; try again in a minute")
-        kept = opted_out(conv)
-        try:
-            if not kept:
-                deps.store.erase(cid, snap.version)
-            elif set(conv.data) - set(OPT_OUT_FIELDS) or not conv.data.get("userId"):
-                deps.store.apply(cid, opt_out_only(conv, business, deps.ids.user_id(user), deps.clock()), snap.version)
-        except Conflict:
-            continue
-        return True, kept
-    raise Conflict("the conversation kept changing; try again")
+        if not conv.opted_out:
+            conv.erased = True
+            return True, False
+        keep_only_opt_out(conv, business, deps.ids.user_id(user), deps.clock())
+        return True, True
+
+    return deps.store.update(cid, change, what="erasing it").result
 
 
 def _erase_held(deps: AdminDeps, user: str, business: str | None) -> tuple[int, bool]:

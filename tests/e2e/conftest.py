@@ -10,7 +10,9 @@ from google.cloud import firestore
 
 from devstack.stack import Stack
 from devstack.twilio_stub import inbound_message, new_sid, sign_and_post
+from shared.adapters.conversation_document import from_document
 from shared.domain.conversation import Conversation
+from shared.domain.entry import MessageEntry
 from shared.domain.pseudonyms import Pseudonyms
 from tests.plugin import wait_until
 
@@ -60,7 +62,16 @@ class Pipeline:
 
     def conversation(self, user: str, business: str = "") -> Conversation:
         snap = self.db.collection("conversations").document(self.conversation_id(user, business)).get()
-        return Conversation(snap.to_dict() or {})
+        return from_document(snap.to_dict() if snap.exists else None)
+
+    def document(self, user: str, business: str = "") -> dict[str, Any]:
+        """The conversation document as stored (what the chat page and the ops tools read)."""
+        snap = self.db.collection("conversations").document(self.conversation_id(user, business)).get()
+        return snap.to_dict() or {}
+
+    def entry(self, user: str, sid: str, business: str = "") -> MessageEntry:
+        """The message's entry as stored (an empty one, with no status, until it is written)."""
+        return self.conversation(user, business).entry(sid) or MessageEntry()
 
     def failure(self, sid: str) -> dict[str, Any]:
         return self.db.collection("failed_messages").document(sid).get().to_dict() or {}

@@ -27,8 +27,8 @@ def test_three_quick_messages_get_one_reply_from_one_model_call(pipeline, restar
     assert len(calls) == 1
     content = str(calls[0][-1]["content"])
     assert content.index(texts[0]) < content.index(texts[1]) < content.index(texts[2])
-    wait_until(lambda: pipeline.conversation(user).entry(sids[0]).get("status") == "sent", timeout=30)
+    wait_until(lambda: pipeline.entry(user, sids[0]).status == "sent", timeout=30)
     conv = pipeline.conversation(user)
-    assert [conv.entry(s)["status"] for s in sids[1:]] == ["merged", "merged"]
-    assert {conv.entry(s)["answeredBy"] for s in sids[1:]} == {sids[0]}
+    assert [conv.entry(s).status for s in sids[1:]] == ["merged", "merged"]
+    assert {conv.entry(s).answered_by for s in sids[1:]} == {sids[0]}
     assert conv.open_entries() == {}

@@ -54,8 +54,8 @@ def test_an_image_reaches_the_model_with_its_bytes_and_caption(pipeline) -> None
     image = last_user_content(request)[1]["image_url"]["url"]
     assert image.startswith("data:image/png;base64,")
     assert base64.b64decode(image.split(",", 1)[1]) == PNG
-    assert pipeline.conversation(user).data["history"][0]["content"] == "[image] what colour is this?"
-    wait_until(lambda: pipeline.conversation(user).entry(sid).get("status") == "sent", timeout=30)
+    assert pipeline.conversation(user).history[0]["content"] == "[image] what colour is this?"
+    wait_until(lambda: pipeline.entry(user, sid).status == "sent", timeout=30)
 
 
 def test_a_voice_note_is_answered_from_its_transcript(pipeline) -> None:
@@ -65,7 +65,7 @@ def test_a_voice_note_is_answered_from_its_transcript(pipeline) -> None:
     transcript = transcript_of(VOICE)
     assert transcript in reply
     assert pipeline.model_requests_for(transcript)
-    assert pipeline.conversation(user).data["history"][0]["content"] == transcript
+    assert pipeline.conversation(user).history[0]["content"] == transcript
     assert [t["size"] for t in pipeline.model.transcriptions if t["size"] == len(VOICE)]
 
 
@@ -138,12 +138,12 @@ def test_status_callbacks_out_of_order_end_in_the_right_state(pipeline) -> None:
         # message is answered, every callback posted before it was applied.
         pipeline.post(user, "two")
         pipeline.wait_replies(user, 2)
-        wait_until(lambda: pipeline.conversation(user).entry(first).get("deliveries"), 30)
-        assert pipeline.conversation(user).entry(first)["deliveries"] == {part.sid: "read"}
+        wait_until(lambda: pipeline.entry(user, first).deliveries, 30)
+        assert pipeline.conversation(user).entry(first).deliveries == {part.sid: "read"}
         post_status(pipeline, user, part.sid, "undelivered", code="30008")
         wait_until(lambda: pipeline.failure(part.sid), 30)
         entry = pipeline.conversation(user).entry(first)
-        assert entry["deliveries"] == {part.sid: "undelivered"} and entry["deliveryErrors"] == {part.sid: "30008"}
+        assert entry.deliveries == {part.sid: "undelivered"} and entry.delivery_errors == {part.sid: "30008"}
         assert pipeline.failure(part.sid)["stage"] == "delivery"
     finally:
         pipeline.twilio.send_callbacks = True
@@ -154,7 +154,7 @@ def test_the_stand_ins_own_callbacks_tick_a_reply_to_read(pipeline) -> None:
     _, sid, _ = pipeline.post(user, "tick me")
     [part] = pipeline.wait_replies(user, 1) and pipeline.twilio_messages_to(user)
     assert part.status_callback == pipeline.stack.webhook_url
-    wait_until(lambda: pipeline.conversation(user).entry(sid).get("deliveries", {}).get(part.sid) == "read", 30)
+    wait_until(lambda: pipeline.entry(user, sid).deliveries.get(part.sid) == "read", 30)
 
 
 def test_a_reply_past_the_24_hour_window_is_recorded_without_calling_twilio(pipeline, restart) -> None:
@@ -163,6 +163,6 @@ def test_a_reply_past_the_24_hour_window_is_recorded_without_calling_twilio(pipe
     _, sid, _ = pipeline.post(user, "answer me tomorrow")
     wait_until(lambda: pipeline.failure(sid), 60)
     assert pipeline.failure(sid)["reason"].startswith(OUTSIDE_WINDOW)
-    assert pipeline.conversation(user).entry(sid)["status"] == "failed"
+    assert pipeline.conversation(user).entry(sid).status == "failed"
     assert pipeline.twilio_messages_to(user) == []
     assert [a for a in pipeline.twilio.attempts if a[0] == user] == []

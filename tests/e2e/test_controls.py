@@ -61,7 +61,7 @@ def wait_finished(pipeline, user: str, business: str, count: int) -> dict[str, A
     """The user's message entries once ``count`` of them are finished (answered ones sent)."""
     def done() -> dict[str, Any] | None:
         messages = pipeline.conversation(user, business).messages
-        finished = [e for e in messages.values() if e.get("status") in ("sent", "ignored", "failed")]
+        finished = [e for e in messages.values() if e.status in ("sent", "ignored", "failed")]
         return dict(messages) if len(finished) >= count else None
     return wait_until(done, timeout=30)  # type: ignore[return-value]
 
@@ -119,18 +119,18 @@ def test_opt_out_silences_everything_until_start(pipeline) -> None:
     entries = wait_finished(pipeline, user, business, 6)
     settle()
     assert len(replies_from(pipeline, user, business)) == 3
-    assert sorted(e.get("reason", "") for e in entries.values() if e["status"] == "ignored") == ["opted out"] * 4
+    assert sorted(e.reason for e in entries.values() if e.status == "ignored") == ["opted out"] * 4
     assert pipeline.model_requests_for("are you there?") == []
     conv = pipeline.conversation(user, business)
-    assert conv.data["optedOut"] is True
-    assert "expireAt" not in conv.data and "address" not in conv.data and conv.data["history"] == []
+    assert conv.opted_out is True
+    assert conv.expire_at is None and conv.address == "" and conv.history == []
     pipeline.post(user, "start", to=business)
     assert wait_replies(pipeline, user, business, 4)[-1] == DEFAULT_OPT_IN_REPLY
     pipeline.post(user, "back again", to=business)
     replies = wait_replies(pipeline, user, business, 6)
     assert replies[-2] == "Hi from the shop!" and offline("back again") in replies[-1]
     # Opted out of one business, the user still talks to another.
-    assert pipeline.conversation(user, business).data["address"] == user
+    assert pipeline.conversation(user, business).address == user
 
 
 def test_rate_limit_one_notice_then_recorded(pipeline) -> None:
@@ -145,7 +145,7 @@ def test_rate_limit_one_notice_then_recorded(pipeline) -> None:
     replies = replies_from(pipeline, user, business)
     assert len(replies) == 3 and replies[2] == "Slow down please."
     assert offline("quick 0") in replies[0] and offline("quick 1") in replies[1]
-    assert sorted(e.get("reason", "") for e in entries.values() if e["status"] == "ignored") == ["rate limited"] * 2
+    assert sorted(e.reason for e in entries.values() if e.status == "ignored") == ["rate limited"] * 2
     assert [len(pipeline.model_requests_for(t)) for t in texts] == [1, 1, 0, 0, 0]
 
 
@@ -209,7 +209,7 @@ def test_erase_keeps_only_the_opt_out(pipeline) -> None:
     # No --business: erase finds the conversation although its number has no profile.
     out = admin(pipeline, "erase", user).stdout
     assert "opt-out is kept" in out and f"at {business}" in out
-    assert set(pipeline.conversation(user, business).data) == {"optedOut", "optedOutAt", "business", "userId"}
+    assert set(pipeline.document(user, business)) == {"optedOut", "optedOutAt", "business", "userId"}
     pipeline.post(user, "hello?", to=business)
     wait_finished(pipeline, user, business, 1)
     settle()

@@ -21,7 +21,7 @@ from google.cloud import pubsub_v1
 from devstack.stack import ROOT
 from devstack.twilio_stub import body_starts_with, new_sid, sign_and_post
 from shared.adapters.cloud_tasks import SendTask, emulator_client
-from shared.domain.conversation import Conversation
+from shared.adapters.conversation_document import from_document
 from shared.domain.inbound import InboundMessage
 from tests.plugin import Ledger, unique_user, wait_until
 
@@ -70,7 +70,7 @@ def test_same_inbound_three_times_at_the_webhook(pipeline, ledger) -> None:
     ledger.duplicates_injected += 2
     assert_exactly(pipeline, ledger, user, [offline("Twilio retried me")])
     assert len(pipeline.model_requests_for("Twilio retried me")) == 1
-    history = pipeline.conversation(user).data["history"]
+    history = pipeline.conversation(user).history
     assert [t["sid"] for t in history] == [sid, sid]
 
 
@@ -121,8 +121,8 @@ def test_processor_crash_at_each_step_completes_once(pipeline, ledger, restart, 
     _, sid, _ = pipeline.post(user, text)
     assert_exactly(pipeline, ledger, user, [offline(text)])
     conv = pipeline.conversation(user)
-    assert [t["sid"] for t in conv.data["history"]] == [sid, sid]
-    assert conv.entry(sid)["attempts"] >= (2 if point == "after_claim" else 1)
+    assert [t["sid"] for t in conv.history] == [sid, sid]
+    assert conv.entry(sid).attempts >= (2 if point == "after_claim" else 1)
     # A crash after the model call repeats the call; no other step does.
     assert len(pipeline.model_requests_for(text)) == (2 if point == "after_ai" else 1)
 
@@ -145,10 +145,10 @@ def test_twilio_accepted_but_the_answer_was_lost(pipeline, ledger) -> None:
     ledger.faults_injected += 1
     _, sid, _ = pipeline.post(user, "did you get it?")
     # The sender never heard back: after the in-flight grace it asks Twilio, finds the message, records it.
-    wait_until(lambda: pipeline.conversation(user).entry(sid).get("status") == "sent", timeout=60, interval=0.2)
+    wait_until(lambda: pipeline.entry(user, sid).status == "sent", timeout=60, interval=0.2)
     assert_exactly(pipeline, ledger, user, [offline("did you get it?")])
     entry = pipeline.conversation(user).entry(sid)
-    assert entry["twilioSids"] == [pipeline.twilio_messages_to(user)[0].sid]
+    assert entry.twilio_sids == [pipeline.twilio_messages_to(user)[0].sid]
     assert len([1 for to, _ in pipeline.twilio.attempts if to == user]) == 1
 
 
@@ -170,7 +170,7 @@ def test_model_down_sends_the_fallback_once_and_records_it(pipeline, ledger, fau
     assert record["status"] == "fallback" and record["stage"] == "model"
     assert ("InternalServerError" if fault == "500" else "Timeout") in record["reason"]
     assert user.split(":")[1] not in str(record)
-    assert pipeline.conversation(user).entry(sid)["status"] == "sent"
+    assert pipeline.conversation(user).entry(sid).status == "sent"
 
 
 def test_twilio_429_then_success_delivers_once(pipeline, ledger) -> None:
@@ -205,7 +205,7 @@ def test_twilio_permanent_error_is_recorded_without_retries(pipeline, ledger) ->
     settle(2)
     assert len([1 for to, _ in pipeline.twilio.attempts if to == user]) == 1
     assert pipeline.replies(user) == []
-    assert pipeline.conversation(user).entry(sid)["status"] == "failed"
+    assert pipeline.conversation(user).entry(sid).status == "failed"
     # The failure closes that message only: the next one is answered.
     pipeline.post(user, "and now?")
     assert len(pipeline.wait_replies(user, 1)) == 1
@@ -290,7 +290,7 @@ def test_a_replayed_first_message_is_answered_from_the_number_it_was_written_to(
     assert wait_until(lambda: pipeline.failure(message.sid), timeout=30, interval=0.2)["status"] == "dead_lettered"
     assert "replayed" in _replay(pipeline, message.sid)
     assert_exactly(pipeline, ledger, user, [offline("first and dead-lettered")])
-    assert pipeline.conversation(user, business).data["business"] == business
+    assert pipeline.conversation(user, business).business == business
     pipeline.post(user, "and the next one?", to=business)
     assert_exactly(pipeline, ledger, user, [offline("first and dead-lettered"), offline("and the next one?")])
     assert {m.from_ for m in pipeline.twilio_messages_to(user)} == {business}
@@ -366,7 +366,7 @@ def test_twenty_users_ten_messages_each_concurrently(pipeline, ledger) -> None:
         markers = [offline(t) for t in texts]
         delivered = [next((m for m in markers if m in reply), reply) for reply in replies]
         assert ledger.check(markers, delivered) == (0, 0, 0), (user, replies)
-        history = pipeline.conversation(user).data["history"]
+        history = pipeline.conversation(user).history
         assert [t["content"] for t in history if t["role"] == "user"] == texts
         assert len(history) == 20
     assert total == 200
@@ -399,7 +399,7 @@ def test_a_delivery_frozen_past_its_lease_and_a_redelivery_answer_once(pipeline,
     assert_exactly(pipeline, ledger, user, [offline("frozen lease")])
     settle(7)
     assert len(pipeline.replies(user)) == 1
-    assert pipeline.conversation(user).entry(message.sid)["attempts"] >= 2
+    assert pipeline.conversation(user).entry(message.sid).attempts >= 2
 
 
 def test_a_send_task_that_ran_out_is_recreated_by_the_reconciler(pipeline, ledger) -> None:
@@ -418,7 +418,7 @@ def test_a_send_task_that_ran_out_is_recreated_by_the_reconciler(pipeline, ledge
         pass
     replies = assert_exactly(pipeline, ledger, user, [offline("my task ran out")])
     assert len(replies) == 1
-    assert pipeline.conversation(user).entry(sid)["status"] == "sent"
+    assert pipeline.conversation(user).entry(sid).status == "sent"
 
 
 def test_a_slow_model_asking_to_retry_after_two_minutes_ends_in_the_fallback_within_budget(pipeline, ledger) -> None:
@@ -451,7 +451,7 @@ def test_a_dead_letter_arriving_during_the_send_does_not_cut_the_reply(pipeline,
     replies = assert_exactly(pipeline, ledger, user, ["Chunk one.", "Chunk two."])
     assert replies == paragraphs
     entry = pipeline.conversation(user).entry(sid)
-    assert entry["status"] == "sent" and entry["sentParts"] == 2
+    assert entry.status == "sent" and entry.sent_parts == 2
 
 
 def test_a_late_redelivery_after_the_conversation_expired_is_not_answered(pipeline, ledger) -> None:
@@ -503,7 +503,7 @@ def test_commands_opt_out_and_handoff_end_once_with_duplicates_and_crashes(pipel
         _, _, params = pipeline.post(user, text, to=business)
         assert sign_and_post(pipeline.stack.webhook_url, params, o.twilio_auth_token)[0] == 200
         ledger.duplicates_injected += 1
-    wait_until(lambda: sum(e.get("status") in ("sent", "ignored") for e in pipeline.conversation(user, business).messages.values())
+    wait_until(lambda: sum(e.status in ("sent", "ignored") for e in pipeline.conversation(user, business).messages.values())
                >= len(texts), timeout=90, interval=0.2)
     out = admin(pipeline, "reply", user, "--business", business, "A person says hi.").stdout
     assert "queued" in out
@@ -513,8 +513,8 @@ def test_commands_opt_out_and_handoff_end_once_with_duplicates_and_crashes(pipel
     assert len(pipeline.model_requests_for("fault suite hello")) == 1
     for text in ("/help", "/reset", "STOP", "while opted out", "START", "agent", "while paused"):
         assert pipeline.model_requests_for(text) == []
-    reasons = sorted(e.get("reason", "") for e in pipeline.conversation(user, business).messages.values()
-                     if e["status"] == "ignored")
+    reasons = sorted(e.reason for e in pipeline.conversation(user, business).messages.values()
+                     if e.status == "ignored")
     assert reasons == ["opted out", "paused"]
 
 
@@ -533,8 +533,8 @@ def test_a_burst_through_a_processor_crash_and_a_member_redelivery_is_answered_o
              if r.messages and texts[0] in str(r.messages[-1].get("content"))]
     assert len(calls) == 1 and all(t in str(calls[0][-1]["content"]) for t in texts)
     conv = pipeline.conversation(user)
-    assert conv.entry(sids[0])["attempts"] >= 1
-    assert [conv.entry(s)["status"] for s in sids[1:]] == ["merged", "merged"]
+    assert conv.entry(sids[0]).attempts >= 1
+    assert [conv.entry(s).status for s in sids[1:]] == ["merged", "merged"]
 
 
 def test_stops_confirmation_survives_a_reply_finishing_between_its_claim_and_its_answer(
@@ -553,8 +553,8 @@ def test_stops_confirmation_survives_a_reply_finishing_between_its_claim_and_its
     _, stop_sid, _ = pipeline.post(user, "STOP")
     assert_exactly(pipeline, ledger, user, [offline("one last question"), DEFAULT_OPT_OUT_REPLY])
     conv = pipeline.conversation(user)
-    assert conv.entry(stop_sid)["status"] == "sent" and conv.data["optedOut"] is True
-    wait_until(lambda: "address" not in pipeline.conversation(user).data, timeout=10)
+    assert conv.entry(stop_sid).status == "sent" and conv.opted_out is True
+    wait_until(lambda: "address" not in pipeline.document(user), timeout=10)
     after = stack.tasks.stats().queue(stack.queue_path)
     assert after.failed == before.failed
 
@@ -580,13 +580,13 @@ def test_business_and_person_messages_queued_before_stop_are_not_sent_after_it(p
             assert status == 202
         assert "queued" in admin(pipeline, "reply", user, "--business", business, "A person says hi.").stdout
         _, stop_sid, _ = pipeline.post(user, "STOP")
-        wait_until(lambda: pipeline.conversation(user).entry(stop_sid).get("status") == "answered", timeout=30)
+        wait_until(lambda: pipeline.entry(user, stop_sid).status == "answered", timeout=30)
     finally:
         stack.start_function("sender")
     assert_exactly(pipeline, ledger, user, [offline("hello before the promotions"), DEFAULT_OPT_OUT_REPLY])
     conv = pipeline.conversation(user)
-    unasked = [e for e in conv.messages.values() if e.get("by") in ("business", "person")]
-    assert [(e["status"], e["reason"]) for e in unasked] == [("ignored", "opted out")] * 3
+    unasked = [e for e in conv.messages.values() if e.by in ("business", "person")]
+    assert [(e.status, e.reason) for e in unasked] == [("ignored", "opted out")] * 3
     assert not [m for m in pipeline.twilio_messages_to(user) if m.params.get("ContentSid")]
 
 
@@ -618,8 +618,8 @@ def test_no_message_stalled(pipeline, ledger) -> None:
         now = datetime.now(timezone.utc)
         late, waiting = 0, 0
         for snap in pipeline.db.collection("conversations").stream():
-            for entry in Conversation(snap.to_dict() or {}).open_entries().values():
-                if now - entry["receivedAt"] > bound:
+            for entry in from_document(snap.to_dict() or {}).open_entries().values():
+                if now - entry.received_at > bound:
                     late += 1
                 else:
                     waiting += 1

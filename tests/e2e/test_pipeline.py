@@ -22,10 +22,10 @@ def test_a_signed_webhook_gets_its_reply_through_twilio(pipeline) -> None:
     request = pipeline.model_requests_for("Hola! What are your opening hours?")[0]
     assert request[0]["role"] == "system"
     # Twilio has the reply before the sender records it as sent.
-    wait_until(lambda: pipeline.conversation(user).entry(sid).get("status") == "sent", timeout=30)
+    wait_until(lambda: pipeline.entry(user, sid).status == "sent", timeout=30)
     conv = pipeline.conversation(user)
-    assert isinstance(conv.data["expireAt"], datetime)
-    assert conv.data["expireAt"] > datetime.now(timezone.utc) + timedelta(minutes=50)
+    assert isinstance(conv.expire_at, datetime)
+    assert conv.expire_at > datetime.now(timezone.utc) + timedelta(minutes=50)
 
 
 def test_the_webhook_answers_empty_twiml_without_waiting_for_the_model(pipeline) -> None:
@@ -66,7 +66,7 @@ def test_an_expired_conversation_starts_fresh(pipeline) -> None:
     pipeline.wait_replies(user, 2)
     request = pipeline.model_requests_for("What did I ask you to remember?")[0]
     assert [m["role"] for m in request] == ["system", "user"]
-    history = pipeline.conversation(user).data["history"]
+    history = pipeline.conversation(user).history
     assert [t["content"] for t in history if t["role"] == "user"] == ["What did I ask you to remember?"]
 
 
@@ -144,7 +144,7 @@ def test_no_log_line_or_firestore_id_carries_the_number(pipeline) -> None:
     user = unique_user()
     _, sid, _ = pipeline.post(user, "keep my number private")
     pipeline.wait_replies(user, 1)
-    wait_until(lambda: pipeline.conversation(user).entry(sid).get("status") == "sent", timeout=30)
+    wait_until(lambda: pipeline.entry(user, sid).status == "sent", timeout=30)
     digits = user.split("+")[1]
     logs = "".join(p.read_text(errors="replace") for p in pipeline.stack.options.log_dir.glob("*_fn.log"))
     assert sid in logs, "the functions logged this message"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.domain.conversation import SENT
+from shared.domain.lifecycle import SENT
 from shared.domain.profiles import BusinessProfile, ProfileError
 from shared.ops.admin import (
     AdminDeps,
@@ -52,7 +52,7 @@ def test_pause_resume_and_a_person_reply_in_order_exactly_once() -> None:
     assert "seq 2" in out
     w.flush()
     assert [b for _, b, _ in w.twilio.sent][-1] == "Hi, this is Marta. It ships today."
-    assert w.conv().entry("OP" + "a" * 32)["status"] == SENT
+    assert w.conv().entry("OP" + "a" * 32).status == SENT
     with pytest.raises(AdminError, match="exists already"):
         reply(admin, USER, SHOP, "again", sid="OP" + "a" * 32)
     resume(admin, USER, SHOP)
@@ -93,7 +93,7 @@ def test_erase_removes_the_conversation_and_failures_and_keeps_only_the_opt_out(
     assert cid not in w.deps.store.docs and list(w.deps.store.failures) == ["SMy"]
     w.say("STOP")
     assert "opt-out is kept" in erase(admin_for(w), USER, SHOP)
-    assert w.conv().data == {"optedOut": True, "optedOutAt": w.conv().data["optedOutAt"], "business": SHOP,
+    assert w.doc() == {"optedOut": True, "optedOutAt": w.conv().opted_out_at, "business": SHOP,
                              "userId": IDS.user_id(USER)}
     assert w.say("hello again") == ("ignored", [])
 
@@ -139,7 +139,7 @@ def test_erasing_an_opted_out_user_keeps_the_opt_out_whatever_happens_during_the
     with pytest.raises(RuntimeError):
         erase(admin_for(w), USER, SHOP)
     store.before_apply = None
-    assert w.conv().data["optedOut"] is True
+    assert w.conv().opted_out is True
     assert w.say("hello again") == ("ignored", [])
 
     # A message in the middle of the erase: still opted out, and the erase still ends.
@@ -149,7 +149,7 @@ def test_erasing_an_opted_out_user_keeps_the_opt_out_whatever_happens_during_the
 
     store.before_apply = message_arrives
     assert "opt-out is kept" in erase(admin_for(w), USER, SHOP)
-    assert set(w.conv().data) == {"optedOut", "optedOutAt", "business", "userId"}
+    assert set(w.doc()) == {"optedOut", "optedOutAt", "business", "userId"}
     assert w.say("anyone?") == ("ignored", [])
 
 
@@ -230,11 +230,11 @@ def test_every_writer_that_can_start_a_conversation_records_whose_it_is() -> Non
                            OutboundDeps(w.deps.settings, w.deps.store, w.deps.queue, w.clock, IDS)).status == 202
     reply(admin_for(w), person_user, CLINIC, "Hello from a person.")
     for user, number in ((USER, CLINIC), (api_user, default), (person_user, CLINIC)):
-        data = w.conv(number, user).data
+        data = w.doc(number, user)
         assert (data["business"], data["userId"]) == (number, IDS.user_id(user)), user
     w.say("STOP", to=CLINIC)
     erase(admin_for(w), USER, CLINIC)
-    assert w.conv(CLINIC).data["userId"] == IDS.user_id(USER)
+    assert w.conv(CLINIC).user_id == IDS.user_id(USER)
 
 
 def test_a_person_reply_whose_commit_answer_was_lost_is_reported_written_and_sent_once() -> None:
@@ -245,7 +245,7 @@ def test_a_person_reply_whose_commit_answer_was_lost_is_reported_written_and_sen
     assert "seq 2" in out and "queued now" in out
     w.flush()
     assert [b for _, b, _ in w.twilio.sent].count("A person writes.") == 1
-    assert w.conv().entry("OP" + "c" * 32)["status"] == SENT
+    assert w.conv().entry("OP" + "c" * 32).status == SENT
     # The operator runs the same command again: nothing more is sent, and it says so.
     assert "already" in reply(admin_for(w), USER, SHOP, "A person writes.", sid="OP" + "c" * 32)
     w.flush()
@@ -260,4 +260,4 @@ def test_recording_whose_conversation_it_is_costs_no_operation() -> None:
         reads, writes = store.ops.reads, store.ops.writes
         w.say(text, to=CLINIC)
         assert (store.ops.reads - reads, store.ops.writes - writes) == (2, 5), text
-    assert w.conv(CLINIC).data["userId"] == IDS.user_id(USER)
+    assert w.conv(CLINIC).user_id == IDS.user_id(USER)

@@ -12,7 +12,7 @@ import pytest
 from shared.adapters.cloud_tasks import BurstTask, SendTask
 from shared.adapters.profile_store import StaticProfiles, defaults_from_settings
 from shared.config import Settings
-from shared.domain.conversation import ANSWERED, FAILED, JOINED, MERGED, PROCESSING, WAITING_BURST
+from shared.domain.lifecycle import ANSWERED, FAILED, JOINED, MERGED, PROCESSING, WAITING_BURST
 from shared.faults import FaultPoints, InjectedFault
 from shared.handlers.processor import MessageBusy, answer_burst, handle_push, process_message
 from shared.handlers.reconciler import ReconcilerDeps, reconcile
@@ -55,14 +55,14 @@ def test_a_burst_of_three_is_answered_by_one_model_call_with_all_three_in_order(
     assert deps.model.calls[0][1] == "hello\nI need\na table for two"
     conv = deps.store.conversation(CID)
     head = conv.entry(msg(1).sid)
-    assert head["status"] == ANSWERED and head["seq"] == 1 and "text" not in head
+    assert head.status == ANSWERED and head.seq == 1 and head.text == ""
     for n in (2, 3):
         member = conv.entry(msg(n).sid)
-        assert member["status"] == MERGED and member["answeredBy"] == msg(1).sid
-        assert member["reason"] == f"answered with {msg(1).sid}" and "seq" not in member
+        assert member.status == MERGED and member.answered_by == msg(1).sid
+        assert member.reason == f"answered with {msg(1).sid}" and member.seq is None
     sends = [t for t in deps.queue.tasks.values() if isinstance(t, SendTask)]
     assert [(t.sid, t.seq) for t in sends] == [(msg(1).sid, 1)]
-    assert [t["sid"] for t in conv.data["history"]] == [msg(1).sid, msg(1).sid]
+    assert [t["sid"] for t in conv.history] == [msg(1).sid, msg(1).sid]
     # A later task (a duplicate) finds the burst answered: its send task exists, nothing else happens.
     assert fire(deps, tasks[-1]) == "requeued"
     assert len(deps.model.calls) == 1
@@ -74,7 +74,7 @@ def test_the_task_is_due_at_the_end_of_the_window_from_the_last_message() -> Non
     deps.clock.advance(1.5)
     process_message(msg(2), deps)
     assert burst_tasks(deps)[-1].due == deps.clock() + timedelta(seconds=WINDOW)
-    assert deps.store.conversation(CID).entry(msg(1).sid)["burstDue"] == burst_tasks(deps)[-1].due
+    assert deps.store.conversation(CID).entry(msg(1).sid).burst_due == burst_tasks(deps)[-1].due
 
 
 def test_window_zero_changes_nothing() -> None:
@@ -91,14 +91,14 @@ def test_a_crash_after_the_heads_claim_and_a_redelivery_of_a_member() -> None:
     with pytest.raises(InjectedFault):
         process_message(msg(1, "one"), deps)
     assert burst_tasks(deps) == []
-    assert deps.store.conversation(CID).entry(msg(1).sid)["status"] == WAITING_BURST
+    assert deps.store.conversation(CID).entry(msg(1).sid).status == WAITING_BURST
     # Pub/Sub redelivers the head: its task is created now.
     assert process_message(msg(1, "one"), deps) == "requeued"
     assert len(burst_tasks(deps)) == 1
     process_message(msg(2, "two"), deps)
     # A redelivery of a member changes nothing and calls no model.
     assert process_message(msg(2, "two"), deps) == "requeued"
-    assert deps.store.conversation(CID).entry(msg(2).sid)["status"] == JOINED
+    assert deps.store.conversation(CID).entry(msg(2).sid).status == JOINED
     deps.clock.advance(WINDOW)
     for task in burst_tasks(deps):
         fire(deps, task)
@@ -117,12 +117,12 @@ def test_a_crash_in_the_answer_step_is_answered_once_by_the_retry() -> None:
     crashing = replace(deps, faults=FaultPoints(("after_ai:1",)))
     with pytest.raises(InjectedFault):
         answer_burst(task, crashing)
-    assert deps.store.conversation(CID).entry(msg(1).sid)["status"] == PROCESSING
+    assert deps.store.conversation(CID).entry(msg(1).sid).status == PROCESSING
     with pytest.raises(MessageBusy):
         answer_burst(task, deps)
     deps.clock.advance(deps.settings.processing_lease_seconds + 1)
     assert answer_burst(task, deps) == "answered"
-    assert deps.store.conversation(CID).entry(msg(2).sid)["status"] == MERGED
+    assert deps.store.conversation(CID).entry(msg(2).sid).status == MERGED
     assert len([t for t in deps.queue.tasks.values() if isinstance(t, SendTask)]) == 1
 
 
@@ -138,7 +138,7 @@ def test_a_message_after_the_window_waits_until_the_burst_is_answered() -> None:
     deps.clock.advance(WINDOW)
     fire(deps, burst_tasks(deps)[-1])
     conv = deps.store.conversation(CID)
-    assert (conv.entry(msg(1).sid)["seq"], conv.entry(msg(2).sid)["seq"]) == (1, 2)
+    assert (conv.entry(msg(1).sid).seq, conv.entry(msg(2).sid).seq) == (1, 2)
 
 
 def test_a_command_during_a_burst_waits_for_it() -> None:
@@ -158,7 +158,7 @@ def test_the_task_of_a_moved_burst_does_nothing() -> None:
     before = deps.store.ops.writes
     assert answer_burst(first, deps) == "moved"
     assert deps.store.ops.writes == before and deps.model.calls == []
-    assert deps.store.conversation(CID).entry(msg(1).sid)["status"] == WAITING_BURST
+    assert deps.store.conversation(CID).entry(msg(1).sid).status == WAITING_BURST
 
 
 def test_the_reconciler_recreates_a_lost_burst_task_and_closes_a_stalled_burst() -> None:
@@ -180,7 +180,7 @@ def test_the_reconciler_recreates_a_lost_burst_task_and_closes_a_stalled_burst()
     other.clock.advance(other.settings.liveness_seconds + 1)
     reconcile(ReconcilerDeps(settings=other.settings, store=other.store, queue=other.queue, clock=other.clock))
     conv = other.store.conversation(CID)
-    assert {conv.entry(msg(n).sid)["status"] for n in (3, 4)} == {FAILED}
+    assert {conv.entry(msg(n).sid).status for n in (3, 4)} == {FAILED}
     assert conv.open_entries() == {}
 
 

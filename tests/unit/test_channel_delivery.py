@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from shared.adapters.twilio_api import SendPermanent
-from shared.domain.conversation import FAILED, SENT
+from shared.domain.lifecycle import FAILED, SENT
 from shared.domain.delivery import OUTSIDE_WINDOW, advances, failure_reason, ticks
 from shared.domain.inbound import STATUS_KIND, StatusCallback
 from shared.handlers.delivery_status import PartNotRecordedYet, apply_status
@@ -30,7 +30,7 @@ def callback(twilio_sid: str, status: str, code: str = "") -> StatusCallback:
 
 
 def deliveries(pdeps) -> dict:
-    return dict(pdeps.store.conversation(conversation_id(SENDER)).entry(msg(1).sid).get("deliveries", {}))
+    return dict(pdeps.store.conversation(conversation_id(SENDER)).entry(msg(1).sid).deliveries)
 
 
 @pytest.mark.parametrize(
@@ -65,8 +65,8 @@ def test_a_failed_part_keeps_its_error_code_and_leaves_a_failure_record(world) -
     assert apply_status(callback(part, "undelivered", "63016"), pdeps) == "failed"
     assert apply_status(callback(part, "read"), pdeps) == "stale"
     entry = pdeps.store.conversation(conversation_id(SENDER)).entry(msg(1).sid)
-    assert entry["deliveries"] == {part: "undelivered"} and entry["deliveryErrors"] == {part: "63016"}
-    assert entry["status"] == SENT
+    assert entry.deliveries == {part: "undelivered"} and entry.delivery_errors == {part: "63016"}
+    assert entry.status == SENT
     record = pdeps.store.failures[part]
     assert record["stage"] == "delivery" and OUTSIDE_WINDOW in record["reason"]
 
@@ -108,8 +108,8 @@ def test_a_63016_from_twilio_is_recorded_as_outside_the_window(world) -> None:  
     sdeps.twilio.script = [SendPermanent(63016, "Failed to send freeform message because you are outside the allowed window.")]
     assert deliver(task_for(pdeps, 1), sdeps) == "failed"
     conv = pdeps.store.conversation(conversation_id(SENDER))
-    assert conv.entry(msg(1).sid)["status"] == FAILED
-    assert conv.entry(msg(1).sid)["reason"].startswith(OUTSIDE_WINDOW)
+    assert conv.entry(msg(1).sid).status == FAILED
+    assert conv.entry(msg(1).sid).reason.startswith(OUTSIDE_WINDOW)
     assert pdeps.store.failures[msg(1).sid]["reason"].startswith(OUTSIDE_WINDOW)
 
 

@@ -92,7 +92,7 @@ def test_an_image_reaches_the_model_as_a_data_url_with_its_caption_and_the_histo
     [(text, images, vision)] = model.image_calls
     assert text == "[image] is this the red one?" and vision == deps.settings.openai_vision_model
     assert images == ["data:image/png;base64," + base64.b64encode(PNG).decode()]
-    history = deps.store.conversation(conversation_id(SENDER)).data["history"]
+    history = deps.store.conversation(conversation_id(SENDER)).history
     assert history[0]["content"] == "[image] is this the red one?"
     assert "base64" not in str(history)
 
@@ -103,7 +103,7 @@ def test_a_voice_note_is_answered_from_its_transcript_stored_as_the_users_turn()
     process_message(media_msg(Media(VOICE_URL, "audio/ogg")), deps)
     assert model.transcribed == [(b"OggS...", "voice.ogg", "gpt-4o-mini-transcribe")]
     assert [text for _, text in model.calls] == ["what time do you open"]
-    assert deps.store.conversation(conversation_id(SENDER)).data["history"][0]["content"] == "what time do you open"
+    assert deps.store.conversation(conversation_id(SENDER)).history[0]["content"] == "what time do you open"
 
 
 def test_unsupported_media_gets_the_friendly_answer_without_a_download_or_a_model_call() -> None:
@@ -111,7 +111,7 @@ def test_unsupported_media_gets_the_friendly_answer_without_a_download_or_a_mode
     deps = make_deps(model=model, media=media)
     process_message(media_msg(Media(IMAGE_URL, "video/mp4"), message_type="video"), deps)
     entry = deps.store.conversation(conversation_id(SENDER)).entry("SM" + "9" * 32)
-    assert entry["parts"] == [CAN_HANDLE_REPLY]
+    assert entry.parts == [CAN_HANDLE_REPLY]
     assert media.fetched == [] and model.calls == [] and model.image_calls == []
 
 
@@ -121,7 +121,7 @@ def test_a_failed_or_refused_download_is_a_friendly_reply_and_a_record_not_a_ret
     deps = make_deps(model=model, media=FakeMedia({}, error=error))
     assert process_message(media_msg(Media(IMAGE_URL, "image/jpeg")), deps) == "answered"
     entry = deps.store.conversation(conversation_id(SENDER)).entry("SM" + "9" * 32)
-    assert entry["parts"] == [MEDIA_FAILED_REPLY]
+    assert entry.parts == [MEDIA_FAILED_REPLY]
     record = deps.store.failures["SM" + "9" * 32]
     assert record["status"] == "media_failed" and record["stage"] == "media"
     assert model.image_calls == []
@@ -154,7 +154,7 @@ def test_typing_can_be_turned_off_and_its_failure_never_fails_the_message() -> N
 def test_the_claim_records_when_the_user_last_wrote() -> None:
     deps = make_deps()
     process_message(replace(media_msg(body="hi"), received_at=1_795_000_000.0), deps)
-    assert deps.store.conversation(conversation_id(SENDER)).data["lastInboundAt"].timestamp() == 1_795_000_000.0
+    assert deps.store.conversation(conversation_id(SENDER)).last_inbound_at.timestamp() == 1_795_000_000.0
 
 
 # The media adapter: only Twilio's hosts, credentials only to the API base.

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from shared.domain.conversation import FAILED, REMOVE, SENT
+from shared.domain.lifecycle import FAILED, SENT
+from shared.adapters.conversation_document import DELETE
+from shared.domain.conversation import Conversation
 from shared.domain.delivery import OUTSIDE_WINDOW
 from shared.domain.window import window_open
 from shared.handlers.processor import process_message
@@ -30,10 +32,10 @@ class TemplateTwilio(FakeTwilio):
 
 def test_the_window_rule() -> None:
     clock = Clock()
-    conv = {"lastInboundAt": clock()}
+    conv = Conversation(last_inbound_at=clock())
     assert window_open(conv, clock() + timedelta(seconds=DAY))
     assert not window_open(conv, clock() + timedelta(seconds=DAY + 1))
-    assert not window_open({}, clock()) and window_open({}, clock(), unknown_is_open=True)
+    assert not window_open(Conversation(), clock()) and window_open(Conversation(), clock(), unknown_is_open=True)
 
 
 def test_a_reply_inside_the_window_is_sent(world) -> None:  # noqa: F811
@@ -50,8 +52,8 @@ def test_a_reply_past_the_window_is_failed_without_calling_twilio(world) -> None
     assert deliver(task_for(pdeps, 1), sdeps) == "failed"
     assert sdeps.twilio.sent == [] and sdeps.twilio.froms == []
     conv = pdeps.store.conversation(conversation_id(SENDER))
-    assert conv.entry(msg(1).sid)["status"] == FAILED
-    assert conv.entry(msg(1).sid)["reason"].startswith(OUTSIDE_WINDOW)
+    assert conv.entry(msg(1).sid).status == FAILED
+    assert conv.entry(msg(1).sid).reason.startswith(OUTSIDE_WINDOW)
     assert pdeps.store.failures[msg(1).sid]["reason"].startswith(OUTSIDE_WINDOW)
 
 
@@ -63,7 +65,7 @@ def test_past_the_window_the_reengagement_template_goes_instead(world) -> None: 
     assert deliver(task_for(pdeps, 1), sdeps) == "sent"
     assert sdeps.twilio.sent == [] and sdeps.twilio.templates == [(SENDER, "HX" + "1" * 32, "")]
     entry = pdeps.store.conversation(conversation_id(SENDER)).entry(msg(1).sid)
-    assert entry["status"] == SENT and entry["contentSid"] == "HX" + "1" * 32
+    assert entry.status == SENT and entry.content_sid == "HX" + "1" * 32
 
 
 def test_a_conversation_from_before_the_window_field_is_left_to_twilio(world) -> None:  # noqa: F811
@@ -71,7 +73,7 @@ def test_a_conversation_from_before_the_window_field_is_left_to_twilio(world) ->
     process_message(msg(1), pdeps)
     cid = conversation_id(SENDER)
     snap = pdeps.store.load(cid)
-    pdeps.store.apply(cid, {"lastInboundAt": REMOVE}, snap.version)
+    pdeps.store.apply(cid, {"lastInboundAt": DELETE}, snap.version)
     sdeps.clock.advance(DAY + 1)
     assert deliver(task_for(pdeps, 1), sdeps) == "sent"
 

@@ -7,26 +7,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from shared.domain import controls
-from shared.domain.controls import (
-    IGNORE,
-    MODEL,
-    REPLY,
-    Decision,
-    clean_text,
-    decide,
-    decided_claim,
-    person_reply_updates,
-)
-from shared.domain.conversation import (
-    ANSWERED,
-    IGNORED,
-    REMOVE,
-    Conversation,
-    answer_updates,
-    applied,
-    claim_updates,
-    finish_updates,
-)
+from shared.domain.claims import take_on
+from shared.domain.controls import IGNORE, MODEL, REPLY, ControlState, Decision, clean_text, decide
+from shared.domain.conversation import Answer, Conversation, Limits, RateWindow
+from shared.domain.entry import MessageEntry
+from shared.domain.lifecycle import ANSWERED, IGNORED
 from shared.domain.profiles import BusinessProfile, profile_from_mapping
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -38,10 +23,19 @@ PROFILE = profile_from_mapping(SHOP, {
     "rate_limit_messages": 3, "rate_limit_window_seconds": 60,
 }, BusinessProfile(system_prompt="p", model="m", fallback_reply="f"))
 TTL = 3600
+LIMITS = Limits(ttl_seconds=TTL, max_messages=20, max_history_chars=16000, watch_after_seconds=180, lease_seconds=120)
 
 
-def conv(**data: object) -> Conversation:
-    return Conversation({"address": USER, "history": [{"role": "user", "content": "earlier", "sid": "SMa"}], **data})
+def conv(**fields: object) -> Conversation:
+    return Conversation(address=USER, history=[{"role": "user", "content": "earlier", "sid": "SMa"}], exists=True,
+                        **fields)  # type: ignore[arg-type]
+
+
+def claimed(c: Conversation, sid: str, decision: Decision, now: datetime = NOW, first_claim: bool = True,
+            text: str = "") -> Conversation:
+    """``c`` after the claim write that takes ``sid`` on with ``decision`` (``c`` itself is changed)."""
+    take_on(c, sid, decision, now, LIMITS, address=USER, user_text=text, first_claim=first_claim)
+    return c
 
 
 def d(text: str, c: Conversation | None = None, now: datetime = NOW, has_content: bool = False,
@@ -58,14 +52,14 @@ def test_clean_text_strips_control_characters_and_caps() -> None:
 def test_a_plain_message_is_a_model_turn_that_counts_toward_the_limit() -> None:
     decision = d("what bread do you have?")
     assert decision.kind == MODEL and decision.welcome == ""
-    assert decision.state == {"rate": {"start": NOW, "count": 1, "noticed": False}}
+    assert decision.state == ControlState(rate=RateWindow(start=NOW, count=1, noticed=False))
     assert decision.record() is None
 
 
 def test_the_welcome_goes_with_the_first_answer_of_a_new_conversation_only() -> None:
-    assert d("hello", Conversation({})).welcome == "Hi, I'm the bakery bot."
+    assert d("hello", Conversation()).welcome == "Hi, I'm the bakery bot."
     assert d("hello", conv()).welcome == ""
-    expired = conv(expireAt=NOW - timedelta(seconds=1))
+    expired = conv(expire_at=NOW - timedelta(seconds=1))
     assert d("hello", expired).welcome == "Hi, I'm the bakery bot."
 
 
@@ -73,7 +67,10 @@ def test_the_welcome_goes_with_the_first_answer_of_a_new_conversation_only() -> 
 def test_reset_forgets_the_history_and_confirms(text: str) -> None:
     decision = d(text)
     assert (decision.kind, decision.reason, decision.in_history) == (REPLY, controls.RESET, False)
-    assert decision.state["history"] == [] and decision.reply == PROFILE.reset_reply
+    assert decision.state.clear_history and decision.reply == PROFILE.reset_reply
+    c = conv()
+    decision.state.apply(c)
+    assert c.history == []
 
 
 def test_reset_must_be_the_whole_message() -> None:
@@ -89,8 +86,10 @@ def test_help_answers_with_the_business_help_text() -> None:
 def test_opt_out_words_opt_out_with_one_confirmation(word: str) -> None:
     decision = d(word)
     assert (decision.kind, decision.reason) == (REPLY, controls.OPT_OUT)
-    assert decision.state["optedOut"] is True and decision.state["history"] == []
-    assert decision.state["expireAt"] is REMOVE
+    assert decision.state.opted_out is True and decision.state.clear_history
+    c = conv(expire_at=NOW + timedelta(hours=1))
+    decision.state.apply(c)
+    assert c.opted_out is True and c.history == [] and c.expire_at is None
 
 
 def test_opt_out_is_only_the_whole_word() -> None:
@@ -99,17 +98,17 @@ def test_opt_out_is_only_the_whole_word() -> None:
 
 @pytest.mark.parametrize("text", ["hello", "/reset", "/help", "STOP", "agent", "hours", ""])
 def test_while_opted_out_nothing_is_answered(text: str) -> None:
-    decision = d(text, conv(optedOut=True))
+    decision = d(text, conv(opted_out=True))
     assert (decision.kind, decision.reason) == (IGNORE, controls.OPTED_OUT)
-    assert decision.state == {} and not decision.record_user_turn
+    assert decision.state == ControlState() and not decision.record_user_turn
 
 
 @pytest.mark.parametrize("word", ["START", "unstop"])
 def test_start_opts_back_in_and_restores_address_and_expiry(word: str) -> None:
-    decision = d(word, Conversation({"optedOut": True}))
+    decision = d(word, Conversation(opted_out=True, exists=True))
     assert (decision.kind, decision.reason) == (REPLY, controls.OPT_IN)
-    assert decision.state["optedOut"] is REMOVE and decision.state["address"] == USER
-    assert decision.state["expireAt"] == NOW + timedelta(seconds=TTL)
+    assert decision.state.opted_out is False and decision.state.address == USER
+    assert decision.state.expire_at == NOW + timedelta(seconds=TTL)
 
 
 def test_start_when_not_opted_out_is_an_ordinary_message() -> None:
@@ -145,16 +144,16 @@ def test_rate_limit_counts_per_window_with_exactly_one_notice() -> None:
     for n in range(6):
         decision = d(f"q{n}", c, now=NOW + timedelta(seconds=n))
         kinds.append((decision.kind, decision.reason))
-        c = applied(c, decision.state)
+        decision.state.apply(c)
     assert kinds == [(MODEL, ""), (MODEL, ""), (MODEL, ""), (REPLY, controls.RATE_NOTICE),
                      (IGNORE, controls.RATE_LIMITED), (IGNORE, controls.RATE_LIMITED)]
     # A new window: answered again, and a new notice is possible.
     after = d("later", c, now=NOW + timedelta(seconds=61))
-    assert after.kind == MODEL and after.state["rate"] == {"start": NOW + timedelta(seconds=61), "count": 1, "noticed": False}
+    assert after.kind == MODEL and after.state.rate == RateWindow(start=NOW + timedelta(seconds=61), count=1, noticed=False)
 
 
 def test_commands_count_toward_the_limit_but_opt_out_never_waits() -> None:
-    full = conv(rate={"start": NOW, "count": 3, "noticed": True})
+    full = conv(rate=RateWindow(start=NOW, count=3, noticed=True))
     assert d("/help", full).kind == IGNORE
     assert d("STOP", full).reason == controls.OPT_OUT
 
@@ -162,11 +161,11 @@ def test_commands_count_toward_the_limit_but_opt_out_never_waits() -> None:
 def test_the_handoff_keyword_pauses_and_says_a_person_will_answer() -> None:
     decision = d("Agent")
     assert (decision.kind, decision.reason, decision.in_history) == (REPLY, controls.HANDOFF, True)
-    assert decision.state["pausedUntil"] == NOW + timedelta(seconds=PROFILE.handoff_pause_seconds)
+    assert decision.state.paused_until == NOW + timedelta(seconds=PROFILE.handoff_pause_seconds)
 
 
 def test_while_paused_messages_are_recorded_not_answered_until_the_pause_ends() -> None:
-    c = conv(pausedUntil=NOW + timedelta(minutes=5))
+    c = conv(paused_until=NOW + timedelta(minutes=5))
     decision = d("is anyone there?", c)
     assert (decision.kind, decision.reason, decision.record_user_turn) == (IGNORE, controls.PAUSED, True)
     assert d("STOP", c).reason == controls.OPT_OUT
@@ -174,79 +173,70 @@ def test_while_paused_messages_are_recorded_not_answered_until_the_pause_ends() 
 
 
 def test_an_ignored_message_is_closed_by_its_claim() -> None:
-    c = conv(pausedUntil=NOW + timedelta(minutes=5), watch=NOW + timedelta(minutes=1))
-    claim = claim_updates(c, "SMb", USER, NOW, TTL, 120, watch_after_seconds=180)
-    decision = d("hello?", c)
-    updates = decided_claim(c, "SMb", claim, decision, NOW, "hello?", True, 20, 16000)
-    after = applied(c, updates)
+    c = conv(paused_until=NOW + timedelta(minutes=5), watch=NOW + timedelta(minutes=1))
+    after = claimed(c, "SMb", d("hello?", c), text="hello?")
     entry = after.entry("SMb")
-    assert entry["status"] == IGNORED and entry["reason"] == controls.PAUSED
-    assert "leaseUntil" not in entry and "seq" not in entry
-    assert [t["content"] for t in after.data["history"]] == ["earlier", "hello?"]
+    assert entry is not None and entry.status == IGNORED and entry.reason == controls.PAUSED
+    assert entry.lease_until is None and entry.seq is None
+    assert [t["content"] for t in after.turns(NOW)] == ["earlier", "hello?"]
     assert after.open_entries() == {}
+    assert after.watch == NOW + timedelta(minutes=1), "an ignored message asks the reconciler for nothing"
 
 
 def test_an_opted_out_users_message_keeps_no_text() -> None:
-    c = Conversation({"optedOut": True, "messages": {}})
-    claim = claim_updates(c, "SMb", USER, NOW, TTL, 120, watch_after_seconds=180)
-    updates = decided_claim(c, "SMb", claim, d("hello", c), NOW, "hello", True, 20, 16000)
-    after = applied(c, updates)
-    assert after.entry("SMb")["status"] == IGNORED and "history" not in after.data
-    assert "expireAt" not in after.data and "address" not in after.data
+    c = Conversation(opted_out=True, exists=True)
+    after = claimed(c, "SMb", d("hello", c), text="hello")
+    assert after.entry("SMb").status == IGNORED and after.history is None
+    assert after.expire_at is None and after.address == ""
 
 
 def test_a_re_claim_applies_the_state_only_once_and_keeps_the_decision() -> None:
     c = conv()
     decision = d("/help", c)
-    claim = claim_updates(c, "SMb", USER, NOW, TTL, 120)
-    first = applied(c, decided_claim(c, "SMb", claim, decision, NOW, "/help", True, 20, 16000))
-    assert first.data["rate"]["count"] == 1
+    first = claimed(c, "SMb", decision, text="/help")
+    assert first.rate is not None and first.rate.count == 1
     again = Decision.recorded(first.entry("SMb"))
     assert (again.kind, again.reason, again.reply) == (REPLY, controls.HELP, "Ask about bread.")
-    second = applied(first, decided_claim(first, "SMb", claim_updates(first, "SMb", USER, NOW, TTL, 120), again,
-                                          NOW, "/help", False, 20, 16000))
-    assert second.data["rate"]["count"] == 1
+    second = claimed(first, "SMb", again, first_claim=False, text="/help")
+    assert second.rate.count == 1 and second.entry("SMb").attempts == 2
 
 
 def test_opt_out_outlives_the_ttl_and_drops_the_address_once_the_confirmation_is_done() -> None:
     c = conv()
     decision = d("STOP", c)
-    claim = claim_updates(c, "SMs", USER, NOW, TTL, 120)
-    c = applied(c, decided_claim(c, "SMs", claim, decision, NOW, "STOP", True, 20, 16000))
-    assert "expireAt" not in c.data and c.data["history"] == []
-    c = applied(c, answer_updates(c, "SMs", "STOP", [decision.reply], NOW, TTL, 20, record_turn=False))
-    assert "expireAt" not in c.data and c.data["history"] == [] and c.data["address"] == USER
-    c = applied(c, finish_updates(c, "SMs", "sent", NOW))
-    assert "address" not in c.data and c.data["optedOut"] is True
+    claimed(c, "SMs", decision, text="STOP")
+    assert c.expire_at is None and c.history == []
+    c.answer("SMs", Answer(parts=[decision.reply], asked="STOP", in_history=False), NOW, LIMITS)
+    assert c.expire_at is None and c.history == [] and c.address == USER
+    c.finish("SMs", "sent", NOW)
+    assert c.address == "" and c.opted_out is True
     # START brings them back.
-    start = d("START", c)
-    c = applied(c, decided_claim(c, "SMt", claim_updates(c, "SMt", USER, NOW, TTL, 120), start, NOW, "START", True, 20, 16000))
-    assert c.data["address"] == USER and c.data["expireAt"] == NOW + timedelta(seconds=TTL) and "optedOut" not in c.data
+    claimed(c, "SMt", d("START", c), text="START")
+    assert c.address == USER and c.expire_at == NOW + timedelta(seconds=TTL) and c.opted_out is False
 
 
 def test_the_address_stays_while_a_reply_before_the_confirmation_is_unsent() -> None:
-    c = Conversation({"address": USER, "optedOut": True, "lastSeq": 2, "doneSeq": 0,
-                      "messages": {"SM1": {"status": ANSWERED, "seq": 1, "parts": ["a"]},
-                                   "SM2": {"status": ANSWERED, "seq": 2, "parts": ["bye"]}}})
-    assert "address" not in finish_updates(c, "SM1", "sent", NOW)
+    c = Conversation(address=USER, opted_out=True, last_seq=2, done_seq=0, exists=True, messages={
+        "SM1": MessageEntry(status=ANSWERED, seq=1, parts=["a"]), "SM2": MessageEntry(status=ANSWERED, seq=2, parts=["bye"]),
+    })
+    c.finish("SM1", "sent", NOW)
+    assert c.address == USER
 
 
 def test_a_person_reply_is_next_in_order_and_enters_the_history() -> None:
-    c = conv(lastSeq=4, doneSeq=4, business=SHOP)
-    updates = person_reply_updates(c, "OP1", ["We open at 7."], NOW, TTL, 20, 16000, 180, USER, SHOP)
-    after = applied(c, updates)
-    entry = after.entry("OP1")
-    assert entry["status"] == ANSWERED and entry["seq"] == 5 and entry["parts"] == ["We open at 7."]
-    assert after.data["history"][-1] == {"role": "assistant", "content": "We open at 7.", "sid": "OP1", "by": "person"}
-    assert after.data["watch"] == NOW + timedelta(seconds=180)
+    c = conv(last_seq=4, done_seq=4, business=SHOP)
+    c.answer("OP1", Answer(parts=["We open at 7."], by="person", to=USER), NOW, LIMITS)
+    entry = c.entry("OP1")
+    assert entry.status == ANSWERED and entry.seq == 5 and entry.parts == ["We open at 7."]
+    assert c.history[-1] == {"role": "assistant", "content": "We open at 7.", "sid": "OP1", "by": "person"}
+    assert c.watch == NOW + timedelta(seconds=180)
 
 
 def test_ignored_messages_keep_the_document_bounded() -> None:
     from shared.domain.conversation import MAX_TRACKED_MESSAGES
 
-    c = Conversation({"optedOut": True})
+    c = Conversation(opted_out=True, exists=True)
     for n in range(MAX_TRACKED_MESSAGES + 30):
         now = NOW + timedelta(seconds=n)
-        claim = claim_updates(c, f"SM{n}", USER, now, TTL, 120)
-        c = applied(c, decided_claim(c, f"SM{n}", claim, d("hi", c, now=now), now, "hi", True, 20, 16000))
+        claimed(c, f"SM{n}", d("hi", c, now=now), now=now, text="hi")
     assert len(c.messages) == MAX_TRACKED_MESSAGES

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Callable
 
 from shared.config import Settings
-from shared.domain.conversation import IGNORED, SENT
+from shared.domain.lifecycle import IGNORED, SENT
 from shared.domain.inbound import InboundMessage
 from shared.handlers.outbound import OutboundDeps, handle_outbound
 from shared.handlers.processor import process_message
@@ -57,9 +57,9 @@ def test_a_reply_finishing_between_stop_and_its_answer_keeps_the_address_for_the
     bodies = [b for _, b, _ in w.twilio.sent]
     assert bodies[-2:] == ["Hello!", w.deps.profile(SHOP).opt_out_reply]
     conv = w.conv()
-    assert conv.entry(stop.sid)["status"] == SENT
+    assert conv.entry(stop.sid).status == SENT
     # Once nothing is left to send, the number goes.
-    assert "address" not in conv.data
+    assert conv.address == ""
 
 
 def test_a_send_task_without_an_address_fails_once_instead_of_erroring() -> None:
@@ -88,10 +88,10 @@ def test_business_and_person_messages_queued_before_stop_are_not_sent_after_it()
     assert sent == [w.deps.profile(SHOP).opt_out_reply]
     assert w.twilio.templates == [] and len(w.twilio.sent) == before + 1
     conv = w.conv()
-    closed = [e for e in conv.messages.values() if e.get("by") in ("business", "person")]
+    closed = [e for e in conv.messages.values() if e.by in ("business", "person")]
     assert len(closed) == 4
-    assert all(e["status"] == IGNORED and e["reason"] == "opted out" for e in closed)
-    assert conv.done_seq == conv.last_seq and "address" not in conv.data
+    assert all(e.status == IGNORED and e.reason == "opted out" for e in closed)
+    assert conv.done_seq == conv.last_seq and conv.address == ""
 
 
 def test_stop_then_start_keeps_the_rate_window_and_the_confirmations_count() -> None:
@@ -101,8 +101,8 @@ def test_stop_then_start_keeps_the_rate_window_and_the_confirmations_count() -> 
         w.say(text)
     # one, STOP, START, STOP: the window is full; START is confirmed all the same, then one notice.
     assert len(w.model.calls) == 1
-    assert w.conv().data["rate"]["count"] >= 4
-    reasons = [e.get("reason") or e.get("decided", {}).get("reason") for e in w.conv().messages.values()]
+    assert w.conv().rate.count >= 4
+    reasons = [e.reason or (e.decided.reason if e.decided else None) for e in w.conv().messages.values()]
     assert reasons[-2:] == ["rate_limit_notice", "rate limited"]
     w.clock.advance(61)
     assert w.say("later")[1][-1:] == ["Hello!"]

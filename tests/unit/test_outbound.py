@@ -13,7 +13,8 @@ import pytest
 
 from shared.adapters.firestore_store import Conflict
 from shared.config import Settings
-from shared.domain.conversation import SENT, trim_history
+from shared.domain.lifecycle import SENT
+from shared.domain.turns import trim_history
 from shared.domain.outbound import InvalidRequest, parse_request
 from shared.faults import FaultPoints
 from shared.handlers.outbound import OutboundDeps, handle_outbound
@@ -99,8 +100,8 @@ def test_a_template_goes_to_a_new_user_once_and_enters_the_history(world) -> Non
     assert sdeps.twilio.templates == [(SENDER, TEMPLATE, '{"1":"Ana"}')] and sdeps.twilio.sent == []
     assert sdeps.twilio.froms == [BUSINESS]
     conv = pdeps.store.conversation(conversation_id(SENDER))
-    assert conv.entry(oid)["status"] == SENT and conv.done_seq == 1
-    assert conv.data["history"] == [
+    assert conv.entry(oid).status == SENT and conv.done_seq == 1
+    assert conv.history == [
         {"role": "assistant", "content": f'[template {TEMPLATE}] {{"1":"Ana"}}', "sid": oid, "by": "business"}
     ]
     # The user answers: the model sees the template as the turn before theirs.
@@ -156,7 +157,7 @@ def test_the_reconciler_sends_a_message_whose_task_was_lost(world) -> None:
     reconcile(ReconcilerDeps(settings=pdeps.settings, store=pdeps.store, queue=pdeps.queue, clock=odeps.clock))
     send_all(pdeps, sdeps)
     assert len(sdeps.twilio.templates) == 1
-    assert "watch" not in pdeps.store.conversation(conversation_id(SENDER)).data
+    assert "watch" not in pdeps.store.document(conversation_id(SENDER))
 
 
 def test_a_concurrent_write_is_retried(world) -> None:
@@ -175,7 +176,7 @@ def test_a_concurrent_write_is_retried(world) -> None:
     assert handle_outbound(request(body="Your order shipped"), odeps).status == 202
     pdeps.store.before_apply = None
     conv = pdeps.store.conversation(cid)
-    assert conv.data["touched"] is True and conv.last_seq == 2
+    assert conv.extra["touched"] is True and conv.last_seq == 2
 
 
 def test_free_text_inside_the_window_follows_the_reply_before_it(world) -> None:
@@ -185,12 +186,12 @@ def test_free_text_inside_the_window_follows_the_reply_before_it(world) -> None:
     assert outcome.status == 202
     oid = outcome.body["id"]
     conv = pdeps.store.conversation(conversation_id(SENDER))
-    assert conv.entry(oid)["seq"] == 2
+    assert conv.entry(oid).seq == 2
     # Not its turn yet: the reply to message 1 hands off to it.
     assert [t.sid for t in pdeps.queue.tasks.values()] == [msg(1).sid]
     send_all(pdeps, sdeps)
     assert [body for _, body, _ in sdeps.twilio.sent] == ["Hello!", "Your order shipped today."]
-    assert pdeps.store.conversation(conversation_id(SENDER)).entry(oid)["status"] == SENT
+    assert pdeps.store.conversation(conversation_id(SENDER)).entry(oid).status == SENT
 
 
 def test_free_text_outside_the_window_is_refused(world) -> None:
@@ -237,7 +238,7 @@ def test_another_business_address_is_its_own_conversation(world) -> None:
     assert outcome.body["id"] == IDS.outbound_id(other, "order-1") != IDS.outbound_id(BUSINESS, "order-1")
     send_all(pdeps, sdeps)
     assert sdeps.twilio.froms == [other]
-    assert pdeps.store.conversation(conversation_id(SENDER, other)).data["business"] == other
+    assert pdeps.store.conversation(conversation_id(SENDER, other)).business == other
 
 
 def test_only_business_turns_may_open_the_history() -> None:

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from shared.config import Settings
-from shared.domain.conversation import ANSWERED, DEAD_LETTERED, PROCESSING, finish_updates
+from shared.domain.lifecycle import ANSWERED, DEAD_LETTERED, PROCESSING
 from shared.domain.inbound import InboundMessage
 from shared.faults import FaultPoints, InjectedFault
 from shared.handlers.processor import MessageBusy, ProcessorDeps, handle_push, process_message
@@ -37,9 +37,9 @@ def test_answers_once_and_enqueues_one_task() -> None:
     assert process_message(msg(1), deps) == "answered"
     conv = deps.store.conversation(conversation_id(SENDER))
     entry = conv.entry(msg(1).sid)
-    assert entry["status"] == ANSWERED and entry["seq"] == 1 and entry["parts"] == ["Hello!"]
-    assert conv.data["address"] == SENDER
-    assert [t["role"] for t in conv.data["history"]] == ["user", "assistant"]
+    assert entry.status == ANSWERED and entry.seq == 1 and entry.parts == ["Hello!"]
+    assert conv.address == SENDER
+    assert [t["role"] for t in conv.history] == ["user", "assistant"]
     assert list(deps.queue.tasks.values())[0].seq == 1
 
 
@@ -50,7 +50,7 @@ def test_duplicates_do_not_call_the_model_again() -> None:
     assert process_message(msg(1), deps) == "requeued"
     assert len(deps.model.calls) == 1
     assert len(deps.queue.tasks) == 1
-    assert len(deps.store.conversation(conversation_id(SENDER)).data["history"]) == 2
+    assert len(deps.store.conversation(conversation_id(SENDER)).history) == 2
 
 
 def test_second_turn_sees_the_first() -> None:
@@ -67,7 +67,7 @@ def test_history_is_trimmed_to_the_window() -> None:
     deps = make_deps()
     for n in range(1, 6):
         process_message(msg(n, f"q{n}"), deps)
-    history = deps.store.conversation(conversation_id(SENDER)).data["history"]
+    history = deps.store.conversation(conversation_id(SENDER)).history
     assert len(history) == 4
     assert history[0]["content"] == "q4"
 
@@ -80,7 +80,7 @@ def test_expired_conversation_starts_fresh() -> None:
     process_message(msg(2, "new topic"), deps)
     history, _ = deps.model.calls[1]
     assert history == []
-    stored = deps.store.conversation(conversation_id(SENDER)).data["history"]
+    stored = deps.store.conversation(conversation_id(SENDER)).history
     assert [t["content"] for t in stored if t["role"] == "user"] == ["new topic"]
 
 
@@ -89,8 +89,8 @@ def test_model_failure_sends_fallback_and_records_it() -> None:
     deps.model.error = RuntimeError("boom")
     assert process_message(msg(1), deps) == "answered"
     entry = deps.store.conversation(conversation_id(SENDER)).entry(msg(1).sid)
-    assert entry["parts"] == [deps.settings.fallback_reply]
-    assert entry["fallback"] is True and "boom" in entry["reason"]
+    assert entry.parts == [deps.settings.fallback_reply]
+    assert entry.fallback is True and "boom" in entry.reason
     assert deps.store.failures[msg(1).sid]["status"] == "fallback"
     assert SENDER not in str(deps.store.failures)
 
@@ -105,8 +105,8 @@ def test_crash_at_each_step_completes_once_on_redelivery(point: str) -> None:
     process_message(msg(1), deps)
     process_message(msg(1), deps)
     conv = deps.store.conversation(conversation_id(SENDER))
-    assert conv.entry(msg(1).sid)["status"] == ANSWERED
-    assert len(conv.data["history"]) == 2
+    assert conv.entry(msg(1).sid).status == ANSWERED
+    assert len(conv.history) == 2
     assert len(deps.queue.tasks) == 1
     expected_model_calls = 2 if point == "after_ai" else 1  # a crash after the call repeats it
     assert len(deps.model.calls) == expected_model_calls
@@ -118,7 +118,7 @@ def test_live_lease_makes_a_concurrent_duplicate_retry() -> None:
         process_message(msg(1), deps)
     with pytest.raises(MessageBusy):
         process_message(msg(1), deps)
-    assert deps.store.conversation(conversation_id(SENDER)).entry(msg(1).sid)["status"] == PROCESSING
+    assert deps.store.conversation(conversation_id(SENDER)).entry(msg(1).sid).status == PROCESSING
 
 
 def test_concurrent_writer_does_not_lose_a_turn() -> None:
@@ -137,7 +137,7 @@ def test_concurrent_writer_does_not_lose_a_turn() -> None:
 
     store.before_apply = bump
     process_message(msg(2, "second"), deps)
-    history = store.conversation(cid).data["history"]
+    history = store.conversation(cid).history
     assert bumped["done"]
     assert [t["content"] for t in history if t["role"] == "user"] == ["first", "second"]
 
@@ -163,8 +163,8 @@ def test_dead_letter_delivery_records_the_reason() -> None:
         process_message(msg(1), deps)
     assert handle_push(push(msg(1)), dead_letter_sub(deps), deps) == "dead-lettered"
     conv = deps.store.conversation(conversation_id(SENDER))
-    assert conv.entry(msg(1).sid)["status"] == DEAD_LETTERED
-    assert "watch" not in conv.data
+    assert conv.entry(msg(1).sid).status == DEAD_LETTERED
+    assert conv.watch is None
     assert deps.store.failures[msg(1).sid]["status"] == DEAD_LETTERED
     # The user's next message is answered as usual.
     assert process_message(msg(2), deps) == "answered"
@@ -177,7 +177,7 @@ def test_dead_letter_of_an_answered_message_leaves_it_to_the_sender() -> None:
     deps.queue.tasks.clear()
     assert handle_push(push(msg(1)), dead_letter_sub(deps), deps) == "left to the sender"
     conv = deps.store.conversation(conversation_id(SENDER))
-    assert conv.entry(msg(1).sid)["status"] == ANSWERED and conv.entry(msg(1).sid)["parts"] == ["Hello!"]
+    assert conv.entry(msg(1).sid).status == ANSWERED and conv.entry(msg(1).sid).parts == ["Hello!"]
     assert [t.sid for t in deps.queue.tasks.values()] == [msg(1).sid]
     assert msg(1).sid not in deps.store.failures
 
@@ -192,19 +192,19 @@ def test_dead_letter_for_a_conversation_that_is_gone_creates_no_document() -> No
 
 def test_lost_commit_answer_still_creates_the_send_task() -> None:
     deps = make_deps()
-    original = deps.store.apply
+    original = deps.store._commit
     calls = {"n": 0}
 
-    def apply(cid, updates, version, marker=None):  # noqa: ANN001, ANN202
+    def commit(cid, write, version):  # noqa: ANN001, ANN202
         calls["n"] += 1
         if calls["n"] == 2:  # the answer: written, but the client saw FAILED_PRECONDITION
             deps.store.lose_answers = 1
-        return original(cid, updates, version, marker)
+        return original(cid, write, version)
 
-    deps.store.apply = apply
+    deps.store._commit = commit
     assert process_message(msg(1), deps) == "requeued"
     conv = deps.store.conversation(conversation_id(SENDER))
-    assert conv.entry(msg(1).sid)["status"] == ANSWERED
+    assert conv.entry(msg(1).sid).status == ANSWERED
     assert [t.sid for t in deps.queue.tasks.values()] == [msg(1).sid]
     assert len(deps.model.calls) == 1
 
@@ -228,9 +228,9 @@ def test_a_delivery_whose_lease_expired_meets_the_answer_of_the_next_and_sends_i
 
     deps.model._reply = model_reply
     assert process_message(msg(1), deps) == "requeued"
-    assert deps.store.conversation(cid).entry(msg(1).sid)["status"] == ANSWERED
+    assert deps.store.conversation(cid).entry(msg(1).sid).status == ANSWERED
     assert [t.sid for t in deps.queue.tasks.values()] == [msg(1).sid]
-    assert len(deps.store.conversation(cid).data["history"]) == 2
+    assert len(deps.store.conversation(cid).history) == 2
 
 
 class FakeQueueDown:
@@ -255,10 +255,8 @@ def test_late_redelivery_after_its_entry_was_pruned_is_not_answered_again() -> N
     process_message(msg(1), deps)
     for n in range(2, 60):
         process_message(msg(n), deps)
-        snap = deps.store.load(cid)
-        for sid in snap.conversation.open_entries():
-            snap = deps.store.load(cid)
-            deps.store.apply(cid, finish_updates(snap.conversation, sid, "sent", deps.clock()), snap.version)
+        for sid in deps.store.load(cid).conversation.open_entries():
+            deps.store.update(cid, lambda conv: conv.finish(sid, "sent", deps.clock()))
     assert msg(1).sid not in deps.store.conversation(cid).messages
     calls = len(deps.model.calls)
     assert process_message(msg(1), deps) == "duplicate"
@@ -293,8 +291,8 @@ def test_inbound_text_and_reply_are_capped_before_they_are_stored() -> None:
     _, text = deps.model.calls[0]
     assert len(text) == 100 and text.endswith("…")
     conv = deps.store.conversation(conversation_id(SENDER))
-    assert sum(len(p) for p in conv.entry(msg(1).sid)["parts"]) <= 200
-    assert all(len(turn["content"]) <= 200 for turn in conv.data["history"])
+    assert sum(len(p) for p in conv.entry(msg(1).sid).parts) <= 200
+    assert all(len(turn["content"]) <= 200 for turn in conv.history)
 
 
 def test_retryable_failure_is_raised_and_noted() -> None:
@@ -308,7 +306,7 @@ def test_retryable_failure_is_raised_and_noted() -> None:
     with pytest.raises(ConnectionError):
         handle_push(push(msg(1)), "projects/p/subscriptions/main", deps)
     entry = deps.store.conversation(conversation_id(SENDER)).entry(msg(1).sid)
-    assert "tasks down" in entry["lastError"]
+    assert "tasks down" in entry.last_error
 
 
 def test_a_user_writing_to_two_businesses_has_two_conversations() -> None:
@@ -318,7 +316,7 @@ def test_a_user_writing_to_two_businesses_has_two_conversations() -> None:
     process_message(other, deps)
     shop, clinic = conversation_id(SENDER), conversation_id(SENDER, "whatsapp:+15550001111")
     assert shop != clinic
-    assert [t["content"] for t in deps.store.conversation(shop).data["history"] if t["role"] == "user"] == ["to the shop"]
-    assert [t["content"] for t in deps.store.conversation(clinic).data["history"] if t["role"] == "user"] == ["to the clinic"]
+    assert [t["content"] for t in deps.store.conversation(shop).history if t["role"] == "user"] == ["to the shop"]
+    assert [t["content"] for t in deps.store.conversation(clinic).history if t["role"] == "user"] == ["to the clinic"]
     history, _ = deps.model.calls[1]
     assert history == [], "the clinic's model call sees nothing of the shop's conversation"

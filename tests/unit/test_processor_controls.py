@@ -8,7 +8,7 @@ import pytest
 
 from shared.adapters.profile_store import FirestoreProfiles, StaticProfiles, defaults_from_settings
 from shared.config import Settings
-from shared.domain.conversation import IGNORED
+from shared.domain.lifecycle import IGNORED
 from shared.domain.inbound import InboundMessage
 from shared.domain.profiles import profile_from_mapping
 from shared.faults import FaultPoints, InjectedFault
@@ -63,6 +63,10 @@ class World:
     def conv(self, to: str = SHOP, user: str = USER):  # noqa: ANN201
         return self.deps.store.conversation(conversation_id(user, to))  # type: ignore[attr-defined]
 
+    def doc(self, to: str = SHOP, user: str = USER) -> dict:
+        """The conversation document as stored (what ops tools and the chat page read)."""
+        return self.deps.store.document(conversation_id(user, to))  # type: ignore[attr-defined]
+
 
 def make_world(settings: Settings = SETTINGS, faults: FaultPoints | None = None, profiles=None) -> World:  # noqa: ANN001
     clock = Clock()
@@ -98,7 +102,7 @@ def test_reset_forgets_and_the_next_message_starts_a_new_conversation() -> None:
     outcome, sent = w.say(" /Reset ")
     assert outcome == "answered" and sent == [make_world().deps.profile(SHOP).reset_reply]
     assert len(w.model.calls) == 1
-    assert w.conv().data["history"] == []
+    assert w.conv().history == []
     _, sent = w.say("what is my name?")
     history, _ = w.model.calls[-1]
     assert history == [] and sent[0] == "Hi, I'm the bakery bot."
@@ -110,7 +114,7 @@ def test_help_and_keywords_answer_without_the_model() -> None:
     assert w.say("Hours?")[1] == ["7 to 20."]
     assert w.model.calls == []
     # A keyword's answer is part of the conversation; /help is not.
-    assert [t["content"] for t in w.conv().data["history"]] == ["Hours?", "7 to 20."]
+    assert [t["content"] for t in w.conv().history] == ["Hours?", "7 to 20."]
 
 
 def test_an_empty_message_gets_the_short_reply_and_a_location_goes_to_the_model() -> None:
@@ -128,8 +132,8 @@ def test_opt_out_then_nothing_at_all_until_start() -> None:
     outcome, sent = w.say("stop")
     assert sent == [w.deps.profile(SHOP).opt_out_reply]
     conv = w.conv()
-    assert conv.data["optedOut"] is True and conv.data["history"] == []
-    assert "expireAt" not in conv.data and "address" not in conv.data
+    assert conv.opted_out is True and conv.history == []
+    assert conv.expire_at is None and conv.address == ""
     for text in ("hello?", "/help", "/reset", "agent", "STOP"):
         outcome, sent = w.say(text)
         assert (outcome, sent) == ("ignored", [])
@@ -137,12 +141,12 @@ def test_opt_out_then_nothing_at_all_until_start() -> None:
     # The opt-out outlives the TTL (no expireAt, nothing expires it) and /reset.
     w.clock.advance(SETTINGS.conversation_ttl_seconds * 10)
     assert w.say("anyone?") == ("ignored", [])
-    statuses = [e["status"] for e in w.conv().messages.values()]
+    statuses = [e.status for e in w.conv().messages.values()]
     assert statuses.count(IGNORED) == 6
-    assert all(e.get("reason") == "opted out" for e in w.conv().messages.values() if e["status"] == IGNORED)
+    assert all(e.reason == "opted out" for e in w.conv().messages.values() if e.status == IGNORED)
     outcome, sent = w.say("START")
     assert sent == [w.deps.profile(SHOP).opt_in_reply]
-    assert w.conv().data["address"] == USER and "expireAt" in w.conv().data
+    assert w.conv().address == USER and "expireAt" in w.doc()
     assert w.say("back again")[1] == ["Hi, I'm the bakery bot.", "Hello!"]
 
 
@@ -163,7 +167,7 @@ def test_rate_limit_one_notice_per_window_and_the_rest_recorded() -> None:
     assert outcomes == ["answered"] * 4 + ["ignored"] * 2
     assert [b for _, b, _ in w.twilio.sent] == ["Hello!"] * 3 + [w.deps.profile(CLINIC).rate_limit_reply]
     assert len(w.model.calls) == 3
-    reasons = [e.get("reason") for e in w.conv(CLINIC).messages.values() if e["status"] == IGNORED]
+    reasons = [e.reason for e in w.conv(CLINIC).messages.values() if e.status == IGNORED]
     assert reasons == ["rate limited", "rate limited"]
     w.clock.advance(61)
     assert w.say("later", to=CLINIC)[1] == ["Hello!"]
@@ -202,8 +206,8 @@ def test_a_crash_after_the_claim_keeps_the_decision_and_counts_once() -> None:
     assert process_message(message, w.deps) == "answered"
     w.flush()
     assert [b for _, b, _ in w.twilio.sent] == ["Ask about bread."]
-    assert w.conv().data["rate"]["count"] == 1
-    assert w.conv().entry(message.sid)["decided"] == {"kind": "reply", "reason": "help"}
+    assert w.conv().rate.count == 1
+    assert w.doc()["messages"][message.sid]["decided"] == {"kind": "reply", "reason": "help"}
 
 
 def test_a_plain_message_costs_what_it_cost_before_and_an_ignored_one_less() -> None:

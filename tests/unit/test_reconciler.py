@@ -8,7 +8,7 @@ import pytest
 
 from shared.adapters.twilio_api import SendUncertain
 from shared.config import Settings
-from shared.domain.conversation import ANSWERED, FAILED, PROCESSING, SENT
+from shared.domain.lifecycle import ANSWERED, FAILED, PROCESSING, SENT
 from shared.faults import FaultPoints, InjectedFault
 from shared.handlers.processor import process_message
 from shared.handlers.reconciler import ReconcilerDeps, reconcile
@@ -43,9 +43,9 @@ def run_tasks(pdeps, sdeps, done: set[str]) -> None:
 def test_a_healthy_conversation_is_never_looked_at(world) -> None:
     pdeps, sdeps, rdeps = world
     process_message(msg(1), pdeps)
-    assert "watch" in pdeps.store.conversation(CID).data
+    assert "watch" in pdeps.store.document(CID)
     run_tasks(pdeps, sdeps, set())
-    assert "watch" not in pdeps.store.conversation(CID).data
+    assert "watch" not in pdeps.store.document(CID)
     pdeps.clock.advance(3600)
     reads = pdeps.store.ops.reads
     assert reconcile(rdeps) == {}
@@ -64,7 +64,7 @@ def test_a_lost_send_task_is_recreated_after_the_quiet_period(world) -> None:
     assert task.kind == "r1"
     assert deliver(task, sdeps) == "sent"
     assert [body for _, body, _ in sdeps.twilio.sent] == ["Hello!"]
-    assert "watch" not in pdeps.store.conversation(CID).data
+    assert "watch" not in pdeps.store.document(CID)
 
 
 def test_a_reply_stuck_past_the_bound_is_failed_and_lets_the_next_go(world) -> None:
@@ -80,7 +80,7 @@ def test_a_reply_stuck_past_the_bound_is_failed_and_lets_the_next_go(world) -> N
         reconcile(rdeps)
         run_tasks(pdeps, sdeps, done)
     conv = pdeps.store.conversation(CID)
-    assert conv.entry(msg(1).sid)["status"] == FAILED
+    assert conv.entry(msg(1).sid).status == FAILED
     assert conv.done_seq >= 1
     record = pdeps.store.failures[msg(1).sid]
     assert record["stage"] in {"reconciler", "sender"} and record["reason"]
@@ -93,13 +93,13 @@ def test_a_message_stuck_in_processing_is_closed_at_the_bound_not_before(world) 
         process_message(msg(1), crashing)
     pdeps.clock.advance(SETTINGS.liveness_seconds - 1)
     reconcile(rdeps)
-    assert pdeps.store.conversation(CID).entry(msg(1).sid)["status"] == PROCESSING
+    assert pdeps.store.conversation(CID).entry(msg(1).sid).status == PROCESSING
     pdeps.clock.advance(2)
     assert reconcile(rdeps)["closed"] == 1
     conv = pdeps.store.conversation(CID)
-    assert conv.entry(msg(1).sid)["status"] == FAILED
-    assert "not answered within 15 min" in conv.entry(msg(1).sid)["reason"]
-    assert "watch" not in conv.data
+    assert conv.entry(msg(1).sid).status == FAILED
+    assert "not answered within 15 min" in conv.entry(msg(1).sid).reason
+    assert conv.watch is None
     # A late redelivery from Pub/Sub is acknowledged, not answered.
     assert process_message(msg(1), pdeps) == "duplicate"
 
@@ -116,7 +116,7 @@ def test_a_live_lease_or_an_in_flight_part_is_never_closed(world) -> None:
 
     sdeps.twilio.send = reconcile_mid_call
     assert deliver(task, sdeps) == "sent"
-    assert pdeps.store.conversation(CID).entry(msg(1).sid)["status"] == SENT
+    assert pdeps.store.conversation(CID).entry(msg(1).sid).status == SENT
     assert msg(1).sid not in pdeps.store.failures
 
 
@@ -129,9 +129,9 @@ def test_reconciler_and_sender_racing_end_in_one_terminal_state(world) -> None:
     [task] = pdeps.queue.tasks.values()
     outcome = deliver(task, sdeps)
     entry = store.conversation(CID).entry(msg(1).sid)
-    assert entry["status"] in (FAILED, SENT)
+    assert entry.status in (FAILED, SENT)
     assert outcome in ("duplicate", "sent")
-    assert len(sdeps.twilio.sent) == (1 if entry["status"] == SENT else 0)
+    assert len(sdeps.twilio.sent) == (1 if entry.status == SENT else 0)
 
 
 def test_a_second_reconciler_finds_nothing_left_to_do(world) -> None:
@@ -159,7 +159,7 @@ def test_answered_entry_waiting_behind_a_closed_one_is_handed_off(world) -> None
     handed = [t for t in pdeps.queue.tasks.values() if t.sid == msg(2).sid]
     assert [t.kind for t in handed] == ["next"]
     assert deliver(handed[0], sdeps) == "sent"
-    assert pdeps.store.conversation(CID).entry(msg(2).sid)["status"] == SENT
+    assert pdeps.store.conversation(CID).entry(msg(2).sid).status == SENT
 
 
 def raise_if_retry(answer: tuple[int, str]) -> None:
@@ -170,8 +170,8 @@ def raise_if_retry(answer: tuple[int, str]) -> None:
 def test_watch_is_set_once_per_conversation_not_pushed_by_each_message(world) -> None:
     pdeps, _, _ = world
     process_message(msg(1), pdeps)
-    first = pdeps.store.conversation(CID).data["watch"]
+    first = pdeps.store.conversation(CID).watch
     pdeps.clock.advance(30)
     process_message(msg(2), pdeps)
-    assert pdeps.store.conversation(CID).data["watch"] == first
-    assert pdeps.store.conversation(CID).entry(msg(2).sid)["status"] == ANSWERED
+    assert pdeps.store.conversation(CID).watch == first
+    assert pdeps.store.conversation(CID).entry(msg(2).sid).status == ANSWERED

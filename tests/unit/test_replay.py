@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from shared.domain.conversation import ANSWERED, DEAD_LETTERED, SENT
+from shared.domain.lifecycle import ANSWERED, DEAD_LETTERED, SENT
 from shared.domain.inbound import InboundMessage
 from shared.faults import FaultPoints, InjectedFault
 from shared.handlers.processor import ProcessorDeps, handle_push, process_message
@@ -52,7 +52,7 @@ def test_replayed_messages_are_answered_once_in_the_order_written() -> None:
     deps = make_deps()
     first, second = msg(1, "first"), msg(2, "second")
     dead_letter(deps, first, second)
-    assert deps.store.conversation(CID).entry(first.sid)["status"] == DEAD_LETTERED
+    assert deps.store.conversation(CID).entry(first.sid).status == DEAD_LETTERED
     held = FakeDeadLetters(deps.clock, first, second)
     lines = replay(deps.store, IDS, held, deps.clock, 3600)
     assert [m.sid for m in held.published] == [first.sid, second.sid]
@@ -62,8 +62,8 @@ def test_replayed_messages_are_answered_once_in_the_order_written() -> None:
         assert process_message(m, deps) == "answered"
         assert process_message(m, deps) == "requeued"  # a second copy changes nothing
     conv = deps.store.conversation(CID)
-    assert {conv.entry(s)["status"] for s in (first.sid, second.sid)} == {ANSWERED}
-    assert conv.entry(first.sid)["replays"] == 1
+    assert {conv.entry(s).status for s in (first.sid, second.sid)} == {ANSWERED}
+    assert conv.entry(first.sid).replays == 1
 
 
 def test_replay_follows_the_order_the_user_wrote_in() -> None:
@@ -104,12 +104,12 @@ def test_a_conversation_that_is_gone_is_recreated_with_its_expiry() -> None:
     held = FakeDeadLetters(deps.clock, msg(1))
     replay(deps.store, IDS, held, deps.clock, 3600)
     conv = deps.store.conversation(CID)
-    assert conv.data["expireAt"] > deps.clock() and conv.data["address"] == SENDER
+    assert conv.expire_at > deps.clock() and conv.address == SENDER
     # Until the processor claims it, the reconciler watches it, so it ends within the bound anyway.
-    assert conv.data["watch"] > deps.clock()
+    assert conv.watch > deps.clock()
     assert deps.store.failures[msg(1).sid]["status"] == "replayed"
     assert process_message(held.published[0], deps) == "answered"
-    assert conv.entry(msg(1).sid)["status"] != SENT
+    assert conv.entry(msg(1).sid).status != SENT
 
 
 # --- A replayed message belongs to the number it was written to; only a known dead letter is replayed.
@@ -140,7 +140,7 @@ def test_a_replayed_first_message_is_answered_from_the_number_it_was_written_to(
         w.deps.store.delete(conversation_id(USER, CLINIC))  # what the TTL policy does
     assert "replayed" in _replay_and_answer(w, FakeDeadLetters(w.clock, first))[0]
     assert [b for _, b, _ in w.twilio.sent] == ["Hello!"]
-    assert w.conv(CLINIC).data["business"] == CLINIC
+    assert w.conv(CLINIC).business == CLINIC
     w.say("and later?", to=CLINIC)
     assert w.twilio.froms == [CLINIC, CLINIC]
 
@@ -150,7 +150,7 @@ def test_a_conversation_written_without_its_number_learns_it_at_the_next_claim()
     cid = conversation_id(USER, CLINIC)
     w.deps.store.docs[cid] = ({"address": USER, "history": [], "messages": {}}, 1)  # an older replay wrote this
     w.say("hello", to=CLINIC)
-    assert w.conv(CLINIC).data["business"] == CLINIC and w.twilio.froms == [CLINIC]
+    assert w.conv(CLINIC).business == CLINIC and w.twilio.froms == [CLINIC]
 
 
 def test_an_answered_message_is_not_replayed_after_its_conversation_expired() -> None:
@@ -207,11 +207,11 @@ def test_a_replay_keeps_an_opt_out_and_never_writes_the_number_back() -> None:
     w.say("STOP", to=CLINIC)
     late = InboundMessage(sid=f"SM{99:032x}", sender=USER, recipient=CLINIC, body="sent before STOP, dead-lettered")
     _world_dead_letter(w, late, claimed=False)
-    assert "address" not in w.conv(CLINIC).data
+    assert "address" not in w.doc(CLINIC)
     _replay_and_answer(w, FakeDeadLetters(w.clock, late))
     conv = w.conv(CLINIC)
-    assert conv.entry(late.sid)["status"] == "ignored"
-    assert "address" not in conv.data and "expireAt" not in conv.data and conv.data["optedOut"] is True
+    assert conv.entry(late.sid).status == "ignored"
+    assert conv.address == "" and conv.expire_at is None and conv.opted_out is True
 
 
 @pytest.mark.parametrize("gone", ["conversation expired", "entry pruned"])

@@ -8,7 +8,7 @@ import pytest
 
 from shared.adapters.twilio_api import SendPermanent, SendRetryable, SendUncertain
 from shared.config import Settings
-from shared.domain.conversation import DEAD_LETTERED, FAILED, SENT, finish_updates
+from shared.domain.lifecycle import FAILED, SENT
 from shared.faults import FaultPoints, InjectedFault
 from shared.handlers.processor import process_message
 from shared.handlers.sender import SenderDeps, deliver, handle_send_request
@@ -44,7 +44,7 @@ def test_sends_once_even_when_the_task_repeats(world) -> None:
     assert deliver(task, sdeps) == "duplicate"
     assert [body for _, body, _ in sdeps.twilio.sent] == ["Hello!"]
     conv = pdeps.store.conversation(conversation_id(SENDER))
-    assert conv.entry(task.sid)["status"] == SENT and conv.done_seq == 1
+    assert conv.entry(task.sid).status == SENT and conv.done_seq == 1
 
 
 def test_a_reply_waits_for_its_predecessor_without_an_error_answer(world) -> None:
@@ -116,9 +116,9 @@ def test_permanent_error_is_recorded_and_frees_the_next_reply(world) -> None:
     status, body = handle_send_request(task_for(pdeps, 1).to_json(), sdeps)
     assert status == 200 and "failed" in body
     conv = pdeps.store.conversation(conversation_id(SENDER))
-    assert conv.entry(msg(1).sid)["status"] == FAILED
-    assert "63016" in conv.entry(msg(1).sid)["reason"]
-    assert "parts" not in conv.entry(msg(1).sid)
+    assert conv.entry(msg(1).sid).status == FAILED
+    assert "63016" in conv.entry(msg(1).sid).reason
+    assert conv.entry(msg(1).sid).parts == [] and "parts" not in pdeps.store.document(conversation_id(SENDER))["messages"][msg(1).sid]
     assert "63016" in pdeps.store.failures[msg(1).sid]["reason"]
     assert deliver(task_for(pdeps, 2), sdeps) == "sent"
 
@@ -132,7 +132,7 @@ def test_retryable_errors_give_up_after_the_limit(world) -> None:
     assert handle_send_request(task.to_json(), sdeps)[0] == 503
     assert handle_send_request(task.to_json(), sdeps)[0] == 200
     entry = pdeps.store.conversation(conversation_id(SENDER)).entry(task.sid)
-    assert entry["status"] == FAILED and "gave up after 3" in entry["reason"]
+    assert entry.status == FAILED and "gave up after 3" in entry.reason
     assert sdeps.twilio.sent == []
 
 
@@ -203,7 +203,7 @@ def test_timeouts_and_failed_lookups_count_toward_the_limit(world) -> None:
     assert handle_send_request(task.to_json(), sdeps)[0] == 503  # attempt 2
     assert handle_send_request(task.to_json(), sdeps) == (200, "failed\n")  # attempt 3 = the limit
     entry = pdeps.store.conversation(conversation_id(SENDER)).entry(task.sid)
-    assert entry["status"] == FAILED and "gave up after 3 attempts" in entry["reason"]
+    assert entry.status == FAILED and "gave up after 3 attempts" in entry.reason
     assert pdeps.store.failures[task.sid]["stage"] == "sender"
 
 
@@ -221,7 +221,7 @@ def test_unexpected_errors_count_toward_the_limit(world) -> None:
     assert handle_send_request(task.to_json(), sdeps)[0] == 500
     sdeps.clock.advance(sdeps.in_flight_grace.total_seconds() + 1)
     assert handle_send_request(task.to_json(), sdeps) == (200, "failed\n")
-    assert "unexpected error" in pdeps.store.conversation(conversation_id(SENDER)).entry(task.sid)["reason"]
+    assert "unexpected error" in pdeps.store.conversation(conversation_id(SENDER)).entry(task.sid).reason
 
 
 def test_a_part_sent_after_the_message_was_closed_keeps_the_closing_status(world) -> None:
@@ -231,16 +231,16 @@ def test_a_part_sent_after_the_message_was_closed_keeps_the_closing_status(world
     store, cid = pdeps.store, conversation_id(SENDER)
 
     def close_during_the_call(to, body, from_=""):  # noqa: ANN001, ANN202
-        snap = store.load(cid)
-        store.apply(cid, finish_updates(snap.conversation, task.sid, DEAD_LETTERED, sdeps.clock(), "dead letter"), snap.version)
+        # The reconciler closes the message while the part is in Twilio's hands.
+        store.update(cid, lambda conv: conv.finish(task.sid, FAILED, sdeps.clock(), "closed by the reconciler"))
         return "SM" + "9" * 32
 
     sdeps.twilio.send = close_during_the_call
     assert deliver(task, sdeps) == "duplicate"
     entry = store.conversation(cid).entry(task.sid)
-    assert entry["status"] == DEAD_LETTERED and entry["reason"] == "dead letter"
-    assert entry["lateTwilioSids"] == ["SM" + "9" * 32]
-    assert entry.get("sentParts", 0) == 0
+    assert entry.status == FAILED and entry.reason == "closed by the reconciler"
+    assert entry.late_twilio_sids == ["SM" + "9" * 32]
+    assert entry.sent_parts == 0
 
 
 def test_identical_bodies_are_not_taken_for_each_other(world) -> None:
@@ -256,8 +256,8 @@ def test_identical_bodies_are_not_taken_for_each_other(world) -> None:
     assert deliver(second, sdeps) == "sent"
     assert [body for _, body, _ in sdeps.twilio.sent] == ["Sorry!", "Sorry!"]
     entries = pdeps.store.conversation(conversation_id(SENDER)).messages
-    assert entries[msg(1).sid]["twilioSids"] != entries[msg(2).sid]["twilioSids"]
-    assert entries[msg(2).sid]["status"] == SENT
+    assert entries[msg(1).sid].twilio_sids != entries[msg(2).sid].twilio_sids
+    assert entries[msg(2).sid].status == SENT
 
 
 def test_in_flight_grace_covers_connect_and_read_timeouts(world) -> None:
@@ -294,4 +294,4 @@ def test_an_uncertain_template_send_is_found_and_not_sent_again() -> None:
     assert deliver(task, sdeps) == "sent"
     assert len(twilio.templates) == 1 and twilio.lookups == 1
     entry = pdeps.store.conversation(conversation_id(SENDER)).entry(oid)
-    assert entry["twilioSids"] == twilio.template_sids
+    assert entry.twilio_sids == twilio.template_sids

@@ -1,0 +1,126 @@
+"""The answer path's middle steps: gather the context, call the model, split the reply into parts.
+
+Between the claim (shared/handlers/claim.py, bursts.py) and the answer
+write (shared/handlers/answer.py), each a named step a later feature can
+extend or put one more next to (retrieval before the model call, tools
+during it):
+
+    gather_context  the history and the user's turn the model sees
+    ask_model       the business's prompt and model; typing shown meanwhile;
+                    media read first (shared/handlers/media_turn.py); the
+                    fallback reply when the model fails, never a redelivery
+    to_parts        capped, split into WhatsApp-sized parts (the welcome first)
+
+A canned reply (a command, a keyword rule, an opt-out) skips the model and
+goes through the same split and the same answer write.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from shared.adapters.firestore_store import failure_record
+from shared.domain.controls import MODEL, Decision
+from shared.domain.conversation import Answer
+from shared.domain.turns import Turn, cap_text
+from shared.domain.entry import Decided
+from shared.domain.inbound import InboundMessage, describe_for_model
+from shared.domain.profiles import BusinessProfile, profile_value
+from shared.domain.splitting import split_reply
+from shared.handlers.channel import start_typing
+from shared.handlers.deps import ProcessorDeps
+from shared.handlers.media_turn import MediaOptions, answer_with_media
+from shared.log import mask_address
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the model is asked with."""
+
+    history: list[Turn]
+    user_text: str
+    profile: BusinessProfile
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    user_text: str  # the user's turn as it enters the history (a voice note's transcript, "[image] ...")
+    failure: str = ""  # why the fallback went instead of the model's reply
+    model_ms: float = 0.0
+
+
+def gather_context(profile: BusinessProfile, history: list[Turn], user_text: str) -> Context:
+    """The history and the user's turn the model sees, with the business it answers for."""
+    return Context(history=history, user_text=user_text, profile=profile)
+
+
+def ask_model(deps: ProcessorDeps, context: Context, log_fields: dict[str, Any],
+              call: Callable[[], tuple[str, str]]) -> Reply:
+    """Run the model ``call`` (returns the user's turn and the reply) within the fallback.
+
+    A failed model answers with the business's fallback reply; the time is the
+    model's own, retries included, for the dashboard's model latency.
+    """
+    started = time.monotonic()
+    failure, user_text = "", context.user_text
+    try:
+        user_text, text = call()
+    except Exception as exc:
+        failure = f"model unavailable: {exc}"[:300]
+        text = context.profile.fallback_reply
+        log.error("model unavailable, sending the fallback reply",
+                  extra={**log_fields, "event": "ai_failed", "reason": failure})
+    return Reply(text, user_text, failure, round((time.monotonic() - started) * 1000, 1))
+
+
+def to_parts(deps: ProcessorDeps, profile: BusinessProfile, text: str, welcome: str = "") -> list[str]:
+    parts = split_reply(cap_text(text, deps.settings.max_reply_chars)) or [profile.fallback_reply]
+    return [welcome, *parts] if welcome else parts
+
+
+def compose_message(msg: InboundMessage, deps: ProcessorDeps, profile: BusinessProfile, decision: Decision,
+                    history: list[Turn]) -> tuple[Answer, Reply]:
+    """The answer to one claimed message: the model's (text, media) or the decision's canned reply."""
+    context = gather_context(profile, history, cap_text(describe_for_model(msg), deps.settings.max_inbound_chars))
+    fields = {"sid": msg.sid, "sender": mask_address(msg.sender)}
+    start_typing(deps.typing, msg.sid, profile_value(profile, "typing_indicator", deps.settings.typing_indicator))
+    reply = ask_model(deps, context, fields, lambda: _call(msg, deps, decision, context))
+    deps.faults.hit("after_ai")
+    parts = to_parts(deps, profile, reply.text, decision.welcome)
+    answer = Answer(parts=parts, asked=reply.user_text, in_history=decision.kind == MODEL or decision.in_history,
+                    failure=reply.failure, decided=_decided(decision))
+    return answer, reply
+
+
+def _call(msg: InboundMessage, deps: ProcessorDeps, decision: Decision, context: Context) -> tuple[str, str]:
+    profile, settings = context.profile, deps.settings
+    if decision.kind != MODEL:
+        return context.user_text, decision.reply
+    if not msg.media:
+        return context.user_text, deps.model.reply(context.history, context.user_text,
+                                                   system_prompt=profile.system_prompt, model=profile.model)
+    options = MediaOptions(
+        system_prompt=profile.system_prompt or None,
+        vision_model=profile_value(profile, "vision_model", settings.openai_vision_model),
+        model=profile.model or None, transcribe_model=profile.transcribe_model or settings.openai_transcribe_model,
+        max_inbound_chars=settings.max_inbound_chars,
+    )
+    user_text, text, failure = answer_with_media(msg, deps.media, deps.model, context.history, options)  # type: ignore[arg-type]
+    if failure is not None:
+        now = deps.clock()
+        deps.store.record_failure(msg.sid, failure_record(
+            conversation_id=deps.ids.conversation_id(msg.sender, msg.recipient), masked_sender=mask_address(msg.sender),
+            status="media_failed", stage=failure.stage, reason=str(failure), now=now,
+        ))
+    return user_text, text
+
+
+def _decided(decision: Decision) -> Decided | None:
+    """The reply is in the parts now: the entry keeps what decided it, not its text twice."""
+    return Decided(kind=decision.kind, reason=decision.reason) if decision.record() is not None else None
