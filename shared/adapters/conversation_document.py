@@ -35,7 +35,7 @@ CONVERSATION_FIELDS = {
     "address": "address", "business": "business", "user_id": "userId", "history": "history",
     "expire_at": "expireAt", "last_seq": "lastSeq", "done_seq": "doneSeq", "watch": "watch",
     "opted_out": "optedOut", "opted_out_at": "optedOutAt", "rate": "rate", "paused_until": "pausedUntil",
-    "last_inbound_at": "lastInboundAt", "updated_at": "updatedAt",
+    "last_inbound_at": "lastInboundAt", "updated_at": "updatedAt", "profile_name": "profileName",
 }
 MESSAGES = "messages"
 ENTRY_FIELDS = {

@@ -25,7 +25,8 @@ from typing import Any, Callable, Mapping
 from google.auth import exceptions as auth_exceptions
 from google.oauth2 import id_token
 
-from shared.adapters.google_auth import CLOCK_SKEW_SECONDS, GOOGLE_ISSUERS, _default_request
+from shared.adapters.google_auth import CLOCK_SKEW_SECONDS, GOOGLE_ISSUERS
+from shared.adapters.google_certs import _default_request
 from shared.config import GOOGLE_CERTS_URL
 
 CSRF_FIELD = "g_csrf_token"

@@ -19,12 +19,15 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
 from google.cloud import firestore
 
-from shared.adapters.firestore_store import OpCounter
+from shared.adapters.compare_and_set import OpCounter
+from shared.adapters.conversation_document import from_document
+from shared.domain.conversation import Conversation
 from shared.domain.staff import Business, InboxKeyError, notify_url, staff_list
 from shared.log import mask_address
 
@@ -47,6 +50,11 @@ class StoredConversation:
     id: str
     data: Mapping[str, Any]
     version: str
+
+    @cached_property
+    def conversation(self) -> Conversation:
+        """The typed view of the document, read by the one document mapping."""
+        return from_document(self.data)
 
 
 def _stored(snap: Any) -> StoredConversation:

@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-import google_crc32c
 from google.api_core import exceptions as gexc
 from google.api_core import retry as gretry
 
+from shared.adapters.secret_names import crc32c, secret_version_name  # noqa: F401  (importable from here too)
 from shared.config import ConfigError, Settings
 
 if TYPE_CHECKING:
@@ -41,10 +40,6 @@ ADDRESS_HASH_KEY = "ADDRESS_HASH_KEY"
 CALLER_KEY = "CALLER_KEY"
 # Signs the inbox's session cookies (docs/decisions/0021-inbox-sign-in.md).
 INBOX_SESSION_KEY = "INBOX_SESSION_KEY"
-
-_SECRET_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
-_SECRET_NAME = re.compile(r"projects/[^/]+/secrets/[A-Za-z0-9_-]{1,255}")
-_VERSION_NAME = re.compile(r"projects/[^/]+/secrets/[A-Za-z0-9_-]{1,255}/versions/(latest|[1-9][0-9]*)")
 
 # Transient failures only; everything else is a configuration problem that a
 # retry cannot fix. The whole budget stays well inside a request's lifetime.
@@ -94,31 +89,6 @@ class Secrets(Protocol):
     def previous(self, name: str) -> str | None:
         """The value ``name`` had before its last change, while the overlap lasts."""
         ...
-
-
-def crc32c(data: bytes) -> int:
-    """CRC-32C, the checksum Secret Manager sends with each payload (google-crc32c, as Google's samples do)."""
-    return google_crc32c.value(data)
-
-
-def secret_version_name(reference: str, project_id: str) -> str:
-    """Turn a configured secret reference into a full version resource name.
-
-    Accepts a short id (``openai-api-key``, resolved to ``latest`` in
-    ``project_id``), a secret name (``projects/p/secrets/s``) or a full version
-    name (``projects/p/secrets/s/versions/3``). Anything else is a config error
-    at start-up rather than a NOT_FOUND on the first message.
-    """
-    ref = reference.strip()
-    if _VERSION_NAME.fullmatch(ref):
-        return ref
-    if _SECRET_NAME.fullmatch(ref):
-        return f"{ref}/versions/latest"
-    if _SECRET_ID.fullmatch(ref):
-        return f"projects/{project_id}/secrets/{ref}/versions/latest"
-    raise ConfigError(
-        f"secret reference {ref!r} is neither a secret id nor projects/PROJECT/secrets/SECRET[/versions/VERSION]"
-    )
 
 
 class EnvSecrets:

@@ -26,10 +26,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
-from shared.domain.conversation import ANSWERED, DEAD_LETTERED, FAILED, IGNORED, SENDING, SENT, Conversation
-from shared.domain.window import WINDOW, last_inbound, window_open
+from shared.domain.conversation import Conversation
+from shared.domain.entry import MessageEntry
+from shared.domain.lifecycle import ANSWERED, DEAD_LETTERED, FAILED, IGNORED, SENDING, SENT
+from shared.domain.turns import Turn
+from shared.domain.window import WINDOW, window_open
 
 HANDOFF = "handoff"
 PAUSED = "paused"
@@ -62,40 +65,34 @@ def mask_number(address: str) -> str:
     return number[:1] + "•" * max(3, len(number) - 1)
 
 
-def _time(value: Any) -> datetime | None:
-    return value if isinstance(value, datetime) else None
-
-
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _who(turn: Mapping[str, Any]) -> str:
+def _who(turn: Turn) -> str:
     if turn.get("role") == "user":
         return CUSTOMER
     return {BY_PERSON: PERSON, BY_BUSINESS: BUSINESS}.get(str(turn.get("by", "")), BOT)
 
 
-def _reason(entry: Mapping[str, Any]) -> str:
-    return str((entry.get("decided") or {}).get("reason", ""))
+def _reason(entry: MessageEntry) -> str:
+    return entry.decided.reason if entry.decided is not None else ""
 
 
-def _is_inbound(entry: Mapping[str, Any]) -> bool:
-    return entry.get("by") not in (BY_PERSON, BY_BUSINESS)
+def _is_inbound(entry: MessageEntry) -> bool:
+    return entry.by not in (BY_PERSON, BY_BUSINESS)
 
 
-def _answered_properly(entry: Mapping[str, Any]) -> bool:
+def _answered_properly(entry: MessageEntry) -> bool:
     """A reply that leaves nothing for a person: sent, not the fallback, not "I don't know", not the handoff."""
-    if entry.get("by") == BY_PERSON:
+    if entry.by == BY_PERSON:
         return True
-    return (entry.get("status") == SENT and not entry.get("fallback")
-            and _reason(entry) not in UNKNOWN_REASONS | {HANDOFF})
+    return entry.status == SENT and not entry.fallback and _reason(entry) not in UNKNOWN_REASONS | {HANDOFF}
 
 
-def ticks(entry: Mapping[str, Any]) -> str:
+def ticks(entry: MessageEntry) -> str:
     """How far a reply got: its least advanced part (``sent``, ``delivered``, ``read``, ``failed``), or ""."""
-    deliveries = entry.get("deliveries") or {}
-    parts = [str(deliveries.get(sid, "sent")) for sid in entry.get("twilioSids", [])]
+    parts = [entry.deliveries.get(sid, "sent") for sid in entry.twilio_sids]
     if not parts:
         return ""
     if any(p in ("failed", "undelivered") for p in parts):
@@ -115,25 +112,23 @@ class Attention:
 
 def attention(conv: Conversation, now: datetime) -> Attention:
     """Why this conversation needs a person, and since when the customer has waited (module docstring)."""
-    entries = [e for e in conv.messages.values() if _time(e.get("receivedAt"))]
-    last_person = max((e["receivedAt"] for e in entries if e.get("by") == BY_PERSON), default=None)
-    resolved = max((e["receivedAt"] for e in entries if _answered_properly(e)), default=None)
+    entries = [e for e in conv.messages.values() if e.received_at is not None]
+    last_person = max((e.received_at for e in entries if e.by == BY_PERSON), default=None)  # type: ignore[type-var]
+    resolved = max((e.received_at for e in entries if _answered_properly(e)), default=None)  # type: ignore[type-var]
 
-    def after(moment: datetime | None, entry: Mapping[str, Any]) -> bool:
-        return moment is None or entry["receivedAt"] > moment
+    def after(moment: datetime | None, entry: MessageEntry) -> bool:
+        return moment is None or entry.received_at > moment  # type: ignore[operator]
 
     reasons: list[str] = []
-    paused_until = _time(conv.data.get("pausedUntil"))
-    if paused_until is not None and paused_until > now:
+    if conv.paused(now):
         asked = any(_reason(e) == HANDOFF and after(last_person, e) for e in entries)
         reasons.append(HANDOFF if asked else PAUSED)
-    failed = (FAILED, DEAD_LETTERED)
-    if any((e.get("status") in failed or e.get("fallback")) and after(resolved, e) for e in entries):
+    if any((e.status in (FAILED, DEAD_LETTERED) or e.fallback) and after(resolved, e) for e in entries):
         reasons.append(FAILURE)
     if any(_reason(e) in UNKNOWN_REASONS and after(resolved, e) for e in entries):
         reasons.append(UNKNOWN)
-    waiting = [e["receivedAt"] for e in entries if _is_inbound(e) and after(resolved, e) and not _answered_properly(e)]
-    return Attention(tuple(reasons), min(waiting, default=None))
+    waiting = [e.received_at for e in entries if _is_inbound(e) and after(resolved, e) and not _answered_properly(e)]
+    return Attention(tuple(reasons), min(waiting, default=None))  # type: ignore[type-var]
 
 
 @dataclass(frozen=True)
@@ -156,22 +151,19 @@ class Item:
 def history(conv: Conversation, now: datetime) -> list[Item]:
     """The conversation's turns as the inbox lists them; a turn whose entry was pruned has no state."""
     items: list[Item] = []
-    for turn in conv.history(now):
+    for turn in conv.turns(now):
         sid = str(turn.get("sid", ""))
-        entry = conv.entry(sid)
-        who = _who(turn)
-        status = str(entry.get("status", ""))
+        entry = conv.entry(sid) or MessageEntry()
+        who, status, text = _who(turn), entry.status, str(turn.get("content", ""))
         if who == CUSTOMER:
-            detail = str(entry.get("reason", "")) if status in (FAILED, DEAD_LETTERED, IGNORED) else ""
-            items.append(Item(who, str(turn.get("content", "")), sid, _time(entry.get("receivedAt")),
-                              _STATES.get(status, status), detail=detail))
+            detail = entry.reason if status in (FAILED, DEAD_LETTERED, IGNORED) else ""
+            items.append(Item(who, text, sid, entry.received_at, _STATES.get(status, status), detail=detail))
             continue
-        sent = status in (SENT, FAILED, DEAD_LETTERED)
-        state = "not sent" if status in (FAILED, DEAD_LETTERED) and not entry.get("twilioSids") else (
-            "sent" if sent else ("sending" if status in (ANSWERED, SENDING) else ""))
-        at = _time(entry.get("receivedAt")) if who != BOT else _time(entry.get("updatedAt"))
-        items.append(Item(who, str(turn.get("content", "")), sid, at, state, ticks(entry),
-                          "fallback reply" if entry.get("fallback") and who == BOT else ""))
+        failed = status in (FAILED, DEAD_LETTERED)
+        state = "not sent" if failed and not entry.twilio_sids else (
+            "sent" if status == SENT or failed else ("sending" if status in (ANSWERED, SENDING) else ""))
+        at = entry.received_at if who != BOT else entry.updated_at
+        items.append(Item(who, text, sid, at, state, ticks(entry), "fallback reply" if entry.fallback and who == BOT else ""))
     return items
 
 
@@ -203,26 +195,24 @@ class Summary:
         }
 
 
-def summary(cid: str, data: Mapping[str, Any], now: datetime) -> Summary:
-    conv = Conversation(data)
+def summary(cid: str, conv: Conversation, now: datetime) -> Summary:
     items = tuple(history(conv, now))
-    paused_until = _time(data.get("pausedUntil"))
     last = items[-1] if items else None
     if last is not None and len(last.text) > PREVIEW_CHARS:
         last = Item(last.who, last.text[: PREVIEW_CHARS - 1] + "…", last.sid, last.at, last.state, last.ticks)
-    inbound = last_inbound(data)
+    inbound = conv.last_inbound_at
     return Summary(
-        id=cid, business=str(data.get("business", "")), name=str(data.get("profileName", "")),
-        number=mask_number(str(data.get("address", ""))), updated_at=_time(data.get("updatedAt")),
-        attention=attention(conv, now), paused_until=paused_until if paused_until and paused_until > now else None,
-        opted_out=bool(data.get("optedOut")), window_open=window_open(data, now),
-        window_closes=inbound + WINDOW if inbound is not None else None, last=last, items=items,
+        id=cid, business=conv.business, name=conv.profile_name, number=mask_number(conv.address),
+        updated_at=conv.updated_at, attention=attention(conv, now),
+        paused_until=conv.paused_until if conv.paused(now) else None, opted_out=conv.opted_out,
+        window_open=window_open(conv, now), window_closes=inbound + WINDOW if inbound is not None else None,
+        last=last, items=items,
     )
 
 
-def detail(cid: str, data: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+def detail(cid: str, conv: Conversation, now: datetime) -> dict[str, Any]:
     """The open conversation: its summary and its whole history."""
-    found = summary(cid, data, now)
+    found = summary(cid, conv, now)
     return {**found.to_json(), "history": [item.to_json() for item in found.items]}
 
 
@@ -235,12 +225,12 @@ def ordered(summaries: list[Summary]) -> list[Summary]:
     return waiting + rest
 
 
-def matches(found: Summary, data: Mapping[str, Any], query: str) -> bool:
+def matches(found: Summary, conv: Conversation, query: str) -> bool:
     """Search within one business: the profile name, the number (digits the person knows), or what was said."""
     q = query.strip().casefold()
     if not q:
         return True
     digits = "".join(ch for ch in q if ch.isdigit())
-    if len(digits) >= 4 and digits == q.replace("+", "").replace(" ", "") and digits in str(data.get("address", "")):
+    if len(digits) >= 4 and digits == q.replace("+", "").replace(" ", "") and digits in conv.address:
         return True
     return q in found.name.casefold() or any(q in item.text.casefold() for item in found.items)

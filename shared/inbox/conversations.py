@@ -16,7 +16,9 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
+from shared.adapters.inbox_store import StoredConversation
 from shared.domain import inbox as view
+from shared.domain.conversation import Conversation
 from shared.domain.staff import Access
 from shared.inbox.deps import InboxDeps, audit
 from shared.inbox.signin import NotAllowed, current
@@ -47,14 +49,13 @@ def _since(raw: str) -> datetime | None:
     return moment if moment.tzinfo is not None else None
 
 
-def _visible(found: Any, access: Access) -> bool:
-    return found is not None and access.may_see(str(found.data.get("business", "")))
+def _visible(found: StoredConversation | None, access: Access) -> bool:
+    return found is not None and access.may_see(found.conversation.business)
 
 
-def _showable(data: Any, now: datetime) -> bool:
+def _showable(conv: Conversation, now: datetime) -> bool:
     """Expired conversations are history the model no longer sees; an opted-out one stays, as a record."""
-    expire_at = data.get("expireAt")
-    return not (isinstance(expire_at, datetime) and expire_at <= now) or bool(data.get("optedOut"))
+    return not conv.is_expired(now) or conv.opted_out
 
 
 def register(app: Flask, deps: InboxDeps) -> None:
@@ -71,9 +72,9 @@ def register(app: Flask, deps: InboxDeps) -> None:
             recent = deps.reader.recent(business, SEARCH_PAGE if query else PAGE)
             known = {c.id for c in recent}
             found = recent + [c for c in deps.reader.paused(business, now, PAGE) if c.id not in known]
-        shown = [(c, view.summary(c.id, c.data, now)) for c in found if _showable(c.data, now)]
+        shown = [(c, view.summary(c.id, c.conversation, now)) for c in found if _showable(c.conversation, now)]
         if query:
-            shown = [(c, s) for c, s in shown if view.matches(s, c.data, query)]
+            shown = [(c, s) for c, s in shown if view.matches(s, c.conversation, query)]
             audit("search", access.email, "searched the conversations", business=business, results=len(shown))
         versions = {c.id: c.version for c, _ in shown}
         body: dict[str, Any] = {
@@ -83,7 +84,7 @@ def register(app: Flask, deps: InboxDeps) -> None:
         opened = request.args.get("open", "")
         match = next((c for c, _ in shown if c.id == opened), None)
         if match is not None:
-            body["open"] = {**view.detail(match.id, match.data, now), "version": match.version}
+            body["open"] = {**view.detail(match.id, match.conversation, now), "version": match.version}
         return jsonify(body)
 
     @app.get("/api/conversations/<cid>")
@@ -96,6 +97,6 @@ def register(app: Flask, deps: InboxDeps) -> None:
         assert found is not None
         now = deps.clock()
         audit("conversation_viewed", access.email, "opened a conversation", conversation=cid[:12],
-              business=found.data.get("business", ""))
-        return jsonify({**view.detail(found.id, found.data, now), "version": found.version})
+              business=found.conversation.business)
+        return jsonify({**view.detail(found.id, found.conversation, now), "version": found.version})
 

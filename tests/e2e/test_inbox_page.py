@@ -41,9 +41,9 @@ def shop(pipeline) -> dict[str, str]:  # noqa: ANN001
     put_profile(pipeline, names["clinic"], name=f"Clínica {tag}", staff=[names["desk"]])
     pipeline.post(names["regular"], "Do you bake rye bread?", to=names["bakery"])
     pipeline.post(names["patient"], "Is the clinic open on Saturday?", to=names["clinic"])
-    pipeline.post(names["customer"], "Hola, I ordered a cake", to=names["bakery"])
+    pipeline.post(names["customer"], "Hola, I ordered a cake", to=names["bakery"], ProfileName="María")
     wait_replies(pipeline, names["customer"], names["bakery"], 1)
-    pipeline.post(names["customer"], "agent", to=names["bakery"])
+    pipeline.post(names["customer"], "agent", to=names["bakery"], ProfileName="María")
     assert wait_replies(pipeline, names["customer"], names["bakery"], 2)[-1] == HANDOFF_REPLY
     wait_replies(pipeline, names["regular"], names["bakery"], 1)
     wait_replies(pipeline, names["patient"], names["clinic"], 1)
@@ -89,7 +89,8 @@ def test_staff_see_the_handoff_at_the_top_with_its_history_and_new_messages_live
         top = page.get_by_test_id("needs-person").get_by_test_id("conversation-item").first
         expect(top).to_have_attribute("data-id", shop["cid"])
         number = shop["customer"].rpartition("+")[2]
-        expect(top.get_by_test_id("item-name")).to_have_text(re.compile(rf"^\+{number[:2]} •+ {number[-3:]}$"))
+        expect(top.get_by_test_id("item-name")).to_have_text("María")  # the customer's WhatsApp profile name
+        expect(top.get_by_test_id("item-number")).to_have_text(re.compile(rf"^\+{number[:2]} •+ {number[-3:]}$"))
         expect(top.locator("[data-reason=handoff]")).to_have_text("asked for a person")
         expect(top.get_by_test_id("waiting")).to_have_text(re.compile(r"^waiting \d+ (s|min)"))
         recent = page.get_by_test_id("recent").get_by_test_id("conversation-item")

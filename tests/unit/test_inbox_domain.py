@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from shared.adapters.conversation_document import from_document
 from shared.domain import inbox as view
 from shared.domain.profiles import BusinessProfile, ProfileError, profile_from_mapping
 from shared.domain.staff import Business, access_for
@@ -97,32 +98,32 @@ def test_a_handoff_needs_a_person_from_the_customers_message_until_a_person_answ
         "SM3": {"status": "ignored", "reason": "paused", "receivedAt": ago(5)},
     }
     doc = _doc(messages=messages, pausedUntil=NOW + timedelta(minutes=50))
-    found = view.summary("c1", doc, NOW)
+    found = view.summary("c1", from_document(doc), NOW)
     assert found.attention.reasons == ("handoff",) and found.attention.waiting_since == ago(10)
     assert found.attention.needs_person
     messages["OP1"] = {"status": "sent", "by": "person", "receivedAt": ago(2)}
-    answered = view.summary("c1", doc, NOW)
+    answered = view.summary("c1", from_document(doc), NOW)
     assert answered.attention.reasons == ("paused",) and not answered.attention.needs_person
     messages["SM4"] = {"status": "ignored", "reason": "paused", "receivedAt": ago(1)}
-    again = view.summary("c1", doc, NOW)
+    again = view.summary("c1", from_document(doc), NOW)
     assert again.attention.needs_person and again.attention.waiting_since == ago(1)
 
 
 def test_failures_and_unknown_replies_need_a_person_until_answered_properly() -> None:
     messages = {"SM1": {"status": "sent", "fallback": True, "receivedAt": ago(9)}}
     doc = _doc(messages=messages)
-    assert view.summary("c", doc, NOW).attention.reasons == ("failed",)
+    assert view.summary("c", from_document(doc), NOW).attention.reasons == ("failed",)
     messages["SM2"] = {"status": "sent", "receivedAt": ago(3)}
-    assert view.summary("c", doc, NOW).attention.reasons == ()
+    assert view.summary("c", from_document(doc), NOW).attention.reasons == ()
     messages["SM3"] = {"status": "sent", "receivedAt": ago(2), "decided": {"kind": "reply", "reason": "unknown_reply"}}
-    assert view.summary("c", doc, NOW).attention == view.Attention(("unknown",), ago(2))
+    assert view.summary("c", from_document(doc), NOW).attention == view.Attention(("unknown",), ago(2))
     messages["SM4"] = {"status": "dead_lettered", "receivedAt": ago(1)}
-    assert set(view.summary("c", doc, NOW).attention.reasons) == {"failed", "unknown"}
+    assert set(view.summary("c", from_document(doc), NOW).attention.reasons) == {"failed", "unknown"}
 
 
 def test_an_expired_pause_is_no_reason() -> None:
     doc = _doc(pausedUntil=ago(1), messages={"SM1": {"status": "ignored", "receivedAt": ago(5)}})
-    assert view.summary("c", doc, NOW).attention.reasons == ()
+    assert view.summary("c", from_document(doc), NOW).attention.reasons == ()
 
 
 def test_history_says_who_said_what_with_states_and_ticks() -> None:
@@ -143,7 +144,7 @@ def test_history_says_who_said_what_with_states_and_ticks() -> None:
             "SM2": {"status": "ignored", "reason": "paused", "receivedAt": ago(1)},
         },
     )
-    items = view.history(view.Conversation(doc), NOW)
+    items = view.history(from_document(doc), NOW)
     assert [(i.who, i.text) for i in items] == [
         ("customer", "agent"), ("bot", "Someone will answer"), ("person", "Hi, Ana here"),
         ("business", "Your order is ready"), ("customer", "thanks"),
@@ -156,11 +157,11 @@ def test_history_says_who_said_what_with_states_and_ticks() -> None:
 
 
 def test_the_window_and_opt_out_are_shown() -> None:
-    open_now = view.summary("c", _doc(lastInboundAt=ago(60)), NOW)
+    open_now = view.summary("c", from_document(_doc(lastInboundAt=ago(60))), NOW)
     assert open_now.window_open and open_now.window_closes == ago(60) + timedelta(hours=24)
-    closed = view.summary("c", _doc(lastInboundAt=NOW - timedelta(hours=25), optedOut=True), NOW)
+    closed = view.summary("c", from_document(_doc(lastInboundAt=NOW - timedelta(hours=25), optedOut=True)), NOW)
     assert not closed.window_open and closed.opted_out
-    never = view.summary("c", _doc(lastInboundAt=None), NOW)
+    never = view.summary("c", from_document(_doc(lastInboundAt=None)), NOW)
     assert not never.window_open and never.window_closes is None
 
 
@@ -171,16 +172,16 @@ def test_those_that_need_a_person_come_first_longest_wait_first() -> None:
             messages["F"] = {"status": "failed", "receivedAt": ago(waiting)}
         return _doc(updatedAt=ago(updated), messages=messages)
 
-    summaries = [view.summary("recent", doc(1, None), NOW), view.summary("old", doc(50, None), NOW),
-                 view.summary("short-wait", doc(2, 3), NOW), view.summary("long-wait", doc(40, 20), NOW)]
+    summaries = [view.summary(cid, from_document(d), NOW) for cid, d in (
+        ("recent", doc(1, None)), ("old", doc(50, None)), ("short-wait", doc(2, 3)), ("long-wait", doc(40, 20)))]
     assert [s.id for s in view.ordered(summaries)] == ["long-wait", "short-wait", "recent", "old"]
-    assert view.summary("x", doc(1, 2), NOW).to_json()["needsPerson"] is True
+    assert view.summary("x", from_document(doc(1, 2)), NOW).to_json()["needsPerson"] is True
 
 
 def test_search_matches_name_words_and_known_digits_only() -> None:
     doc = _doc(profileName="María", history=[{"role": "user", "content": "¿Tenéis pan de centeno?", "sid": "SM1"}])
-    found = view.summary("c", doc, NOW)
-    assert view.matches(found, doc, "maría") and view.matches(found, doc, "CENTENO")
-    assert view.matches(found, doc, "+34 600111222") and view.matches(found, doc, "1222")
-    assert not view.matches(found, doc, "croissant") and not view.matches(found, doc, "999999")
-    assert view.matches(found, doc, "")
+    found = view.summary("c", from_document(doc), NOW)
+    assert view.matches(found, from_document(doc), "maría") and view.matches(found, from_document(doc), "CENTENO")
+    assert view.matches(found, from_document(doc), "+34 600111222") and view.matches(found, from_document(doc), "1222")
+    assert not view.matches(found, from_document(doc), "croissant") and not view.matches(found, from_document(doc), "999999")
+    assert view.matches(found, from_document(doc), "")
