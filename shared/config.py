@@ -162,6 +162,8 @@ class Settings:
     inbox_session_key_secret: str = "inbox-session-key"
     inbox_poll_seconds: float = 3.0
     dead_letter_hold_subscription: str = "inbound-messages-dead-letter-hold"
+    # The processor's: where a handoff's notice task goes (the inbox's run.app URL; empty: no notices).
+    inbox_tasks_url: str = ""
 
     # Fault injection for tests only; empty in every real deployment
     test_fault_points: tuple[str, ...] = ()
@@ -261,6 +263,7 @@ class Settings:
             inbox_poll_seconds=_float(env, "INBOX_POLL_SECONDS", d.inbox_poll_seconds, 1.0, 60.0),
             dead_letter_hold_subscription=_text(env, "PUBSUB_DEAD_LETTER_HOLD_SUBSCRIPTION",
                                                 d.dead_letter_hold_subscription),
+            inbox_tasks_url=_text(env, "INBOX_TASKS_URL").rstrip("/"),
             test_fault_points=_list(env, "TEST_FAULT_POINTS"),
             log_usage=_bool(env, "LOG_USAGE", False),
         )._checked()

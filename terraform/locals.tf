@@ -147,7 +147,9 @@ locals {
       HANDOFF_PAUSE_SECONDS         = tostring(var.handoff_pause_seconds)
       PROFILES_COLLECTION           = var.profiles_collection
       PROFILE_CACHE_SECONDS         = tostring(var.profile_cache_seconds)
-      LOG_USAGE                     = tostring(var.log_usage)
+      # A handoff's notice task goes to the inbox (docs/decisions/0021-inbox-sign-in.md).
+      INBOX_TASKS_URL = local.run_urls.inbox
+      LOG_USAGE       = tostring(var.log_usage)
     }
 
     sender = {

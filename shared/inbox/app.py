@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException
 
-from shared.inbox import conversations, notifications, operations, signin
+from shared.inbox import actions, conversations, notifications, operations, signin
 from shared.inbox import session as sessions
 from shared.inbox.deps import InboxDeps
 
@@ -88,6 +88,8 @@ def create_app(deps: InboxDeps, now: Callable[[], float] = time.time) -> Flask:
     signin.register(app, deps, now)
     conversations.register(app, deps)
     operations.register(app, deps)
+    if deps.store is not None:
+        actions.register(app, deps)
     if deps.notifier is not None:
         notifications.register(app, deps, deps.authorize_task)
     return app

@@ -84,7 +84,8 @@ def register(app: Flask, deps: InboxDeps) -> None:
         opened = request.args.get("open", "")
         match = next((c for c, _ in shown if c.id == opened), None)
         if match is not None:
-            body["open"] = {**view.detail(match.id, match.conversation, now), "version": match.version}
+            body["open"] = {**view.detail(match.id, match.conversation, now), "version": match.version,
+                            "template": bool(deps.template(business))}
         return jsonify(body)
 
     @app.get("/api/conversations/<cid>")
@@ -98,5 +99,6 @@ def register(app: Flask, deps: InboxDeps) -> None:
         now = deps.clock()
         audit("conversation_viewed", access.email, "opened a conversation", conversation=cid[:12],
               business=found.conversation.business)
-        return jsonify({**view.detail(found.id, found.conversation, now), "version": found.version})
+        return jsonify({**view.detail(found.id, found.conversation, now), "version": found.version,
+                        "template": bool(deps.template(found.conversation.business))})
 

@@ -10,11 +10,15 @@ from urllib.parse import urlsplit
 
 from werkzeug.exceptions import Forbidden
 
+from shared.adapters.compare_and_set import ConversationStore
 from shared.adapters.google_signin import GoogleSignIn
 from shared.adapters.inbox_store import StoredConversation
 from shared.config import Settings
 from shared.domain.conversation import utcnow
+from shared.domain.profiles import BusinessProfile
+from shared.domain.pseudonyms import Pseudonyms
 from shared.domain.staff import Access, Business, access_for
+from shared.handlers.deps import Queue
 
 audit_log = logging.getLogger("shared.inbox.audit")
 
@@ -55,6 +59,16 @@ class InboxDeps:
     # The handoff notices: who may post the tasks (Cloud Tasks, checked like any private service), and the webhook.
     authorize_task: Callable[[Any], str | None] = refuse_tasks
     notifier: Notifier | None = None
+    # The person's side: replies, taking over, handing back (shared/handlers/person.py).
+    store: ConversationStore | None = None
+    queue: Callable[[], Queue] | None = None
+    ids: Pseudonyms | None = None
+    profile: Callable[[str], BusinessProfile] | None = None
+
+    def template(self, business: str) -> str:
+        """The approved re-engagement template of the business, else the deployment's; "" when there is none."""
+        own = self.profile(business).reengagement_content_sid if self.profile is not None else ""
+        return own or self.settings.reengagement_content_sid
 
     def access(self, email: str) -> Access:
         return access_for(email, self.reader.directory(), self.settings.inbox_operators)

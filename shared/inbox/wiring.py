@@ -63,7 +63,6 @@ def _session_keys() -> list[str]:
 def inbox_deps() -> InboxDeps:
     s = bootstrap.settings()
     store = bootstrap.store()
-    bootstrap.pseudonyms()
     return InboxDeps(
         settings=s,
         reader=InboxReader(lambda: store.client, s.conversations_collection, s.profiles_collection,
@@ -76,6 +75,10 @@ def inbox_deps() -> InboxDeps:
         replay=_replay,
         authorize_task=_authorize_task,
         notifier=WebhookNotifier(),
+        store=store,
+        queue=bootstrap.queue,
+        ids=bootstrap.pseudonyms(),
+        profile=lambda business: bootstrap.profiles().get(business),
     )
 
 

@@ -79,6 +79,7 @@ WIRED_ENV = {
     "CALLER_KEY_SECRET",
     # The inbox: its own URL (the sign-in's redirect URI), its session key and the dead letters it replays.
     "INBOX_URL",
+    "INBOX_TASKS_URL",
     "INBOX_SESSION_KEY_SECRET",
     "PUBSUB_DEAD_LETTER_HOLD_SUBSCRIPTION",
 }
@@ -957,6 +958,9 @@ def check_inbox_service(config: TfConfig) -> None:
     assert env["PUBSUB_DEAD_LETTER_HOLD_SUBSCRIPTION"] == Expr("google_pubsub_subscription.dead_letter_hold.name")
     # Its task endpoint: only Cloud Tasks' identity, for the inbox's own run.app URL (the tasks' audience).
     assert env["AUTH_AUDIENCE"] == Expr("local.run_urls.inbox")
+    assert _service_env(config, "processor").get("INBOX_TASKS_URL") == env["AUTH_AUDIENCE"], (
+        "the processor's handoff notices do not go to the inbox's URL, the audience it checks"
+    )
     assert env["AUTH_ALLOWED_SERVICE_ACCOUNTS"] == Expr(instance(IDENTITY, "tasks_invoker") + ".email")
     assert config.resolve(Expr("var.inbox_operators")) == [], "nobody operates the inbox by default"
     # The composite indexes its queries need (the emulator answers without them; Firestore does not).

@@ -129,3 +129,64 @@ def test_a_failing_webhook_is_retried_a_bounded_number_of_times() -> None:
     refused = _client(RecordingNotifier(fail=NotifyRefused("404"))).post("/tasks/notify", data=NOTICE.to_json())
     assert refused.get_json() == {"outcome": "refused"} and refused.status_code == 200
     assert _client(notifier).post("/tasks/notify", data=b"garbage").get_json() == {"outcome": "malformed"}
+
+
+def _handoff_world(webhook: str = "https://chat.example/hook", inbox_tasks_url: str = "https://wa-inbox.run.app"):
+    from shared.adapters.profile_store import StaticProfiles, defaults_from_settings
+    from shared.domain.profiles import profile_from_mapping
+    from tests.unit.test_processor_controls import SETTINGS, SHOP, SHOP_PROFILE
+
+    settings = replace(SETTINGS, inbox_tasks_url=inbox_tasks_url)
+    defaults = defaults_from_settings(settings)
+    raw = {**SHOP_PROFILE, **({"notify_webhook": webhook} if webhook else {})}
+    return make_processor_world(settings, StaticProfiles(defaults, {SHOP: profile_from_mapping(SHOP, raw, defaults)}))
+
+
+def make_processor_world(settings: Any, profiles: Any) -> Any:
+    from tests.unit.test_processor_controls import make_world as processor_world
+
+    return processor_world(settings=settings, profiles=profiles)
+
+
+def _notices(w: Any) -> list[str]:
+    from shared.adapters.cloud_tasks import NotifyTask
+
+    return [k for k, t in w.deps.queue.tasks.items() if isinstance(t, NotifyTask)]
+
+
+def test_a_handoff_queues_one_notice_and_nothing_else_does() -> None:
+    from shared.domain.inbound import InboundMessage
+    from shared.handlers.processor import process_message
+    from tests.unit.test_processor_controls import SHOP, USER
+
+    w = _handoff_world()
+    hello = InboundMessage(sid=f"SM{1:032x}", sender=USER, recipient=SHOP, body="hello")
+    assert process_message(hello, w.deps) == "answered" and _notices(w) == []
+    agent = InboundMessage(sid=f"SM{2:032x}", sender=USER, recipient=SHOP, body="agent")
+    assert process_message(agent, w.deps) == "answered"
+    assert process_message(agent, w.deps) == "requeued", "a redelivery of the handoff message"
+    notices = _notices(w)
+    assert len(notices) == 1 and notices[0].endswith(f"SM{2:032x}-notify")
+    notice = w.deps.queue.tasks[notices[0]].notice
+    assert (notice.business, notice.sid) == (SHOP, f"SM{2:032x}")
+    for world in (_handoff_world(webhook=""), _handoff_world(inbox_tasks_url="")):
+        process_message(agent, world.deps)
+        assert _notices(world) == [], "no webhook, or no inbox: no notice"
+
+
+def test_the_notice_task_goes_to_the_inbox_with_the_tasks_identity() -> None:
+    from shared.adapters.cloud_tasks import NotifyTask, TaskQueue
+
+    created: list[dict[str, Any]] = []
+
+    class Client:
+        def create_task(self, request: dict[str, Any], **kwargs: Any) -> None:
+            created.append(request)
+
+    queue = TaskQueue("p", "us-central1", "q", "https://sender.run.app", "tasks@p.iam.gserviceaccount.com",
+                      Client, caller_key=lambda: "the-key", inbox_url="https://inbox.run.app")
+    assert queue.enqueue(NotifyTask(NOTICE))
+    http = created[0]["task"]["http_request"]
+    assert http["url"] == "https://inbox.run.app/tasks/notify" and http["oidc_token"]["audience"] == "https://inbox.run.app"
+    assert http["headers"]["X-Caller-Key"] == "the-key" and HandoffNotice.from_json(http["body"]) == NOTICE
+    assert created[0]["task"]["name"].endswith(NOTICE.task_id)
