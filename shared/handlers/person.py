@@ -34,6 +34,7 @@ from shared.domain.conversation import Answer, Conversation
 from shared.domain.entry import MessageEntry
 from shared.domain.splitting import split_reply
 from shared.domain.window import window_open
+from shared.faults import FaultPoints
 from shared.handlers.answer import ALREADY, ANSWERED, GONE, REFUSED, hand_off, record_answer
 from shared.handlers.deps import Queue, limits
 
@@ -77,8 +78,13 @@ class Replied:
 
 
 def reply_as_person(store: ConversationStore, queue: Queue, settings: Settings, clock: Callable[[], datetime],
-                    conversation_id: str, reply: PersonReply) -> Replied:
-    """Record and hand off a person's reply; see the module's docstring."""
+                    conversation_id: str, reply: PersonReply, faults: FaultPoints | None = None) -> Replied:
+    """Record and hand off a person's reply; see the module's docstring.
+
+    A crash between the two (``after_save``) leaves an answered reply without
+    its task: the request repeated with the same id creates it, and so does
+    the reconciler, whose watch the answer set.
+    """
     text = reply.text.strip()[: settings.max_reply_chars]
     reply = replace(reply, text=text)
     parts = reply.parts
@@ -115,11 +121,13 @@ def reply_as_person(store: ConversationStore, queue: Queue, settings: Settings, 
 
     answer = Answer(parts=parts, by=BY_PERSON, to=reply.to, content_sid=reply.template)
     recorded = record_answer(store, conversation_id, reply.sid, answer, limits(settings), clock,
-                             refuse=refuse, mine=mine, after=after)
+                             refuse=refuse, mine=mine, after=after, faults=faults)
     if recorded.outcome == REFUSED:
         if recorded.refusal == SEEN:
             return Replied(GONE, status="sent or finished", parts=len(parts))
         return Replied(REFUSED, str(recorded.refusal))
+    if faults is not None:
+        faults.hit("after_save")
     queued = hand_off(queue, conversation_id, recorded, reply.sid) if recorded.outcome in (ANSWERED, ALREADY) else False
     return Replied(recorded.outcome, seq=recorded.seq, status=recorded.status, queued=queued, parts=len(parts))
 

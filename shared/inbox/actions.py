@@ -65,7 +65,7 @@ def register(app: Flask, deps: InboxDeps) -> None:
         sid = deps.ids.inbox_reply_id(cid, key)
         done = person.reply_as_person(deps.store, deps.queue(), deps.settings, deps.clock, cid, person.PersonReply(
             sid=sid, text="" if template else text, template=template, business=business, window_rule=True,
-            must_exist=True, mark=True))
+            must_exist=True, mark=True), deps.faults)
         audit("reply", access.email, "replied as a person", conversation=cid[:12], business=business, sid=sid,
               outcome=done.outcome, refusal=done.refusal or None, parts=done.parts, template=bool(template))
         if done.outcome == REFUSED:

@@ -18,6 +18,7 @@ from shared.domain.conversation import utcnow
 from shared.domain.profiles import BusinessProfile
 from shared.domain.pseudonyms import Pseudonyms
 from shared.domain.staff import Access, Business, access_for
+from shared.faults import FaultPoints
 from shared.handlers.deps import Queue
 
 audit_log = logging.getLogger("shared.inbox.audit")
@@ -64,6 +65,7 @@ class InboxDeps:
     queue: Callable[[], Queue] | None = None
     ids: Pseudonyms | None = None
     profile: Callable[[str], BusinessProfile] | None = None
+    faults: FaultPoints | None = None  # tests only (TEST_FAULT_POINTS)
 
     def template(self, business: str) -> str:
         """The approved re-engagement template of the business, else the deployment's; "" when there is none."""

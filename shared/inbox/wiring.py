@@ -79,6 +79,7 @@ def inbox_deps() -> InboxDeps:
         queue=bootstrap.queue,
         ids=bootstrap.pseudonyms(),
         profile=lambda business: bootstrap.profiles().get(business),
+        faults=bootstrap.faults(),
     )
 
 

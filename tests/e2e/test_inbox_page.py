@@ -11,6 +11,7 @@ the page or by asking the API directly.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import datetime, timezone
@@ -20,11 +21,12 @@ import pytest
 import requests
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from devstack.httpserver import Request, Response, StubHandler, StubServer
 from devstack.stack import LOCAL_OPERATOR, Stack
 from tests.e2e.test_controls import new_business, put_profile, wait_replies
 # The chat page's browser fixture: Debian's chromium, headless.
 from tests.e2e.test_simulator_page import PAGE_TIMEOUT_MS, REPLY_TIMEOUT_MS, browser  # noqa: F401
-from tests.plugin import unique_user
+from tests.plugin import unique_user, wait_until
 
 HANDOFF_REPLY = "Someone from the bakery will answer you here shortly."
 
@@ -202,3 +204,122 @@ def test_operators_see_every_business_and_the_failures(browser: Browser, stack: 
         expect(page.get_by_test_id("failures").locator("thead")).to_contain_text("reason")
     finally:
         context.close()
+
+
+class Hook(StubServer):
+    """The business's chat webhook: records each notice posted to it."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.posts: list[dict] = []
+
+    def handle(self, request: Request, handler: StubHandler) -> Response:
+        self.posts.append(json.loads(request.body))
+        return Response(200, b"{}", {"Content-Type": "application/json"})
+
+
+def test_a_person_takes_a_conversation_over_and_hands_it_back(
+    browser: Browser, stack: Stack, pipeline, shop: dict[str, str]  # noqa: ANN001
+) -> None:
+    """The issue's whole story: a customer asks for an agent; the bakery's staff member sees it at the
+    top (and is notified once), replies (a double click and a retried request send it once), the
+    customer gets it after the bot's handoff reply; handed back, the bot answers the next message
+    with the person's reply in its history; the clinic's staff sees none of it."""
+    hook = Hook().start()
+    tag = uuid.uuid4().hex[:6]
+    business, staff, customer = new_business(), f"marta-{tag}@panaderia.example", unique_user()
+    put_profile(pipeline, business, name=f"Horno {tag}", staff=[staff], handoff_keyword="agent",
+                handoff_reply=HANDOFF_REPLY, notify_webhook=f"{hook.base_url}/hook")
+    context = _context(browser)
+    try:
+        pipeline.post(customer, "Do you have croissants?", to=business, ProfileName="Lucía")
+        first = wait_replies(pipeline, customer, business, 1)[0]
+        pipeline.post(customer, "agent", to=business, ProfileName="Lucía")
+        assert wait_replies(pipeline, customer, business, 2)[-1] == HANDOFF_REPLY
+        cid = pipeline.conversation_id(customer, business)
+        wait_until(lambda: hook.posts, 30)
+
+        page = sign_in(context, stack, staff)
+        top = page.get_by_test_id("needs-person").get_by_test_id("conversation-item").first
+        expect(top).to_have_attribute("data-id", cid)
+        expect(top.get_by_test_id("item-name")).to_have_text("Lucía")
+        top.click()
+        expect(page.get_by_test_id("hand-back")).to_be_visible()  # the handoff paused the bot
+        expect(page.get_by_test_id("take-over")).to_be_hidden()
+
+        # A double click on Send: one reply.
+        page.get_by_test_id("reply-text").fill("Hola Lucía, we have them fresh at 8. I'm Marta.")
+        page.get_by_test_id("reply-send").dblclick()
+        history = page.get_by_test_id("history").get_by_test_id("message")
+        person_turn = page.get_by_test_id("history").locator("[data-who=person]")
+        expect(person_turn).to_have_count(1, timeout=REPLY_TIMEOUT_MS)
+        expect(person_turn.get_by_test_id("ticks")).to_have_attribute("data-status", "read", timeout=REPLY_TIMEOUT_MS)
+        expect(page.get_by_test_id("reply-text")).to_have_value("")
+
+        # A retried request (the same key twice, at once): one reply.
+        answers = page.evaluate(
+            """async (cid) => {
+                const me = await (await fetch('/api/me')).json();
+                const post = () => fetch(`/api/conversations/${cid}/reply`, {method: 'POST',
+                    headers: {'Content-Type': 'application/json', 'X-CSRF-Token': me.csrf},
+                    body: JSON.stringify({key: 'retried-request-1', text: 'See you tomorrow!'})});
+                const [a, b] = await Promise.all([post(), post()]);
+                return [a.status, b.status, (await a.json()).id, (await b.json()).id];
+            }""",
+            cid,
+        )
+        assert answers[:2] == [202, 202] and answers[2] == answers[3]
+        expect(person_turn).to_have_count(2, timeout=REPLY_TIMEOUT_MS)
+        replies = wait_replies(pipeline, customer, business, 4)
+        assert replies == [first, HANDOFF_REPLY, "Hola Lucía, we have them fresh at 8. I'm Marta.", "See you tomorrow!"]
+
+        # Handed back: the bot answers the next message, with the person's words in its history.
+        page.get_by_test_id("hand-back").click()
+        expect(page.get_by_test_id("take-over")).to_be_visible()
+        pipeline.post(customer, "Great, thanks", to=business, ProfileName="Lucía")
+        assert "Great, thanks" in wait_replies(pipeline, customer, business, 5)[-1]
+        [asked] = pipeline.model_requests_for("Great, thanks")
+        said = [m["content"] for m in asked]
+        assert "Hola Lucía, we have them fresh at 8. I'm Marta." in said and "See you tomorrow!" in said
+        expect(history).to_have_count(8, timeout=REPLY_TIMEOUT_MS)
+        assert page.js_errors == []  # type: ignore[attr-defined]
+
+        # The staff was told once, with a link into the inbox and no customer data.
+        assert len(hook.posts) == 1
+        notice = hook.posts[0]
+        assert notice["conversation"] == cid and f"Horno {tag}" in notice["text"]
+        assert notice["link"].startswith(stack.inbox_url) and customer.rpartition("+")[2] not in json.dumps(notice)
+    finally:
+        context.close()
+        hook.stop()
+
+    other = _context(browser)
+    try:
+        page = sign_in(other, stack, shop["desk"])
+        expect(page.get_by_test_id("conversation-item")).to_have_count(1)
+        assert page.evaluate("async (cid) => (await fetch(`/api/conversations/${cid}`)).status", cid) == 404
+        statuses = page.evaluate(
+            """async (cid) => {
+                const me = await (await fetch('/api/me')).json();
+                const post = (action, body) => fetch(`/api/conversations/${cid}/${action}`, {method: 'POST',
+                    headers: {'Content-Type': 'application/json', 'X-CSRF-Token': me.csrf}, body: JSON.stringify(body)});
+                return [(await post('reply', {key: 'not-yours-0001', text: 'hi'})).status,
+                        (await post('take-over', {})).status];
+            }""",
+            cid,
+        )
+        assert statuses == [404, 404]
+        assert len(pipeline.replies(customer)) == 5
+    finally:
+        other.close()
+
+
+def api_session(stack: Stack, email: str) -> tuple[requests.Session, str]:
+    """A signed-in inbox session without a browser (the token the local sign-in would post), and its CSRF token."""
+    session = requests.Session()
+    session.cookies.set("g_csrf_token", "t")
+    token = stack.cloud.issuer.mint_user(email, stack.cloud.signin.client_id)
+    answer = session.post(f"{stack.inbox_url}/auth/google", data={"credential": token, "g_csrf_token": "t"},
+                          allow_redirects=False, timeout=10)
+    assert answer.status_code == 303, answer.text
+    return session, session.get(f"{stack.inbox_url}/api/me", timeout=10).json()["csrf"]

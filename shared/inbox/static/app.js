@@ -12,7 +12,14 @@ const WHO = { customer: "Customer", bot: "Assistant", person: "Person", business
 const TICKS = { sent: "✓", delivered: "✓✓", read: "✓✓", failed: "✗ not delivered" };
 const state = {
   me: null, business: "", items: new Map(), cursor: "", openId: "", open: null, query: "", timer: null, loading: 0,
+  // The reply being written: its key names it, so a double click or a retried request sends it once.
+  draftKey: "", sending: false,
 };
+
+function newKey() {
+  return crypto.randomUUID ? crypto.randomUUID() : Array.from(crypto.getRandomValues(new Uint8Array(16)),
+    (b) => b.toString(16).padStart(2, "0")).join("");
+}
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -230,6 +237,10 @@ function switchBusiness(address) {
 // The open conversation
 
 async function openConversation(id) {
+  if (id !== state.openId) {
+    state.draftKey = "";
+    document.getElementById("reply-text").value = "";
+  }
   state.openId = id;
   location.hash = new URLSearchParams({ b: state.business, c: id }).toString();
   for (const node of document.querySelectorAll(".item")) node.classList.toggle("selected", node.dataset.id === id);
@@ -281,12 +292,83 @@ function renderOpen(d) {
     ? el("span", { "data-testid": "window-open", text: `24-hour window open until ${clock(d.window.closesAt)}` })
     : el("span", { class: "closed", "data-testid": "window-closed",
       text: closes ? "Outside the 24-hour window: only a template can be sent" : "The customer has not written yet: only a template can be sent" }));
+  renderComposer(d);
   const list = document.getElementById("history");
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
   list.replaceChildren(...d.history.map(renderMessage));
   if (atBottom || !list.dataset.id || list.dataset.id !== d.id) list.scrollTop = list.scrollHeight;
   list.dataset.id = d.id;
   refreshTimers();
+}
+
+// Replying, taking over, handing back
+
+function renderComposer(d) {
+  const paused = Boolean(d.pausedUntil);
+  document.getElementById("take-over").hidden = paused || d.optedOut;
+  document.getElementById("hand-back").hidden = !paused;
+  const text = document.getElementById("reply-text");
+  const note = document.getElementById("composer-note");
+  const template = document.getElementById("reply-template");
+  let why = "";
+  if (d.optedOut) why = "The customer opted out of your messages: nothing can be sent.";
+  else if (!d.window.open) {
+    why = "Outside the 24-hour window: only an approved template can be sent until the customer writes again.";
+  }
+  note.hidden = !why;
+  note.textContent = why;
+  text.disabled = Boolean(why);
+  document.getElementById("reply-send").disabled = Boolean(why) || state.sending;
+  template.hidden = d.optedOut || d.window.open || !d.template;
+}
+
+async function sendReply(body) {
+  if (state.sending || !state.openId) return;
+  const id = state.openId;
+  if (!state.draftKey) state.draftKey = newKey();
+  state.sending = true;
+  document.getElementById("reply-send").disabled = true;
+  const note = document.getElementById("composer-note");
+  try {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await api(`/api/conversations/${encodeURIComponent(id)}/reply`, {
+          method: "POST", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ key: state.draftKey, ...body }),
+        });
+        break;
+      } catch (error) {
+        // A lost answer (network): the same key again, which the server answers without sending twice.
+        if (!(error instanceof TypeError) || attempt >= 2) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    }
+    state.draftKey = "";
+    if (!body.template) document.getElementById("reply-text").value = "";
+    if (state.openId === id) renderOpen(await api(`/api/conversations/${encodeURIComponent(id)}`));
+  } catch (error) {
+    if (error instanceof SignedOut) return signedOut();
+    note.hidden = false;
+    note.textContent = String(error.message || error);
+  } finally {
+    state.sending = false;
+    if (state.open) renderComposer(state.open);
+  }
+}
+
+async function setPaused(action) {
+  const id = state.openId;
+  try {
+    await api(`/api/conversations/${encodeURIComponent(id)}/${action}`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: "{}",
+    });
+    if (state.openId === id) renderOpen(await api(`/api/conversations/${encodeURIComponent(id)}`));
+  } catch (error) {
+    if (error instanceof SignedOut) return signedOut();
+    const note = document.getElementById("composer-note");
+    note.hidden = false;
+    note.textContent = String(error.message || error);
+  }
 }
 
 // Operations (operators only)
@@ -326,7 +408,26 @@ async function replay(sids) {
   loadOps();
 }
 
+function setUpComposer() {
+  const text = document.getElementById("reply-text");
+  text.addEventListener("input", () => { if (!text.value.trim()) state.draftKey = ""; });
+  text.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      document.getElementById("composer").requestSubmit();
+    }
+  });
+  document.getElementById("composer").addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (text.value.trim()) sendReply({ text: text.value });
+  });
+  document.getElementById("reply-template").addEventListener("click", () => sendReply({ template: true }));
+  document.getElementById("take-over").addEventListener("click", () => setPaused("take-over"));
+  document.getElementById("hand-back").addEventListener("click", () => setPaused("hand-back"));
+}
+
 function setUp() {
+  setUpComposer();
   document.getElementById("search").addEventListener("input", (event) => {
     clearTimeout(state.searchTimer);
     state.searchTimer = setTimeout(() => { state.query = event.target.value.trim(); load(); }, 300);
