@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv prereqs browser dev stack test test-unit test-integration test-e2e check-infra failures replay bench clean
+.PHONY: help venv prereqs browser dev stack test test-unit test-integration test-e2e check-infra failures replay bench eval clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ admin: venv ## Conversations, handoff and profiles: make admin ARGS="show whatsa
 
 profiles-apply: venv ## Validate a business profiles file, then write it to Firestore: make profiles-apply FILE=profiles.yaml
 	@$(PY) -m shared.ops.admin profiles-apply $(FILE)
+
+eval: prereqs ## A profiles file's golden questions through the retrieval and the model: make eval [FILE=profiles.yaml]
+	@$(PY) -m devstack.eval $(FILE)
 
 bench: prereqs ## Benchmarks against the local stack; prints a table, writes bench/results.json
 	@$(PY) -m bench

@@ -29,6 +29,9 @@ COUNTERS = (
     # The channel (figure 8): inbound media fetched from Twilio, and typing indicators sent.
     "twilio_media_downloads",
     "twilio_typing_calls",
+    # The knowledge base (figure 12): 0 for a business without documents.
+    "openai_embedding_calls",
+    "firestore_knowledge_reads",
     "secret_manager_accesses",
 )
 

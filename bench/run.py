@@ -27,8 +27,8 @@ from typing import Any
 from google.cloud import pubsub_v1
 
 from bench import (
-    ack, burst, charts, coldstart, cost, cpu, e2e, features, front_end, keyword_rules, secrets_check, stages,
-    throughput, write_paths,
+    ack, burst, charts, coldstart, cost, cpu, e2e, features, front_end, keyword_rules, knowledge_apply, knowledge_cost,
+    secrets_check, stages, throughput, write_paths,
 )
 from bench.driver import Delivery, Driver, check_delivery
 from bench.procs import Processes, function_command, process_env, wait_listening
@@ -75,6 +75,7 @@ class Plan:
     feature_burst_users: int
     front_end_pairs: int
     write_path_messages: int = 100
+    knowledge_pages: int = 100
 
 
 FULL = Plan(
@@ -88,7 +89,7 @@ QUICK = Plan(
     slow_pairs=6, slow_per_client=1, slow_rounds=2, e2e_messages=8,
     rates=(5, 10), step_seconds=2, grace_seconds=10, cold_repeats=3, secret_messages=100,
     burst_others=10, burst_rounds=1, feature_messages=3, feature_burst_users=3, front_end_pairs=10,
-    write_path_messages=5,
+    write_path_messages=5, knowledge_pages=10,
 )
 
 
@@ -303,6 +304,12 @@ def run(plan: Plan, log_dir: Path, profile_dir: Path | None = None) -> tuple[dic
         feature_run = features.run(driver, log_dir, plan.feature_messages, plan.feature_burst_users)
         bench.timed("features", started)
 
+        _say(f"knowledge base: {plan.feature_messages} messages without documents, then as many with them")
+        started = time.monotonic()
+        driver.wait_drained(plan.grace_seconds)
+        knowledge_run = knowledge_cost.run(driver, log_dir, plan.feature_messages)
+        bench.timed("knowledge", started)
+
         burst_run = bench.burst_user(driver)
 
         _say("ack latency with an instant model")
@@ -357,12 +364,15 @@ def run(plan: Plan, log_dir: Path, profile_dir: Path | None = None) -> tuple[dic
     # In the processor, not the stack: measured once the stack is down, on a quiet machine.
     _say("keyword rules: the worst rule validation accepts on the worst 4,000-character message")
     rules_figure = keyword_rules.worst_case()
+    _say(f"knowledge apply: a {plan.knowledge_pages}-page knowledge set on its own emulator")
+    apply_figure = knowledge_apply.measure(plan.knowledge_pages)
     results, table = assemble(
         machine, bench, secret_manager, e2e_run, e2e_stages, e2e_cpu, cost_sequential, steps, cost_load,
         load_cpu, cold, burst_run, feature_run, (fast_seq, fast_conc, slow_seq, slow_conc), delivery, stack,
         front_run,
         rules_figure,
         writes,
+        (knowledge_run, apply_figure),
     )
     results["duration_seconds"] = round(time.monotonic() - t_run, 1)
     return results, table
@@ -388,6 +398,7 @@ def assemble(
     front_run: front_end.FrontEndRun,
     rules_figure: dict[str, Any] | None = None,
     writes: write_paths.WritePaths | None = None,
+    knowledge: tuple[knowledge_cost.KnowledgeRun, dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Goals, results.json content and the printed table, from the raw measurements."""
     fast_seq, fast_conc, slow_seq, slow_conc = acks
@@ -553,6 +564,12 @@ def assemble(
         rows += keyword_rules.report_rows(rules_figure)
     if writes is not None:
         rows += writes.report_rows()
+    knowledge_json: dict[str, Any] | None = None
+    if knowledge is not None:
+        knowledge_rows, knowledge_goals, knowledge_json = knowledge_cost.report(knowledge[0], cost_sequential)
+        rows += knowledge_rows + knowledge_apply.report_rows(knowledge[1])
+        goals += knowledge_goals
+        knowledge_json["apply"] = knowledge[1]
 
     met = sum(g.passed for g in goals)
     rows.append(f"goals met: {met} of {len(goals)}")
@@ -600,6 +617,7 @@ def assemble(
         "keyword_rules": rules_figure,
         "front_ends": front_json,
         "write_paths": writes.to_json() if writes is not None else None,
+        "knowledge": knowledge_json,
         "goals": [g.to_json() for g in goals],
         "phase_seconds": bench.phases,
         "profiled": bench.profiler is not None,

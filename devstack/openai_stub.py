@@ -15,6 +15,14 @@ Served endpoints
     ``{"error": {"message", "type", "param", "code"}}``. Streaming is not offered.
 ``GET /v1/models``
     A one-model list.
+``POST /v1/embeddings``
+    The offline embeddings (devstack/offline_knowledge.py): deterministic, as
+    long as ``dimensions`` asks, as floats or base64 as ``encoding_format``
+    asks (the SDK asks base64), refused as OpenAI refuses an unknown model,
+    empty input, too many inputs or dimensions the model does not have.
+    ``embedding_requests`` lists them; ``fail_embeddings`` programs failures.
+    When the system prompt carries a business's documents, the offline chat
+    reply quotes the excerpt nearest the question and names its source.
 ``POST /v1/audio/transcriptions``
     Multipart ``file`` and ``model``; answers ``{"text": "transcript of N bytes
     HASH"}`` (deterministic). ``transcriptions`` lists them, ``fail_transcriptions``
@@ -23,6 +31,9 @@ Served endpoints
 
 Admin endpoints, for a stand-in running in another process:
 
+``GET /_stub/embeddings``, ``DELETE /_stub/embeddings``
+    The embedding requests received (``{"model", "inputs", "dimensions",
+    "received_at"}``), and forgetting them.
 ``GET /_stub/requests``
     JSON list of received chat requests, oldest first, each
     ``{"model", "messages", "received_at"}``.
@@ -30,7 +41,9 @@ Admin endpoints, for a stand-in running in another process:
     Forget them.
 ``POST /_stub/config``
     JSON, every key optional: ``{"delay_seconds": S, "fail_times": N,
-    "fail_status": 500, "hang_times": N, "reply_text": "..." | null}``;
+    "fail_status": 500, "hang_times": N, "reply_text": "..." | null,
+    "embedding_fail_times": N, "embedding_fail_status": 500,
+    "embedding_delay_seconds": S}``;
     ``reply_text: null`` restores the offline model.
 
 Run it alone: ``python -m devstack.openai_stub [--port N] [--delay S]`` prints
@@ -48,6 +61,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from devstack.offline_knowledge import (
+    EmbeddingRequestError,
+    embedding_inputs,
+    embeddings_response,
+    offline_knowledge_reply,
+)
 from devstack.httpserver import (
     DROP,
     Drop,
@@ -111,6 +130,9 @@ def _quote(text: str) -> str:
 
 def offline_reply(messages: Sequence[dict[str, Any]]) -> str:
     """The offline model: a deterministic echo showing which conversation it was given."""
+    from_documents = offline_knowledge_reply(messages, message_text)
+    if from_documents is not None:
+        return from_documents
     user_texts = [message_text(m) for m in messages if m.get("role") == "user"]
     turn = len(user_texts)
     if not user_texts:
@@ -176,6 +198,10 @@ class OpenAIStub(RecordingStub[ChatRequest]):
         self._responder: Responder = offline_reply
         self._transcriptions: list[dict[str, Any]] = []
         self._transcribe_faults: list[int] = []
+        self._embeddings: list[dict[str, Any]] = []
+        self._embedding_faults: list[int] = []
+        # Embeddings have their own delay: a slow chat model (bench, fault tests) leaves them alone.
+        self._embedding_delay = 0.0
 
     @property
     def base_url(self) -> str:
@@ -203,6 +229,9 @@ class OpenAIStub(RecordingStub[ChatRequest]):
             self._responder = offline_reply
             self._transcriptions.clear()
             self._transcribe_faults.clear()
+            self._embeddings.clear()
+            self._embedding_faults.clear()
+            self._embedding_delay = 0.0
 
     def fail_next(self, times: int = 1, status: int = 500, retry_after: float | None = None) -> None:
         """The next ``times`` requests answer ``status`` with OpenAI's error body.
@@ -233,6 +262,12 @@ class OpenAIStub(RecordingStub[ChatRequest]):
         self.set_responder(None if text is None else (lambda _messages: text))
 
     def handle(self, request: Request, handler: StubHandler) -> Response | Drop:
+        if request.path == "/_stub/embeddings":
+            if request.method == "DELETE":
+                with self._lock:
+                    self._embeddings.clear()
+                return Response.json(200, {"cleared": True})
+            return Response.json(200, self.embedding_requests)
         if request.path.startswith("/_stub/"):
             return self._admin(request)
         path = request.path.removeprefix("/v1")
@@ -246,6 +281,8 @@ class OpenAIStub(RecordingStub[ChatRequest]):
             )
         if path == "/audio/transcriptions" and request.method == "POST":
             return self._transcribe(request)
+        if path == "/embeddings" and request.method == "POST":
+            return self._embed(request, handler)
         if path != "/chat/completions":
             return openai_error(404, f"Unknown request URL: {request.method} {request.path}.")
         if request.method != "POST":
@@ -351,8 +388,50 @@ class OpenAIStub(RecordingStub[ChatRequest]):
             return openai_error(fault, "The server had an error while processing your request. Sorry about that!")
         return Response.json(200, {"text": transcript_of(data)})
 
+    @property
+    def embedding_requests(self) -> list[dict[str, Any]]:
+        """Embedding requests, oldest first: ``{"model", "inputs", "dimensions", "received_at"}``."""
+        with self._lock:
+            return [dict(r) for r in self._embeddings]
+
+    def fail_embeddings(self, times: int = 1, status: int = 500) -> None:
+        """The next ``times`` embedding requests answer ``status``."""
+        with self._lock:
+            self._embedding_faults = [status] * times
+
+    def delay_embeddings(self, seconds: float) -> None:
+        """Every embedding answer waits ``seconds`` (0: none)."""
+        with self._lock:
+            self._embedding_delay = max(0.0, float(seconds))
+
+    def _embed(self, request: Request, handler: StubHandler) -> Response | Drop:
+        """``POST /v1/embeddings``: the offline embeddings, refused where OpenAI refuses."""
+        if not request.headers.get("authorization", "").startswith("Bearer "):
+            return openai_error(401, "You didn't provide an API key.")
+        try:
+            model, inputs, dimensions, encoding = embedding_inputs(request.json())
+        except (ValueError, UnicodeDecodeError) as exc:
+            if isinstance(exc, EmbeddingRequestError):
+                return openai_error(exc.status, str(exc), exc.param)
+            return openai_error(400, "We could not parse the JSON body of your request.")
+        with self._lock:
+            self._embeddings.append({"model": model, "inputs": inputs, "dimensions": dimensions,
+                                     "received_at": time.time()})
+            fault = self._embedding_faults.pop(0) if self._embedding_faults else 0
+            delay = self._embedding_delay
+        if delay and not self.wait_or_stop(delay, handler):
+            return DROP
+        if fault:
+            return openai_error(fault, "The server had an error while processing your request. Sorry about that!")
+        return Response.json(200, embeddings_response(model, inputs, dimensions, encoding),
+                             {"x-request-id": "req_" + secrets.token_hex(16)})
+
     def _configure(self, spec: Mapping[str, Any]) -> None:
         super()._configure(spec)
+        if "embedding_delay_seconds" in spec:
+            self.delay_embeddings(float(spec["embedding_delay_seconds"]))
+        if "embedding_fail_times" in spec:
+            self.fail_embeddings(int(spec["embedding_fail_times"]), int(spec.get("embedding_fail_status", 500)))
         if "fail_times" in spec:
             self.fail_next(int(spec["fail_times"]), int(spec.get("fail_status", 500)))
         if "hang_times" in spec:
@@ -380,6 +459,12 @@ class OpenAIStubAdmin:
 
     def configure(self, **spec: Any) -> None:
         self._call("POST", "/_stub/config", spec)
+
+    def embedding_requests(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/_stub/embeddings"))
+
+    def clear_embeddings(self) -> None:
+        self._call("DELETE", "/_stub/embeddings")
 
 
 def main(argv: list[str] | None = None) -> None:

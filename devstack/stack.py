@@ -45,6 +45,7 @@ from devstack.cloud_run import forwarded_token
 from devstack.cloud_shape import CloudShape, generated_key
 from devstack.emulators import FirestoreEmulator, PubSubEmulator, check_prerequisites, free_port, start_all
 from devstack.lifecycle import live_members, spawn, stop_groups
+from devstack.offline_knowledge import OFFLINE_MAX_DISTANCE
 from devstack.openai_stub import OpenAIStub
 from devstack.scheduler import Scheduler
 from devstack.simulator import Simulator, SimulatorConfig, businesses_from_env
@@ -353,6 +354,9 @@ class Stack:
         }
         if o.openai_model:
             values["openai_model"] = o.openai_model
+        if self.offline_model:
+            # The offline embeddings' distances are not a real model's (devstack/offline_knowledge.py).
+            values["knowledge_max_distance"] = OFFLINE_MAX_DISTANCE
         values.update(o.tfvars)
         return values
 
@@ -441,19 +445,31 @@ class Stack:
         from shared.config import Settings
         from shared.domain.conversation import utcnow
         from shared.domain.profiles import ProfileError
-        from shared.ops.admin import apply_profiles, read_profiles_file
+        from shared.ops.admin import read_profiles_file
+        from shared.ops.knowledge_apply import apply_with_knowledge, lazy_knowledge
+        from shared.ops.knowledge_files import read_knowledge
 
         settings = Settings.from_env(self.function_env())
+        path = Path(self.options.profiles_file)
         try:
-            raw, _ = read_profiles_file(Path(self.options.profiles_file), defaults_from_settings(settings))
+            raw, profiles = read_profiles_file(path, defaults_from_settings(settings))
+            documents = read_knowledge(profiles, path.parent, settings)
         except ProfileError as exc:
             raise StackError(f"BUSINESS_PROFILES_FILE is not usable: {exc}") from None
         with _emulator_env(self.firestore.env()):
             client = firestore.Client(project=self.options.project)
             store = FirestoreProfiles(lambda: client, settings.profiles_collection, defaults_from_settings(settings), 0)
-            for line in apply_profiles(store.put, raw, utcnow()):
-                self._say(f"business profile {line}")
-            client.close()
+            key = self.options.openai_api_key or "offline-model"
+            chunks, embedder = lazy_knowledge(settings, lambda: client, lambda: key)
+            try:
+                lines = apply_with_knowledge(store.put, store.stored(), raw, documents, chunks, embedder, settings,
+                                             utcnow)
+            except ProfileError as exc:
+                raise StackError(f"BUSINESS_PROFILES_FILE could not be applied: {exc}") from None
+            finally:
+                client.close()
+            for line in lines:
+                self._say(f"business profile {line.strip()}")
 
     def _start_simulator(self) -> None:
         """The chat page: a client of this stack's webhook, Twilio stand-in, emulators and logs."""

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
     from shared.adapters.cloud_tasks import TaskQueue
     from shared.adapters.firestore_store import FirestoreStore
+    from shared.adapters.knowledge_search import KnowledgeSearch
     from shared.adapters.openai_model import ChatModel
     from shared.adapters.profile_store import FirestoreProfiles
     from shared.adapters.twilio_api import TwilioGateway
@@ -189,8 +190,17 @@ def processor_deps() -> ProcessorDeps:
 
     return ProcessorDeps(
         settings=settings(), store=store(), model=model(), queue=queue(), faults=faults(), clock=utcnow,
-        ids=pseudonyms(), media=media(), typing=typing(), profiles=profiles(),
+        ids=pseudonyms(), media=media(), typing=typing(), profiles=profiles(), knowledge=knowledge(),
     )
+
+
+@functools.cache
+def knowledge() -> KnowledgeSearch:
+    """The knowledge base's search; its clients are built on a first search only."""
+    from shared.adapters.knowledge_search import build_search
+
+    return build_search(settings(), secrets().openai_api_key, lambda: secrets().refresh(OPENAI_API_KEY),
+                        lambda: store().client)
 
 
 @functools.cache
@@ -276,6 +286,8 @@ def usage() -> dict[str, int]:
         counts["tasks_created"] = queue().created
     if "model" in built:
         counts["openai_calls"] = model().calls
+    if knowledge.cache_info().currsize:
+        counts.update(knowledge().usage())
     if "twilio" in built:
         counts["twilio_calls"] = twilio().calls
     if "media" in built:

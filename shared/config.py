@@ -104,6 +104,20 @@ class Settings:
     profiles_collection: str = "business_profiles"
     profile_cache_seconds: float = 60.0
 
+    # Knowledge base (docs/decisions/0015-knowledge-base.md): documents per business,
+    # embedded through the OpenAI-compatible API and searched in Firestore. The
+    # dimensions are also the vector index's (terraform/firestore.tf); the chunk
+    # and size limits bound what profiles-apply writes, the others each answer.
+    openai_embedding_model: str = "text-embedding-3-small"
+    openai_embedding_dimensions: int = 1536
+    knowledge_collection: str = "knowledge_chunks"
+    knowledge_top_k: int = 4
+    knowledge_max_distance: float = 0.7
+    knowledge_prompt_tokens: int = 1500
+    knowledge_chunk_chars: int = 1200
+    knowledge_max_chunks: int = 2000
+    knowledge_max_document_bytes: int = 5 * 1024 * 1024
+
     # Secrets: "env" locally, "secretmanager" in the cloud
     secret_source: str = "env"
     twilio_auth_token_secret: str = "twilio-auth-token"
@@ -224,6 +238,17 @@ class Settings:
             handoff_pause_seconds=_int(env, "HANDOFF_PAUSE_SECONDS", d.handoff_pause_seconds, 60, 30 * 24 * 3600),
             profiles_collection=_text(env, "PROFILES_COLLECTION", d.profiles_collection),
             profile_cache_seconds=_float(env, "PROFILE_CACHE_SECONDS", d.profile_cache_seconds, 0.0, 3600.0),
+            openai_embedding_model=_text(env, "OPENAI_EMBEDDING_MODEL", d.openai_embedding_model),
+            openai_embedding_dimensions=_int(env, "OPENAI_EMBEDDING_DIMENSIONS", d.openai_embedding_dimensions,
+                                             1, 2048),
+            knowledge_collection=_text(env, "KNOWLEDGE_COLLECTION", d.knowledge_collection),
+            knowledge_top_k=_int(env, "KNOWLEDGE_TOP_K", d.knowledge_top_k, 1, 20),
+            knowledge_max_distance=_float(env, "KNOWLEDGE_MAX_DISTANCE", d.knowledge_max_distance, 0.0, 2.0),
+            knowledge_prompt_tokens=_int(env, "KNOWLEDGE_PROMPT_TOKENS", d.knowledge_prompt_tokens, 300, 50_000),
+            knowledge_chunk_chars=_int(env, "KNOWLEDGE_CHUNK_CHARS", d.knowledge_chunk_chars, 200, 4000),
+            knowledge_max_chunks=_int(env, "KNOWLEDGE_MAX_CHUNKS", d.knowledge_max_chunks, 1, 10_000),
+            knowledge_max_document_bytes=_int(env, "KNOWLEDGE_MAX_DOCUMENT_BYTES", d.knowledge_max_document_bytes,
+                                              1024, 50 * 1024 * 1024),
             secret_source=secret_source,
             twilio_auth_token_secret=_text(env, "TWILIO_AUTH_TOKEN_SECRET", d.twilio_auth_token_secret),
             openai_api_key_secret=_text(env, "OPENAI_API_KEY_SECRET", d.openai_api_key_secret),

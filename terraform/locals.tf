@@ -149,7 +149,17 @@ locals {
       PROFILE_CACHE_SECONDS         = tostring(var.profile_cache_seconds)
       # A handoff's notice task goes to the inbox (docs/decisions/0021-inbox-sign-in.md).
       INBOX_TASKS_URL = local.run_urls.inbox
-      LOG_USAGE       = tostring(var.log_usage)
+      # The knowledge base (knowledge.tf); the profiles build gets the same values.
+      OPENAI_EMBEDDING_MODEL       = var.openai_embedding_model
+      OPENAI_EMBEDDING_DIMENSIONS  = tostring(var.openai_embedding_dimensions)
+      KNOWLEDGE_COLLECTION         = var.knowledge_collection
+      KNOWLEDGE_TOP_K              = tostring(var.knowledge_top_k)
+      KNOWLEDGE_MAX_DISTANCE       = tostring(var.knowledge_max_distance)
+      KNOWLEDGE_PROMPT_TOKENS      = tostring(var.knowledge_prompt_tokens)
+      KNOWLEDGE_CHUNK_CHARS        = tostring(var.knowledge_chunk_chars)
+      KNOWLEDGE_MAX_CHUNKS         = tostring(var.knowledge_max_chunks)
+      KNOWLEDGE_MAX_DOCUMENT_BYTES = tostring(var.knowledge_max_document_bytes)
+      LOG_USAGE                    = tostring(var.log_usage)
     }
 
     sender = {

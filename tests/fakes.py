@@ -139,13 +139,17 @@ class FakeModel:
         self.calls: list[tuple[list[dict[str, str]], str]] = []
         # The business's system prompt and model name of each call.
         self.options: list[dict[str, str | None]] = []
+        # The time budget each call was given (None: the model's whole budget).
+        self.budgets: list[float | None] = []
         self.error: Exception | None = None
 
     def reply(
-        self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None, model: str | None = None
+        self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None, model: str | None = None,
+        budget_seconds: float | None = None,
     ) -> str:
         self.calls.append((history, user_text))
         self.options.append({"system_prompt": system_prompt, "model": model})
+        self.budgets.append(budget_seconds)
         if self.error is not None:
             raise self.error
         return self._reply(history, user_text) if callable(self._reply) else self._reply

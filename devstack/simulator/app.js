@@ -247,6 +247,15 @@ function closePane(user) {
   renderUsers();
 }
 
+// What the model was given from the business's documents (chunk ids), when it has any.
+function knowledgeLine(entry) {
+  if (!entry.knowledgeVersion) return el("p", { class: "hint", "data-testid": "trip-knowledge", text: "no knowledge used" });
+  const chunks = (entry.knowledgeChunks || []).join(", ");
+  const text = entry.knowledgeUnknown ? "knowledge: nothing close enough, the unknown reply went (no model call)"
+    : `knowledge: ${chunks || "nothing close enough"} (version ${entry.knowledgeVersion.slice(0, 12)})`;
+  return el("p", { "data-testid": "trip-knowledge", text });
+}
+
 // Drawers: a message's trip, failures, dead letters, hand-off
 
 function openDrawer(title, render) {
@@ -291,6 +300,7 @@ function openTrip(sid, user) {
       el("h3", { text: "Firestore: the message's entry" }),
       el("p", {}, el("span", { class: "badge", "data-testid": "trip-state", text: entry.status || "no entry" }),
         el("span", { class: "hint", text: ` conversation ${trip.firestore.conversation}…, lastSeq ${trip.firestore.lastSeq ?? "—"}, doneSeq ${trip.firestore.doneSeq ?? "—"}` })),
+      knowledgeLine(entry),
       el("pre", { "data-testid": "trip-firestore", text: JSON.stringify(entry, null, 2) }),
       el("h3", { text: "Cloud Tasks" }), tasks,
       el("h3", { text: "Failure record" }), failure,

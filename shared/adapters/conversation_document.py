@@ -47,13 +47,15 @@ ENTRY_FIELDS = {
     "deliveries": "deliveries", "delivery_errors": "deliveryErrors", "nudges": "nudges", "text": "text",
     "burst_due": "burstDue", "burst_version": "burstVersion", "burst_members": "burstMembers",
     "business": "business", "burst": "burst", "answered_by": "answeredBy", "replays": "replays",
+    "knowledge_version": "knowledgeVersion", "knowledge_chunks": "knowledgeChunks",
+    "knowledge_unknown": "knowledgeUnknown",
 }
 _DATES = {"expire_at", "watch", "opted_out_at", "paused_until", "last_inbound_at", "updated_at", "received_at",
           "lease_until", "burst_due"}
 _INTS = {"last_seq", "done_seq", "attempts", "sent_parts", "part_count", "send_attempts", "nudges",
          "burst_version", "replays"}
-_BOOLS = {"opted_out", "fallback"}
-_LISTS = {"parts", "twilio_sids", "late_twilio_sids", "burst_members"}
+_BOOLS = {"opted_out", "fallback", "knowledge_unknown"}
+_LISTS = {"parts", "twilio_sids", "late_twilio_sids", "burst_members", "knowledge_chunks"}
 _MAPS = {"deliveries", "delivery_errors"}
 
 

@@ -107,21 +107,26 @@ class ChatModel:
         return self._client
 
     def reply(
-        self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None, model: str | None = None
+        self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None, model: str | None = None,
+        budget_seconds: float | None = None,
     ) -> str:
-        """One answer; ``system_prompt`` and ``model`` are the business's (its profile), else the settings'."""
-        return self._answer(history, user_text, system_prompt, model)
+        """One answer; ``system_prompt`` and ``model`` are the business's (its profile), else the settings'.
+
+        ``budget_seconds``: what is left of the model budget when a step before
+        the call spent some of it (the knowledge search); default: all of it.
+        """
+        return self._answer(history, user_text, system_prompt, model, budget_seconds)
 
     def _answer(
         self, history: list[dict[str, str]], user_content: str | list[dict[str, Any]], system_prompt: str | None,
-        model: str | None,
+        model: str | None, budget_seconds: float | None = None,
     ) -> str:
         """The conversation so far plus the user's turn, answered within the budget, as trimmed text."""
         messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt or self._system_prompt}]
         messages += [{"role": turn["role"], "content": turn["content"]} for turn in history]
         messages.append({"role": "user", "content": user_content})
         self.calls += 1
-        completion = self._create(messages, model=model)
+        completion = self._create(messages, model=model, budget=budget_seconds)
         try:
             content = (completion.choices[0].message.content or "").strip() if completion.choices else ""
         except (AttributeError, IndexError, TypeError) as exc:
@@ -132,14 +137,17 @@ class ChatModel:
             raise ModelUnavailable("the model returned an empty answer")
         return content
 
-    def _create(self, messages: list[dict[str, Any]], model: str | None = None) -> object:
+    def _create(self, messages: list[dict[str, Any]], model: str | None = None, budget: float | None = None) -> object:
         """One completion, retried within the budget; raises ModelUnavailable when it runs out."""
-        deadline = self._clock() + self._budget
+        budget = self._budget if budget is None else min(budget, self._budget)
+        deadline = self._clock() + budget
         extra = {"max_tokens": self._max_tokens} if self._max_tokens else {}
         attempt = 0
         refreshed = False
         while True:
             remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise ModelUnavailable(f"no time left of the {budget:g}s budget")
             try:
                 return self.client.chat.completions.create(
                     model=model or self._model, messages=messages, timeout=min(self._timeout, remaining), **extra
@@ -160,7 +168,7 @@ class ChatModel:
                 # An attempt needs time too: give up rather than wait into the lease.
                 if self._clock() + wait + min(self._timeout, 1.0) >= deadline:
                     raise ModelUnavailable(
-                        f"{failure} (next attempt in {wait:g}s would pass the {self._budget:g}s budget)"[:300]
+                        f"{failure} (next attempt in {wait:g}s would pass the {budget:g}s budget)"[:300]
                     ) from exc
                 log.warning("model attempt failed, retrying", extra={"event": "ai_retry", "wait_seconds": wait, "reason": failure})
                 self._sleep(wait)

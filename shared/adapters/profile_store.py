@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any, Callable, Mapping, Protocol
 
 from shared.config import Settings
+from shared.domain.knowledge import knowledge_set_from_stored
 from shared.domain.profiles import BusinessProfile, ProfileError, profile_from_mapping
 from shared.log import mask_address
 
@@ -136,7 +137,7 @@ class FirestoreProfiles:
             return _with_address(self.defaults, address)
         raw = {k: v for k, v in data.items() if k not in STORED_ONLY}
         try:
-            return profile_from_mapping(address, raw, self.defaults)
+            return with_stored_knowledge(profile_from_mapping(address, raw, self.defaults), data)
         except ProfileError as exc:
             log.error("stored business profile is invalid; using the defaults",
                       extra={"event": "profile_invalid", "business": mask_address(address), "reason": str(exc)[:300]})
@@ -154,5 +155,17 @@ class FirestoreProfiles:
         self.client.collection(self._collection).document(address).delete()
 
 
-# Fields the store adds to a profile document that are no profile key.
-STORED_ONLY = frozenset({"updatedAt"})
+# Fields the store adds to a profile document that are no profile key; knowledgeSet: what profiles-apply
+# stored of the business's documents (shared/domain/knowledge.py).
+STORED_ONLY = frozenset({"updatedAt", "knowledgeSet"})
+
+
+def with_stored_knowledge(profile: BusinessProfile, data: Mapping[str, Any]) -> BusinessProfile:
+    """The profile with its stored knowledge set; one that is not of the set's shape is not used, and logged."""
+    if "knowledgeSet" not in data:
+        return profile
+    stored = knowledge_set_from_stored(data["knowledgeSet"])
+    if stored is None:
+        log.error("stored knowledge set is invalid; the business answers without its documents",
+                  extra={"event": "knowledge_invalid", "business": mask_address(profile.address)})
+    return replace(profile, knowledge_set=stored)

@@ -76,6 +76,11 @@ class MessageEntry:
     burst: str = ""
     answered_by: str = ""
     replays: int = 0
+    # The knowledge base (shared/domain/knowledge.py): which version of the business's chunks the
+    # answer was grounded in, the chunk ids the model was given, and whether the unknown reply went instead.
+    knowledge_version: str = ""
+    knowledge_chunks: list[str] = field(default_factory=list)
+    knowledge_unknown: bool = False
     # Fields this version does not know (a newer writer's), kept as they were.
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -38,8 +38,6 @@ HANDOFF = "handoff"
 PAUSED = "paused"
 FAILURE = "failed"
 UNKNOWN = "unknown"
-# The decided reasons that mean "the bot had no answer" (the knowledge base's unknown_reply).
-UNKNOWN_REASONS = frozenset({"unknown_reply", "unknown"})
 # Who wrote an assistant turn (``by``); absent: the bot.
 BY_PERSON = "person"
 BY_BUSINESS = "business"
@@ -83,11 +81,16 @@ def _is_inbound(entry: MessageEntry) -> bool:
     return entry.by not in (BY_PERSON, BY_BUSINESS)
 
 
+def _unknown(entry: MessageEntry) -> bool:
+    """The knowledge base had nothing close enough and the business's unknown_reply went instead."""
+    return entry.knowledge_unknown
+
+
 def _answered_properly(entry: MessageEntry) -> bool:
     """A reply that leaves nothing for a person: sent, not the fallback, not "I don't know", not the handoff."""
     if entry.by == BY_PERSON:
         return True
-    return entry.status == SENT and not entry.fallback and _reason(entry) not in UNKNOWN_REASONS | {HANDOFF}
+    return entry.status == SENT and not entry.fallback and not _unknown(entry) and _reason(entry) != HANDOFF
 
 
 def ticks(entry: MessageEntry) -> str:
@@ -125,7 +128,7 @@ def attention(conv: Conversation, now: datetime) -> Attention:
         reasons.append(HANDOFF if asked else PAUSED)
     if any((e.status in (FAILED, DEAD_LETTERED) or e.fallback) and after(resolved, e) for e in entries):
         reasons.append(FAILURE)
-    if any(_reason(e) in UNKNOWN_REASONS and after(resolved, e) for e in entries):
+    if any(_unknown(e) and after(resolved, e) for e in entries):
         reasons.append(UNKNOWN)
     waiting = [e.received_at for e in entries if _is_inbound(e) and after(resolved, e) and not _answered_properly(e)]
     return Attention(tuple(reasons), min(waiting, default=None))  # type: ignore[type-var]

@@ -19,6 +19,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from shared.domain.keyword_rules import MAX_PROFILE_PROGRAM_SIZE, RuleError, RulePattern, compile_rule
+from shared.domain.knowledge import (
+    DEFAULT_UNKNOWN_REPLY,
+    KNOWLEDGE_KEYS,
+    KnowledgeSet,
+    KnowledgeSource,
+    knowledge_values,
+)
 from shared.domain.staff import INBOX_KEYS, InboxKeyError, inbox_keys
 
 DEFAULT_HELP = (
@@ -99,6 +106,11 @@ class BusinessProfile:
     burst_window_seconds: float | None = None
     # The approved template sent in place of a reply past the 24-hour window.
     reengagement_content_sid: str = ""
+    # The knowledge base (shared/domain/knowledge.py); knowledge_set is what profiles-apply stored, never written.
+    knowledge: tuple[KnowledgeSource, ...] = ()
+    knowledge_only: bool = False
+    unknown_reply: str = DEFAULT_UNKNOWN_REPLY
+    knowledge_set: KnowledgeSet | None = None
     # The inbox (shared/domain/staff.py): who may answer in it, and where a handoff is announced.
     staff: tuple[str, ...] = ()
     notify_webhook: str = ""
@@ -139,7 +151,8 @@ _WORD_KEYS = ("reset_commands", "help_commands", "opt_out_keywords", "opt_in_key
 _BOOL_KEYS = ("typing_indicator",)
 # Seconds, fractions allowed; the range of the matching setting.
 _SECONDS_KEYS = {"burst_window_seconds": (0.0, 30.0)}
-KNOWN_KEYS = frozenset({*_TEXT_KEYS, *_INT_KEYS, *_WORD_KEYS, *_BOOL_KEYS, *_SECONDS_KEYS, "keywords", *INBOX_KEYS})
+KNOWN_KEYS = frozenset({*_TEXT_KEYS, *_INT_KEYS, *_WORD_KEYS, *_BOOL_KEYS, *_SECONDS_KEYS, "keywords",
+                        *KNOWLEDGE_KEYS, *INBOX_KEYS})
 
 
 def _fail(address: str, key: str, problem: str) -> ProfileError:
@@ -219,6 +232,7 @@ def profile_from_mapping(address: str, raw: Any, defaults: BusinessProfile) -> B
                     f"must be a Twilio Content SID (HX and 32 hex digits), got {sid!r}")
     if "keywords" in raw:
         values["keywords"] = _keyword_rules(address, raw["keywords"])
+    values.update(knowledge_values(raw, lambda key, problem: _fail(address, key, problem)))
     try:
         values.update(inbox_keys(raw))
     except InboxKeyError as exc:

@@ -23,6 +23,7 @@ from shared.handlers.claim import MessageBusy
 from shared.handlers.compose import ask_model, gather_context, to_parts
 from shared.handlers.deps import ProcessorDeps
 from shared.handlers.handoff import send_when_its_turn
+from shared.handlers.knowledge_turn import GroundedModel, noting
 from shared.log import mask_address
 
 log = logging.getLogger(__name__)
@@ -97,12 +98,14 @@ def answer_burst(task: BurstTask, deps: ProcessorDeps) -> str:
     entry = conv.messages[head]
     profile = deps.profile(entry.business or conv.business)
     context = gather_context(profile, conv.turns(now), bursts.user_text(conv, entry))
-    reply = ask_model(deps, context, {"sid": head, "conversation": cid[:12]}, lambda: (context.user_text, deps.model.reply(
-        context.history, context.user_text, system_prompt=profile.system_prompt, model=profile.model)))
+    fields = {"sid": head, "conversation": cid[:12]}
+    grounded = GroundedModel(deps, profile, fields)
+    reply = ask_model(deps, context, fields,
+                      lambda: (context.user_text, grounded.reply(context.history, context.user_text)))
     deps.faults.hit("after_ai")
     answer = Answer(parts=to_parts(deps, profile, reply.text), asked=context.user_text, failure=reply.failure)
     recorded = record_answer(deps.store, cid, head, answer, deps.limits, deps.clock, start=saved.snapshot,
-                             after=lambda c, at: bursts.merge(c, head, at))
+                             after=noting(grounded.grounding, head, lambda c, at: bursts.merge(c, head, at)))
     if recorded.outcome == ALREADY:
         hand_off(deps.queue, cid, recorded, head)
         return "requeued"

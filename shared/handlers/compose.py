@@ -6,7 +6,8 @@ extend or put one more next to (retrieval before the model call, tools
 during it):
 
     gather_context  the history and the user's turn the model sees
-    ask_model       the business's prompt and model; typing shown meanwhile;
+    ask_model       the business's prompt and model, grounded in its documents
+                    when it has any (shared/handlers/knowledge_turn.py); typing shown meanwhile;
                     media read first (shared/handlers/media_turn.py); the
                     fallback reply when the model fails, never a redelivery
     to_parts        capped, split into WhatsApp-sized parts (the welcome first)
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from shared.adapters.firestore_store import failure_record
@@ -32,6 +33,7 @@ from shared.domain.profiles import BusinessProfile, profile_value
 from shared.domain.splitting import split_reply
 from shared.handlers.channel import start_typing
 from shared.handlers.deps import ProcessorDeps
+from shared.handlers.knowledge_turn import GroundedModel, Grounding
 from shared.handlers.media_turn import MediaOptions, answer_with_media
 from shared.log import mask_address
 
@@ -53,6 +55,7 @@ class Reply:
     user_text: str  # the user's turn as it enters the history (a voice note's transcript, "[image] ...")
     failure: str = ""  # why the fallback went instead of the model's reply
     model_ms: float = 0.0
+    grounding: Grounding | None = None  # the business's documents the model was given
 
 
 def gather_context(profile: BusinessProfile, history: list[Turn], user_text: str) -> Context:
@@ -90,7 +93,9 @@ def compose_message(msg: InboundMessage, deps: ProcessorDeps, profile: BusinessP
     context = gather_context(profile, history, cap_text(describe_for_model(msg), deps.settings.max_inbound_chars))
     fields = {"sid": msg.sid, "sender": mask_address(msg.sender)}
     start_typing(deps.typing, msg.sid, profile_value(profile, "typing_indicator", deps.settings.typing_indicator))
-    reply = ask_model(deps, context, fields, lambda: _call(msg, deps, decision, context))
+    grounded = GroundedModel(deps, profile, fields)
+    reply = ask_model(deps, context, fields, lambda: _call(msg, deps, decision, context, grounded))
+    reply = replace(reply, grounding=grounded.grounding)
     deps.faults.hit("after_ai")
     parts = to_parts(deps, profile, reply.text, decision.welcome)
     answer = Answer(parts=parts, asked=reply.user_text, in_history=decision.kind == MODEL or decision.in_history,
@@ -98,20 +103,20 @@ def compose_message(msg: InboundMessage, deps: ProcessorDeps, profile: BusinessP
     return answer, reply
 
 
-def _call(msg: InboundMessage, deps: ProcessorDeps, decision: Decision, context: Context) -> tuple[str, str]:
+def _call(msg: InboundMessage, deps: ProcessorDeps, decision: Decision, context: Context,
+          grounded: GroundedModel) -> tuple[str, str]:
     profile, settings = context.profile, deps.settings
     if decision.kind != MODEL:
         return context.user_text, decision.reply
     if not msg.media:
-        return context.user_text, deps.model.reply(context.history, context.user_text,
-                                                   system_prompt=profile.system_prompt, model=profile.model)
+        return context.user_text, grounded.reply(context.history, context.user_text)
     options = MediaOptions(
         system_prompt=profile.system_prompt or None,
         vision_model=profile_value(profile, "vision_model", settings.openai_vision_model),
         model=profile.model or None, transcribe_model=profile.transcribe_model or settings.openai_transcribe_model,
         max_inbound_chars=settings.max_inbound_chars,
     )
-    user_text, text, failure = answer_with_media(msg, deps.media, deps.model, context.history, options)  # type: ignore[arg-type]
+    user_text, text, failure = answer_with_media(msg, deps.media, grounded, context.history, options)
     if failure is not None:
         now = deps.clock()
         deps.store.record_failure(msg.sid, failure_record(

@@ -17,6 +17,8 @@ from shared.adapters.compare_and_set import ConversationStore
 from shared.adapters.profile_store import ProfileSource, StaticProfiles, defaults_from_settings
 from shared.config import Settings
 from shared.domain.conversation import Limits
+from shared.domain.knowledge import KnowledgeSet
+from shared.domain.knowledge_prompt import Retrieved
 from shared.domain.profiles import BusinessProfile
 from shared.domain.pseudonyms import Pseudonyms
 from shared.faults import FaultPoints
@@ -24,8 +26,15 @@ from shared.faults import FaultPoints
 
 class Model(Protocol):
     def reply(
-        self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None, model: str | None = None
+        self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None, model: str | None = None,
+        budget_seconds: float | None = None,
     ) -> str: ...
+
+
+class Knowledge(Protocol):
+    """A business's documents, searched for one message (shared/adapters/knowledge_search.py)."""
+
+    def search(self, business: str, knowledge: KnowledgeSet, text: str, budget_seconds: float) -> list[Retrieved]: ...
 
 
 class Queue(Protocol):
@@ -65,6 +74,8 @@ class ProcessorDeps:
     typing: Typing | None = None
     # Business profiles by WhatsApp address; None: every business gets the settings' defaults.
     profiles: ProfileSource | None = None
+    # The knowledge base's search (None: no business is grounded in documents).
+    knowledge: Knowledge | None = None
 
     def profile(self, business: str) -> BusinessProfile:
         source = self.profiles or StaticProfiles(defaults_from_settings(self.settings))

@@ -51,6 +51,7 @@ from shared.handlers.dead_letter import note_error, record_dead_letter
 from shared.handlers.delivery_status import handle_status_push
 from shared.handlers.deps import ProcessorDeps
 from shared.handlers.handoff import send_when_its_turn
+from shared.handlers.knowledge_turn import noting
 from shared.handlers.notify_staff import notify_on_handoff
 from shared.log import mask_address
 
@@ -81,7 +82,7 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
     answer, reply = compose_message(msg, deps, profile, claim.decision, claim.conversation.turns(claim.now))
 
     recorded = record_answer(deps.store, cid, msg.sid, answer, deps.limits, deps.clock, start=claim.snapshot,
-                             faults=deps.faults)
+                             after=noting(reply.grounding, msg.sid), faults=deps.faults)
     if recorded.outcome == ALREADY:
         # Our own commit whose answer was lost (the retry met a changed document), or a later
         # delivery that took over the lease: the answer stands, and its send task must exist.
@@ -91,7 +92,8 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
         return "duplicate"
     _log(logging.INFO, "answered", msg, event="answered", status=recorded.status, seq=recorded.seq,
          parts=len(answer.parts), fallback=bool(reply.failure), model_ms=reply.model_ms, business=msg.recipient,
-         control=claim.decision.reason or claim.decision.kind)
+         control=claim.decision.reason or claim.decision.kind,
+         knowledge_chunks=list(reply.grounding.chunks) if reply.grounding else None)
     if reply.failure:
         record_fallback(deps.store, msg.sid, cid, mask_address(msg.sender), reply.failure, deps.clock())
     deps.faults.hit("after_save")

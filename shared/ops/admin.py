@@ -143,11 +143,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         if args.command in ("profiles-validate", "profiles-apply"):
+            from shared.ops.knowledge_apply import apply_with_knowledge, lazy_knowledge
+            from shared.ops.knowledge_files import knowledge_summary, read_knowledge
+
             raw, profiles = read_profiles_file(args.file, defaults_from_settings(settings))
+            documents = read_knowledge(profiles, args.file.parent, settings)
             if args.command == "profiles-validate":
-                print(f"{args.file}: {len(profiles)} valid profile(s): " + ", ".join(sorted(profiles)))
+                print(f"{args.file}: {len(profiles)} valid profile(s): " + ", ".join(sorted(profiles))
+                      + knowledge_summary(documents))
                 return 0
-            print("\n".join(apply_profiles(bootstrap.profiles().put, raw, utcnow())))
+            store, embedder = lazy_knowledge(settings, lambda: bootstrap.store().client,
+                                             bootstrap.secrets().openai_api_key)
+            profiles_store = bootstrap.profiles()
+            print("\n".join(apply_with_knowledge(profiles_store.put, profiles_store.stored(), raw, documents, store,
+                                                 embedder, settings, utcnow)))
             return 0
         hold = getattr(args, "hold_subscription", "")
         deps = AdminDeps(settings, bootstrap.store(), bootstrap.pseudonyms(), bootstrap.queue, utcnow,

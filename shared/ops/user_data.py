@@ -98,6 +98,9 @@ def show_conversation(deps: AdminDeps, user: str, cid: str, business: str, conv:
         extra += [f"by {entry.by}"] if entry.by else []
         extra += [decided] if decided else []
         extra += [entry.reason] if entry.reason else []
+        if entry.knowledge_version:
+            extra += ["knowledge: unknown reply, nothing close enough" if entry.knowledge_unknown else
+                      f"knowledge: {', '.join(entry.knowledge_chunks) or 'nothing close enough'}"]
         lines.append(f"    {sid:34}  {when(entry.received_at)}  {entry.status or '?':13}  {'; '.join(extra)}")
     return "\n".join(lines)
 

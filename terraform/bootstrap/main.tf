@@ -19,7 +19,7 @@ locals {
     }
     profiles = {
       display_name = "Business profiles applier (cloudbuild-profiles.yaml)"
-      description  = "Runs the deployed image to validate and write the business profiles file; Firestore documents, logs and the uploaded source only."
+      description  = "Runs the deployed image to evaluate and write the business profiles file and its knowledge; Firestore documents, the OpenAI key, logs and the uploaded source only."
     }
   }
 }

@@ -102,5 +102,12 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
     for name in ("webhook", "processor", "sender", "floor"):
         assert _n(cold[name]["first_response_ms"]) > 0, name
 
+    knowledge = results["knowledge"]
+    assert knowledge["plain_same_as_figure_4"], knowledge["plain"]["per_message"]
+    assert knowledge["plain"]["per_message"]["openai_embedding_calls"] == 0
+    assert knowledge["knowledge"]["per_message"]["openai_embedding_calls"] == 1
+    assert knowledge["knowledge"]["per_message"]["firestore_knowledge_reads"] >= 1
+    assert knowledge["apply"]["chunks"] > 0 and knowledge["apply"]["again_embedding_requests"] == 0
+
     goals = results["goals"]
     assert len(goals) >= 5 and all(isinstance(goal["pass"], bool) for goal in goals)

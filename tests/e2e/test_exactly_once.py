@@ -127,6 +127,30 @@ def test_processor_crash_at_each_step_completes_once(pipeline, ledger, restart, 
     assert len(pipeline.model_requests_for(text)) == (2 if point == "after_ai" else 1)
 
 
+def test_a_crash_between_the_claim_and_the_answer_searches_the_documents_once_per_attempt(
+        pipeline, ledger, restart, tmp_path) -> None:  # noqa: ANN001
+    """A business with knowledge: the search is part of answering, after the claim and before the answer write.
+
+    What is guaranteed: at most one embedding call and one vector query per
+    answer attempt (claim); a crash after them makes the redelivery's new
+    attempt search again, and the answer is still sent exactly once.
+    """
+    from tests.e2e.knowledge_world import apply_knowledge, embedded, new_business
+
+    business = new_business()
+    apply_knowledge(pipeline, tmp_path, {business: {"name": "Grounded", "knowledge": ["prices.md"]}},
+                    {"prices.md": "# Prices\n\nSourdough loaf: 4.50 €.\n"})
+    restart("processor", TEST_FAULT_POINTS="after_ai")
+    ledger.faults_injected += 1
+    user = unique_user()
+    text = "crash while grounded: how much is the sourdough?"
+    _, sid, _ = pipeline.post(user, text, to=business)
+    assert_exactly(pipeline, ledger, user, ["4.50 €. — from Prices"])
+    entry = pipeline.entry(user, sid, business)
+    assert entry.attempts == 2 and entry.knowledge_chunks == ["prices.md#1"]
+    assert embedded(pipeline, text) == entry.attempts == len(pipeline.model_requests_for(text))
+
+
 @pytest.mark.parametrize("point", ["before_send", "after_send"])
 def test_sender_crash_around_the_twilio_call_sends_once(pipeline, ledger, restart, point) -> None:
     restart("sender", TEST_FAULT_POINTS=point)

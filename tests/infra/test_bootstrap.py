@@ -119,32 +119,35 @@ def check_pubsub_agent_created_first(deploy: Deploy) -> None:
     )
 
 
-def _profiles_step(deploy: Deploy) -> dict[str, Any]:
+def _profiles_steps(deploy: Deploy) -> list[dict[str, Any]]:
+    """The build's steps: the golden-question evaluation (knowledge base), then the apply, last."""
     steps = yaml.safe_load(deploy.profiles_build)["steps"]
-    assert len(steps) == 1, "cloudbuild-profiles.yaml has one step"
-    return steps[0]
+    assert steps and steps[-1].get("id") == "profiles-apply", "cloudbuild-profiles.yaml ends with profiles-apply"
+    assert steps[-1]["args"][:3] == ["-m", "shared.ops.admin", "profiles-apply"], steps[-1]
+    return steps
 
 
-def imported_by_profiles_step(deploy: Deploy, scratch: Path) -> str:
-    """Which shared/ the profiles step imports, "image" or "workspace", started as Cloud Build starts it.
+def imported_by_profiles_step(deploy: Deploy, scratch: Path, step: dict[str, Any]) -> str:
+    """Which shared/ a profiles build step imports, "image" or "workspace", started as Cloud Build starts it.
 
     Cloud Build runs the step's container with its working directory at
     ``dir`` (absolute, or under /workspace; /workspace by default) and the
     image's ENV; ``python -m`` puts that directory first on sys.path. Here
-    /workspace (the uploaded checkout) and the image's WORKDIR each get a
-    shared/ops/admin.py that says which it is.
+    /workspace (the uploaded checkout) and the image's WORKDIR each get the
+    step's module (shared/ops/...) that says which it is.
     """
-    step = _profiles_step(deploy)
-    assert step.get("entrypoint") == "python" and step["args"][:2] == ["-m", "shared.ops.admin"], step
+    assert step.get("entrypoint") == "python" and step["args"][0] == "-m", step
+    module = str(step["args"][1])
+    assert module.startswith("shared.ops."), f"the step runs {module}, not an operator command of shared/ops"
     workdir = re.findall(r"^WORKDIR\s+(\S+)", deploy.dockerfile, re.MULTILINE)[-1]
     pythonpath = re.search(r"\bPYTHONPATH=(\S+)", deploy.dockerfile)
     places = {"/workspace": scratch / "workspace", workdir: scratch / "image"}
     for where, folder in places.items():
-        (folder / "shared" / "ops").mkdir(parents=True)
+        (folder / "shared" / "ops").mkdir(parents=True, exist_ok=True)
         (folder / "shared" / "__init__.py").write_text("")
         (folder / "shared" / "ops" / "__init__.py").write_text("")
         said = "workspace" if where == "/workspace" else "image"
-        (folder / "shared" / "ops" / "admin.py").write_text(f"print({said!r})\n")
+        (folder / (module.replace(".", "/") + ".py")).write_text(f"print({said!r})\n")
 
     def local(path: str) -> str:
         for where, folder in places.items():
@@ -157,7 +160,7 @@ def imported_by_profiles_step(deploy: Deploy, scratch: Path) -> str:
     Path(local(cwd)).mkdir(parents=True, exist_ok=True)  # docker run -w creates it
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": local(pythonpath.group(1)) if pythonpath else ""}
     result = subprocess.run(
-        [sys.executable, "-m", "shared.ops.admin"], cwd=local(cwd), env=env, capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", module], cwd=local(cwd), env=env, capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
@@ -172,11 +175,12 @@ def check_profiles_build(deploy: Deploy, scratch: Path) -> None:
     assert ("profiles", "bucket:source", "roles/storage.objectViewer") in boot_grants(deploy), (
         "wa-profiles cannot read the uploaded source"
     )
-    assert _profiles_step(deploy)["name"] == DEPLOYED_IMAGE, "the profiles step does not run in the deployed image"
-    imported = imported_by_profiles_step(deploy, scratch)
-    assert imported == "image", (
-        f"the profiles step imports the uploaded checkout's shared/ ({imported}), not the image's"
-    )
+    for n, step in enumerate(_profiles_steps(deploy)):
+        assert step["name"] == DEPLOYED_IMAGE, f"the profiles step {step.get('id')} does not run in the deployed image"
+        imported = imported_by_profiles_step(deploy, scratch / str(n), step)
+        assert imported == "image", (
+            f"the profiles step {step.get('id')} imports the uploaded checkout's shared/ ({imported}), not the image's"
+        )
 
 
 CHECKS: list[Callable[[Deploy], None]] = [check_bootstrap, check_deployer_roles, check_pubsub_agent_created_first]

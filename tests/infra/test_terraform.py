@@ -584,12 +584,15 @@ def check_secret_access(config: TfConfig) -> None:
             secret = re.search(rf'{re.escape(SECRET)}\["([a-z_]+)"\]\.', str(body.get("secret_id")))
             assert secret, f"accessor binding on an unknown secret: {body.get('secret_id')}"
             for member in body.get("members") or [body.get("member")]:
-                account = re.fullmatch(rf'{re.escape(IDENTITY)}\["([a-z_]+)"\]\.member', str(member))
+                # Ours: a runtime identity, or the profiles build's account (terraform/bootstrap).
+                account = re.fullmatch(rf'{re.escape(IDENTITY)}\["([a-z_]+)"\]\.member'
+                                       r"|data\.google_service_account\.(profiles)\.member", str(member))
                 assert account, f"secret {secret.group(1)} is granted to {member}, not to one of our service accounts"
-                access.setdefault(secret.group(1), set()).add(account.group(1))
+                access.setdefault(secret.group(1), set()).add(account.group(1) or account.group(2))
     assert access == {
         "twilio_auth_token": {"webhook", "sender", "processor"},
-        "openai_api_key": {"processor"},
+        # The profiles build embeds the knowledge documents (knowledge.tf).
+        "openai_api_key": {"processor", "profiles"},
         "address_hash_key": {"webhook", "processor", "sender", "reconciler", "outbound", "inbox"},
         # Checked by the private services, written into every task by those that create tasks.
         "caller_key": {"processor", "sender", "reconciler", "outbound", "inbox"},

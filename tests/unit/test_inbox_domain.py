@@ -115,7 +115,7 @@ def test_failures_and_unknown_replies_need_a_person_until_answered_properly() ->
     assert view.summary("c", from_document(doc), NOW).attention.reasons == ("failed",)
     messages["SM2"] = {"status": "sent", "receivedAt": ago(3)}
     assert view.summary("c", from_document(doc), NOW).attention.reasons == ()
-    messages["SM3"] = {"status": "sent", "receivedAt": ago(2), "decided": {"kind": "reply", "reason": "unknown_reply"}}
+    messages["SM3"] = {"status": "sent", "receivedAt": ago(2), "knowledgeUnknown": True}
     assert view.summary("c", from_document(doc), NOW).attention == view.Attention(("unknown",), ago(2))
     messages["SM4"] = {"status": "dead_lettered", "receivedAt": ago(1)}
     assert set(view.summary("c", from_document(doc), NOW).attention.reasons) == {"failed", "unknown"}
