@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from shared.env_values import ConfigError, _bool, _callers, _float, _int, _list, _text
+from shared.inbox_settings import InboxSettings, inbox_values
 
 __all__ = ["CALLER_PROOFS", "ConfigError", "DEFAULT_FALLBACK_REPLY", "DEFAULT_SYSTEM_PROMPT", "GOOGLE_CERTS_URL",
            "Settings", "get_settings"]
@@ -30,8 +31,8 @@ DEFAULT_FALLBACK_REPLY = (
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Everything the three functions need to know about their environment."""
+class Settings(InboxSettings):
+    """Everything the functions need to know about their environment (the inbox's fields: shared/inbox_settings.py)."""
 
     project_id: str = "local-project"
     log_level: str = "INFO"
@@ -163,22 +164,6 @@ class Settings:
     # host:port of a Secret Manager stand-in (plaintext gRPC); unset in the cloud.
     secret_manager_emulator_host: str = ""
 
-    # The inbox (docs/decisions/0021-inbox-sign-in.md): its public URL (where Google posts the
-    # sign-in, and Secure cookies when it is https), the Sign in with Google client whose ID
-    # tokens it accepts, the script that draws the button, who operates it, how long a
-    # session lasts, the key that signs sessions, how often an open inbox asks for news,
-    # and the hold subscription its operators replay dead letters from.
-    inbox_url: str = ""
-    inbox_oauth_client_id: str = ""
-    inbox_signin_script_url: str = "https://accounts.google.com/gsi/client"
-    inbox_operators: tuple[str, ...] = ()
-    inbox_session_seconds: int = 8 * 3600
-    inbox_session_key_secret: str = "inbox-session-key"
-    inbox_poll_seconds: float = 3.0
-    dead_letter_hold_subscription: str = "inbound-messages-dead-letter-hold"
-    # The processor's: where a handoff's notice task goes (the inbox's run.app URL; empty: no notices).
-    inbox_tasks_url: str = ""
-
     # Fault injection for tests only; empty in every real deployment
     test_fault_points: tuple[str, ...] = ()
     # Log this process's cumulative external calls after each request (benchmarks)
@@ -279,16 +264,7 @@ class Settings:
             caller_proof=_text(env, "CALLER_PROOF").lower(),
             auth_certs_url=_text(env, "AUTH_CERTS_URL", d.auth_certs_url),
             secret_manager_emulator_host=_text(env, "SECRET_MANAGER_EMULATOR_HOST"),
-            inbox_url=_text(env, "INBOX_URL").rstrip("/"),
-            inbox_oauth_client_id=_text(env, "INBOX_OAUTH_CLIENT_ID"),
-            inbox_signin_script_url=_text(env, "INBOX_SIGNIN_SCRIPT_URL", d.inbox_signin_script_url),
-            inbox_operators=tuple(e.lower() for e in _list(env, "INBOX_OPERATORS")),
-            inbox_session_seconds=_int(env, "INBOX_SESSION_SECONDS", d.inbox_session_seconds, 300, 7 * 24 * 3600),
-            inbox_session_key_secret=_text(env, "INBOX_SESSION_KEY_SECRET", d.inbox_session_key_secret),
-            inbox_poll_seconds=_float(env, "INBOX_POLL_SECONDS", d.inbox_poll_seconds, 1.0, 60.0),
-            dead_letter_hold_subscription=_text(env, "PUBSUB_DEAD_LETTER_HOLD_SUBSCRIPTION",
-                                                d.dead_letter_hold_subscription),
-            inbox_tasks_url=_text(env, "INBOX_TASKS_URL").rstrip("/"),
+            **inbox_values(env),
             test_fault_points=_list(env, "TEST_FAULT_POINTS"),
             log_usage=_bool(env, "LOG_USAGE", False),
         )._checked()
@@ -311,11 +287,6 @@ class Settings:
                 f"got {self.caller_proof!r}: Cloud Run removes the token's signature, so something else must prove "
                 "the request came through Google"
             )
-        for url in (self.inbox_url, self.inbox_signin_script_url):
-            if url and not url.startswith(("https://", "http://")):
-                raise ConfigError(f"INBOX_URL and INBOX_SIGNIN_SCRIPT_URL must be http(s) URLs, got {url!r}")
-        if any("@" not in email for email in self.inbox_operators):
-            raise ConfigError(f"INBOX_OPERATORS must be e-mail addresses, got {', '.join(self.inbox_operators)}")
         if self.burst_window_seconds > 0 and not self.processor_url:
             raise ConfigError("BURST_WINDOW_SECONDS > 0 needs PROCESSOR_URL, where a burst's answer task is delivered")
         return self
