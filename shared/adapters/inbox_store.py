@@ -126,8 +126,9 @@ class InboxReader:
         self.ops.add(reads=1)
         return _stored(snap) if snap.exists else None
 
-    def directory(self) -> tuple[Business, ...]:
-        """Every business with its name and staff, from the stored profiles; kept ``directory_ttl_seconds``.
+    def directory(self, fresh: bool = False) -> tuple[Business, ...]:
+        """Every business with its name and staff, from the stored profiles; kept ``directory_ttl_seconds``
+        unless ``fresh`` (a handoff's notice must not miss a webhook added since the last read).
 
         One read per profile per period while someone uses the inbox. A
         profile whose inbox keys do not validate (edited by hand) keeps its
@@ -135,7 +136,7 @@ class InboxReader:
         """
         now = self._clock()
         cached = self._directory
-        if cached is not None and now - cached[0] < self._ttl:
+        if cached is not None and now - cached[0] < self._ttl and not fresh:
             return cached[1]
         found: dict[str, Business] = {}
         snaps = list(self.client.collection(self._profiles).select(DIRECTORY_FIELDS).stream())

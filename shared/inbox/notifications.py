@@ -17,6 +17,7 @@ from typing import Callable
 from flask import Flask, Request, Response, jsonify, request
 
 from shared.adapters.webhook_notifier import NotifyRefused, NotifyRetry
+from shared.domain.staff import Business
 from shared.domain.notify import MAX_NOTIFY_ATTEMPTS, HandoffNotice, handoff_message
 from shared.inbox.deps import InboxDeps
 from shared.log import mask_address
@@ -36,7 +37,12 @@ def register(app: Flask, deps: InboxDeps, authorize: Callable[[Request], str | N
             return jsonify({"outcome": "malformed"}), 200
         fields = {"conversation": notice.conversation_id[:12], "sid": notice.sid,
                   "business": mask_address(notice.business)}
-        business = next((b for b in deps.reader.directory() if b.address == notice.business), None)
+        def find(fresh: bool) -> Business | None:
+            return next((b for b in deps.reader.directory(fresh) if b.address == notice.business), None)
+
+        business = find(False)
+        if business is None or not business.notify_webhook:
+            business = find(True)  # one read per handoff at most: the webhook may be newer than the cached list
         if business is None or not business.notify_webhook:
             log.info("no notify_webhook: staff not notified", extra={"event": "notify_skipped", **fields})
             return jsonify({"outcome": "skipped"}), 200

@@ -39,7 +39,7 @@ class StoreReader:
 
     changed = paused = lambda self, business, *args: self.recent(business, 50)  # noqa: E731
 
-    def directory(self) -> tuple[Business, ...]:
+    def directory(self, fresh: bool = False) -> tuple[Business, ...]:
         return (Business(SHOP, "Shop", (ANA,)), Business(CLINIC, "Clinic", (DESK,)))
 
 

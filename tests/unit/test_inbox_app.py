@@ -46,6 +46,8 @@ class Reader:
     docs: dict[str, dict[str, Any]] = field(default_factory=dict)
     businesses: tuple[Business, ...] = ()
     queries: list[tuple[str, str]] = field(default_factory=list)
+    # What a cached directory still says (None: always current); a fresh read sees ``businesses``.
+    stale: tuple[Business, ...] | None = None
 
     def _of(self, business: str) -> list[StoredConversation]:
         return [StoredConversation(k, v, v["updatedAt"].isoformat()) for k, v in self.docs.items()
@@ -67,8 +69,8 @@ class Reader:
         data = self.docs.get(conversation_id)
         return StoredConversation(conversation_id, data, data["updatedAt"].isoformat()) if data else None
 
-    def directory(self) -> tuple[Business, ...]:
-        return self.businesses
+    def directory(self, fresh: bool = False) -> tuple[Business, ...]:
+        return self.businesses if fresh or self.stale is None else self.stale
 
 
 @dataclass

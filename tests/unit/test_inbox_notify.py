@@ -83,10 +83,12 @@ class RecordingNotifier:
         return 200
 
 
-def _client(notifier: RecordingNotifier, authorized: bool = True) -> Any:
+def _client(notifier: RecordingNotifier, authorized: bool = True, stale: bool = False) -> Any:
     world = make_world("https://inbox.example.com")
     world.reader.businesses = (Business(BAKERY, "Panadería Sol", (), "https://chat.example/hook"),
                                Business(CLINIC, "Clínica Norte", ()))
+    if stale:  # the cached directory predates the bakery's notify_webhook
+        world.reader.stale = (Business(BAKERY, "Panadería Sol", ()), Business(CLINIC, "Clínica Norte", ()))
 
     def authorize(request: Any) -> str:
         if not authorized:
@@ -94,6 +96,12 @@ def _client(notifier: RecordingNotifier, authorized: bool = True) -> Any:
         return "tasks-invoker@p.iam.gserviceaccount.com"
 
     return create_app(replace(world.deps, notifier=notifier, authorize_task=authorize)).test_client()
+
+
+def test_a_webhook_newer_than_the_cached_directory_is_still_notified() -> None:
+    notifier = RecordingNotifier()
+    answer = _client(notifier, stale=True).post("/tasks/notify", data=NOTICE.to_json())
+    assert answer.get_json() == {"outcome": "sent"} and [url for url, _ in notifier.posted] == ["https://chat.example/hook"]
 
 
 def test_the_task_endpoint_notifies_once_per_task(caplog: pytest.LogCaptureFixture) -> None:
