@@ -314,8 +314,13 @@ def _duration_seconds(value: Any) -> float:
     return float(match.group(1))
 
 
+def _settings_source() -> str:
+    """shared/config.py and the inbox's part of the same Settings (shared/inbox_settings.py)."""
+    return "\n".join((REPO / "shared" / name).read_text() for name in ("config.py", "inbox_settings.py"))
+
+
 def _config_env_names() -> set[str]:
-    source = (REPO / "shared" / "config.py").read_text()
+    source = _settings_source()
     names = set(re.findall(r'_(?:text|int|float|bool|list|callers)\(\s*env,\s*"([A-Z0-9_]+)"', source))
     assert "PUBSUB_TOPIC" in names, "could not read the variable names from shared/config.py"
     return names
@@ -1092,7 +1097,7 @@ def check_variable_limits(config: TfConfig) -> None:
 
 def _config_bounds() -> dict[str, tuple[float, float]]:
     """The lo..hi range shared/config.py accepts for each numeric setting."""
-    source = (REPO / "shared" / "config.py").read_text()
+    source = _settings_source()
     bounds = {}
     for name, lo, hi in re.findall(r'_(?:int|float)\(\s*env,\s*"([A-Z0-9_]+)",\s*[^,]+,\s*([^,]+?),\s*([^)]+?)\)', source):
         values = []
