@@ -35,12 +35,15 @@ _REFUSALS = {
 
 
 def register(app: Flask, deps: InboxDeps) -> None:
-    def conversation(cid: str, access: Access) -> StoredConversation | None:
+    def conversation(cid: str) -> tuple[Access, StoredConversation | None]:
+        """The signed-in person, after the change's checks, and the conversation if they may act on it."""
+        access = current(deps)
+        check_origin_and_token(deps)
         found = deps.reader.get(cid) if CONVERSATION_ID.fullmatch(cid) else None
         if found is None or not access.may_see(found.conversation.business):
             audit("forbidden", access.email, "acted on a conversation it may not see", conversation=cid[:12])
-            return None
-        return found
+            return access, None
+        return access, found
 
     def body() -> dict[str, Any]:
         payload = request.get_json(silent=True)
@@ -48,9 +51,7 @@ def register(app: Flask, deps: InboxDeps) -> None:
 
     @app.post("/api/conversations/<cid>/reply")
     def reply(cid: str) -> tuple[Response, int]:
-        access = current(deps)
-        check_origin_and_token(deps)
-        found = conversation(cid, access)
+        access, found = conversation(cid)
         if found is None:
             return jsonify({"error": "no such conversation"}), 404
         assert deps.store is not None and deps.queue is not None and deps.ids is not None
@@ -76,9 +77,7 @@ def register(app: Flask, deps: InboxDeps) -> None:
 
     @app.post("/api/conversations/<cid>/take-over")
     def take_over(cid: str) -> tuple[Response, int]:
-        access = current(deps)
-        check_origin_and_token(deps)
-        found = conversation(cid, access)
+        access, found = conversation(cid)
         if found is None:
             return jsonify({"error": "no such conversation"}), 404
         assert deps.store is not None
@@ -99,9 +98,7 @@ def register(app: Flask, deps: InboxDeps) -> None:
 
     @app.post("/api/conversations/<cid>/hand-back")
     def hand_back(cid: str) -> tuple[Response, int]:
-        access = current(deps)
-        check_origin_and_token(deps)
-        found = conversation(cid, access)
+        access, found = conversation(cid)
         if found is None:
             return jsonify({"error": "no such conversation"}), 404
         assert deps.store is not None
