@@ -2,10 +2,11 @@
 
 On the running bench stack, a business is given a small knowledge set (the
 bakery's documents of profiles.example.yaml, applied as profiles-apply
-applies them). Then, one at a time and from new users, plain text messages to
-the stack's default business (no knowledge) and questions to the business
-with knowledge alternate; each batch is counted from the functions' usage
-lines (figure 4's method), and each message timed from its POST to its reply.
+applies them). Then, one at a time and from new users, a batch of plain text
+messages to the stack's default business (no knowledge), then a batch of
+questions to the business with knowledge; each batch is counted from the
+functions' usage lines (figure 4's method, which needs a batch between two
+marks), and each message timed from its POST to its reply.
 The plain batch must cost exactly what figure 4 measured, with 0 embedding
 calls and 0 knowledge reads; the knowledge batch shows the embedding call,
 the vector query's reads (one per chunk returned) and the latency they add.

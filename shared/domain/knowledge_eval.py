@@ -185,8 +185,12 @@ def score(golden: GoldenSet, outcomes: Sequence[Outcome], unknown_reply: str, ti
         if not outcome.hit:
             result.failures.append(f"{q.ask!r} expected {q.source}: retrieved {seen}; replied «{said}»")
         elif not outcome.cited:
-            wanted = f"\"— from {outcome.title}\"" + (f" and {q.phrase!r}" if q.phrase else "")
-            result.failures.append(f"{q.ask!r} found {q.source} but the reply does not say {wanted}: «{said}»")
+            text = outcome.reply.lower()
+            named = bool(outcome.title) and outcome.title.lower() in text
+            missing = [] if named else [f"\"— from {outcome.title or q.source}\""]
+            missing += [repr(q.phrase)] if q.phrase and q.phrase.lower() not in text else []
+            result.failures.append(f"{q.ask!r} found {q.source} but the reply does not say "
+                                   f"{' or '.join(missing)}: «{said}»")
     return result
 
 

@@ -34,7 +34,7 @@ from typing import Callable
 
 from shared.adapters.knowledge_search import KnowledgeMismatch
 from shared.domain.conversation import Conversation
-from shared.domain.knowledge import note_grounding
+from shared.domain.knowledge import KnowledgeSet, note_grounding
 from shared.domain.knowledge_prompt import Retrieved, plan_answer
 from shared.domain.profiles import BusinessProfile
 from shared.domain.turns import Turn
@@ -105,10 +105,10 @@ class GroundedModel:
     def transcribe(self, data: bytes, filename: str, content_type: str, model: str) -> str:
         return self._deps.model.transcribe(data, filename, content_type, model=model)  # type: ignore[attr-defined]
 
-    def _search(self, knowledge: object, text: str, budget: float) -> list[Retrieved]:
+    def _search(self, knowledge: KnowledgeSet, text: str, budget: float) -> list[Retrieved]:
         assert self._deps.knowledge is not None
         try:
-            return self._deps.knowledge.search(self._profile.address, knowledge, text, budget)  # type: ignore[arg-type]
+            return self._deps.knowledge.search(self._profile.address, knowledge, text, budget)
         except KnowledgeMismatch as exc:
             # Searching again cannot fix it; the documents are not used, never guessed from.
             log.error("knowledge set not searchable with this deployment's embeddings",

@@ -5,7 +5,8 @@ reply travels the whole pipeline, and the ticks come from the status callbacks
 the Twilio stand-in sends to the webhook. Each element the page promises
 (business picker, several users side by side, text, image, typing indicator,
 ticks, a message's trip, failures, dead letters with replay, hand-off) has an
-assertion that fails if it breaks.
+assertion that fails if it breaks. One test starts ``make dev``'s stack of its
+own with the example profiles: the knowledge base as a business owner sees it.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ import struct
 import uuid
 import zlib
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 from google.cloud import firestore
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from devstack.stack import Stack
+from devstack.stack import ROOT, Stack
+from tests.e2e.test_stack_cli import StackProcess
 
 CHROMIUM = "/usr/bin/chromium"
 # Debian's chromium, never a downloaded browser build (none can be fetched on our machines).
@@ -156,6 +159,8 @@ def test_chat_page_text_image_ticks_trip_and_operations(page: Page, stack: Stack
     expect(tasks).to_have_count(1)
     expect(tasks.first.locator("td").nth(3)).to_have_text("succeeded")
     expect(drawer.get_by_test_id("trip-failure")).to_have_text("no failure record")
+    # The default business has no knowledge base: the trip says so (with one, it names the chunk ids).
+    expect(drawer.get_by_test_id("trip-knowledge")).to_have_text("no knowledge used")
     expect(drawer.get_by_test_id("trip-twilio")).to_contain_text("read (200)")
     expect(drawer.get_by_test_id("trip-events")).to_contain_text("answered")
     page.get_by_test_id("drawer-close").click()
@@ -256,3 +261,40 @@ def test_dead_letters_list_and_replay_runs_the_operator_command(page: Page, stac
 def test_the_page_is_served_on_loopback_only(stack: Stack) -> None:
     assert stack.simulator is not None
     assert stack.simulator.url.startswith("http://127.0.0.1:")
+
+
+def test_make_dev_with_the_example_profiles_answers_the_sourdough_and_the_trip_names_the_chunk(
+        browser: Browser, tmp_path: Path) -> None:
+    """``BUSINESS_PROFILES_FILE=profiles.example.yaml make dev``, on a stack of its own: both businesses' documents
+    applied at start, the offline model and embeddings, the bakery's price quoted with its source in the chat page,
+    and the message's trip naming the chunk the model was given."""
+    stack = StackProcess(tmp_path, {"BUSINESS_PROFILES_FILE": str(ROOT / "profiles.example.yaml")})
+    try:
+        stack.ready_line()
+        progress = stack.progress()
+        assert "OFFLINE MODEL" in progress
+        assert "knowledge/bakery/prices.md added" in progress and "knowledge/clinic/services.md added" in progress
+        simulator = stack.before_ready[0]
+        assert simulator.startswith("SIMULATOR ")
+        context = browser.new_context(viewport={"width": 1400, "height": 820})
+        context.set_default_timeout(PAGE_TIMEOUT_MS)
+        page = context.new_page()
+        try:
+            page.goto(simulator.split(" ", 1)[1])
+            bakery = "whatsapp:+14155238886"
+            page.get_by_test_id("business-picker").select_option(bakery)
+            pane = page.get_by_test_id("chat-pane").first
+            pane.get_by_test_id("message-input").fill("how much is the sourdough?")
+            pane.get_by_test_id("send").click()
+            answer = pane.locator("[data-direction=bot]").filter(has_text="4.50 €")
+            expect(answer).to_have_count(1, timeout=REPLY_TIMEOUT_MS)
+            expect(answer.get_by_test_id("body")).to_contain_text("Sourdough loaf")
+            expect(answer.get_by_test_id("body")).to_contain_text("— from Prices")
+            _last(page, 0, "user").click()
+            knowledge = page.get_by_test_id("drawer").get_by_test_id("trip-knowledge")
+            expect(knowledge).to_contain_text("knowledge: knowledge/bakery/prices.md#")
+            expect(knowledge).to_contain_text("(version ")
+        finally:
+            context.close()
+    finally:
+        stack.kill()

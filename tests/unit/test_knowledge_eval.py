@@ -77,6 +77,9 @@ def test_scores_count_hits_citations_and_refusals_and_show_each_failure() -> Non
     assert (result.refused, result.unknown) == (1, 2)
     assert len(result.failures) == 3
     assert "'Cake price?' found prices.md but the reply does not say \"— from Prices\"" in result.failures[0]
+    quoted = Outcome(q[0], (("prices.md#2", "prices.md", 0.3),), "Sourdough is 4.90 € — from Prices", True, "Prices")
+    [wrong_phrase] = score(golden, [quoted], "", ["Prices"]).failures
+    assert "does not say '4.50': «" in wrong_phrase, "only what the reply lacks is named"
     assert "'Returns?' expected policy.html: retrieved nothing" in result.failures[1]
     assert "'Weather?' should be refused: retrieved prices.md#1 (0.60)" in result.failures[2]
     lines, passed = report(golden, result, "Shop", 4)
