@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
 import pytest
@@ -323,3 +323,40 @@ def api_session(stack: Stack, email: str) -> tuple[requests.Session, str]:
                           allow_redirects=False, timeout=10)
     assert answer.status_code == 303, answer.text
     return session, session.get(f"{stack.inbox_url}/api/me", timeout=10).json()["csrf"]
+
+
+def test_outside_the_24_hour_window_the_box_offers_only_the_template(
+    browser: Browser, stack: Stack, pipeline  # noqa: ANN001
+) -> None:
+    """A customer who last wrote 25 hours ago: the box says only a template can go, free text is disabled
+    in the page and refused by the API, and the business's approved template is offered."""
+    tag = uuid.uuid4().hex[:6]
+    business, staff, customer = new_business(), f"luis-{tag}@panaderia.example", unique_user()
+    put_profile(pipeline, business, name=f"Obrador {tag}", staff=[staff], reengagement_content_sid="HX" + "ab" * 16)
+    pipeline.post(customer, "Are you open on Sunday?", to=business, ProfileName="Pablo")
+    wait_replies(pipeline, customer, business, 1)
+    cid = pipeline.conversation_id(customer, business)
+    pipeline.db.collection("conversations").document(cid).update(
+        {"lastInboundAt": datetime.now(timezone.utc) - timedelta(hours=25)})
+    context = _context(browser)
+    try:
+        page = sign_in(context, stack, staff)
+        page.get_by_test_id("conversation-item").filter(has_text="Pablo").click()
+        expect(page.get_by_test_id("window-closed")).to_contain_text("only a template can be sent")
+        expect(page.get_by_test_id("composer-note")).to_contain_text("Outside the 24-hour window")
+        expect(page.get_by_test_id("reply-text")).to_be_disabled()
+        expect(page.get_by_test_id("reply-send")).to_be_disabled()
+        expect(page.get_by_test_id("reply-template")).to_be_visible()
+        status = page.evaluate(
+            """async (cid) => {
+                const me = await (await fetch('/api/me')).json();
+                return (await fetch(`/api/conversations/${cid}/reply`, {method: 'POST',
+                    headers: {'Content-Type': 'application/json', 'X-CSRF-Token': me.csrf},
+                    body: JSON.stringify({key: 'outside-window-1', text: 'Hello again'})})).status;
+            }""",
+            cid,
+        )
+        assert status == 409
+        assert len(pipeline.replies(customer)) == 1
+    finally:
+        context.close()
