@@ -72,8 +72,9 @@ class InboxDeps:
         own = self.profile(business).reengagement_content_sid if self.profile is not None else ""
         return own or self.settings.reengagement_content_sid
 
-    def access(self, email: str) -> Access:
-        return access_for(email, self.reader.directory(), self.settings.inbox_operators)
+    def access(self, email: str, fresh: bool = False) -> Access:
+        """What ``email`` may see, from the cached directory or (``fresh``) the profiles as they are now."""
+        return access_for(email, self.reader.directory(fresh), self.settings.inbox_operators)
 
     @property
     def origin(self) -> str:

@@ -83,6 +83,9 @@ def register(app: Flask, deps: InboxDeps, now: Callable[[], float]) -> None:
             claimed = identity.email
             access = deps.access(identity.email)
             if not access.allowed:
+                # Perhaps added to a profile since the directory was cached: a verified account, one read.
+                access = deps.access(identity.email, fresh=True)
+            if not access.allowed:
                 raise SignInRejected(f"{identity.email} is not staff of any business here: ask the business "
                                      "to add it to staff: in its profile")
         except SignInUnavailable as exc:

@@ -70,7 +70,9 @@ class Reader:
         return StoredConversation(conversation_id, data, data["updatedAt"].isoformat()) if data else None
 
     def directory(self, fresh: bool = False) -> tuple[Business, ...]:
-        return self.businesses if fresh or self.stale is None else self.stale
+        if fresh:
+            self.stale = None  # a fresh read is the cache from then on, as InboxReader's
+        return self.businesses if self.stale is None else self.stale
 
 
 @dataclass
@@ -180,6 +182,12 @@ def test_another_business_is_neither_listed_nor_opened_nor_searched(world: World
     assert all(business == CLINIC for _, business in world.reader.queries)
     mine = world.client.get(f"/api/conversations?business={C}&q=hello").get_json()["conversations"]
     assert [c["id"] for c in mine] == [cid(3)]
+
+
+def test_staff_added_since_the_directory_was_cached_sign_in(world: World) -> None:
+    world.reader.stale = (Business(BAKERY, "Panadería Sol", ()), Business(CLINIC, "Clínica Norte", (DESK,)))
+    assert world.sign_in(ANA).status_code == 303
+    assert [b["address"] for b in world.me()["businesses"]] == [BAKERY]
 
 
 def test_people_who_are_not_staff_cannot_sign_in(world: World, caplog: pytest.LogCaptureFixture) -> None:
