@@ -29,6 +29,10 @@ COUNTERS = (
     # The channel (figure 8): inbound media fetched from Twilio, and typing indicators sent.
     "twilio_media_downloads",
     "twilio_typing_calls",
+    # Choices (figure 8): Content resources created, and their records read (once per cold process).
+    "twilio_content_creations",
+    "firestore_content_reads",
+    "firestore_content_writes",
     # The knowledge base (figure 12): 0 for a business without documents.
     "openai_embedding_calls",
     "firestore_knowledge_reads",

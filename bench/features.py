@@ -27,6 +27,7 @@ BURST_WINDOW_SECONDS = 1.0
 BURST_MESSAGES = 3
 BURST_GAP_SECONDS = 0.2
 START_DELAY_SECONDS = 0.3
+CHOICES_KEYWORD = "f8menu"
 # Counters compared with figure 4's text message: the profile cache and Secret Manager are not per message.
 SAME_AS_TEXT = ("firestore_reads", "firestore_writes", "pubsub_publishes", "tasks_created", "openai_calls",
                 "twilio_calls", "twilio_media_downloads", "twilio_typing_calls")
@@ -166,8 +167,39 @@ def costs(driver: Driver, log_dir: Path, n: int) -> tuple[dict[str, dict[str, An
     finally:
         twilio.send_callbacks = was_sending
         _restart(driver, ("webhook", "sender"), None, "f8-status-off")
+    out["choices"] = _choices(driver, log_dir, n)
     out["text_window_0"] = _batch(driver, log_dir, n, "text_window_0", _texts(driver, "f8-text0"))
     return out, callbacks
+
+
+def _choices(driver: Driver, log_dir: Path, n: int) -> dict[str, Any]:
+    """A menu keyword answered with buttons, by ``n`` new users: the Content resource is made by the first only.
+
+    The business's profile gets a menu (its keyword touches no other message) and the processor is
+    restarted so it reads it now; the sender starts cold, so its one records read is in the batch.
+    """
+    from datetime import datetime, timezone
+
+    from google.cloud import firestore
+
+    from shared.adapters.profile_store import FirestoreProfiles
+    from shared.domain.profiles import BusinessProfile
+
+    client = firestore.Client(project=driver.stack.options.project)
+    try:
+        FirestoreProfiles(lambda: client, "business_profiles", BusinessProfile(), 0).put(
+            driver.stack.options.twilio_whatsapp_from, {"menus": [{"id": "f8", "keywords": [CHOICES_KEYWORD],
+                "text": "What would you like?", "items": [{"id": f"o{i}", "title": f"Option {i}", "reply": f"o{i}"}
+                                                           for i in range(1, 4)]}]}, datetime.now(timezone.utc))
+    finally:
+        client.close()
+    _restart(driver, ("processor", "sender"), None, "f8-choices")
+
+    def one(user: str, i: int) -> None:
+        _post(driver, user, CHOICES_KEYWORD)
+        _wait_replies(driver, user, 1)
+
+    return _batch(driver, log_dir, n, "choices", one)
 
 
 def _wait_callbacks(driver: Driver, count: int, since: int, timeout: float = REPLY_TIMEOUT_SECONDS) -> None:

@@ -693,11 +693,15 @@ FEATURE_LABELS = {
     "typing": "typing indicator",
     "command": "command /help (no model call)",
     "opted_out": "opted-out user's message (ignored)",
+    "choices": "menu keyword answered with 3 buttons (Content resource made once)",
     "text_window_0": "text, BURST_WINDOW_SECONDS=0",
 }
 FEATURE_CALLS = (
     ("twilio_media_downloads", "Twilio media download"),
     ("twilio_typing_calls", "Twilio typing call"),
+    ("twilio_content_creations", "Content API creation"),
+    ("firestore_content_reads", "content record read"),
+    ("firestore_content_writes", "content record write"),
     ("openai_calls", "OpenAI"),
     ("twilio_calls", "Twilio send"),
     ("pubsub_publishes", "publish"),

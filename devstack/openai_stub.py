@@ -56,6 +56,7 @@ import argparse
 import email.parser
 import email.policy
 import hashlib
+import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -85,7 +86,8 @@ QUOTE_LIMIT = 300
 # A hung answer is released after this long even if the client never gives up.
 MAX_HANG_SECONDS = 300.0
 
-Responder = Callable[[list[dict[str, Any]]], str]
+# A text, or a function call {name, arguments} (sent only when the request offers that function).
+Responder = Callable[[list[dict[str, Any]]], str | dict[str, Any]]
 
 _ERROR_TYPES = {
     400: ("invalid_request_error", None),
@@ -329,12 +331,27 @@ class OpenAIStub(RecordingStub[ChatRequest]):
                 fail_status, "The server had an error while processing your request. Sorry about that!", headers=fail_headers
             )
         content = responder(messages)
+        offered = {t.get("function", {}).get("name") for t in body.get("tools") or [] if isinstance(t, dict)}
+        if isinstance(content, dict) and content.get("name") not in offered:
+            content = offline_reply(messages)  # a model calls only the functions it is offered
         return Response.json(200, self._completion(model, messages, content), {"x-request-id": "req_" + secrets.token_hex(16)})
 
+    def set_reply_call(self, name: str | None, arguments: Mapping[str, Any] | None = None) -> None:
+        """Answer by calling the function ``name`` with ``arguments`` when the request offers it; None restores
+        the offline model."""
+        call = {"name": name, "arguments": json.dumps(dict(arguments or {}))}
+        self.set_responder(None if name is None else (lambda _messages: call))
+
     @staticmethod
-    def _completion(model: str, messages: list[dict[str, Any]], content: str) -> dict[str, Any]:
+    def _completion(model: str, messages: list[dict[str, Any]], content: str | dict[str, Any]) -> dict[str, Any]:
         prompt_tokens = sum(_approx_tokens(message_text(m)) for m in messages)
+        call = content if isinstance(content, dict) else None
+        content = json.dumps(call) if call is not None else str(content)
         completion_tokens = _approx_tokens(content)
+        message: dict[str, Any] = {"role": "assistant", "content": None if call else content, "refusal": None,
+                                   "annotations": []}
+        if call is not None:
+            message["tool_calls"] = [{"id": "call_" + secrets.token_hex(12), "type": "function", "function": call}]
         return {
             "id": "chatcmpl-" + secrets.token_hex(12),
             "object": "chat.completion",
@@ -343,9 +360,9 @@ class OpenAIStub(RecordingStub[ChatRequest]):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": content, "refusal": None, "annotations": []},
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": "tool_calls" if call else "stop",
                 }
             ],
             "usage": {

@@ -36,6 +36,7 @@ from google.cloud import firestore
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from devstack.local_only import guard
+from devstack.twilio_content import tap_fields
 from devstack.twilio_stub import TwilioStubAdmin, inbound_message, new_sid, sign_and_post
 from shared.domain import conversation as conversation_rules
 from shared.domain.lifecycle import FINISHED
@@ -96,6 +97,9 @@ class Inbound:
     webhook_status: int
     media_url: str = ""
     content_type: str = ""
+    # A tap or a swipe-reply: the message it answers (its Twilio SID), and what kind of answer it is.
+    replied_sid: str = ""
+    tap: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -106,6 +110,8 @@ class Inbound:
             "webhook_status": self.webhook_status,
             "content_type": self.content_type,
             "media": f"/api/media/{self.sid}" if self.media_url else "",
+            "replied_sid": self.replied_sid,
+            "tap": self.tap,
         }
 
 
@@ -217,8 +223,12 @@ class Simulator:
 
     # Actions
 
-    def send(self, user: str, business: str, body: str, media: tuple[bytes, str] | None = None) -> Inbound:
-        """Post one inbound message to the webhook as Twilio would: media first goes to the Twilio stand-in."""
+    def send(self, user: str, business: str, body: str, media: tuple[bytes, str] | None = None,
+             replied_sid: str = "") -> Inbound:
+        """Post one inbound message to the webhook as Twilio would: media first goes to the Twilio stand-in.
+
+        ``replied_sid``: the message the user swipe-replied to (ours or their own), as Twilio names it.
+        """
         extra: dict[str, str] = {}
         media_url, content_type = "", ""
         if media is not None:
@@ -233,15 +243,49 @@ class Simulator:
             }
         else:
             sid = new_sid("SM")
-        params = inbound_message(
-            user, body, to=business, sid=sid, account_sid=self.config.account_sid, ProfileName="Simulator", **extra
-        )
-        status, _, _ = sign_and_post(self.config.webhook_url, params, self.config.auth_token)
-        sent = Inbound(sid, user, business, body, time.time(), status, media_url, content_type)
+        if replied_sid:
+            extra.update(OriginalRepliedMessageSid=replied_sid,
+                         OriginalRepliedMessageSender=self._sender_of(replied_sid, user) or business)
+        params = self._inbound_fields(user, body, to=business, sid=sid, **extra)
+        return self._post(Inbound(sid, user, business, body, time.time(), 0, media_url, content_type,
+                                  replied_sid=replied_sid), params)
+
+    def tap(self, user: str, business: str, message_sid: str, choice_id: str) -> Inbound:
+        """Tap a button or pick a list row of a message the bot sent: the webhook Twilio posts for it.
+
+        ``ValueError`` when that message offered no such choice (a phone cannot tap it either).
+        """
+        sent = next((m for m in self._twilio.messages()
+                     if m.sid == message_sid and m.to == user and m.from_ == business), None)
+        if sent is None or not sent.types:
+            raise ValueError("that message has no buttons or list")
+        sid = new_sid("SM")
+        params = tap_fields(sent.types, choice_id, message_sid, business, self._inbound_fields, user, sid)
+        kind = "list" if "ListId" in params else "button"
+        return self._post(Inbound(sid, user, business, params["Body"], time.time(), 0, replied_sid=message_sid,
+                                  tap=kind), params)
+
+    def _inbound_fields(self, user: str, body: str, to: str, sid: str, **extra: str) -> dict[str, str]:
+        return inbound_message(user, body, to=to, sid=sid, account_sid=self.config.account_sid,
+                               **{"ProfileName": "Simulator", **extra})
+
+    def _sender_of(self, replied_sid: str, user: str) -> str:
+        """Who sent the quoted message: the user, if it is one the page posted as them, else the bot's number."""
         with self._lock:
-            self._inbound.append(sent)
-        log.info("simulated message posted", extra={"event": "simulator_posted", "sid": sid, "http_status": status})
-        return sent
+            mine = next((m for m in self._inbound if m.sid == replied_sid), None)
+        if mine is not None:
+            return user
+        sent = next((m for m in self._twilio.messages() if m.sid == replied_sid), None)
+        return sent.from_ if sent is not None else ""
+
+    def _post(self, inbound: Inbound, params: Mapping[str, str]) -> Inbound:
+        status, _, _ = sign_and_post(self.config.webhook_url, params, self.config.auth_token)
+        inbound.webhook_status = status
+        with self._lock:
+            self._inbound.append(inbound)
+        log.info("simulated message posted", extra={"event": "simulator_posted", "sid": inbound.sid,
+                                                    "http_status": status})
+        return inbound
 
     def chat(self, user: str, business: str) -> dict[str, Any]:
         """One user's chat with one business: both sides in time order, ticks, and whether the bot is typing."""
@@ -262,6 +306,7 @@ class Simulator:
                     "at": sent.received_at,
                     "ticks": ticks.get(sent.sid, 0),
                     "in_reply_to": reply_to.get(sent.sid, ""),
+                    "types": dict(sent.types),
                 })
         items.sort(key=lambda item: item["at"])
         return {"messages": items, "typing": self._typing(mine, entries)}
@@ -484,8 +529,20 @@ class Simulator:
             if not user or not business or (not body.strip() and upload is None):
                 return jsonify({"error": "user, business and a text or a file are required"}), 400
             media = (upload.read(), upload.mimetype or "application/octet-stream") if upload is not None else None
-            sent = self.send(user, business, body, media)
+            sent = self.send(user, business, body, media, replied_sid=request.form.get("replied_sid", "").strip())
             return jsonify(sent.to_json()), 200
+
+        @app.post("/api/tap")
+        def tap() -> tuple[Response, int]:
+            form = request.form
+            fields = [form.get(k, "").strip() for k in ("user", "business", "message_sid", "choice_id")]
+            if not all(fields):
+                return jsonify({"error": "user, business, message_sid and choice_id are required"}), 400
+            try:
+                tapped = self.tap(*fields)
+            except ValueError as exc:
+                return jsonify({"error": str(exc)}), 404
+            return jsonify(tapped.to_json()), 200
 
         @app.get("/api/chat")
         def chat() -> Response:

@@ -62,6 +62,15 @@ Media, as Twilio serves an inbound message's media (HTTP Basic auth required):
 ``GET /2010-04-01/Accounts/{AccountSid}/Messages/{MM...}/Media/{ME...}``
     The stored bytes with their Content-Type.
 
+``POST /v1/Content``, ``GET /v1/Content/{HX...}`` (Twilio's Content API, same port)
+    Content resources created as twilio-python creates them, validated as
+    strictly as Twilio documents (devstack/twilio_content.py). A send naming
+    one as its ContentSid is accepted; its Message resource's body is the
+    content's body, and the stand-in records which content went out
+    (``content_sid``, ``types``), so the chat page can draw the buttons and a
+    test can tap one. ``POST /_stub/faults`` with ``"target": "content"`` fails
+    the next creations; ``GET /_stub/content-resources`` lists what was created.
+
 ``POST /v2/Indicators/Typing.json`` (Twilio's messaging API, same port)
     Form fields messageId, channel; HTTP Basic auth. Recorded; ``GET
     /_stub/typing`` lists them. ``fail_typing`` and ``fail_media`` program
@@ -111,6 +120,7 @@ from devstack.httpserver import (
     call_admin,
     serve_until_signalled,
 )
+from devstack.twilio_content import CONTENT_PATH, ContentStandIn, Refused, parse_body
 
 API_VERSION = "2010-04-01"
 MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account>[^/]+)/Messages\.json$")
@@ -162,6 +172,9 @@ class SentMessage:
     received_at: float
     status_callback: str | None = None
     params: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # A send with a Content API resource: its SID and its types (buttons, a list).
+    content_sid: str = ""
+    types: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -171,6 +184,8 @@ class SentMessage:
             "body": self.body,
             "status_callback": self.status_callback,
             "received_at": self.received_at,
+            "content_sid": self.content_sid,
+            "types": dict(self.types),
         }
 
     @classmethod
@@ -182,6 +197,8 @@ class SentMessage:
             body=str(data["body"]),
             received_at=float(data["received_at"]),
             status_callback=data.get("status_callback"),
+            content_sid=str(data.get("content_sid") or ""),
+            types=dict(data.get("types") or {}),
         )
 
 
@@ -276,6 +293,8 @@ class TwilioStub(RecordingStub[SentMessage]):
         self._media: dict[str, StoredMedia] = {}
         # Content templates of this account: Content SID → body with {{n}} variables.
         self._content: dict[str, str] = {}
+        # Content resources made through the Content API.
+        self.content_api = ContentStandIn()
         self._typing: list[dict[str, Any]] = []
         # Off: no automatic status callbacks, so a test can post its own, in any order.
         self.send_callbacks = True
@@ -315,6 +334,9 @@ class TwilioStub(RecordingStub[SentMessage]):
         sid = params.get("ContentSid", "")
         if not sid:
             return params.get("Body", "")
+        created = self.content_api.get(sid)
+        if created is not None:
+            return created.body
         with self._lock:
             template = self._content.get(sid) if CONTENT_SID.fullmatch(sid) else None
         if template is None:
@@ -458,6 +480,7 @@ class TwilioStub(RecordingStub[SentMessage]):
             self._typing_faults.clear()
             self._media_faults.clear()
             self._delay_seconds = 0.0
+        self.content_api.clear_faults()
 
     def _take_fault(self, params: dict[str, str], disconnect: bool) -> _Fault | None:
         with self._lock:
@@ -473,6 +496,7 @@ class TwilioStub(RecordingStub[SentMessage]):
         return None
 
     def _record(self, params: dict[str, str], body: str) -> SentMessage:
+        created = self.content_api.get(params.get("ContentSid", ""))
         message = SentMessage(
             sid=new_sid("SM"),
             to=params.get("To", ""),
@@ -481,6 +505,8 @@ class TwilioStub(RecordingStub[SentMessage]):
             received_at=time.time(),
             status_callback=params.get("StatusCallback") or None,
             params=dict(params),
+            content_sid=created.sid if created is not None else "",
+            types=dict(created.types) if created is not None else {},
         )
         self._add_record(message)
         self._schedule_callbacks(message)
@@ -494,6 +520,9 @@ class TwilioStub(RecordingStub[SentMessage]):
             return self._serve_media(request, media)
         if request.path == TYPING_PATH:
             return self._typing_indicator(request)
+        content = CONTENT_PATH.match(request.path)
+        if content is not None:
+            return self._content_request(request, content.group("sid"))
         match = MESSAGES_PATH.match(request.path)
         if match is None:
             return twilio_error(404, 20404, f"The requested resource {request.path} was not found")
@@ -576,6 +605,25 @@ class TwilioStub(RecordingStub[SentMessage]):
         ):
             return twilio_error(404, 20404, f"The requested resource {request.path} was not found")
         return Response(200, media.data, {"Content-Type": media.content_type})
+
+    def _content_request(self, request: Request, sid: str | None) -> Response:
+        """The Content API: create (POST /v1/Content) and fetch (GET /v1/Content/HX...)."""
+        if not self._authorized(request.headers.get("authorization", "")):
+            return self._unauthorized()
+        if sid is not None and request.method == "GET":
+            found = self.content_api.get(sid)
+            if found is None:
+                return twilio_error(404, 20404, f"The requested resource {request.path} was not found")
+            return Response.json(200, found.to_json(self.account_sid))
+        if sid is not None or request.method != "POST":
+            return twilio_error(405, 20004, "Method not allowed")
+        try:
+            created = self.content_api.create(parse_body(request.body))
+        except Refused as exc:
+            return twilio_error(400, 20001, f"Invalid parameter: {exc}")
+        except RuntimeError as fault:
+            return twilio_error(int(fault.args[0]), 20500, "Internal Server Error")
+        return Response.json(201, created.to_json(self.account_sid))
 
     @staticmethod
     def _unauthorized() -> Response:
@@ -670,6 +718,8 @@ class TwilioStub(RecordingStub[SentMessage]):
             return Response.json(200, self.typing)
         if request.path == "/_stub/callbacks" and request.method == "GET":
             return Response.json(200, [c.to_json() for c in self.callbacks])
+        if request.path == "/_stub/content-resources" and request.method == "GET":
+            return Response.json(200, [r.to_json(self.account_sid) for r in self.content_api.resources])
         if request.path == "/_stub/content" and request.method == "POST":
             return apply_admin_spec(request, self._add_content_spec)
         if request.path == "/_stub/media" and request.method == "POST":
@@ -696,6 +746,9 @@ class TwilioStub(RecordingStub[SentMessage]):
 
     def _add_fault_spec(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         times = int(spec.get("times", 1))
+        if spec.get("target") == "content":
+            self.content_api.fail_next(times, int(spec.get("status", 500)))
+            return {"added": True}
         prefix = spec.get("body_prefix")
         predicate = body_starts_with(str(prefix)) if prefix else None
         if spec.get("action", "error") == "disconnect":
@@ -742,6 +795,14 @@ class TwilioStubAdmin:
     def add_content(self, sid: str, body: str) -> None:
         """A Content template the stand-in's account may send."""
         self._call("POST", "/_stub/content", {"sid": sid, "body": body})
+
+    def content_resources(self) -> list[dict[str, Any]]:
+        """The Content resources created through the Content API, oldest first."""
+        return list(self._call("GET", "/_stub/content-resources"))
+
+    def fail_content(self, times: int = 1, status: int = 500) -> None:
+        """The next ``times`` Content API creations answer ``status``."""
+        self._call("POST", "/_stub/faults", {"target": "content", "times": times, "status": status})
 
     def set_delay(self, seconds: float) -> None:
         self._call("POST", "/_stub/config", {"delay_seconds": seconds})

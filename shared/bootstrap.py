@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     import flask
 
     from shared.adapters.cloud_tasks import TaskQueue
+    from shared.adapters.content_records import ContentTemplates
     from shared.adapters.firestore_store import FirestoreStore
     from shared.adapters.knowledge_search import KnowledgeSearch
     from shared.adapters.openai_model import ChatModel
@@ -160,14 +161,9 @@ def model() -> ChatModel:
 
     s = settings()
     return ChatModel(
-        model=s.openai_model,
-        system_prompt=s.system_prompt,
-        api_key=secrets().openai_api_key,
-        base_url=s.openai_base_url,
-        timeout_seconds=s.openai_timeout_seconds,
-        max_retries=s.openai_max_retries,
-        budget_seconds=s.model_budget_seconds,
-        max_tokens=s.openai_max_tokens,
+        model=s.openai_model, system_prompt=s.system_prompt, api_key=secrets().openai_api_key,
+        base_url=s.openai_base_url, timeout_seconds=s.openai_timeout_seconds, max_retries=s.openai_max_retries,
+        budget_seconds=s.model_budget_seconds, max_tokens=s.openai_max_tokens,
         refresh_key=lambda: secrets().refresh(OPENAI_API_KEY),
     )
 
@@ -209,10 +205,9 @@ def media() -> TwilioMedia:
     from shared.adapters.twilio_media import TwilioMedia
 
     s = settings()
-    return TwilioMedia(
-        api_base_url=s.twilio_api_base_url, account_sid=s.twilio_account_sid, auth_token=secrets().twilio_auth_token,
-        max_bytes=s.media_max_bytes, timeout_seconds=s.media_timeout_seconds, redirect_hosts=s.twilio_media_redirect_hosts,
-    )
+    return TwilioMedia(api_base_url=s.twilio_api_base_url, account_sid=s.twilio_account_sid,
+                       auth_token=secrets().twilio_auth_token, max_bytes=s.media_max_bytes,
+                       timeout_seconds=s.media_timeout_seconds, redirect_hosts=s.twilio_media_redirect_hosts)
 
 
 @functools.cache
@@ -233,11 +228,8 @@ def twilio() -> TwilioGateway:
 
     s = settings()
     return TwilioGateway(
-        account_sid=s.twilio_account_sid,
-        from_address=s.twilio_whatsapp_from,
-        auth_token=secrets().twilio_auth_token,
-        api_base_url=s.twilio_api_base_url,
-        timeout_seconds=s.twilio_timeout_seconds,
+        account_sid=s.twilio_account_sid, from_address=s.twilio_whatsapp_from, auth_token=secrets().twilio_auth_token,
+        api_base_url=s.twilio_api_base_url, timeout_seconds=s.twilio_timeout_seconds,
         refresh_token=lambda: secrets().refresh(TWILIO_AUTH_TOKEN),
         status_callback=s.public_webhook_url if s.delivery_status_callbacks else "",
     )
@@ -252,7 +244,15 @@ def sender_deps() -> SenderDeps:
     offset = timedelta(seconds=s.test_clock_offset_seconds)
     clock = (lambda: utcnow() + offset) if offset else utcnow
     return SenderDeps(settings=s, store=store(), twilio=twilio(), queue=queue(), faults=faults(), clock=clock,
-                      profiles=profiles())
+                      profiles=profiles(), content=content())
+
+
+@functools.cache
+def content() -> ContentTemplates:
+    """Choices' Content resources: created through Twilio's Content API once, remembered in Firestore."""
+    from shared.adapters.content_records import content_templates
+
+    return content_templates(settings(), secrets().twilio_auth_token, lambda: store().client, utcnow)
 
 
 @functools.cache
@@ -297,6 +297,8 @@ def usage() -> dict[str, int]:
     if profiles.cache_info().currsize:
         # Not per message: at most one per business per PROFILE_CACHE_SECONDS (decision 0012).
         counts["firestore_profile_reads"] = profiles().reads
+    if content.cache_info().currsize:  # choices' Content resources: created once, read once per process
+        counts.update(content().usage())
     if "secrets" in built:
         counts["secret_manager_accesses"] = getattr(secrets(), "access_count", 0)
     return counts

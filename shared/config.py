@@ -150,6 +150,12 @@ class Settings(InboxSettings):
     # Tests only: the sender's clock runs this far ahead (the 24-hour window end to end)
     test_clock_offset_seconds: float = 0.0
 
+    # Speaking WhatsApp natively (docs/decisions/0023-whatsapp-native.md): where Twilio's
+    # Content API is (else TWILIO_API_BASE_URL, else https://content.twilio.com) and
+    # which collection remembers the Content resource made for each set of choices.
+    twilio_content_base_url: str = ""
+    content_collection: str = "content_templates"
+
     # Caller verification behind Cloud Run (docs/decisions/0003-caller-verification.md):
     # the token's audience and accounts, and what proves the request came through
     # Google: the caller key ("caller-key") or the token's own signature ("signed-token").
@@ -257,14 +263,15 @@ class Settings(InboxSettings):
             reengagement_content_sid=_text(env, "REENGAGEMENT_CONTENT_SID"),
             burst_window_seconds=_float(env, "BURST_WINDOW_SECONDS", d.burst_window_seconds, 0.0, 30.0),
             processor_url=_text(env, "PROCESSOR_URL", d.processor_url),
+            twilio_content_base_url=_text(env, "TWILIO_CONTENT_BASE_URL").rstrip("/"),
+            content_collection=_text(env, "CONTENT_COLLECTION", d.content_collection),
             test_clock_offset_seconds=_float(env, "TEST_CLOCK_OFFSET_SECONDS", 0.0, -10_000_000, 10_000_000),
             auth_audience=_text(env, "AUTH_AUDIENCE"),
             auth_allowed_service_accounts=_list(env, "AUTH_ALLOWED_SERVICE_ACCOUNTS"),
             outbound_callers=_callers(env, "OUTBOUND_CALLERS"),
             caller_proof=_text(env, "CALLER_PROOF").lower(),
             auth_certs_url=_text(env, "AUTH_CERTS_URL", d.auth_certs_url),
-            secret_manager_emulator_host=_text(env, "SECRET_MANAGER_EMULATOR_HOST"),
-            **inbox_values(env),
+            secret_manager_emulator_host=_text(env, "SECRET_MANAGER_EMULATOR_HOST"), **inbox_values(env),
             test_fault_points=_list(env, "TEST_FAULT_POINTS"),
             log_usage=_bool(env, "LOG_USAGE", False),
         )._checked()

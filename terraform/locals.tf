@@ -190,6 +190,8 @@ locals {
       FAILURES_COLLECTION             = local.collections.failures
       TWILIO_TIMEOUT_SECONDS          = tostring(var.twilio_timeout_seconds)
       TWILIO_API_BASE_URL             = var.twilio_api_base_url
+      TWILIO_CONTENT_BASE_URL         = var.twilio_content_base_url
+      CONTENT_COLLECTION              = var.content_collection
       PUBLIC_WEBHOOK_URL              = local.webhook_public_url
       DELIVERY_STATUS_CALLBACKS       = tostring(var.delivery_status_callbacks)
       REENGAGEMENT_CONTENT_SID        = var.reengagement_content_sid

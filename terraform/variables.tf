@@ -806,6 +806,23 @@ variable "twilio_messaging_base_url" {
   }
 }
 
+variable "twilio_content_base_url" {
+  type        = string
+  description = "Base URL of Twilio's Content API, where the Content resources for buttons and lists are created; empty means https://content.twilio.com (env TWILIO_CONTENT_BASE_URL)."
+  default     = ""
+
+  validation {
+    condition     = var.twilio_content_base_url == "" || can(regex("^https://[^\\s]+$", var.twilio_content_base_url))
+    error_message = "twilio_content_base_url must be empty or an https:// URL."
+  }
+}
+
+variable "content_collection" {
+  type        = string
+  description = "Firestore collection that remembers the Content resource created for each distinct set of choices (env CONTENT_COLLECTION); renaming it only makes each menu be created once more."
+  default     = "content_templates"
+}
+
 variable "reengagement_content_sid" {
   type        = string
   description = "Approved template (Content SID, HX...) sent instead of a reply that would leave outside the 24-hour window; empty: such a reply is recorded as failed (env REENGAGEMENT_CONTENT_SID)."

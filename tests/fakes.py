@@ -9,6 +9,7 @@ from typing import Any, Callable, Mapping
 from shared.adapters.cloud_tasks import BurstTask, SendTask
 from shared.adapters.compare_and_set import CompareAndSetStore, Conflict, DedupeMarker, OpCounter, Write
 from shared.adapters.conversation_document import DELETE, apply_field_updates, from_document
+from shared.domain.choices import Offer
 from shared.domain.conversation import Conversation
 from shared.domain.pseudonyms import Pseudonyms
 
@@ -142,6 +143,8 @@ class FakeModel:
         # The time budget each call was given (None: the model's whole budget).
         self.budgets: list[float | None] = []
         self.error: Exception | None = None
+        self.offer: Offer | None = None
+        self.choice_calls = 0
 
     def reply(
         self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None, model: str | None = None,
@@ -153,6 +156,15 @@ class FakeModel:
         if self.error is not None:
             raise self.error
         return self._reply(history, user_text) if callable(self._reply) else self._reply
+
+    def reply_or_choices(
+        self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None, model: str | None = None,
+        budget_seconds: float | None = None,
+    ) -> tuple[str, Offer | None]:
+        """As :meth:`reply`, with ``offer`` (set by a test) as the model's reply_with_choices call."""
+        self.choice_calls += 1
+        text = self.reply(history, user_text, system_prompt, model, budget_seconds)
+        return (self.offer.body, self.offer) if self.offer is not None else (text, None)
 
 
 class FakeQueue:

@@ -90,6 +90,11 @@ class Pane {
     this.list = this.root.querySelector(".messages");
     this.status = this.root.querySelector(".subtitle");
     this.input = this.root.querySelector(".text");
+    this.replyTo = null;
+    this.banner = this.root.querySelector(".reply-banner");
+    this.root.querySelector(".cancel-reply").addEventListener("click", () => this.setReply(null));
+    this.sheet = this.root.querySelector(".list-sheet");
+    this.sheet.querySelector(".sheet-close").addEventListener("click", () => this.closeList());
     this.root.querySelector(".as").textContent = `as ${shortNumber(user)}`;
     this.root.querySelector(".close").addEventListener("click", () => closePane(user));
     this.root.querySelector(".composer").addEventListener("submit", (event) => {
@@ -152,6 +157,14 @@ class Pane {
     });
   }
 
+  // Swipe-reply: the next message quotes this one, as WhatsApp's reply does.
+  setReply(message) {
+    this.replyTo = message;
+    this.banner.hidden = !message;
+    this.banner.querySelector(".quoted-text").textContent = message ? (message.body || "a message") : "";
+    if (message) this.input.focus();
+  }
+
   async send(file) {
     const text = this.input.value;
     if (!text.trim() && !file) return;
@@ -160,6 +173,8 @@ class Pane {
     form.append("business", state.business);
     form.append("body", text);
     if (file) form.append("file", file, file.name);
+    if (this.replyTo) form.append("replied_sid", this.replyTo.sid);
+    this.setReply(null);
     this.input.value = "";
     try {
       await api("/api/send", { method: "POST", body: form });
@@ -180,6 +195,7 @@ class Pane {
     const signature = JSON.stringify(chat);
     if (signature === this.signature) return;
     this.signature = signature;
+    this.bySid = new Map(chat.messages.map((m) => [m.sid, m]));
     this.status.textContent = chat.typing ? "typing…" : "online";
     this.status.classList.toggle("typing", chat.typing);
     const nearBottom = this.list.scrollHeight - this.list.scrollTop - this.list.clientHeight < 40;
@@ -200,6 +216,12 @@ class Pane {
       title: "Open this message's trip",
     };
     const item = el("li", attrs);
+    if (m.replied_sid) {
+      const quoted = this.bySid.get(m.replied_sid);
+      item.append(el("div", { class: "quote", "data-testid": "quote", "data-quoted-sid": m.replied_sid,
+        text: quoted ? (quoted.body || "a message") : "a message no longer shown" }));
+    }
+    if (m.tap) item.dataset.tap = m.tap;
     if (m.media) {
       item.dataset.media = m.content_type;
       if (m.content_type.startsWith("image/")) item.append(el("img", { src: m.media, alt: "image", "data-testid": "image" }));
@@ -208,6 +230,8 @@ class Pane {
     }
     if (m.body) item.append(el("span", { class: "body", "data-testid": "body", text: m.body }));
     const meta = el("span", { class: "meta" }, el("span", { text: clock(m.at) }));
+    meta.append(el("button", { type: "button", class: "reply-to", "data-testid": "reply-to", title: "Reply to this message",
+      text: "↩", onclick: (event) => { event.stopPropagation(); this.setReply(m); } }));
     if (mine) {
       if (m.webhook_status === 200) meta.append(el("span", { class: "ticks", text: "✓", title: "accepted by the webhook" }));
       else meta.append(el("span", { class: "refused", "data-testid": "refused", text: `refused ${m.webhook_status}` }));
@@ -221,11 +245,71 @@ class Pane {
       }));
     }
     item.append(meta);
+    if (!mine) this.choices(item, m);
     const tripSid = mine ? m.sid : m.in_reply_to;
     item.addEventListener("click", () => {
       if (tripSid) openTrip(tripSid, this.user);
     });
     return item;
+  }
+
+  // WhatsApp's interactive messages: quick-reply buttons under the text, or a list behind a button.
+  choices(item, m) {
+    const types = m.types || {};
+    const reply = types["twilio/quick-reply"];
+    const picker = types["twilio/list-picker"];
+    if (reply) {
+      item.dataset.choices = "buttons";
+      item.append(el("div", { class: "buttons" }, ...reply.actions.map((a) => el("button", {
+        type: "button", class: "choice", "data-testid": "quick-reply", "data-choice-id": a.id, text: a.title,
+        onclick: (event) => { event.stopPropagation(); this.tap(m.sid, a.id); },
+      }))));
+    } else if (picker) {
+      item.dataset.choices = "list";
+      item.append(el("div", { class: "buttons" }, el("button", {
+        type: "button", class: "choice", "data-testid": "list-open", text: `☰ ${picker.button}`,
+        onclick: (event) => { event.stopPropagation(); this.openList(m.sid, picker); },
+      })));
+    }
+  }
+
+  openList(sid, picker) {
+    const rows = this.sheet.querySelector(".sheet-rows");
+    const send = this.sheet.querySelector(".sheet-send");
+    let chosen = null;
+    this.sheet.querySelector(".sheet-title").textContent = picker.button;
+    rows.replaceChildren(...picker.items.map((row) => {
+      const radio = el("input", { type: "radio", name: `row-${this.user}`, value: row.id });
+      const label = el("label", { class: "row", "data-testid": "list-row", "data-choice-id": row.id },
+        el("span", { class: "row-text" }, el("span", { class: "row-title", text: row.item }),
+          el("span", { class: "row-description", text: row.description || "" })), radio);
+      radio.addEventListener("change", () => { chosen = row.id; send.disabled = false; });
+      return label;
+    }));
+    send.disabled = true;
+    send.onclick = () => {
+      if (chosen) this.tap(sid, chosen);
+      this.closeList();
+    };
+    this.sheet.hidden = false;
+  }
+
+  closeList() {
+    this.sheet.hidden = true;
+  }
+
+  async tap(sid, choiceId) {
+    const form = new FormData();
+    form.append("user", this.user);
+    form.append("business", state.business);
+    form.append("message_sid", sid);
+    form.append("choice_id", choiceId);
+    try {
+      await api("/api/tap", { method: "POST", body: form });
+    } catch (error) {
+      this.status.textContent = `not sent: ${error.message}`;
+    }
+    this.refresh();
   }
 }
 

@@ -35,7 +35,7 @@ CONVERSATION_FIELDS = {
     "address": "address", "business": "business", "user_id": "userId", "history": "history",
     "expire_at": "expireAt", "last_seq": "lastSeq", "done_seq": "doneSeq", "watch": "watch",
     "opted_out": "optedOut", "opted_out_at": "optedOutAt", "rate": "rate", "paused_until": "pausedUntil",
-    "last_inbound_at": "lastInboundAt", "updated_at": "updatedAt", "profile_name": "profileName",
+    "last_inbound_at": "lastInboundAt", "updated_at": "updatedAt", "offer": "offer", "profile_name": "profileName",
 }
 MESSAGES = "messages"
 ENTRY_FIELDS = {
@@ -47,6 +47,7 @@ ENTRY_FIELDS = {
     "deliveries": "deliveries", "delivery_errors": "deliveryErrors", "nudges": "nudges", "text": "text",
     "burst_due": "burstDue", "burst_version": "burstVersion", "burst_members": "burstMembers",
     "business": "business", "burst": "burst", "answered_by": "answeredBy", "replays": "replays",
+    "choices": "choices",
     "knowledge_version": "knowledgeVersion", "knowledge_chunks": "knowledgeChunks",
     "knowledge_unknown": "knowledgeUnknown",
 }
@@ -57,6 +58,7 @@ _INTS = {"last_seq", "done_seq", "attempts", "sent_parts", "part_count", "send_a
 _BOOLS = {"opted_out", "fallback", "knowledge_unknown"}
 _LISTS = {"parts", "twilio_sids", "late_twilio_sids", "burst_members", "knowledge_chunks"}
 _MAPS = {"deliveries", "delivery_errors"}
+_JSON = {"choices", "offer"}  # stored as given (an offer: texts, lists of choices)
 
 
 def _date(value: Any) -> datetime | None:
@@ -74,6 +76,8 @@ def _read(attribute: str, value: Any) -> Any:
         return [str(v) for v in value or []]
     if attribute in _MAPS:
         return {str(k): str(v) for k, v in (value or {}).items()}
+    if attribute in _JSON:
+        return _copy(dict(value)) if isinstance(value, Mapping) else {}
     return "" if value is None else str(value)
 
 

@@ -11,6 +11,10 @@ from typing import Any, Callable
 
 import openai
 
+from shared.domain.choices import Offer
+from shared.domain.reply_with_choices import DEFINITION as CHOICES_DEFINITION
+from shared.domain.reply_with_choices import NAME as CHOICES_NAME
+from shared.domain.reply_with_choices import offer_from_arguments
 from shared.log import redact_credentials
 
 log = logging.getLogger(__name__)
@@ -117,31 +121,65 @@ class ChatModel:
         """
         return self._answer(history, user_text, system_prompt, model, budget_seconds)
 
+    def reply_or_choices(
+        self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None, model: str | None = None,
+        budget_seconds: float | None = None,
+    ) -> tuple[str, Offer | None]:
+        """One answer offering ``reply_with_choices`` (one call, as :meth:`reply`): the text, and the
+        choices when the model answered by calling it (their text above them is then the text)."""
+        text, calls = self._answer_or_calls(history, user_text, system_prompt, model, [CHOICES_DEFINITION],
+                                            budget_seconds)
+        for name, arguments in calls:
+            offer = offer_from_arguments(arguments) if name == CHOICES_NAME else None
+            if offer is not None and offer.choices:
+                return offer.body, offer
+            if offer is not None and not text:
+                text = offer.body
+        if not text:
+            raise ModelUnavailable("the model returned an empty answer")
+        return text, None
+
     def _answer(
         self, history: list[dict[str, str]], user_content: str | list[dict[str, Any]], system_prompt: str | None,
         model: str | None, budget_seconds: float | None = None,
     ) -> str:
         """The conversation so far plus the user's turn, answered within the budget, as trimmed text."""
-        messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt or self._system_prompt}]
-        messages += [{"role": turn["role"], "content": turn["content"]} for turn in history]
-        messages.append({"role": "user", "content": user_content})
-        self.calls += 1
-        completion = self._create(messages, model=model, budget=budget_seconds)
-        try:
-            content = (completion.choices[0].message.content or "").strip() if completion.choices else ""
-        except (AttributeError, IndexError, TypeError) as exc:
-            # A chat-completions server (or a proxy before it) answered 2xx with
-            # something that is not a completion, e.g. an HTML error page.
-            raise ModelUnavailable(f"malformed answer from the model: {type(exc).__name__}") from exc
+        content, _ = self._answer_or_calls(history, user_content, system_prompt, model, None, budget_seconds)
         if not content:
             raise ModelUnavailable("the model returned an empty answer")
         return content
 
-    def _create(self, messages: list[dict[str, Any]], model: str | None = None, budget: float | None = None) -> object:
+    def _answer_or_calls(
+        self, history: list[dict[str, str]], user_content: str | list[dict[str, Any]], system_prompt: str | None,
+        model: str | None, tools: list[dict[str, Any]] | None, budget_seconds: float | None = None,
+    ) -> tuple[str, list[tuple[str, str]]]:
+        """The answer's trimmed text and the functions it calls, as (name, arguments)."""
+        messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt or self._system_prompt}]
+        messages += [{"role": turn["role"], "content": turn["content"]} for turn in history]
+        messages.append({"role": "user", "content": user_content})
+        self.calls += 1
+        completion = self._create(messages, model=model, budget=budget_seconds, tools=tools)
+        try:
+            if not completion.choices:
+                return "", []
+            message = completion.choices[0].message
+            content = (message.content or "").strip()
+            calls = [(c.function.name, c.function.arguments or "") for c in (message.tool_calls or [])
+                     if getattr(c, "type", "") == "function"] if tools else []
+        except (AttributeError, IndexError, TypeError) as exc:
+            # A chat-completions server (or a proxy before it) answered 2xx with
+            # something that is not a completion, e.g. an HTML error page.
+            raise ModelUnavailable(f"malformed answer from the model: {type(exc).__name__}") from exc
+        return content, calls
+
+    def _create(self, messages: list[dict[str, Any]], model: str | None = None, budget: float | None = None,
+                tools: list[dict[str, Any]] | None = None) -> object:
         """One completion, retried within the budget; raises ModelUnavailable when it runs out."""
         budget = self._budget if budget is None else min(budget, self._budget)
         deadline = self._clock() + budget
-        extra = {"max_tokens": self._max_tokens} if self._max_tokens else {}
+        extra: dict[str, Any] = {"max_tokens": self._max_tokens} if self._max_tokens else {}
+        if tools:
+            extra["tools"] = tools
         attempt = 0
         refreshed = False
         while True:

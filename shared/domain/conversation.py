@@ -89,6 +89,7 @@ class Answer:
     content_sid: str = ""
     content_variables: str = ""
     to: str = ""
+    choices: dict[str, Any] | None = None  # the last part offers these (an Offer's JSON: shared/domain/choices.py)
 
 
 @dataclass
@@ -108,6 +109,7 @@ class Conversation:
     paused_until: datetime | None = None
     last_inbound_at: datetime | None = None
     updated_at: datetime | None = None
+    offer: dict[str, Any] = field(default_factory=dict)  # the choices of the newest answer, if it had any
     profile_name: str = ""  # the user's WhatsApp profile name, for the inbox (Twilio's ProfileName)
     # Fields this version does not know, kept as they were.
     extra: dict[str, Any] = field(default_factory=dict)
@@ -213,6 +215,8 @@ class Conversation:
             if answer.by:
                 turn["by"] = answer.by
             self.history = trim_history([*turns, turn], limits.max_messages, limits.max_history_chars)
+        entry.choices = dict(answer.choices or {})
+        self.offer = {"sid": sid, **answer.choices} if answer.choices else {}
         if answer.failure:
             entry.reason, entry.fallback = answer.failure, True
         if answer.decided is not None:
@@ -240,7 +244,7 @@ class Conversation:
         entry.move(FINISHING[status], sid)
         entry.updated_at, entry.sending, entry.lease_until = now, None, None
         if entry.parts:
-            entry.part_count, entry.parts = len(entry.parts), []
+            entry.part_count, entry.parts, entry.choices = len(entry.parts), [], {}
         if reason:
             entry.reason = reason[:300]
         if entry.seq is not None:

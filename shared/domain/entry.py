@@ -59,6 +59,7 @@ class MessageEntry:
     by: str = ""  # who wrote an unasked message: "business" (outbound API) or "person" (admin reply)
     content_sid: str = ""  # a template part: Twilio's Content SID and its variables
     content_variables: str = ""
+    choices: dict[str, Any] = field(default_factory=dict)  # the last part's choices (shared/domain/choices.py)
     # Sending.
     sending: SendingMark | None = None
     send_attempts: int = 0

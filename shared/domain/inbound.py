@@ -51,9 +51,30 @@ class InboundMessage:
     place: str = ""
     button_payload: str = ""
     received_at: float = 0.0
+    # A tap (issue 23): a quick-reply button's text, a list row's id, title and description.
+    button_text: str = ""
+    list_id: str = ""
+    list_title: str = ""
+    list_description: str = ""
+    # A reply to one earlier message: its SID, and who sent it (our number or the customer).
+    replied_sid: str = ""
+    replied_sender: str = ""
+
+    @property
+    def tap_payload(self) -> str:
+        """The id of the tapped button or list row; empty when the message is no tap."""
+        return self.button_payload or self.list_id
+
+    @property
+    def tap_text(self) -> str:
+        """What the tapped button or row showed (WhatsApp also puts it in Body)."""
+        return self.button_text or self.list_title or (self.body.strip() if self.tap_payload else "")
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        """Fields added since (taps, quotes) are left out when empty, so a message without them reads
+        exactly as before to a processor one release older, as during a deploy."""
+        data = {k: v for k, v in asdict(self).items() if k not in _OPTIONAL_FIELDS or v}
+        return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> "InboundMessage":
@@ -83,6 +104,8 @@ class InboundMessage:
 
 
 _TEXT_FIELDS = tuple(f.name for f in fields(InboundMessage) if f.type in ("str", str))
+_OPTIONAL_FIELDS = frozenset({"button_text", "list_id", "list_title", "list_description", "replied_sid",
+                              "replied_sender"})
 
 
 @dataclass(frozen=True)
@@ -144,6 +167,8 @@ def parse_webhook(form: Mapping[str, str], received_at: float) -> InboundMessage
     if num_media < 0:
         raise InvalidWebhook("NumMedia is negative")
     num_media = min(num_media, MAX_MEDIA)
+    # Not a SID of ours to look up (malformed): the message is kept, the quote is not.
+    replied = form.get("OriginalRepliedMessageSid", "").strip()
     media = tuple(
         Media(url=form.get(f"MediaUrl{i}", ""), content_type=form.get(f"MediaContentType{i}", ""))
         for i in range(num_media)
@@ -162,12 +187,28 @@ def parse_webhook(form: Mapping[str, str], received_at: float) -> InboundMessage
         place=" — ".join(p for p in (form.get("Label", ""), form.get("Address", "")) if p),
         button_payload=form.get("ButtonPayload", ""),
         received_at=received_at,
+        button_text=form.get("ButtonText", ""),
+        list_id=form.get("ListId", ""),
+        list_title=form.get("ListTitle", ""),
+        list_description=form.get("ListDescription", ""),
+        replied_sid=replied if _SID.fullmatch(replied) else "",
+        replied_sender=form.get("OriginalRepliedMessageSender", "") if _SID.fullmatch(replied) else "",
     )
 
 
 def _kind(content_type: str) -> str:
     major = content_type.split("/", 1)[0]
     return {"image": "an image", "audio": "a voice note", "video": "a video"}.get(major, "a file")
+
+
+def _describe_tap(message: InboundMessage) -> str:
+    """A tap as the model reads it: what was shown, and the payload when it is a template's own."""
+    payload = message.tap_payload
+    extra = "" if payload.startswith(("menu:", "choice:")) else f" (payload {payload!r})"
+    shown = f"“{message.tap_text}”" if message.tap_text else "an option"
+    if message.list_id and not message.button_payload:
+        return f"[The customer picked {shown} from a list{extra}.]"
+    return f"[The customer tapped the button {shown}{extra}.]"
 
 
 def describe_for_model(message: InboundMessage) -> str:
@@ -182,8 +223,8 @@ def describe_for_model(message: InboundMessage) -> str:
     if message.latitude and message.longitude:
         where = f" ({message.place})" if message.place else ""
         parts.append(f"[The customer shared a location: {message.latitude}, {message.longitude}{where}.]")
-    if message.button_payload:
-        parts.append(f"[The customer tapped a button with payload {message.button_payload!r}.]")
-    if message.body.strip():
+    if message.tap_payload:
+        parts.append(_describe_tap(message))
+    if message.body.strip() and message.body.strip() != message.tap_text:
         parts.append(message.body.strip())
     return "\n".join(parts) or "[The customer sent an empty message.]"

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from shared.domain.keyword_rules import MAX_PROFILE_PROGRAM_SIZE, RuleError, RulePattern, compile_rule
+from shared.domain.menus import Menu, parse_menus
 from shared.domain.knowledge import (
     DEFAULT_UNKNOWN_REPLY,
     KNOWLEDGE_KEYS,
@@ -106,6 +107,10 @@ class BusinessProfile:
     burst_window_seconds: float | None = None
     # The approved template sent in place of a reply past the 24-hour window.
     reengagement_content_sid: str = ""
+    # Menus: a keyword or the welcome answered with fixed choices (shared/domain/menus.py).
+    menus: tuple[Menu, ...] = ()
+    # The model may answer with choices (reply_with_choices); off: its requests stay as they were.
+    model_choices: bool = False
     # The knowledge base (shared/domain/knowledge.py); knowledge_set is what profiles-apply stored, never written.
     knowledge: tuple[KnowledgeSource, ...] = ()
     knowledge_only: bool = False
@@ -148,10 +153,10 @@ _INT_KEYS = {
     "handoff_pause_seconds": (60, 30 * 24 * 3600),
 }
 _WORD_KEYS = ("reset_commands", "help_commands", "opt_out_keywords", "opt_in_keywords")
-_BOOL_KEYS = ("typing_indicator",)
+_BOOL_KEYS = ("typing_indicator", "model_choices")
 # Seconds, fractions allowed; the range of the matching setting.
 _SECONDS_KEYS = {"burst_window_seconds": (0.0, 30.0)}
-KNOWN_KEYS = frozenset({*_TEXT_KEYS, *_INT_KEYS, *_WORD_KEYS, *_BOOL_KEYS, *_SECONDS_KEYS, "keywords",
+KNOWN_KEYS = frozenset({*_TEXT_KEYS, *_INT_KEYS, *_WORD_KEYS, *_BOOL_KEYS, *_SECONDS_KEYS, "keywords", "menus",
                         *KNOWLEDGE_KEYS, *INBOX_KEYS})
 
 
@@ -237,6 +242,8 @@ def profile_from_mapping(address: str, raw: Any, defaults: BusinessProfile) -> B
         values.update(inbox_keys(raw))
     except InboxKeyError as exc:
         raise _fail(address, exc.key, exc.problem) from None
+    if "menus" in raw:
+        values["menus"] = parse_menus(address, raw["menus"], replace(defaults, **values), _fail)
     return replace(defaults, **values)
 
 

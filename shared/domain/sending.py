@@ -17,9 +17,11 @@ from shared.domain.entry import SendingMark
 from shared.domain.lifecycle import ATTEMPT_FAILED, FAILED, LATE_PART, PART_SENDING, PART_SENT, SENT
 
 
-def start_part(conv: Conversation, sid: str, k: int, now: datetime, task_id: str, template: str = "") -> None:
+def start_part(conv: Conversation, sid: str, k: int, now: datetime, task_id: str, template: str = "",
+               content: str = "") -> None:
     """Mark part ``k`` as being sent by the task ``task_id``; ``template`` replaces the rest of the reply
-    by the re-engagement template (outside the 24-hour window)."""
+    by the re-engagement template (outside the 24-hour window); ``content``: the last part's choices go
+    as that Content resource (buttons, a list), and so does any retry of it."""
     entry = conv.messages[sid]
     entry.move(PART_SENDING, sid)
     entry.sending = SendingMark(part=k, since=now, task=task_id)
@@ -27,6 +29,8 @@ def start_part(conv: Conversation, sid: str, k: int, now: datetime, task_id: str
     if template:
         entry.content_sid = template
         entry.parts = [*entry.parts[:k], f"[template {template}]"]
+    elif content:
+        entry.content_sid = content
 
 
 def part_sent(conv: Conversation, sid: str, k: int, twilio_sid: str, now: datetime) -> str:

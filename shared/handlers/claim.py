@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 
 from shared.adapters.compare_and_set import Snapshot
 from shared.domain import bursts, claims
+from shared.domain.choice_answers import route_for, with_choices
 from shared.domain.controls import IGNORE, MODEL, Decision, decide
 from shared.domain.conversation import Conversation
 from shared.domain.turns import cap_text
@@ -60,7 +61,7 @@ class Claim:
 
 def has_content(msg: InboundMessage) -> bool:
     """Something besides text arrived (media, a location, a button): never an empty message or a command."""
-    return bool(msg.media or (msg.latitude and msg.longitude) or msg.button_payload)
+    return bool(msg.media or (msg.latitude and msg.longitude) or msg.tap_payload)
 
 
 def claim_message(msg: InboundMessage, deps: ProcessorDeps, profile: BusinessProfile, conversation_id: str) -> Claim:
@@ -93,6 +94,8 @@ def claim_message(msg: InboundMessage, deps: ProcessorDeps, profile: BusinessPro
         first_claim = entry is None or entry.status != PROCESSING
         decision = (decide(msg.body, has_content(msg), profile, conv, now, msg.sender, settings.conversation_ttl_seconds)
                     if first_claim else Decision.recorded(entry))  # type: ignore[arg-type]
+        if first_claim:  # a tap, a typed "2" or a menu's keyword (shared/domain/choice_answers.py)
+            decision = with_choices(decision, route_for(msg, profile, conv), profile, now)
         if entry is None:
             conv.new_markers[msg.sid] = now + timedelta(seconds=settings.dedupe_horizon_seconds)
             marked = True

@@ -24,11 +24,12 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from shared.adapters.firestore_store import failure_record
+from shared.domain.choice_answers import MENU_PREFIX, menu_offer, offer_parts, route_for, turn_text
 from shared.domain.controls import MODEL, Decision
-from shared.domain.conversation import Answer
+from shared.domain.conversation import Answer, Conversation
 from shared.domain.turns import Turn, cap_text
 from shared.domain.entry import Decided
-from shared.domain.inbound import InboundMessage, describe_for_model
+from shared.domain.inbound import InboundMessage
 from shared.domain.profiles import BusinessProfile, profile_value
 from shared.domain.splitting import split_reply
 from shared.handlers.channel import start_typing
@@ -88,9 +89,15 @@ def to_parts(deps: ProcessorDeps, profile: BusinessProfile, text: str, welcome: 
 
 
 def compose_message(msg: InboundMessage, deps: ProcessorDeps, profile: BusinessProfile, decision: Decision,
-                    history: list[Turn]) -> tuple[Answer, Reply]:
-    """The answer to one claimed message: the model's (text, media) or the decision's canned reply."""
-    context = gather_context(profile, history, cap_text(describe_for_model(msg), deps.settings.max_inbound_chars))
+                    history: list[Turn], conversation: Conversation | None = None) -> tuple[Answer, Reply]:
+    """The answer to one claimed message: the model's (text, media) or the decision's canned reply.
+
+    The customer's turn says what a tap chose and what a quoted message said
+    (``conversation``: the record it is looked up in); a menu ends the parts.
+    """
+    conv = conversation if conversation is not None else Conversation(history=history)
+    said = turn_text(msg, route_for(msg, profile, conv), conv)
+    context = gather_context(profile, history, cap_text(said, deps.settings.max_inbound_chars))
     fields = {"sid": msg.sid, "sender": mask_address(msg.sender)}
     start_typing(deps.typing, msg.sid, profile_value(profile, "typing_indicator", deps.settings.typing_indicator))
     grounded = GroundedModel(deps, profile, fields)
@@ -98,8 +105,13 @@ def compose_message(msg: InboundMessage, deps: ProcessorDeps, profile: BusinessP
     reply = replace(reply, grounding=grounded.grounding)
     deps.faults.hit("after_ai")
     parts = to_parts(deps, profile, reply.text, decision.welcome)
+    offer = menu_offer(decision, profile)
+    shown = offer is not None and decision.reason.startswith(MENU_PREFIX)  # the menu's text is the reply: once
+    if grounded.offer is not None and not reply.failure:  # the model's choices answer it, before a welcome menu
+        offer, shown = replace(grounded.offer, body=cap_text(grounded.offer.body, deps.settings.max_reply_chars)), True
+    parts, choices = offer_parts([decision.welcome] if shown else parts, offer)
     answer = Answer(parts=parts, asked=reply.user_text, in_history=decision.kind == MODEL or decision.in_history,
-                    failure=reply.failure, decided=_decided(decision))
+                    failure=reply.failure, decided=_decided(decision), choices=choices)
     return answer, reply
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 from shared.adapters.cloud_tasks import BurstTask, NotifyTask, SendTask
 from shared.adapters.compare_and_set import ConversationStore
 from shared.adapters.profile_store import ProfileSource, StaticProfiles, defaults_from_settings
 from shared.config import Settings
+from shared.domain.choices import Offer
 from shared.domain.conversation import Limits
 from shared.domain.knowledge import KnowledgeSet
 from shared.domain.knowledge_prompt import Retrieved
@@ -29,6 +30,11 @@ class Model(Protocol):
         self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None, model: str | None = None,
         budget_seconds: float | None = None,
     ) -> str: ...
+
+    def reply_or_choices(
+        self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None, model: str | None = None,
+        budget_seconds: float | None = None,
+    ) -> tuple[str, Offer | None]: ...
 
 
 class Knowledge(Protocol):
@@ -86,6 +92,10 @@ class ProcessorDeps:
         return limits(self.settings)
 
 
+class ContentSource(Protocol):
+    def sid_for(self, types: Mapping[str, Any]) -> str: ...
+
+
 class Gateway(Protocol):
     def send(self, to: str, body: str, from_: str = "") -> str: ...
 
@@ -107,6 +117,8 @@ class SenderDeps:
     clock: Callable[[], datetime]
     # Business profiles (None: the settings for everyone); read only for a reply past the 24-hour window.
     profiles: ProfileSource | None = None
+    # The Content resources choices go as (shared/adapters/content_records.py); None: numbered text.
+    content: ContentSource | None = None
 
     def reengagement_template(self, business: str) -> str:
         """The business's re-engagement template, else the deployment's (REENGAGEMENT_CONTENT_SID)."""

@@ -33,6 +33,7 @@ from datetime import datetime
 from typing import Callable
 
 from shared.adapters.knowledge_search import KnowledgeMismatch
+from shared.domain.choices import Offer
 from shared.domain.conversation import Conversation
 from shared.domain.knowledge import KnowledgeSet, note_grounding
 from shared.domain.knowledge_prompt import Retrieved, plan_answer
@@ -68,6 +69,7 @@ class GroundedModel:
         self._fields = log_fields
         self._clock = clock
         self.grounding: Grounding | None = None
+        self.offer: Offer | None = None  # the model's reply_with_choices, when the profile offers it
 
     def reply(self, history: list[Turn], user_text: str, system_prompt: str | None = None, model: str | None = None,
               budget_seconds: float | None = None) -> str:
@@ -75,7 +77,7 @@ class GroundedModel:
         deps, profile = self._deps, self._profile
         knowledge = profile.knowledge_set
         if deps.knowledge is None or knowledge is None or not knowledge.searchable:
-            return deps.model.reply(history, user_text, system_prompt=profile.system_prompt, model=profile.model)
+            return self._ask(history, user_text, profile.system_prompt, None)
         budget = deps.settings.model_budget_seconds
         started = self._clock()
         retrieved = self._search(knowledge, user_text, budget * SEARCH_SHARE)
@@ -93,8 +95,18 @@ class GroundedModel:
             return plan.unknown
         assert plan.prompt is not None
         left = budget - (self._clock() - started)
-        return deps.model.reply(history, user_text, system_prompt=plan.prompt.system_prompt, model=profile.model,
-                                budget_seconds=left)
+        return self._ask(history, user_text, plan.prompt.system_prompt, left)
+
+    def _ask(self, history: list[Turn], user_text: str, system_prompt: str | None, budget: float | None) -> str:
+        """One model call; with ``model_choices`` it may answer with choices (kept in ``offer``)."""
+        model, name = self._deps.model, self._profile.model
+        if not self._profile.model_choices:
+            if budget is None:
+                return model.reply(history, user_text, system_prompt=system_prompt, model=name)
+            return model.reply(history, user_text, system_prompt=system_prompt, model=name, budget_seconds=budget)
+        text, self.offer = model.reply_or_choices(history, user_text, system_prompt=system_prompt, model=name,
+                                                  budget_seconds=budget)
+        return text
 
     def reply_with_images(self, history: list[Turn], user_text: str, images: list[str], model: str,
                           system_prompt: str | None = None) -> str:

@@ -79,7 +79,8 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
     deps.faults.hit("after_claim")
 
     assert claim.decision is not None and claim.now is not None
-    answer, reply = compose_message(msg, deps, profile, claim.decision, claim.conversation.turns(claim.now))
+    answer, reply = compose_message(msg, deps, profile, claim.decision, claim.conversation.turns(claim.now),
+                                    claim.conversation)
 
     recorded = record_answer(deps.store, cid, msg.sid, answer, deps.limits, deps.clock, start=claim.snapshot,
                              after=noting(reply.grounding, msg.sid), faults=deps.faults)

@@ -60,9 +60,10 @@ class Step:
     reengaged: bool = False
 
 
-def next_step(conv: Conversation, task: SendTask, deps: SenderDeps, asked: int) -> Step:
+def next_step(conv: Conversation, task: SendTask, deps: SenderDeps, asked: int, rich: str = "") -> Step:
     """What this task does next with its reply; marks the part for SEND (``asked``: the part whose
-    stale mark Twilio was just asked about, and did not have)."""
+    stale mark Twilio was just asked about, and did not have; ``rich``: the Content resource the last
+    part's choices go as, shared/handlers/choices_send.py)."""
     entry = conv.entry(task.sid)
     if entry is None:
         return Step(UNKNOWN)
@@ -87,13 +88,15 @@ def next_step(conv: Conversation, task: SendTask, deps: SenderDeps, asked: int) 
         if now - mark.since < deps.in_flight_grace:
             return Step(IN_FLIGHT if mark.task != task.task_id else RETRY_LATER, part=k)
         return Step(ASK, part=k, body=parts[k], template=entry.content_sid, since=mark.since)
-    template, reengage = entry.content_sid, ""
+    template, reengage, content = entry.content_sid, "", ""
     if not template and not window_open(conv, now, unknown_is_open=True):
         # Twilio would refuse a free-form message (63016): never call it for one.
         reengage = template = deps.reengagement_template(conv.business)
         if not template:
             return Step(OUTSIDE)
-    sending.start_part(conv, task.sid, k, now, task.task_id, template=reengage)
+    elif not template and rich and k == len(parts) - 1:
+        content = template = rich
+    sending.start_part(conv, task.sid, k, now, task.task_id, template=reengage, content=content)
     return Step(SEND, part=k, body=entry.parts[k], template=template, reengaged=bool(reengage))
 
 

@@ -27,6 +27,7 @@ from shared.domain.delivery import OUTSIDE_WINDOW, OUTSIDE_WINDOW_CODE
 from shared.domain.lifecycle import SENT
 from shared.domain.sending import part_sent
 from shared.faults import InjectedFault
+from shared.handlers.choices_send import rich_content
 from shared.handlers.deps import Gateway, SenderDeps
 from shared.handlers.send_steps import (
     ASK,
@@ -66,8 +67,9 @@ def deliver(task: SendTask, deps: SenderDeps) -> str:
     snap = deps.store.load(task.conversation_id)
     asked = -1  # the part Twilio was just asked about (its stale mark is resolved)
     for _ in range(MAX_CONFLICT_RETRIES * 4):
-        saved = deps.store.update(task.conversation_id, lambda conv: next_step(conv, task, deps, asked), start=snap,
-                                  what=f"sending {task.sid}")
+        rich = rich_content(snap.conversation, task, deps)  # choices as buttons or a list, when they can go so
+        saved = deps.store.update(task.conversation_id, lambda conv: next_step(conv, task, deps, asked, rich),
+                                  start=snap, what=f"sending {task.sid}")
         step, snap = saved.result, saved.snapshot
         conv, entry = snap.conversation, snap.conversation.entry(task.sid)
         if step.kind == UNKNOWN:
@@ -119,6 +121,8 @@ def deliver(task: SendTask, deps: SenderDeps) -> str:
             if outcome:
                 return outcome
             continue
+        if rich and step.template == rich:
+            _log(logging.INFO, "choices go as buttons or a list", task, event="choices_sent", content_sid=rich)
         if step.reengaged:
             _log(logging.INFO, "outside the 24-hour window: the re-engagement template goes instead", task,
                  event="reengagement", content_sid=step.template)

@@ -633,6 +633,32 @@ def test_a_captured_webhook_replayed_under_a_new_message_sid_is_refused(pipeline
     assert len(pipeline.model_requests_for("pay the invoice")) == 1
 
 
+@pytest.mark.parametrize("point", ["before_send", "after_send"])
+def test_a_menu_and_its_tap_through_sender_crashes_are_sent_once(pipeline, ledger, restart, point) -> None:
+    """Buttons go once through a crash around the Twilio call; a tap sent twice is answered once."""
+    from devstack.twilio_content import tap_fields
+    from devstack.twilio_stub import inbound_message
+    from tests.e2e.test_controls import new_business, put_profile
+
+    restart("sender", TEST_FAULT_POINTS=point)
+    ledger.faults_injected += 1
+    business, user, tag = new_business(), unique_user(), new_sid("SM")[-6:]
+    put_profile(pipeline, business, menus=[{"id": "main", "keywords": ["menu"], "text": f"Pick one {tag}", "items": [
+        {"id": "a", "title": "First", "reply": f"First it is {tag}"}, {"id": "b", "title": "Second", "reply": "b"}]}])
+    pipeline.post(user, "menu", to=business)
+    wait_until(lambda: pipeline.twilio_messages_to(user), 60)
+    [menu] = pipeline.twilio_messages_to(user)
+    assert menu.content_sid and menu.body == f"Pick one {tag}"
+    o = pipeline.stack.options
+    fields = tap_fields(menu.types, "menu:main:a", menu.sid, business,
+                        lambda *a, **k: inbound_message(*a, account_sid=o.twilio_account_sid, **k), user, new_sid("SM"))
+    for _ in range(2):
+        assert sign_and_post(pipeline.stack.webhook_url, fields, o.twilio_auth_token)[0] == 200
+    ledger.duplicates_injected += 1
+    assert_exactly(pipeline, ledger, user, [f"Pick one {tag}", f"First it is {tag}"])
+    assert len([a for a in pipeline.twilio.attempts if a[0] == user]) == 2
+
+
 def test_no_message_stalled(pipeline, ledger) -> None:
     """Every message of the run is terminal within the liveness bound (reconciler included)."""
     liveness = float(pipeline.stack.options.env["LIVENESS_SECONDS"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import struct
+import time
 import uuid
 import zlib
 from datetime import datetime, timezone
@@ -24,7 +25,10 @@ from google.cloud import firestore
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from devstack.stack import ROOT, Stack
+from shared.adapters.profile_store import FirestoreProfiles
+from shared.domain.profiles import BusinessProfile
 from tests.e2e.test_stack_cli import StackProcess
+from tests.plugin import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 # Debian's chromium, never a downloaded browser build (none can be fetched on our machines).
@@ -261,6 +265,87 @@ def test_dead_letters_list_and_replay_runs_the_operator_command(page: Page, stac
 def test_the_page_is_served_on_loopback_only(stack: Stack) -> None:
     assert stack.simulator is not None
     assert stack.simulator.url.startswith("http://127.0.0.1:")
+
+
+
+MENUS = [
+    {"id": "main", "keywords": ["menu"], "text": "How can we help?", "items": [
+        {"id": "hours", "title": "Opening hours", "reply": "9 to 18, Monday to Saturday."},
+        {"id": "more", "title": "More", "menu": "more"},
+    ]},
+    {"id": "more", "text": "Which day?", "button": "Pick a day", "items": [
+        {"id": f"d{n}", "title": f"Day {n}", "description": f"The day {n}", "reply": f"Day {n} works."}
+        for n in range(1, 6)
+    ]},
+]
+
+
+@pytest.fixture
+def menu_business(stack: Stack) -> Iterator[str]:
+    """The page's business with a menu in its profile (the stack reads profiles with a one-second cache)."""
+    business = stack.options.twilio_whatsapp_from
+    db = firestore.Client(project=stack.options.project)
+    profiles = FirestoreProfiles(lambda: db, "business_profiles", BusinessProfile(), 0)
+    profiles.put(business, {"menus": MENUS}, datetime.now(timezone.utc))
+    time.sleep(1.2)
+    try:
+        yield business
+    finally:
+        db.collection("business_profiles").document(business).delete()
+        db.close()
+        time.sleep(1.2)
+
+
+def test_buttons_and_lists_render_as_whatsapp_does_and_taps_post_as_twilio_does(
+    page: Page, stack: Stack, menu_business: str,
+) -> None:
+    assert stack.openai is not None
+    pane = page.get_by_test_id("chat-pane").first
+    calls = len(stack.openai.requests)
+
+    # "menu" is answered with quick-reply buttons (a Content resource), drawn under the text.
+    pane.get_by_test_id("message-input").fill("menu")
+    pane.get_by_test_id("send").click()
+    message = pane.locator("[data-choices=buttons]").last
+    expect(message.get_by_test_id("quick-reply")).to_have_text(["Opening hours", "More"], timeout=REPLY_TIMEOUT_MS)
+    buttons_sid = message.get_attribute("data-sid")
+
+    # A tap posts ButtonText/ButtonPayload quoting the message; the item's reply comes without the model.
+    message.get_by_test_id("quick-reply").first.click()
+    tapped = pane.locator("[data-tap=button]").last
+    expect(tapped.get_by_test_id("body")).to_have_text("Opening hours")
+    expect(tapped.get_by_test_id("quote")).to_have_attribute("data-quoted-sid", str(buttons_sid))
+    expect(_last(page, 0, "bot").get_by_test_id("body")).to_have_text("9 to 18, Monday to Saturday.",
+                                                                      timeout=REPLY_TIMEOUT_MS)
+
+    # "More" opens a list behind its button; the picked row posts ListId/ListTitle/ListDescription.
+    message.get_by_test_id("quick-reply").nth(1).click()
+    listed = pane.locator("[data-choices=list]").last
+    expect(listed.get_by_test_id("list-open")).to_have_text("☰ Pick a day", timeout=REPLY_TIMEOUT_MS)
+    listed.get_by_test_id("list-open").click()
+    sheet = pane.get_by_test_id("list-sheet")
+    expect(sheet).to_be_visible()
+    expect(sheet.get_by_test_id("list-row")).to_have_count(5)
+    expect(sheet.get_by_test_id("list-send")).to_be_disabled()
+    sheet.locator('[data-choice-id="menu:more:d3"]').click()
+    sheet.get_by_test_id("list-send").click()
+    expect(sheet).to_be_hidden()
+    expect(pane.locator("[data-tap=list]").last.get_by_test_id("body")).to_have_text("Day 3")
+    expect(_last(page, 0, "bot").get_by_test_id("body")).to_have_text("Day 3 works.", timeout=REPLY_TIMEOUT_MS)
+    assert len(stack.openai.requests) == calls
+
+    # A swipe-reply quotes the bot's message, as WhatsApp shows it; the model is told what it said.
+    listed.hover()
+    listed.get_by_test_id("reply-to").click()
+    expect(pane.get_by_test_id("reply-banner")).to_contain_text("Which day?")
+    pane.get_by_test_id("message-input").fill("Is that a holiday?")
+    pane.get_by_test_id("send").click()
+    expect(pane.get_by_test_id("reply-banner")).to_be_hidden()
+    quoting = _last(page, 0, "user")
+    expect(quoting.get_by_test_id("body")).to_have_text("Is that a holiday?")
+    expect(quoting.get_by_test_id("quote")).to_have_attribute("data-quoted-sid", str(listed.get_attribute("data-sid")))
+    wait_until(lambda: any("replying to your earlier message: “Which day?" in str(r.messages[-1].get("content"))
+                           for r in stack.openai.requests), REPLY_TIMEOUT_MS / 1000)
 
 
 def test_make_dev_with_the_example_profiles_answers_the_sourdough_and_the_trip_names_the_chunk(

@@ -234,3 +234,33 @@ def test_client_is_built_once_with_the_settings(monkeypatch: pytest.MonkeyPatch)
     # Retries are ChatModel's own, within its budget: the SDK's are off.
     assert seen == [{"api_key": "sk-lazy", "base_url": None, "timeout": 7.0, "max_retries": 0}]
     assert key_reads == [1]
+
+
+def tool_call(name: str, arguments: str) -> dict[str, Any]:
+    call = {"id": "call_1", "type": "function", "function": {"name": name, "arguments": arguments}}
+    body = completion(None)
+    body["choices"][0]["message"]["tool_calls"] = [call]
+    body["choices"][0]["finish_reason"] = "tool_calls"
+    return body
+
+
+def test_reply_with_choices_is_offered_and_its_call_is_the_answer() -> None:
+    arguments = json.dumps({"text": "Which size?", "choices": [{"title": "Small"}, {"title": "Large"}]})
+    recorder = Recorder(httpx2.Response(200, json=tool_call("reply_with_choices", arguments)),
+                        httpx2.Response(200, json=completion("Just words.")), httpx2.Response(200, json=completion("x")))
+    model = model_with(recorder)
+    text, offer = model.reply_or_choices([], "a cake")
+    assert text == "Which size?" and offer is not None and [c.title for c in offer.choices] == ["Small", "Large"]
+    assert [t["function"]["name"] for t in recorder.body(0)["tools"]] == ["reply_with_choices"]
+    assert model.reply_or_choices([], "hours?") == ("Just words.", None)
+    # A business without model choices sends what it always sent: no tools.
+    assert model.reply([], "hi") == "x" and "tools" not in recorder.body(2)
+
+
+def test_a_call_of_another_function_or_with_no_choices_is_not_an_offer() -> None:
+    recorder = Recorder(httpx2.Response(200, json=tool_call("reply_with_choices", '{"text": "Only words"}')),
+                        httpx2.Response(200, json=tool_call("something_else", "{}")))
+    model = model_with(recorder)
+    assert model.reply_or_choices([], "a cake") == ("Only words", None)
+    with pytest.raises(ModelUnavailable, match="empty"):
+        model.reply_or_choices([], "a cake")

@@ -47,6 +47,9 @@ def test_every_sample_is_known_to_these_tests() -> None:
         "inbound-voice-note",
         "inbound-location",
         "inbound-button-reply",
+        "inbound-quick-reply-tap",
+        "inbound-list-selection",
+        "inbound-quoted-reply",
         "status-delivered",
         "status-read",
         "status-failed-63016",
@@ -135,7 +138,41 @@ def test_describe_location() -> None:
 
 def test_describe_button() -> None:
     text = describe_for_model(parsed("inbound-button-reply"))
-    assert text == "[The customer tapped a button with payload 'confirm_booking'.]\nYes, confirm"
+    assert text == "[The customer tapped the button “Yes, confirm” (payload 'confirm_booking').]"
+
+
+def test_quick_reply_tap_sample() -> None:
+    message = parsed("inbound-quick-reply-tap")
+    assert message.message_type == "interactive"
+    assert (message.tap_payload, message.tap_text) == ("menu:main:hours", "Opening hours")
+    assert message.replied_sid == "SM2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a"
+    assert message.replied_sender == "whatsapp:+14155238886"
+    # Our own payloads are routing ids, not something for the model to read.
+    assert describe_for_model(message) == "[The customer tapped the button “Opening hours”.]"
+
+
+def test_list_selection_sample() -> None:
+    message = parsed("inbound-list-selection")
+    assert (message.list_id, message.list_title, message.list_description) == (
+        "menu:main:prices", "Prices", "What things cost")
+    assert message.button_payload == ""
+    assert (message.tap_payload, message.tap_text) == ("menu:main:prices", "Prices")
+    assert describe_for_model(message) == "[The customer picked “Prices” from a list.]"
+
+
+def test_quoted_reply_sample() -> None:
+    message = parsed("inbound-quoted-reply")
+    assert message.replied_sid == "SM6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e"
+    assert message.tap_payload == "" and message.tap_text == ""
+    assert describe_for_model(message) == "Is that also on Sundays?"
+
+
+@pytest.mark.parametrize("replied", ["", "not-a-sid", "SM123", "SM" + "g" * 32, "XX" + "0" * 32])
+def test_a_malformed_quoted_sid_keeps_the_message_and_drops_the_quote(replied: str) -> None:
+    message = parse_webhook(minimal(Body="hi", OriginalRepliedMessageSid=replied,
+                                    OriginalRepliedMessageSender="whatsapp:+1"), 0.0)
+    assert isinstance(message, InboundMessage)
+    assert (message.body, message.replied_sid, message.replied_sender) == ("hi", "", "")
 
 
 def test_describe_plain_text_is_the_body_alone() -> None:
@@ -224,6 +261,12 @@ def test_json_round_trip_keeps_every_field() -> None:
         place="Sol — Madrid",
         button_payload="yes",
         received_at=RECEIVED_AT,
+        button_text="Yes",
+        list_id="row-1",
+        list_title="Row one",
+        list_description="The first row",
+        replied_sid="SM" + "b" * 32,
+        replied_sender="whatsapp:+14155238886",
     )
     data = message.to_json()
     assert isinstance(data, bytes)
@@ -231,9 +274,19 @@ def test_json_round_trip_keeps_every_field() -> None:
 
 
 def test_samples_round_trip() -> None:
-    for name in ("inbound-text", "inbound-image", "inbound-voice-note", "inbound-location", "inbound-button-reply"):
+    for name in ("inbound-text", "inbound-image", "inbound-voice-note", "inbound-location", "inbound-button-reply",
+                 "inbound-quick-reply-tap", "inbound-list-selection", "inbound-quoted-reply"):
         message = parsed(name)
         assert InboundMessage.from_json(message.to_json()) == message
+
+
+def test_a_message_without_taps_or_quotes_publishes_the_fields_it_always_had() -> None:
+    """A processor one release older reads it unchanged while a deploy rolls out."""
+    plain = json.loads(parsed("inbound-text").to_json())
+    assert set(plain) == {"sid", "sender", "recipient", "body", "profile_name", "message_type", "media", "latitude",
+                          "longitude", "place", "button_payload", "received_at"}
+    tap = json.loads(parsed("inbound-quick-reply-tap").to_json())
+    assert tap["button_text"] == "Opening hours" and "list_id" not in tap
 
 
 def good_payload(**changes: Any) -> bytes:
