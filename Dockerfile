@@ -1,10 +1,10 @@
-# One image for the five Cloud Run services, from three function packages
-# (webhook_fn, processor_fn, sender_fn). Cloud Run picks the function per
+# One image for the six Cloud Run services, from four function packages
+# (webhook_fn, processor_fn, sender_fn, inbox_fn). Cloud Run picks the function per
 # service through environment variables set in terraform/locals.tf:
-#   service                  webhook            outbound           processor            reconciler           sender
-#   FUNCTION_SOURCE          webhook_fn/main.py webhook_fn/main.py processor_fn/main.py processor_fn/main.py sender_fn/main.py
-#   FUNCTION_TARGET          webhook            outbound           process              reconcile            send
-#   FUNCTION_SIGNATURE_TYPE  http               http               cloudevent           http                 http
+#   service                  webhook            outbound           processor            reconciler           sender            inbox
+#   FUNCTION_SOURCE          webhook_fn/main.py webhook_fn/main.py processor_fn/main.py processor_fn/main.py sender_fn/main.py inbox_fn/main.py
+#   FUNCTION_TARGET          webhook            outbound           process              reconcile            send              inbox
+#   FUNCTION_SIGNATURE_TYPE  http               http               cloudevent           http                 http              http
 # Locally: docker run -e FUNCTION_SOURCE=webhook_fn/main.py -e FUNCTION_TARGET=webhook -p 8080:8080 IMAGE
 #
 # The base image is pinned to an exact tag. Where a Docker engine is at hand,
@@ -31,6 +31,7 @@ COPY shared/ ./shared/
 COPY webhook_fn/ ./webhook_fn/
 COPY processor_fn/ ./processor_fn/
 COPY sender_fn/ ./sender_fn/
+COPY inbox_fn/ ./inbox_fn/
 
 USER 10001:10001
 

@@ -27,8 +27,8 @@ from typing import Any
 from google.cloud import pubsub_v1
 
 from bench import (
-    ack, burst, charts, coldstart, cost, cpu, e2e, features, front_end, keyword_rules, knowledge_apply, knowledge_cost,
-    secrets_check, stages, throughput, write_paths,
+    ack, burst, charts, coldstart, cost, cpu, e2e, features, front_end, inbox, keyword_rules, knowledge_apply,
+    knowledge_cost, secrets_check, stages, throughput, write_paths,
 )
 from bench.driver import Delivery, Driver, check_delivery
 from bench.procs import Processes, function_command, process_env, wait_listening
@@ -45,6 +45,7 @@ SLOW_AI_SECONDS = 10.0
 ACK_P99_LIMIT = 1.5
 SLOW_AI_LIMIT = 1.5
 E2E_LIMIT = 2.0
+INBOX_POLL_SECONDS = 3.0  # the page's default (INBOX_POLL_SECONDS)
 BURST_GRACE_SECONDS = 180.0  # a throttled queue can take minutes to answer everyone; the figure says how long
 FIRESTORE_OPS_LIMIT = 4.0
 BURST_LIMIT = 1.5
@@ -310,6 +311,12 @@ def run(plan: Plan, log_dir: Path, profile_dir: Path | None = None) -> tuple[dic
         knowledge_run = knowledge_cost.run(driver, log_dir, plan.feature_messages)
         bench.timed("knowledge", started)
 
+        _say(f"inbox: {plan.feature_messages} messages with nobody signed in, then as many with one inbox open")
+        started = time.monotonic()
+        driver.wait_drained(plan.grace_seconds)
+        inbox_run = inbox.run(driver, log_dir, plan.feature_messages, INBOX_POLL_SECONDS)
+        bench.timed("inbox", started)
+
         burst_run = bench.burst_user(driver)
 
         _say("ack latency with an instant model")
@@ -373,6 +380,7 @@ def run(plan: Plan, log_dir: Path, profile_dir: Path | None = None) -> tuple[dic
         rules_figure,
         writes,
         (knowledge_run, apply_figure),
+        inbox_run,
     )
     results["duration_seconds"] = round(time.monotonic() - t_run, 1)
     return results, table
@@ -399,6 +407,7 @@ def assemble(
     rules_figure: dict[str, Any] | None = None,
     writes: write_paths.WritePaths | None = None,
     knowledge: tuple[knowledge_cost.KnowledgeRun, dict[str, Any]] | None = None,
+    inbox_run: inbox.InboxRun | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Goals, results.json content and the printed table, from the raw measurements."""
     fast_seq, fast_conc, slow_seq, slow_conc = acks
@@ -570,6 +579,11 @@ def assemble(
         rows += knowledge_rows + knowledge_apply.report_rows(knowledge[1])
         goals += knowledge_goals
         knowledge_json["apply"] = knowledge[1]
+    inbox_json: dict[str, Any] | None = None
+    if inbox_run is not None:
+        inbox_rows, inbox_goals, inbox_json = inbox.report(inbox_run, cost_sequential)
+        rows += inbox_rows
+        goals += inbox_goals
 
     met = sum(g.passed for g in goals)
     rows.append(f"goals met: {met} of {len(goals)}")
@@ -618,6 +632,7 @@ def assemble(
         "front_ends": front_json,
         "write_paths": writes.to_json() if writes is not None else None,
         "knowledge": knowledge_json,
+        "inbox": inbox_json,
         "goals": [g.to_json() for g in goals],
         "phase_seconds": bench.phases,
         "profiled": bench.profiler is not None,

@@ -111,11 +111,12 @@ def _run(signals: Signals, body: Callable[[Stack], object]) -> int:
 
 
 def _announce_simulator(stack: Stack) -> None:
-    """Stdout lines ``SIMULATOR <url>`` (the chat page) and ``OUTBOUND <url>`` (the outbound API);
-    `make stack` prints them before READY."""
+    """Stdout lines ``SIMULATOR <url>`` (the chat page), ``OUTBOUND <url>`` (the outbound API) and
+    ``INBOX <url>`` (the business's inbox); `make stack` prints them before READY."""
     if stack.simulator is not None:
         print(f"SIMULATOR {stack.simulator.url}", flush=True)
     print(f"OUTBOUND {stack.outbound_url}", flush=True)
+    print(f"INBOX {stack.inbox_url}", flush=True)
 
 
 def _serve(stack: Stack) -> None:

@@ -16,6 +16,7 @@ import string
 from typing import Any, Mapping
 
 from devstack.cloud_run import CloudRunFrontEnd, Origin
+from devstack.google_signin import GoogleSignInStandIn
 from devstack.push_relay import PushRelay
 from devstack.scheduler import Scheduler
 from devstack.secret_manager_stub import SecretManagerStub
@@ -26,6 +27,8 @@ from devstack.token_issuer import TokenIssuer
 TEST_ONLY_ENV = {"TEST_FAULT_POINTS", "TEST_CLOCK_OFFSET_SECONDS"}
 # The local business system allowed to call the outbound API, as an environment's tfvars would allow one.
 BUSINESS_SYSTEM = "business-system@{project}.iam.gserviceaccount.com"
+# The inbox's OAuth client in the local stack (a real one is made in the Cloud console, docs/deploy.md).
+LOCAL_INBOX_CLIENT_ID = "000000000000-local-inbox.apps.googleusercontent.com"
 
 
 def generated_key(length: int = 43) -> str:
@@ -35,13 +38,15 @@ def generated_key(length: int = 43) -> str:
 
 
 class CloudShape:
-    """Token issuer, Secret Manager, Pub/Sub relay, Cloud Run front ends and Cloud Scheduler, as Terraform says."""
+    """Token issuer, Sign in with Google, Secret Manager, Pub/Sub relay, Cloud Run front ends and Cloud
+    Scheduler, as Terraform says."""
 
     def __init__(self, project: str) -> None:
         self.project = project
         self.issuer = TokenIssuer()
         self.origin = Origin()
         self.relay = PushRelay(self.issuer, self.origin)
+        self.signin = GoogleSignInStandIn(self.issuer, LOCAL_INBOX_CLIENT_ID)
         self.caller_key = generated_key()
         self.secret_manager: SecretManagerStub | None = None
         self.deployment: Deployment | None = None
@@ -55,6 +60,7 @@ class CloudShape:
     def start(self) -> None:
         self.issuer.start()
         self.relay.start()
+        self.signin.start()
 
     def render(self, variables: Mapping[str, Any], urls: Mapping[str, str]) -> Deployment:
         self.deployment = render(variables, urls, self.caller_key)
@@ -120,7 +126,7 @@ class CloudShape:
             self.scheduler.stop()
         for front in self.front_ends.values():
             front.stop()
-        for server in (self.relay, self.issuer):
+        for server in (self.relay, self.signin, self.issuer):
             server.stop()
         if self.secret_manager is not None:
             self.secret_manager.stop()

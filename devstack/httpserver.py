@@ -84,6 +84,12 @@ class StubHandler(BaseHTTPRequestHandler):
         self.connection.settimeout(IDLE_CONNECTION_TIMEOUT_SECONDS)
         self.server.owner._track(self.connection, add=True)
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except ConnectionResetError:
+            self.close_connection = True  # the client reset an idle keep-alive connection: it left
+
     def finish(self) -> None:
         try:
             super().finish()

@@ -50,6 +50,8 @@ LOG_STEPS = {"webhook_fn": "webhook", "processor_fn": "processor", "reconciler_f
 # conversation entry cannot be found (not yet claimed, or pruned long after).
 UNCLAIMED_TYPING_SECONDS = 60.0
 OPS_TIMEOUT_SECONDS = 60.0
+# make admin's verbs behind the Hand-off drawer: the same handler steps as the inbox (shared/handlers/person.py).
+HANDOFF_VERBS = ("show", "pause", "reply", "resume")
 TICKS = {"sent": 1, "delivered": 2, "read": 3}
 
 log = logging.getLogger("devstack.simulator")
@@ -484,10 +486,10 @@ class Simulator:
             return None
 
     def run_ops(self, command: str, args: list[str]) -> dict[str, Any]:
-        """Run an operator command (``make failures``/``replay``/hand-off) against this stack; its output."""
-        module = {"failures": "shared.ops.failures", "replay": "shared.ops.replay", "handoff": "shared.ops.handoff"}[command]
-        if command == "handoff" and not self.handoff_available():
-            return {"code": None, "output": "hand-off controls are not in this version of the stack"}
+        """Run an operator command (``make failures``/``replay``, or ``make admin``'s hand-off verbs) on this stack."""
+        module = {"failures": "shared.ops.failures", "replay": "shared.ops.replay", "handoff": "shared.ops.admin"}[command]
+        if command == "handoff" and (not args or args[0] not in HANDOFF_VERBS):
+            return {"code": None, "output": f"the hand-off controls run {', '.join(HANDOFF_VERBS)} only"}
         done = subprocess.run(
             [sys.executable, "-m", module, *args],
             env=dict(self.config.ops_env),
@@ -498,10 +500,6 @@ class Simulator:
             timeout=OPS_TIMEOUT_SECONDS,
         )
         return {"code": done.returncode, "output": (done.stdout + done.stderr).strip()}
-
-    @staticmethod
-    def handoff_available() -> bool:
-        return (ROOT / "shared" / "ops" / "handoff.py").is_file()
 
     # HTTP
 
@@ -528,7 +526,6 @@ class Simulator:
                 "businesses": [{"address": b.address, "name": b.name} for b in self.config.businesses],
                 "offline_model": self.config.offline_model,
                 "webhook_url": self.config.webhook_url,
-                "handoff": self.handoff_available(),
             })
 
         @app.post("/api/send")

@@ -45,7 +45,7 @@ from google.protobuf import duration_pb2
 
 from devstack import container
 from devstack.cloud_run import forwarded_token
-from devstack.cloud_shape import CloudShape
+from devstack.cloud_shape import CloudShape, generated_key
 from devstack.emulators import FirestoreEmulator, PubSubEmulator, check_prerequisites, free_port, start_all
 from devstack.lifecycle import live_members, spawn, stop_groups
 from devstack.offline_knowledge import OFFLINE_MAX_DISTANCE
@@ -73,7 +73,9 @@ DEFAULT_WHATSAPP_FROM = "whatsapp:+14155238886"
 DEFAULT_TOOL_SECRET = "local-dev-tool-secret"
 
 # The Cloud Run services of terraform/run.tf; each runs the function its FUNCTION_SOURCE/TARGET name.
-SERVICES = ("webhook", "processor", "sender", "reconciler", "outbound")
+SERVICES = ("webhook", "processor", "sender", "reconciler", "outbound", "inbox")
+# The inbox's local operator: sees every business and the operations view.
+LOCAL_OPERATOR = "operator@local.test"
 # A function gets this long to finish its requests after SIGTERM, then SIGKILL.
 FUNCTION_GRACE_SECONDS = 5.0
 
@@ -116,6 +118,8 @@ class StackOptions:
     tool_secret: str = DEFAULT_TOOL_SECRET
     # BUSINESS_PROFILES_FILE: validated and written to the Firestore emulator before the functions start.
     profiles_file: str = ""
+    # INBOX_STAFF: the Google accounts the local sign-in offers (default: the profiles' staff and the operator).
+    inbox_staff: tuple[str, ...] = ()
     log_dir: Path = ROOT / ".stack" / "logs"
     # The chat page on loopback, and the Twilio stand-in's status callbacks to the webhook (its ticks).
     simulator: bool = True
@@ -157,6 +161,7 @@ class StackOptions:
             openai_api_key=env.get("OPENAI_API_KEY", ""),
             openai_model=env.get("OPENAI_MODEL", ""),
             profiles_file=env.get("BUSINESS_PROFILES_FILE", ""),
+            inbox_staff=tuple(e.strip() for e in env.get("INBOX_STAFF", "").split(",") if e.strip()),
         )
         for key, value in overrides.items():
             setattr(options, key, value)
@@ -200,6 +205,11 @@ class Stack:
     def webhook_url(self) -> str:
         """The URL the webhook checks signatures against: where a Twilio stand-in posts."""
         return self.url("webhook")
+
+    @property
+    def inbox_url(self) -> str:
+        """Where staff open the inbox (signed in through the local Sign in with Google)."""
+        return self.url("inbox")
 
     @property
     def outbound_url(self) -> str:
@@ -360,6 +370,10 @@ class Stack:
             # ... and may send for every number of the deployment (OUTBOUND_CALLERS).
             "outbound_caller_businesses": {business_system: ["*"]},
             "tool_secret_ids": [EXAMPLE_SECRET_ID],
+            # The inbox: the local OAuth client and sign-in script (devstack/google_signin.py), one local operator.
+            "inbox_oauth_client_id": self.cloud.signin.client_id,
+            "inbox_signin_script_url": self.cloud.signin.script_url,
+            "inbox_operators": [LOCAL_OPERATOR],
         }
         if o.openai_model:
             values["openai_model"] = o.openai_model
@@ -377,10 +391,21 @@ class Stack:
             "twilio_auth_token": o.twilio_auth_token,
             "openai_api_key": o.openai_api_key or "offline-model",
             "address_hash_key": o.address_hash_key,
+            "inbox_session_key": generated_key(48),
         })
         assert self.cloud.secret_manager is not None
         self.cloud.secret_manager.set_secret(EXAMPLE_SECRET_ID, o.tool_secret)
         self._say(f"Secret Manager stand-in on {address}, holding the secrets terraform/ declares")
+        # As the deploy guide has the operator do in the Cloud console: the sign-in's redirect URI on the client.
+        self.cloud.signin.authorize_redirect(self.cloud.rendered.services["inbox"].env["INBOX_URL"] + "/auth/google")
+        self.cloud.signin.accounts = self.options.inbox_staff or self._local_accounts()
+
+    def _local_accounts(self) -> tuple[str, ...]:
+        """The accounts the local sign-in offers by default: every staff member of the profiles file, the operator."""
+        from devstack.google_signin import staff_of
+
+        return (*staff_of(Path(self.options.profiles_file)), LOCAL_OPERATOR) if self.options.profiles_file else (
+            LOCAL_OPERATOR,)
 
     def _create_topology(self) -> None:
         o = self.options

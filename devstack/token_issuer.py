@@ -10,6 +10,9 @@ a service account's ID token (``iss``, ``aud``, ``azp``, ``sub``, ``email``,
 ``email_verified``, ``iat``, ``exp``: one hour), ``sub`` and ``azp`` being the
 account's numeric unique id.
 
+``mint_user`` makes the ID token Sign in with Google gives a web app for a
+person (devstack/google_signin.py serves it to the local inbox).
+
 ``GET /token?audience=A&email=E`` plays ``gcloud auth print-identity-token
 --impersonate-service-account=E --audiences=A``, so a developer can call the
 local outbound API as a business system would. It answers on loopback only
@@ -74,6 +77,28 @@ class TokenIssuer(StubServer):
             "iat": issued,
             "iss": ISSUER,
             "sub": subject,
+        }
+        self.minted += 1
+        return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.kid, "typ": "JWT"})
+
+    def mint_user(self, email: str, client_id: str, name: str = "", lifetime_seconds: int = LIFETIME_SECONDS,
+                  now: float | None = None) -> str:
+        """The ID token Sign in with Google gives a web app for a person: audience and ``azp`` the
+        OAuth client, ``sub`` the account's id, the verified e-mail and the profile name."""
+        issued = int(time.time() if now is None else now)
+        subject = unique_id(email.lower())
+        claims = {
+            "iss": ISSUER,
+            "azp": client_id,
+            "aud": client_id,
+            "sub": subject,
+            "email": email,
+            "email_verified": True,
+            "nbf": issued - 60,
+            "name": name or email.split("@")[0],
+            "iat": issued,
+            "exp": issued + lifetime_seconds,
+            "jti": secrets.token_hex(20),
         }
         self.minted += 1
         return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.kid, "typ": "JWT"})

@@ -139,7 +139,7 @@ def queue() -> TaskQueue:
         factory = tasks_v2.CloudTasksClient
     return TaskQueue(
         s.project_id, s.tasks_location, s.tasks_queue, s.sender_url, s.tasks_service_account, factory, s.processor_url,
-        caller_key=secrets().caller_key if s.tasks_service_account else None,
+        caller_key=secrets().caller_key if s.tasks_service_account else None, inbox_url=s.inbox_tasks_url,
     )
 
 

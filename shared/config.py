@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from shared.env_values import ConfigError, _bool, _callers, _float, _int, _list, _text
+from shared.inbox_settings import InboxSettings, inbox_values
 
 __all__ = ["CALLER_PROOFS", "ConfigError", "DEFAULT_FALLBACK_REPLY", "DEFAULT_SYSTEM_PROMPT", "GOOGLE_CERTS_URL",
            "Settings", "get_settings"]
@@ -29,8 +30,8 @@ DEFAULT_FALLBACK_REPLY = "Sorry, I can't answer right now. Please try again in a
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Everything the three functions need to know about their environment."""
+class Settings(InboxSettings):
+    """Everything the functions need to know about their environment (the inbox's fields: shared/inbox_settings.py)."""
 
     project_id: str = "local-project"
     log_level: str = "INFO"
@@ -249,7 +250,7 @@ class Settings:
             secret_refresh_interval_seconds=_float(env, "SECRET_REFRESH_INTERVAL_SECONDS", d.secret_refresh_interval_seconds, 0.0, 3600.0),
             secret_overlap_seconds=_float(env, "SECRET_OVERLAP_SECONDS", d.secret_overlap_seconds, 0.0, 7 * 24 * 3600.0),
             env_secrets={name: value for name, value in env.items() if value and (
-                name in ("TWILIO_AUTH_TOKEN", "OPENAI_API_KEY", "ADDRESS_HASH_KEY", "CALLER_KEY")
+                name in ("TWILIO_AUTH_TOKEN", "OPENAI_API_KEY", "ADDRESS_HASH_KEY", "CALLER_KEY", "INBOX_SESSION_KEY")
                 or name.startswith(LOCAL_TOOL_SECRET_PREFIX))},
             delivery_status_callbacks=_bool(env, "DELIVERY_STATUS_CALLBACKS", d.delivery_status_callbacks),
             media_max_bytes=_int(env, "MEDIA_MAX_BYTES", d.media_max_bytes, 1024, 25 * 1024 * 1024),
@@ -270,7 +271,7 @@ class Settings:
             outbound_callers=_callers(env, "OUTBOUND_CALLERS"),
             caller_proof=_text(env, "CALLER_PROOF").lower(),
             auth_certs_url=_text(env, "AUTH_CERTS_URL", d.auth_certs_url),
-            secret_manager_emulator_host=_text(env, "SECRET_MANAGER_EMULATOR_HOST"),
+            secret_manager_emulator_host=_text(env, "SECRET_MANAGER_EMULATOR_HOST"), **inbox_values(env),
             max_tool_rounds=_int(env, "MAX_TOOL_ROUNDS", d.max_tool_rounds, 1, 10),
             tool_response_max_bytes=_int(env, "TOOL_RESPONSE_MAX_BYTES", d.tool_response_max_bytes, 1024, 1024 * 1024),
             test_fault_points=_list(env, "TEST_FAULT_POINTS"),

@@ -23,7 +23,7 @@ locals {
   stalled_filter   = "${local.functions_filter} AND jsonPayload.event=\"stalled\""
   ai_failed_filter = "${local.functions_filter} AND jsonPayload.event=\"ai_failed\""
 
-  # ERROR log entries per minute across the five services (Cloud Logging's built-in
+  # ERROR log entries per minute across the six services (Cloud Logging's built-in
   # count) above which failures are "rising": every recorded failure logs one.
   failure_rate_per_minute = 5
 

@@ -36,3 +36,30 @@ resource "google_firestore_field" "ttl" {
 
   ttl_config {}
 }
+
+# The inbox's queries (shared/adapters/inbox_store.py, INDEXES): a
+# business's conversations by last write (its list, and what changed since
+# the last poll), and those the bot is paused for. Firestore needs a
+# composite index for an equality on one field with an order or a range on
+# another; the emulator does not, so tests/infra checks these against the code.
+resource "google_firestore_index" "inbox" {
+  for_each = {
+    recent = { field = "updatedAt", order = "DESCENDING" }
+    paused = { field = "pausedUntil", order = "ASCENDING" }
+  }
+
+  project     = var.project_id
+  database    = google_firestore_database.main.name
+  collection  = local.collections.conversations
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "business"
+    order      = "ASCENDING"
+  }
+
+  fields {
+    field_path = each.value.field
+    order      = each.value.order
+  }
+}

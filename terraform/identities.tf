@@ -1,4 +1,4 @@
-# One identity per service (webhook, processor, sender, reconciler, outbound),
+# One identity per service (webhook, processor, sender, reconciler, outbound, inbox),
 # plus the three identities Google uses to call our private services. Each
 # gets only the roles it needs, on the narrowest resource that accepts the
 # binding. The build accounts (deployer, ci, profiles) come from the bootstrap
@@ -38,6 +38,10 @@ locals {
       display_name = "WhatsApp outbound API (runtime of webhook_fn outbound)"
       description  = "Records business-initiated messages in Firestore and enqueues their send tasks."
     }
+    inbox = {
+      display_name = "WhatsApp inbox (runtime of inbox_fn)"
+      description  = "Shows staff their businesses' conversations, records a person's replies and enqueues them; replays dead letters for operators."
+    }
   }
 }
 
@@ -61,6 +65,7 @@ resource "google_project_iam_member" "firestore_user" {
     sender     = google_service_account.identity["sender"].member
     reconciler = google_service_account.identity["reconciler"].member
     outbound   = google_service_account.identity["outbound"].member
+    inbox      = google_service_account.identity["inbox"].member
     profiles   = data.google_service_account.profiles.member
   }
 
@@ -85,6 +90,8 @@ resource "google_service_account_iam_member" "acts_as_tasks_invoker" {
     sender = google_service_account.identity["sender"].member
     # The outbound API creates the first task of a business-initiated message.
     outbound = google_service_account.identity["outbound"].member
+    # The inbox creates the first task of a person's reply.
+    inbox = google_service_account.identity["inbox"].member
   }
 
   service_account_id = google_service_account.identity["tasks_invoker"].name

@@ -7,6 +7,7 @@ locals {
     sender     = "${var.name_prefix}-sender"
     reconciler = "${var.name_prefix}-reconciler"
     outbound   = "${var.name_prefix}-outbound"
+    inbox      = "${var.name_prefix}-inbox"
   }
 
   # Cloud Run's deterministic URL (https://SERVICE-PROJECT_NUMBER.REGION.run.app)
@@ -23,6 +24,8 @@ locals {
   sender_url          = local.run_urls.sender
   reconciler_audience = local.run_urls.reconciler
   outbound_audience   = local.run_urls.outbound
+  # Where staff open the inbox; Google posts the sign-in to its /auth/google (docs/deploy.md, step 6).
+  inbox_public_url = var.inbox_custom_url != "" ? var.inbox_custom_url : local.run_urls.inbox
 
   pubsub_service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
 
@@ -146,6 +149,8 @@ locals {
       HANDOFF_PAUSE_SECONDS         = tostring(var.handoff_pause_seconds)
       PROFILES_COLLECTION           = var.profiles_collection
       PROFILE_CACHE_SECONDS         = tostring(var.profile_cache_seconds)
+      # A handoff's notice task goes to the inbox (docs/decisions/0021-inbox-sign-in.md).
+      INBOX_TASKS_URL = local.run_urls.inbox
       # The knowledge base (knowledge.tf); the profiles build gets the same values.
       OPENAI_EMBEDDING_MODEL       = var.openai_embedding_model
       OPENAI_EMBEDDING_DIMENSIONS  = tostring(var.openai_embedding_dimensions)
@@ -274,6 +279,62 @@ locals {
       TWILIO_TIMEOUT_SECONDS        = tostring(var.twilio_timeout_seconds)
       PROCESSING_LEASE_SECONDS      = tostring(var.processor_ack_deadline_seconds)
       MODEL_BUDGET_SECONDS          = tostring(var.model_budget_seconds)
+      LOG_USAGE                     = tostring(var.log_usage)
+    }
+
+    # The business's inbox (docs/decisions/0021-inbox-sign-in.md): staff sign in
+    # with Google and read the conversations of the businesses whose profile
+    # lists them (staff:); operators also see failures and replay dead
+    # letters (the hold subscription, the inbound topic). It reads the
+    # address hash key (conversation ids), the session key, and the caller
+    # key for the tasks it creates.
+    inbox = {
+      FUNCTION_SOURCE                      = "inbox_fn/main.py"
+      FUNCTION_TARGET                      = "inbox"
+      FUNCTION_SIGNATURE_TYPE              = "http"
+      THREADS                              = tostring(var.concurrency.inbox)
+      GOOGLE_CLOUD_PROJECT                 = var.project_id
+      LOG_LEVEL                            = var.log_level
+      SECRET_SOURCE                        = "secretmanager" #checkov:skip=CKV_SECRET_6:Names where secrets are read from; not a secret.
+      ADDRESS_HASH_KEY_SECRET              = google_secret_manager_secret.secret["address_hash_key"].secret_id
+      CALLER_KEY_SECRET                    = google_secret_manager_secret.secret["caller_key"].secret_id
+      INBOX_SESSION_KEY_SECRET             = google_secret_manager_secret.secret["inbox_session_key"].secret_id
+      SECRET_REFRESH_INTERVAL_SECONDS      = tostring(var.secret_refresh_interval_seconds)
+      SECRET_OVERLAP_SECONDS               = tostring(var.secret_overlap_seconds)
+      FIRESTORE_DATABASE                   = google_firestore_database.main.name
+      CONVERSATIONS_COLLECTION             = local.collections.conversations
+      FAILURES_COLLECTION                  = local.collections.failures
+      DEDUPE_COLLECTION                    = local.collections.dedupe
+      DEDUPE_HORIZON_SECONDS               = tostring(var.dedupe_horizon_seconds)
+      PROFILES_COLLECTION                  = var.profiles_collection
+      PROFILE_CACHE_SECONDS                = tostring(var.profile_cache_seconds)
+      TWILIO_WHATSAPP_FROM                 = var.twilio_whatsapp_from
+      SENDER_URL                           = local.sender_url
+      TASKS_QUEUE                          = google_cloud_tasks_queue.outbound.name
+      TASKS_LOCATION                       = google_cloud_tasks_queue.outbound.location
+      TASKS_SERVICE_ACCOUNT                = google_service_account.identity["tasks_invoker"].email
+      PUBSUB_TOPIC                         = google_pubsub_topic.inbound.name
+      PUBSUB_DEAD_LETTER_HOLD_SUBSCRIPTION = google_pubsub_subscription.dead_letter_hold.name
+      CONVERSATION_TTL_SECONDS             = tostring(var.conversation_ttl_seconds)
+      MAX_CONTEXT_MESSAGES                 = tostring(var.max_context_messages)
+      MAX_HISTORY_CHARS                    = tostring(var.max_history_chars)
+      MAX_REPLY_CHARS                      = tostring(var.max_reply_chars)
+      MAX_OPEN_MESSAGES                    = tostring(var.max_open_messages)
+      LIVENESS_SECONDS                     = tostring(var.liveness_seconds)
+      RECONCILE_AFTER_SECONDS              = tostring(var.reconcile_after_seconds)
+      TWILIO_TIMEOUT_SECONDS               = tostring(var.twilio_timeout_seconds)
+      PROCESSING_LEASE_SECONDS             = tostring(var.processor_ack_deadline_seconds)
+      MODEL_BUDGET_SECONDS                 = tostring(var.model_budget_seconds)
+      INBOX_URL                            = local.inbox_public_url
+      INBOX_OAUTH_CLIENT_ID                = var.inbox_oauth_client_id
+      INBOX_SIGNIN_SCRIPT_URL              = var.inbox_signin_script_url
+      INBOX_OPERATORS                      = join(",", var.inbox_operators)
+      INBOX_SESSION_SECONDS                = tostring(var.inbox_session_seconds)
+      INBOX_POLL_SECONDS                   = tostring(var.inbox_poll_seconds)
+      # Its one private endpoint, /tasks/notify: Cloud Tasks' token and caller key, as the sender checks them.
+      AUTH_AUDIENCE                 = local.run_urls.inbox
+      AUTH_ALLOWED_SERVICE_ACCOUNTS = google_service_account.identity["tasks_invoker"].email
+      CALLER_PROOF                  = "caller-key"
       LOG_USAGE                     = tostring(var.log_usage)
     }
   }

@@ -9,8 +9,18 @@ output "twilio_webhook_url_with_retries" {
 }
 
 output "service_urls" {
-  description = "URLs of the Cloud Run services by key (webhook, processor, sender, reconciler, outbound), in the deterministic run.app form; the services also answer on their legacy hash URL."
+  description = "URLs of the Cloud Run services by key (webhook, processor, sender, reconciler, outbound, inbox), in the deterministic run.app form; the services also answer on their legacy hash URL."
   value       = local.run_urls
+}
+
+output "inbox_url" {
+  description = "Where staff open the inbox (INBOX_URL): give it to each business's staff."
+  value       = local.inbox_public_url
+}
+
+output "inbox_sign_in_redirect_uri" {
+  description = "Add to the inbox's OAuth client as an authorized redirect URI, and its origin (inbox_url) as an authorized JavaScript origin (docs/deploy.md)."
+  value       = "${local.inbox_public_url}/auth/google"
 }
 
 output "image" {
@@ -40,7 +50,7 @@ output "tasks_queue" {
 }
 
 output "service_accounts" {
-  description = "Service account emails per role: the runtime of each service (webhook, processor, sender, reconciler, outbound), the identities Google calls them with (pubsub_push, tasks_invoker, scheduler), and the profiles build's account (profiles, created by terraform/bootstrap with deployer and ci)."
+  description = "Service account emails per role: the runtime of each service (webhook, processor, sender, reconciler, outbound, inbox), the identities Google calls them with (pubsub_push, tasks_invoker, scheduler), and the profiles build's account (profiles, created by terraform/bootstrap with deployer and ci)."
   value = merge(
     { for key, account in google_service_account.identity : key => account.email },
     { profiles = data.google_service_account.profiles.email },

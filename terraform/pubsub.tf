@@ -166,3 +166,20 @@ resource "google_pubsub_topic_iam_member" "webhook_publisher" {
   role    = "roles/pubsub.publisher"
   member  = google_service_account.identity["webhook"].member
 }
+
+# The inbox's operators replay dead letters as `make replay` does
+# (shared/ops/replay.py): pull and acknowledge on the hold subscription,
+# publish again to the inbound topic. Nothing else of Pub/Sub.
+resource "google_pubsub_subscription_iam_member" "inbox_replay_subscriber" {
+  project      = var.project_id
+  subscription = google_pubsub_subscription.dead_letter_hold.name
+  role         = "roles/pubsub.subscriber"
+  member       = google_service_account.identity["inbox"].member
+}
+
+resource "google_pubsub_topic_iam_member" "inbox_replay_publisher" {
+  project = var.project_id
+  topic   = google_pubsub_topic.inbound.name
+  role    = "roles/pubsub.publisher"
+  member  = google_service_account.identity["inbox"].member
+}

@@ -4,7 +4,7 @@ resource "google_artifact_registry_repository" "images" {
   project       = var.project_id
   location      = var.region
   repository_id = var.artifact_repository
-  description   = "Container images of the WhatsApp assistant (one image for the webhook, processor, sender, reconciler and outbound services)."
+  description   = "Container images of the WhatsApp assistant (one image for the webhook, processor, sender, reconciler, outbound and inbox services)."
   format        = "DOCKER"
 
   # Tags are commit SHAs, and mutable. Under immutable tags Artifact Registry

@@ -1,4 +1,4 @@
-# Five Cloud Run services from one image; FUNCTION_SOURCE / FUNCTION_TARGET
+# Six Cloud Run services from one image; FUNCTION_SOURCE / FUNCTION_TARGET
 # (locals.tf) choose the function each one runs.
 #
 # Who may call what:
@@ -10,6 +10,10 @@
 #   outbound   - public ingress (the business's systems may run anywhere),
 #                invoker = var.outbound_invokers only (default nobody); the
 #                caller's ID token is also verified in code, signature included.
+#   inbox      - public (allUsers): staff's browsers cannot present a Google
+#                identity to Cloud Run; the inbox signs them in itself (Sign
+#                in with Google, docs/decisions/0021-inbox-sign-in.md) and
+#                shows each only their businesses' conversations.
 # Pub/Sub push, Cloud Tasks and Cloud Scheduler in the same project, calling
 # the run.app URL, count as internal traffic (Cloud Run, "Restrict network
 # ingress": the Internal setting allows these products), so "internal only"
@@ -50,6 +54,12 @@ locals {
       description = "Outbound API: the business's systems send a WhatsApp message to a user."
       ingress     = "INGRESS_TRAFFIC_ALL"
       timeout     = "30s"
+    }
+    inbox = {
+      description = "The business's inbox: staff sign in with Google and answer the conversations handed to them."
+      ingress     = "INGRESS_TRAFFIC_ALL"
+      # A replay of the operators' view pulls and republishes up to 100 held messages.
+      timeout = "60s"
     }
   }
 
@@ -138,6 +148,15 @@ resource "google_cloud_run_v2_service_iam_member" "webhook_public" {
   project  = var.project_id
   location = google_cloud_run_v2_service.service["webhook"].location
   name     = google_cloud_run_v2_service.service["webhook"].name
+  role     = "roles/run.invoker"
+  member   = "allUsers"
+}
+
+resource "google_cloud_run_v2_service_iam_member" "inbox_public" {
+  #checkov:skip=CKV_GCP_102:The inbox must be public: staff's browsers cannot present a Google identity to Cloud Run. inbox_fn signs staff in with Google itself and refuses every request without a valid session (docs/decisions/0021-inbox-sign-in.md).
+  project  = var.project_id
+  location = google_cloud_run_v2_service.service["inbox"].location
+  name     = google_cloud_run_v2_service.service["inbox"].name
   role     = "roles/run.invoker"
   member   = "allUsers"
 }

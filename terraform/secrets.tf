@@ -1,4 +1,5 @@
-# The secrets exist here; the values of the three credentials never do.
+# The secrets exist here; the values of the three credentials and of the
+# inbox's session key never do.
 # Operators add their versions with `gcloud secrets versions add SECRET
 # --data-file=-` (docs/deploy.md), so no credential reaches this repository,
 # a plan, or the Terraform state. Each secret is readable only by the
@@ -17,6 +18,7 @@ resource "google_secret_manager_secret" "secret" {
     openai_api_key    = var.openai_api_key_secret_id
     address_hash_key  = var.address_hash_key_secret_id
     caller_key        = var.caller_key_secret_id
+    inbox_session_key = var.inbox_session_key_secret_id
   }
 
   project   = var.project_id
@@ -41,13 +43,14 @@ resource "google_secret_manager_secret_version" "caller_key" {
 }
 
 # The one secret each service reads: webhook_fn checks Twilio's signature
-# with the auth token, sender_fn calls Twilio's API with it, and processor_fn
-# is the only caller of OpenAI.
+# with the auth token, sender_fn calls Twilio's API with it, processor_fn
+# is the only caller of OpenAI, and inbox_fn signs its sessions.
 resource "google_secret_manager_secret_iam_member" "accessor" {
   for_each = {
     webhook   = "twilio_auth_token"
     sender    = "twilio_auth_token"
     processor = "openai_api_key"
+    inbox     = "inbox_session_key"
   }
 
   project   = var.project_id
@@ -72,6 +75,7 @@ resource "google_secret_manager_secret_iam_member" "caller_key_accessor" {
     processor  = google_service_account.identity["processor"].member
     sender     = google_service_account.identity["sender"].member
     reconciler = google_service_account.identity["reconciler"].member
+    inbox      = google_service_account.identity["inbox"].member
     outbound   = google_service_account.identity["outbound"].member
   }
 
@@ -91,6 +95,8 @@ resource "google_secret_manager_secret_iam_member" "address_hash_key_accessor" {
     reconciler = google_service_account.identity["reconciler"].member
     # Conversation ids and the outbound message ids are keyed with it.
     outbound = google_service_account.identity["outbound"].member
+    # Conversation ids of the replies it records; masks in the replay report.
+    inbox = google_service_account.identity["inbox"].member
   }
 
   project   = var.project_id

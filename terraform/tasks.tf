@@ -58,6 +58,8 @@ resource "google_cloud_tasks_queue_iam_member" "enqueuer" {
     sender = google_service_account.identity["sender"].member
     # The outbound API creates the send task of a business-initiated message.
     outbound = google_service_account.identity["outbound"].member
+    # The inbox creates the send task of a person's reply.
+    inbox = google_service_account.identity["inbox"].member
   }
 
   project  = var.project_id

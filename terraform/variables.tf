@@ -596,6 +596,12 @@ variable "address_hash_key_secret_id" {
   default     = "address-hash-key"
 }
 
+variable "inbox_session_key_secret_id" {
+  type        = string
+  description = "Secret Manager secret id of the key that signs the inbox's session cookies (value added with gcloud, docs/deploy.md)."
+  default     = "inbox-session-key"
+}
+
 variable "caller_key_secret_id" {
   type        = string
   description = "Secret Manager secret id of the caller key that Pub/Sub push, Cloud Tasks and Cloud Scheduler carry to the private services (docs/decisions/0003-caller-verification.md). Terraform generates its value."
@@ -649,8 +655,9 @@ variable "max_instances" {
     processor  = number
     sender     = number
     reconciler = number
-    # Optional so tfvars written before the outbound API stay valid.
+    # Optional so tfvars written before the outbound API and the inbox stay valid.
     outbound = optional(number, 5)
+    inbox    = optional(number, 3)
   })
   description = "Upper bound of Cloud Run instances per service; caps cost and protects OpenAI and Twilio quotas. One reconciler instance is enough: it runs once a minute."
   default = {
@@ -659,6 +666,7 @@ variable "max_instances" {
     sender     = 5
     reconciler = 1
     outbound   = 5
+    inbox      = 3
   }
 
   validation {
@@ -673,8 +681,9 @@ variable "min_instances" {
     processor  = number
     sender     = number
     reconciler = number
-    # Optional so tfvars written before the outbound API stay valid.
+    # Optional so tfvars written before the outbound API and the inbox stay valid.
     outbound = optional(number, 0)
+    inbox    = optional(number, 0)
   })
   description = "Instances kept warm per service; 1 on the webhook removes cold starts from Twilio's 15-second timeout at a small fixed cost."
   default = {
@@ -683,6 +692,7 @@ variable "min_instances" {
     sender     = 0
     reconciler = 0
     outbound   = 0
+    inbox      = 0
   }
 
   validation {
@@ -697,8 +707,9 @@ variable "concurrency" {
     processor  = number
     sender     = number
     reconciler = number
-    # Optional so tfvars written before the outbound API stay valid.
+    # Optional so tfvars written before the outbound API and the inbox stay valid.
     outbound = optional(number, 16)
+    inbox    = optional(number, 40)
   })
   description = "Requests one instance serves at once; also the functions-framework thread count (env THREADS), since the work is I/O-bound. The reconciler serves one run at a time."
   default = {
@@ -707,6 +718,7 @@ variable "concurrency" {
     sender     = 16
     reconciler = 1
     outbound   = 16
+    inbox      = 40
   }
 
   validation {
@@ -915,5 +927,69 @@ variable "outbound_allowed_service_accounts" {
   validation {
     condition     = alltrue([for e in var.outbound_allowed_service_accounts : can(regex("^[^@\\s,]+@[^@\\s,]+$", e))])
     error_message = "each outbound_allowed_service_accounts entry must be a service account e-mail address."
+  }
+}
+
+# ------------------------------------------------------------------ inbox ---
+# docs/decisions/0021-inbox-sign-in.md
+
+variable "inbox_oauth_client_id" {
+  type        = string
+  description = "Client ID of the OAuth client (Web application) that Sign in with Google uses for the inbox (INBOX_OAUTH_CLIENT_ID): the audience of the ID tokens it accepts. Created by hand in the Cloud console (docs/deploy.md); empty: nobody can sign in."
+  default     = ""
+
+  validation {
+    condition     = var.inbox_oauth_client_id == "" || can(regex("^[0-9A-Za-z-]+\\.apps\\.googleusercontent\\.com$", var.inbox_oauth_client_id))
+    error_message = "inbox_oauth_client_id must be an OAuth client ID such as 1234567890-abc.apps.googleusercontent.com."
+  }
+}
+
+variable "inbox_custom_url" {
+  type        = string
+  description = "The inbox's own domain (https://inbox.example.com, mapped to the inbox service), if any; empty: its run.app URL (INBOX_URL). The sign-in redirect URI registered on the OAuth client is this URL plus /auth/google."
+  default     = ""
+
+  validation {
+    condition     = var.inbox_custom_url == "" || can(regex("^https://[^/]+$", var.inbox_custom_url))
+    error_message = "inbox_custom_url must be https://HOST without a path."
+  }
+}
+
+variable "inbox_signin_script_url" {
+  type        = string
+  description = "The Sign in with Google client script the inbox page loads (INBOX_SIGNIN_SCRIPT_URL); Google's unless a stand-in is used locally."
+  default     = "https://accounts.google.com/gsi/client"
+}
+
+variable "inbox_operators" {
+  type        = list(string)
+  description = "E-mails of the deployment's operators (INBOX_OPERATORS): they see every business's inbox and the operations view (failures, dead letters, replay). Staff are listed per business in the profiles (staff:)."
+  default     = []
+
+  validation {
+    condition     = alltrue([for e in var.inbox_operators : can(regex("^[^@\\s,]+@[^@\\s,]+$", e))])
+    error_message = "each inbox_operators entry must be an e-mail address."
+  }
+}
+
+variable "inbox_session_seconds" {
+  type        = number
+  description = "How long an inbox session lasts from sign-in, in seconds (INBOX_SESSION_SECONDS); never extended by use."
+  default     = 28800
+
+  validation {
+    condition     = var.inbox_session_seconds >= 300 && var.inbox_session_seconds <= 604800
+    error_message = "inbox_session_seconds must be between 300 and 604800."
+  }
+}
+
+variable "inbox_poll_seconds" {
+  type        = number
+  description = "How often an open inbox asks for new messages, in seconds (INBOX_POLL_SECONDS); each poll costs one Firestore read when nothing changed."
+  default     = 3
+
+  validation {
+    condition     = var.inbox_poll_seconds >= 1 && var.inbox_poll_seconds <= 60
+    error_message = "inbox_poll_seconds must be between 1 and 60."
   }
 }

@@ -448,20 +448,25 @@ function openDeadLetters() {
 }
 
 function openHandoff() {
+  // make admin's pause, reply and resume for one user at the selected business: the inbox's own steps.
   openDrawer("Hand-off", async () => {
-    if (!state.config.handoff) {
-      drawerBody(el("p", { "data-testid": "handoff-missing", text: "This version of the stack has no hand-off command yet." }));
-      return;
-    }
-    const input = el("input", { "data-testid": "handoff-args", placeholder: "arguments, e.g. --help" });
+    const user = el("select", { "data-testid": "handoff-user" },
+      ...state.users.map((u) => el("option", { value: u, text: u })));
+    const preferred = state.users.find((u) => state.open.has(u));
+    if (preferred) user.value = preferred;
+    const text = el("input", { "data-testid": "handoff-text", placeholder: "a person's reply" });
+    const run = (verb, ...rest) => runOps("handoff", [verb, "--business", state.business, user.value, ...rest]);
+    const button = (testid, label, onclick) => el("button", { type: "button", "data-testid": testid, text: label, onclick });
     drawerBody(
-      el("p", { class: "hint", text: "Runs the hand-off command an operator uses, against this stack." }),
-      el("div", { class: "drawer-actions" }, input,
-        el("button", { type: "button", "data-testid": "handoff-run", text: "Run",
-          onclick: () => runOps("handoff", input.value.split(/\s+/).filter(Boolean)) })),
+      el("p", { class: "hint", text: "A person takes over this user's conversation, answers and hands back (make admin)." }),
+      el("div", { class: "drawer-actions" }, user,
+        button("handoff-pause", "Take over", () => run("pause")),
+        button("handoff-resume", "Hand back", () => run("resume")),
+        button("handoff-show", "Show", () => run("show"))),
+      el("div", { class: "drawer-actions" }, text,
+        button("handoff-reply", "Reply as a person", () => text.value.trim() && run("reply", "--", text.value))),
       el("pre", { id: "ops-output", "data-testid": "ops-output", text: "" }),
     );
-    runOps("handoff", ["--help"]);
   });
 }
 

@@ -15,6 +15,7 @@ from google.api_core import retry as gretry
 from google.cloud import tasks_v2
 
 from shared.adapters.google_auth import CALLER_KEY_HEADER
+from shared.domain.notify import HandoffNotice
 
 # CreateTask is only safe to retry because every task is named: a retry that
 # reaches the server twice meets ALREADY_EXISTS, which we treat as success.
@@ -103,6 +104,20 @@ class BurstTask:
         return f"{base}-{self.kind}" if self.kind else base
 
 
+@dataclass(frozen=True)
+class NotifyTask:
+    """Tell the business's staff of a handoff: the inbox's ``/tasks/notify`` (shared/domain/notify.py)."""
+
+    notice: HandoffNotice
+
+    def to_json(self) -> bytes:
+        return self.notice.to_json()
+
+    @property
+    def task_id(self) -> str:
+        return self.notice.task_id
+
+
 def emulator_client(address: str) -> tasks_v2.CloudTasksClient:
     """A real client over a plaintext channel to a local Cloud Tasks stand-in."""
     import grpc
@@ -122,10 +137,12 @@ class TaskQueue:
         client_factory: Callable[[], tasks_v2.CloudTasksClient],
         processor_url: str = "",
         caller_key: Callable[[], str] | None = None,
+        inbox_url: str = "",
     ) -> None:
         self.queue_path = f"projects/{project_id}/locations/{location}/queues/{queue}"
         self._target_url = target_url
         self._processor_url = processor_url
+        self._inbox_url = inbox_url
         self._service_account = service_account
         # Each task carries the caller key its private target checks (docs/decisions/0003-caller-verification.md).
         self._caller_key = caller_key
@@ -142,9 +159,13 @@ class TaskQueue:
                     self._client = self._factory()
         return self._client
 
-    def enqueue(self, task: SendTask | BurstTask) -> bool:
+    def enqueue(self, task: SendTask | BurstTask | NotifyTask) -> bool:
         """Create the task; False when a task of that name already exists (a duplicate)."""
         url = self._processor_url if isinstance(task, BurstTask) else self._target_url
+        audience = url
+        if isinstance(task, NotifyTask):
+            # The inbox checks the bare service URL as the token's audience (its AUTH_AUDIENCE).
+            url, audience = f"{self._inbox_url}/tasks/notify", self._inbox_url
         http_request: dict[str, Any] = {
             "http_method": tasks_v2.HttpMethod.POST,
             "url": url,
@@ -156,7 +177,7 @@ class TaskQueue:
         if self._service_account:
             http_request["oidc_token"] = {
                 "service_account_email": self._service_account,
-                "audience": url,
+                "audience": audience,
             }
         body: dict[str, Any] = {"name": f"{self.queue_path}/tasks/{task.task_id}", "http_request": http_request}
         if isinstance(task, BurstTask):

@@ -39,7 +39,7 @@ CONVERSATION_FIELDS = {
     "expire_at": "expireAt", "last_seq": "lastSeq", "done_seq": "doneSeq", "watch": "watch",
     "opted_out": "optedOut", "opted_out_at": "optedOutAt", "rate": "rate", "paused_until": "pausedUntil",
     "last_inbound_at": "lastInboundAt", "updated_at": "updatedAt", "pending_tool": "pendingTool",
-    "offer": "offer",
+    "offer": "offer", "profile_name": "profileName",
 }
 MESSAGES = "messages"
 ENTRY_FIELDS = {

@@ -30,6 +30,7 @@ from google.api_core import retry as gretry
 from shared.adapters.secret_names import (  # re-exported: importable from here as before
     ADDRESS_HASH_KEY as ADDRESS_HASH_KEY,
     CALLER_KEY as CALLER_KEY,
+    INBOX_SESSION_KEY as INBOX_SESSION_KEY,
     OPENAI_API_KEY as OPENAI_API_KEY,
     TWILIO_AUTH_TOKEN as TWILIO_AUTH_TOKEN,
     EnvSecrets as EnvSecrets,
@@ -97,6 +98,7 @@ class SecretManagerSecrets:
             OPENAI_API_KEY: self._openai_name,
             ADDRESS_HASH_KEY: secret_version_name(settings.address_hash_key_secret, settings.project_id),
             CALLER_KEY: secret_version_name(settings.caller_key_secret, settings.project_id),
+            INBOX_SESSION_KEY: secret_version_name(settings.inbox_session_key_secret, settings.project_id),
         }
         self._project_id = settings.project_id
         self._client_factory = client_factory
@@ -126,6 +128,9 @@ class SecretManagerSecrets:
 
     def caller_key(self) -> str:
         return self._get(self._names[CALLER_KEY])
+
+    def inbox_session_key(self) -> str:
+        return self._get(self._names[INBOX_SESSION_KEY])
 
     def refresh(self, name: str) -> bool:
         return self._refresh(self._names[name])

@@ -18,6 +18,8 @@ TWILIO_AUTH_TOKEN = "TWILIO_AUTH_TOKEN"
 OPENAI_API_KEY = "OPENAI_API_KEY"
 ADDRESS_HASH_KEY = "ADDRESS_HASH_KEY"
 CALLER_KEY = "CALLER_KEY"
+# Signs the inbox's session cookies (docs/decisions/0021-inbox-sign-in.md).
+INBOX_SESSION_KEY = "INBOX_SESSION_KEY"
 
 _SECRET_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
 _SECRET_NAME = re.compile(r"projects/[^/]+/secrets/[A-Za-z0-9_-]{1,255}")
@@ -39,6 +41,10 @@ class Secrets(Protocol):
 
     def caller_key(self) -> str:
         """The key Pub/Sub, Cloud Tasks and Cloud Scheduler carry to our private services."""
+        ...
+
+    def inbox_session_key(self) -> str:
+        """The key that signs the inbox's session cookies."""
         ...
 
     def refresh(self, name: str) -> bool:
@@ -106,6 +112,9 @@ class EnvSecrets:
 
     def caller_key(self) -> str:
         return self._get(CALLER_KEY)
+
+    def inbox_session_key(self) -> str:
+        return self._get(INBOX_SESSION_KEY)
 
     def refresh(self, name: str) -> bool:
         """The environment does not change under a running process."""

@@ -33,6 +33,9 @@ from shared.domain.lifecycle import (
     next_status,
 )
 
+# WhatsApp profile names are short; a longer one is cut, not stored whole.
+MAX_PROFILE_NAME_CHARS = 100
+
 
 def claim(conv: Conversation, sid: str, now: datetime, limits: Limits, *, address: str, business: str = "",
           user_id: str = "", hold_lease: bool = True) -> MessageEntry:
@@ -113,6 +116,13 @@ def note_inbound(conv: Conversation, at: datetime) -> None:
     """When the user last wrote (WhatsApp's 24-hour window); never earlier than what is known."""
     if conv.last_inbound_at is None or conv.last_inbound_at < at:
         conv.last_inbound_at = at
+
+
+def note_profile_name(conv: Conversation, name: str) -> None:
+    """The user's WhatsApp profile name as Twilio last gave it (the inbox shows it), bounded, no control characters."""
+    cleaned = "".join(ch for ch in name if ch.isprintable())[:MAX_PROFILE_NAME_CHARS].strip()
+    if cleaned:
+        conv.profile_name = cleaned
 
 
 def note_error(conv: Conversation, sid: str, error: str, now: datetime) -> bool:

@@ -218,3 +218,13 @@ def decide(
                 return Decision(REPLY, KEYWORD, rule.reply, in_history=True, state=state)
     welcome = profile.welcome if not conv.turns(now) else ""
     return Decision(MODEL, welcome=welcome, state=state)
+
+
+def take_over(conv: Conversation, until: datetime, now: datetime) -> None:
+    """A person takes the conversation over: the bot records the user's messages and answers none until ``until``."""
+    conv.paused_until, conv.updated_at = until, now
+
+
+def hand_back(conv: Conversation, now: datetime) -> None:
+    """The person hands the conversation back: the bot answers the next message, with the person's turns in its history."""
+    conv.paused_until, conv.updated_at = None, now

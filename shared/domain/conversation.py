@@ -18,6 +18,7 @@ docs/decisions/0004-idempotency-records.md). Here it is a typed record:
                  what the business controls left (shared/domain/controls.py)
     last_inbound_at
                  when the user last wrote (WhatsApp's 24-hour window)
+    profile_name the name the user gave WhatsApp, shown in the inbox
 
 Handlers change it only through the functions of shared/domain/ (claims,
 bursts, sending, liveness, delivery, controls) and the two here that every
@@ -108,6 +109,7 @@ class Conversation:
     updated_at: datetime | None = None
     pending_tool: PendingConfirmation | None = None  # a tool's write proposed to the user (tool_events.py)
     offer: dict[str, Any] = field(default_factory=dict)  # the choices of the newest answer, if it had any
+    profile_name: str = ""  # the user's WhatsApp profile name, for the inbox (Twilio's ProfileName)
     # Fields this version does not know, kept as they were.
     extra: dict[str, Any] = field(default_factory=dict)
     # Whether the document existed when it was read (set by the store, never written).

@@ -28,6 +28,7 @@ from shared.domain.knowledge import (
     knowledge_values,
 )
 from shared.domain.tools import DEFAULT_CONFIRM_KEYWORDS, TOOL_KEYS, ToolSpec, tool_values
+from shared.domain.staff import INBOX_KEYS, InboxKeyError, inbox_keys
 
 DEFAULT_HELP = (
     "I'm this business's WhatsApp assistant: ask me anything. "
@@ -120,6 +121,9 @@ class BusinessProfile:
     knowledge_only: bool = False
     unknown_reply: str = DEFAULT_UNKNOWN_REPLY
     knowledge_set: KnowledgeSet | None = None
+    # The inbox (shared/domain/staff.py): who may answer in it, and where a handoff is announced.
+    staff: tuple[str, ...] = ()
+    notify_webhook: str = ""
 
 
 def profile_value(profile: BusinessProfile | None, key: str, default: Any) -> Any:
@@ -158,7 +162,7 @@ _BOOL_KEYS = ("typing_indicator", "model_choices")
 # Seconds, fractions allowed; the range of the matching setting.
 _SECONDS_KEYS = {"burst_window_seconds": (0.0, 30.0)}
 KNOWN_KEYS = frozenset({*_TEXT_KEYS, *_INT_KEYS, *_WORD_KEYS, *_BOOL_KEYS, *_SECONDS_KEYS, "keywords", "menus",
-                        *KNOWLEDGE_KEYS, *TOOL_KEYS})
+                        *KNOWLEDGE_KEYS, *TOOL_KEYS, *INBOX_KEYS})
 
 
 def _fail(address: str, key: str, problem: str) -> ProfileError:
@@ -240,6 +244,10 @@ def profile_from_mapping(address: str, raw: Any, defaults: BusinessProfile) -> B
         values["keywords"] = _keyword_rules(address, raw["keywords"])
     values.update(tool_values(raw, lambda key, problem: _fail(address, key, problem)))
     values.update(knowledge_values(raw, lambda key, problem: _fail(address, key, problem)))
+    try:
+        values.update(inbox_keys(raw))
+    except InboxKeyError as exc:
+        raise _fail(address, exc.key, exc.problem) from None
     if "menus" in raw:
         values["menus"] = parse_menus(address, raw["menus"], replace(defaults, **values), _fail)
     return replace(defaults, **values)

@@ -49,6 +49,11 @@ class Pseudonyms:
         dedupes, and keyed, so a caller cannot aim one at another business's entries."""
         return "OB" + self._digest(b"outbound", f"{business}\x00{idempotency_key}")[:32]
 
+    def inbox_reply_id(self, conversation_id: str, key: str) -> str:
+        """The id of a person's reply from the inbox: the same for a repeated request (its key), so it
+        is sent once, and keyed, so nobody can aim one at another conversation's entries."""
+        return "IN" + self._digest(b"inbox-reply", f"{conversation_id}\x00{key}")[:32]
+
     def mask(self, address: str) -> str:
         """What logs and failure records show for ``address``: ``whatsapp:#3f9c0a71d2``.
 

@@ -101,6 +101,7 @@ def claim_message(msg: InboundMessage, deps: ProcessorDeps, profile: BusinessPro
             conv.new_markers[msg.sid] = now + timedelta(seconds=settings.dedupe_horizon_seconds)
             marked = True
         claims.note_inbound(conv, datetime.fromtimestamp(msg.received_at, timezone.utc) if msg.received_at > 0 else now)
+        claims.note_profile_name(conv, msg.profile_name)
         claims.take_on(conv, msg.sid, decision, now, limits, address=msg.sender, business=msg.recipient,
                        user_id=user_id, user_text=text, first_claim=first_claim)
         # The next message after a proposed write confirms or drops it, in this write (a yes never joins a burst).

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping, Protocol
 
-from shared.adapters.cloud_tasks import BurstTask, SendTask
+from shared.adapters.cloud_tasks import BurstTask, NotifyTask, SendTask
 from shared.adapters.compare_and_set import ConversationStore
 from shared.adapters.profile_store import ProfileSource, StaticProfiles, defaults_from_settings
 from shared.config import Settings
@@ -45,7 +45,7 @@ class Knowledge(Protocol):
 
 
 class Queue(Protocol):
-    def enqueue(self, task: SendTask | BurstTask) -> bool: ...
+    def enqueue(self, task: SendTask | BurstTask | NotifyTask) -> bool: ...
 
 
 class MediaSource(Protocol):

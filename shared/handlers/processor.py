@@ -8,6 +8,8 @@
                      (shared/handlers/compose.py)
     record_answer    "answered with these parts, with this seq", in one write
                      (shared/handlers/answer.py): the same step every answer takes
+    notify_on_handoff  after a handoff, one notice task for the business's staff
+                     (shared/handlers/notify_staff.py)
     hand_off         the send task for sender_fn when it is the reply's turn
 
 Each write is a compare-and-set through the store's one helper, and each
@@ -51,6 +53,7 @@ from shared.handlers.delivery_status import handle_status_push
 from shared.handlers.deps import ProcessorDeps
 from shared.handlers.handoff import send_when_its_turn
 from shared.handlers.knowledge_turn import noting
+from shared.handlers.notify_staff import notify_on_handoff
 from shared.log import mask_address
 
 __all__ = ["MessageBusy", "ProcessorDeps", "answer_burst", "handle_push", "process_message", "record_dead_letter"]
@@ -100,6 +103,8 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
         record_fallback(deps.store, msg.sid, cid, mask_address(msg.sender), reply.failure, deps.clock())
     deps.faults.hit("after_save")
 
+    # Before the send task: while the reply is unsent a redelivery finds it answered and makes sure of both.
+    notify_on_handoff(deps, profile, cid, msg.sid, recorded.entry)
     hand_off(deps.queue, cid, recorded, msg.sid)
     deps.faults.hit("after_enqueue")
     return "answered"
@@ -125,8 +130,9 @@ def _not_answered(msg: InboundMessage, deps: ProcessorDeps, cid: str, claim: Cla
 
 
 def _requeue(msg: InboundMessage, deps: ProcessorDeps, cid: str, conversation: Conversation) -> str:
-    """An answered message seen again: make sure its send task exists (named, so never twice)."""
+    """An answered message seen again: make sure its send task exists (named, so never twice), and a handoff's notice."""
     created = send_when_its_turn(deps.queue, cid, conversation, msg.sid)
+    notify_on_handoff(deps, deps.profile(msg.recipient), cid, msg.sid, conversation.entry(msg.sid))
     _log(logging.INFO, "duplicate of an answered message", msg, event="duplicate",
          status=conversation.messages[msg.sid].status, task_created=created)
     return "requeued"

@@ -30,84 +30,52 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
-from shared.domain.conversation import Answer, Conversation, utcnow
-from shared.domain.entry import MessageEntry
+from shared.domain.conversation import utcnow
 from shared.domain.profiles import BusinessProfile, ProfileError, profiles_from_document
-from shared.domain.splitting import split_reply
-from shared.handlers.answer import ALREADY, ANSWERED, FOREIGN, REFUSED, hand_off, record_answer
-from shared.handlers.deps import limits
+from shared.handlers.answer import ALREADY, ANSWERED, FOREIGN, REFUSED
+from shared.handlers.person import OPTED_OUT, PersonReply, pause_until, reply_as_person, set_paused
 from shared.ops.user_data import AdminDeps, AdminError, erase, show
 from shared.ops.user_data import when as _when
 
 __all__ = ["AdminDeps", "AdminError", "apply_profiles", "erase", "pause", "read_profiles_file", "reply", "resume", "show"]
 
 
-def _change(deps: AdminDeps, user: str, business: str, change: Callable[[Conversation], None]) -> None:
-    """Compare-and-set ``change`` on the user's conversation with ``business``, which must exist."""
-    def guarded(conv: Conversation) -> None:
-        if not conv.exists:
-            raise AdminError(f"{deps.ids.mask(user)} has no conversation with {business}")
-        change(conv)
-
-    deps.store.update(deps.ids.conversation_id(user, business), guarded, what="changing it from make admin")
-
-
 def pause(deps: AdminDeps, user: str, business: str, seconds: int) -> str:
     """A person takes over: the bot records the user's messages and does not answer until the pause ends."""
-    until = deps.clock() + timedelta(seconds=seconds)
-
-    def change(conv: Conversation) -> None:
-        conv.paused_until, conv.updated_at = until, deps.clock()
-
-    _change(deps, user, business, change)
+    until = pause_until(deps.clock, seconds)
+    _exists(set_paused(deps.store, deps.ids.conversation_id(user, business), until, deps.clock), deps, user, business)
     return f"paused: the bot will not answer {deps.ids.mask(user)} at {business} until {_when(until)} UTC"
 
 
 def resume(deps: AdminDeps, user: str, business: str) -> str:
-    def change(conv: Conversation) -> None:
-        conv.paused_until, conv.updated_at = None, deps.clock()
-
-    _change(deps, user, business, change)
+    _exists(set_paused(deps.store, deps.ids.conversation_id(user, business), None, deps.clock), deps, user, business)
     return f"resumed: the bot answers {deps.ids.mask(user)} at {business} again"
 
 
+def _exists(found: bool, deps: AdminDeps, user: str, business: str) -> None:
+    if not found:
+        raise AdminError(f"{deps.ids.mask(user)} has no conversation with {business}")
+
+
 def reply(deps: AdminDeps, user: str, business: str, text: str, sid: str = "") -> str:
-    """A person's reply: answered through the one answer path, next in the user's order, sent like any reply.
-
-    Refused to an opted-out user: nothing at all is sent to them. An entry
-    with the same sid that is this very reply (the same text by a person, or
-    our own commit whose answer was lost) is success: its task is made sure of.
-    """
-    text = text.strip()
-    if not text:
+    """A person's reply: answered through the one answer path, next in the user's order, sent like any reply
+    (shared/handlers/person.py, as the inbox's). Refused to an opted-out user: nothing at all is sent to them."""
+    if not text.strip():
         raise AdminError("the reply is empty")
-    s = deps.settings
     sid = sid or f"OP{random.token_hex(16)}"
-    parts = split_reply(text[: s.max_reply_chars])
     cid = deps.ids.conversation_id(user, business)
-    whole = "\n\n".join(parts)
-
-    def mine(conv: Conversation, entry: MessageEntry, tried: bool) -> bool:
-        said = entry.parts or [t.get("content", "") for t in conv.history or [] if t.get("sid") == sid]
-        return tried or (entry.by == "person" and "\n\n".join(str(p) for p in said) == whole)
-
-    def refuse(conv: Conversation, now: datetime) -> str | None:
-        return f"{deps.ids.mask(user)} opted out of {business}: nothing may be sent to them" if conv.opted_out else None
-
-    recorded = record_answer(
-        deps.store, cid, sid, Answer(parts=parts, by="person", to=user), limits(s), deps.clock,
-        refuse=refuse, mine=mine, after=lambda conv, now: conv.belongs_to(business, deps.ids.user_id(user)),
-    )
-    if recorded.outcome == REFUSED:
-        raise AdminError(recorded.refusal)
-    if recorded.outcome == FOREIGN:
+    done = reply_as_person(deps.store, deps.queue(), deps.settings, deps.clock, cid, PersonReply(
+        sid=sid, text=text, business=business, to=user, user_id=deps.ids.user_id(user)))
+    if done.outcome == REFUSED:
+        reason = (f"{deps.ids.mask(user)} opted out of {business}: nothing may be sent to them"
+                  if done.refusal == OPTED_OUT else done.refusal)
+        raise AdminError(reason)
+    if done.outcome == FOREIGN:
         raise AdminError(f"{sid} exists already in this conversation")
-    if recorded.outcome not in (ANSWERED, ALREADY):
-        return f"reply {sid} to {deps.ids.mask(user)} from {business}: already written and {recorded.status}"
-    # Also when the entry was there already (our commit's answer was lost): its task must exist.
-    queued = hand_off(deps.queue(), cid, recorded, sid)
-    when = "queued now" if queued else "queued after the replies before it"
-    return f"reply {sid} to {deps.ids.mask(user)} from {business}: seq {recorded.seq}, {len(parts)} part(s), {when}"
+    if done.outcome not in (ANSWERED, ALREADY):
+        return f"reply {sid} to {deps.ids.mask(user)} from {business}: already written and {done.status}"
+    when = "queued now" if done.queued else "queued after the replies before it"
+    return f"reply {sid} to {deps.ids.mask(user)} from {business}: seq {done.seq}, {done.parts} part(s), {when}"
 
 
 def read_profiles_file(path: Path, defaults: BusinessProfile) -> tuple[dict[str, Any], dict[str, BusinessProfile]]:

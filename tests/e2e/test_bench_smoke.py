@@ -109,5 +109,11 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
     assert knowledge["knowledge"]["per_message"]["firestore_knowledge_reads"] >= 1
     assert knowledge["apply"]["chunks"] > 0 and knowledge["apply"]["again_embedding_requests"] == 0
 
+    inbox = results["inbox"]
+    assert inbox["nobody_open_equals_figure_4"] and inbox["inbox_requests"]["closed"] == 0, inbox
+    assert inbox["inbox_requests"]["open"] > 0 and inbox["inbox_reads"]["open"] > 0
+    assert inbox["polls"] >= inbox["inbox_requests"]["open"] and inbox["quiet_poll_firestore_reads"] > 0
+    assert inbox["visible_after_seconds"] is not None
+
     goals = results["goals"]
     assert len(goals) >= 5 and all(isinstance(goal["pass"], bool) for goal in goals)

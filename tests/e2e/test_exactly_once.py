@@ -682,3 +682,33 @@ def test_no_message_stalled(pipeline, ledger) -> None:
 
 def test_the_run_lost_duplicated_and_reordered_nothing(ledger) -> None:
     assert (ledger.lost, ledger.duplicated, ledger.reordered, ledger.stalled) == (0, 0, 0, 0), ledger.summary()
+
+
+@pytest.mark.parametrize("faults, retried", [("answer_commit_lost,after_save", True), ("after_save", False)],
+                         ids=["lost-answer-then-crash-retried", "crash-not-retried"])
+def test_an_inbox_reply_through_a_crash_is_sent_once_in_order(pipeline, ledger, restart, faults, retried) -> None:
+    """A person's reply from the inbox: its commit's answer lost and the inbox crashing before the hand-off.
+    Retried with the same key it is sent once; not retried, the reconciler sends it, once."""
+    from tests.e2e.test_controls import new_business, put_profile
+    from tests.e2e.test_inbox_page import api_session
+
+    business, user, staff = new_business(), unique_user(), "fault-staff@shop.example"
+    put_profile(pipeline, business, staff=[staff], handoff_keyword="agent", handoff_reply="A person will answer.")
+    pipeline.post(user, "agent", to=business)
+    wait_until(lambda: [m for m in pipeline.twilio_messages_to(user) if m.body == "A person will answer."], 30)
+    restart("inbox", TEST_FAULT_POINTS=faults)
+    ledger.faults_injected += len(faults.split(","))
+    session, csrf = api_session(pipeline.stack, staff)
+    cid = pipeline.conversation_id(user, business)
+    url = f"{pipeline.stack.inbox_url}/api/conversations/{cid}/reply"
+    body = {"key": "fault-reply-0001", "text": "Hi, a person here."}
+    first = session.post(url, json=body, headers={"X-CSRF-Token": csrf}, timeout=30)
+    assert first.status_code == 500, first.text
+    if retried:
+        again = [session.post(url, json=body, headers={"X-CSRF-Token": csrf}, timeout=30) for _ in range(2)]
+        ledger.duplicates_injected += 2
+        assert [a.status_code for a in again] == [202, 202] and len({a.json()["id"] for a in again}) == 1
+    replies = pipeline.wait_replies(user, 2, timeout=60)
+    settle()
+    lost, duplicated, reordered = ledger.check(["A person will answer.", "Hi, a person here."], pipeline.replies(user))
+    assert (lost, duplicated, reordered) == (0, 0, 0), replies

@@ -24,7 +24,6 @@ import pytest
 from google.cloud import firestore
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from devstack.simulator import Simulator
 from devstack.stack import ROOT, Stack
 from shared.adapters.profile_store import FirestoreProfiles
 from shared.domain.profiles import BusinessProfile
@@ -196,13 +195,48 @@ def test_chat_page_text_image_ticks_trip_and_operations(page: Page, stack: Stack
     expect(drawer.get_by_test_id("failures-table")).to_contain_text(str(failed_sid))
     page.get_by_test_id("drawer-close").click()
 
-    # Hand-off: the operator command when the stack has one, a plain note when it does not.
+
+
+def test_hand_off_controls_take_over_reply_and_hand_back(page: Page, stack: Stack) -> None:
+    """The Hand-off drawer runs make admin's pause, reply and resume: the bot stays quiet while a person has
+    the conversation, the person's reply reaches the pane, and after hand-back the bot answers with it in history."""
+    assert stack.openai is not None
+    pane = page.get_by_test_id("chat-pane").first
+    user = pane.get_attribute("data-user")
+    tag = uuid.uuid4().hex[:8]
+    pane.get_by_test_id("message-input").fill(f"first {tag}")
+    pane.get_by_test_id("send").click()
+    expect(_last(page, 0, "bot").get_by_test_id("body")).to_contain_text(f"first {tag}", timeout=REPLY_TIMEOUT_MS)
+
     page.get_by_test_id("open-handoff").click()
-    if Simulator.handoff_available():
-        expect(drawer.get_by_test_id("ops-output")).to_contain_text("usage", timeout=PAGE_TIMEOUT_MS)
-    else:
-        expect(drawer.get_by_test_id("handoff-missing")).to_be_visible()
+    drawer = page.get_by_test_id("drawer")
+    expect(drawer.get_by_test_id("handoff-user")).to_have_value(str(user))
+    output = drawer.get_by_test_id("ops-output")
+    drawer.get_by_test_id("handoff-pause").click()
+    expect(output).to_contain_text("paused: the bot will not answer", timeout=PAGE_TIMEOUT_MS)
     page.get_by_test_id("drawer-close").click()
+    bot_replies = pane.locator("[data-direction=bot]").count()
+    pane.get_by_test_id("message-input").fill(f"anyone there {tag}?")
+    pane.get_by_test_id("send").click()
+    expect(_last(page, 0, "user").get_by_test_id("body")).to_have_text(f"anyone there {tag}?")
+    page.get_by_test_id("open-handoff").click()
+    person = f"Hi, Ana from the shop here {tag}"
+    drawer.get_by_test_id("handoff-text").fill(person)
+    drawer.get_by_test_id("handoff-reply").click()
+    expect(output).to_contain_text("queued", timeout=PAGE_TIMEOUT_MS)
+    expect(_last(page, 0, "bot").get_by_test_id("body")).to_have_text(person, timeout=REPLY_TIMEOUT_MS)
+    # Only the person's reply arrived while they had the conversation.
+    expect(pane.locator("[data-direction=bot]")).to_have_count(bot_replies + 1)
+
+    drawer.get_by_test_id("handoff-resume").click()
+    expect(output).to_contain_text("resumed: the bot answers", timeout=PAGE_TIMEOUT_MS)
+    page.get_by_test_id("drawer-close").click()
+    stack.openai.reset()
+    pane.get_by_test_id("message-input").fill(f"thanks {tag}")
+    pane.get_by_test_id("send").click()
+    expect(_last(page, 0, "bot").get_by_test_id("body")).to_contain_text(f"thanks {tag}", timeout=REPLY_TIMEOUT_MS)
+    history = [m["content"] for m in stack.openai.requests[-1].messages if isinstance(m.get("content"), str)]
+    assert person in history, history
 
 
 def test_dead_letters_list_and_replay_runs_the_operator_command(page: Page, stack: Stack) -> None:

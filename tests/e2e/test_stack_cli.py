@@ -149,7 +149,7 @@ class StackProcess:
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
             )
         self.lines: queue.Queue[str] = queue.Queue()
-        # What stdout said before READY (the SIMULATOR and OUTBOUND lines).
+        # What stdout said before READY (the SIMULATOR, OUTBOUND and INBOX lines).
         self.before_ready: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -246,7 +246,7 @@ def test_headless_stack_with_external_twilio_and_model_stops_with_a_send_in_flig
         try:
             line = stack.ready_line()
             assert line == f"READY http://127.0.0.1:{stack.port}"
-            assert len(stack.before_ready) == 2 and stack.before_ready[0].startswith("SIMULATOR http://127.0.0.1:")
+            assert len(stack.before_ready) == 3 and stack.before_ready[0].startswith("SIMULATOR http://127.0.0.1:")
             page_url = stack.before_ready[0].split(" ", 1)[1]
             with urllib.request.urlopen(page_url, timeout=10) as page:
                 assert page.status == 200 and b"WhatsApp simulator" in page.read()
@@ -268,6 +268,14 @@ def test_headless_stack_with_external_twilio_and_model_stops_with_a_send_in_flig
             with pytest.raises(urllib.error.HTTPError) as refused:
                 urllib.request.urlopen(invalid, timeout=10)
             assert refused.value.code == 400 and b"to is required" in refused.value.read()
+            # The inbox: its page for anyone, its API only with a session.
+            assert stack.before_ready[2].startswith("INBOX http://127.0.0.1:")
+            inbox_url = stack.before_ready[2].split(" ", 1)[1]
+            with urllib.request.urlopen(inbox_url, timeout=10) as page:
+                assert page.status == 200 and b'data-testid="signin"' in page.read()
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(inbox_url + "/api/conversations?business=x", timeout=10)
+            assert refused.value.code == 401
             url = line.split(" ", 1)[1]
             progress = stack.progress()
             assert "OFFLINE MODEL" not in progress and "Twilio stand-in on" not in progress

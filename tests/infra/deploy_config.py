@@ -19,7 +19,7 @@ import pytest
 
 from tests.infra.test_terraform import REPO, TfConfig, load_config
 
-SERVICES = ("webhook", "processor", "sender", "reconciler", "outbound")
+SERVICES = ("webhook", "processor", "sender", "reconciler", "outbound", "inbox")
 BUILD_ACCOUNTS = ("deployer", "ci", "profiles")
 # Files a broken copy is made of.
 COPIED = ("docs/deploy.md", "cloudbuild-profiles.yaml", "Dockerfile", "cloudbuild.yaml", "cloudbuild-test.yaml")

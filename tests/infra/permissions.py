@@ -55,7 +55,7 @@ PERMISSION_ROLES: dict[str, frozenset[str]] = {
         "datastore.databases.create": ("roles/datastore.owner",),
         # Firestore's IAM page: fields.patch (TTL and index exemptions) takes datastore.indexes.update.
         "datastore.indexes.update": ("roles/datastore.owner", "roles/datastore.indexAdmin"),
-        # Composite indexes (the knowledge base's vector index): indexes.create.
+        # Composite indexes (the inbox's queries, the knowledge base's vector index): indexes.create.
         "datastore.indexes.create": ("roles/datastore.owner", "roles/datastore.indexAdmin"),
         "logging.logMetrics.create": ("roles/logging.configWriter", "roles/logging.admin"),
         "logging.logEntries.create": ("roles/logging.logWriter", "roles/logging.admin"),

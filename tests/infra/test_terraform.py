@@ -77,8 +77,13 @@ WIRED_ENV = {
     "AUTH_ALLOWED_SERVICE_ACCOUNTS",
     "CALLER_PROOF",
     "CALLER_KEY_SECRET",
+    # The inbox: its own URL (the sign-in's redirect URI), its session key and the dead letters it replays.
+    "INBOX_URL",
+    "INBOX_TASKS_URL",
+    "INBOX_SESSION_KEY_SECRET",
+    "PUBSUB_DEAD_LETTER_HOLD_SUBSCRIPTION",
 }
-SERVICES = ("webhook", "processor", "sender", "reconciler", "outbound")
+SERVICES = ("webhook", "processor", "sender", "reconciler", "outbound", "inbox")
 # The for_each resources the checks look into, by instance: RUN_SERVICE["webhook"], IDENTITY["pubsub_push"], ...
 RUN_SERVICE = "google_cloud_run_v2_service.service"
 IDENTITY = "google_service_account.identity"
@@ -310,8 +315,13 @@ def _duration_seconds(value: Any) -> float:
     return float(match.group(1))
 
 
+def _settings_source() -> str:
+    """shared/config.py and the inbox's part of the same Settings (shared/inbox_settings.py)."""
+    return "\n".join((REPO / "shared" / name).read_text() for name in ("config.py", "inbox_settings.py"))
+
+
 def _config_env_names() -> set[str]:
-    source = (REPO / "shared" / "config.py").read_text()
+    source = _settings_source()
     names = set(re.findall(r'_(?:text|int|float|bool|list|callers)\(\s*env,\s*"([A-Z0-9_]+)"', source))
     assert "PUBSUB_TOPIC" in names, "could not read the variable names from shared/config.py"
     return names
@@ -544,6 +554,8 @@ def _invokers(config: TfConfig) -> dict[str, set[str]]:
 def check_invokers(config: TfConfig) -> None:
     invokers = _invokers(config)
     assert invokers.get("webhook") == {"allUsers"}, f"webhook invokers: {invokers.get('webhook')}"
+    # Browsers cannot present a Google identity to Cloud Run: the inbox signs staff in itself.
+    assert invokers.get("inbox") == {"allUsers"}, f"inbox invokers: {invokers.get('inbox')}"
     # Pub/Sub pushes messages, Cloud Tasks delivers bursts' answer tasks (docs/decisions/0014-bursts.md).
     assert invokers.get("processor") == {instance(IDENTITY, "pubsub_push") + ".member", instance(IDENTITY, "tasks_invoker") + ".member"}, (
         f"processor invokers: {invokers.get('processor')}"
@@ -566,6 +578,8 @@ def check_invokers(config: TfConfig) -> None:
         instance("service", "reconciler"): "INGRESS_TRAFFIC_INTERNAL_ONLY",
         # The business's systems may call from anywhere; IAM and the OIDC check let only outbound_invokers in.
         instance("service", "outbound"): "INGRESS_TRAFFIC_ALL",
+        # Staff's browsers are anywhere.
+        instance("service", "inbox"): "INGRESS_TRAFFIC_ALL",
     }, f"ingress settings: {ingress}"
 
 
@@ -591,9 +605,11 @@ def check_secret_access(config: TfConfig) -> None:
         "twilio_auth_token": {"webhook", "sender", "processor"},
         # The profiles build embeds the knowledge documents (knowledge.tf).
         "openai_api_key": {"processor", "profiles"},
-        "address_hash_key": {"webhook", "processor", "sender", "reconciler", "outbound"},
+        "address_hash_key": {"webhook", "processor", "sender", "reconciler", "outbound", "inbox"},
         # Checked by the private services, written into every task by those that create tasks.
-        "caller_key": {"processor", "sender", "reconciler", "outbound"},
+        "caller_key": {"processor", "sender", "reconciler", "outbound", "inbox"},
+        # Signs the inbox's sessions; nobody else needs it.
+        "inbox_session_key": {"inbox"},
     }, f"secret accessors: {access}"
     assert not config.of_type("google_secret_manager_secret_iam_policy"), (
         "secrets must not use authoritative IAM policies"
@@ -735,6 +751,31 @@ def check_service_env(config: TfConfig) -> None:
             "CALLER_KEY_SECRET",
             "TWILIO_WHATSAPP_FROM",
         },
+        "inbox": common
+        | {
+            "SECRET_SOURCE",
+            "ADDRESS_HASH_KEY_SECRET",
+            "CALLER_KEY_SECRET",
+            "INBOX_SESSION_KEY_SECRET",
+            "FIRESTORE_DATABASE",
+            "CONVERSATIONS_COLLECTION",
+            "FAILURES_COLLECTION",
+            "PROFILES_COLLECTION",
+            "SENDER_URL",
+            "TASKS_QUEUE",
+            "TASKS_LOCATION",
+            "TASKS_SERVICE_ACCOUNT",
+            "PUBSUB_TOPIC",
+            "PUBSUB_DEAD_LETTER_HOLD_SUBSCRIPTION",
+            "TWILIO_WHATSAPP_FROM",
+            "INBOX_URL",
+            "INBOX_OAUTH_CLIENT_ID",
+            "INBOX_OPERATORS",
+            "INBOX_SESSION_SECONDS",
+            "AUTH_AUDIENCE",
+            "AUTH_ALLOWED_SERVICE_ACCOUNTS",
+            "CALLER_PROOF",
+        },
     }
     envs = {service: _service_env(config, service) for service in required}
     assert set(envs) == {key for key in config.locals.get("env", {})}, "a service's environment is not checked"
@@ -745,7 +786,7 @@ def check_service_env(config: TfConfig) -> None:
         assert not missing, f"{service} lacks {sorted(missing)}"
     # Every service reads its secrets from Secret Manager; each names users by the keyed
     # address hash, and the reconciler reads nothing else.
-    for service in ("webhook", "processor", "sender", "reconciler"):
+    for service in ("webhook", "processor", "sender", "reconciler", "inbox"):
         assert envs[service]["SECRET_SOURCE"] == "secretmanager"
         assert "ADDRESS_HASH_KEY_SECRET" in envs[service], f"{service} cannot name users without the hash key"
     assert {n for n in envs["reconciler"] if n.endswith("_SECRET")} == {"ADDRESS_HASH_KEY_SECRET", "CALLER_KEY_SECRET"}, (
@@ -913,6 +954,42 @@ def check_outbound_service(config: TfConfig) -> None:
     assert env["AUTH_ALLOWED_SERVICE_ACCOUNTS"] == Expr('join(",", var.outbound_allowed_service_accounts)')
 
 
+def check_inbox_service(config: TfConfig) -> None:
+    """The inbox: public (it signs staff in itself), the outbound API's way into Firestore and the
+    queue, its own session key, and exactly the two Pub/Sub grants replay needs."""
+    grants = _grants_of(config, "inbox")
+    expected = _grants_of(config, "reconciler") | {
+        ("roles/secretmanager.secretAccessor", "google_secret_manager_secret_iam_member",
+         f'{instance(SECRET, "inbox_session_key")}.secret_id'),
+        ("roles/pubsub.subscriber", "google_pubsub_subscription_iam_member",
+         "google_pubsub_subscription.dead_letter_hold.name"),
+        ("roles/pubsub.publisher", "google_pubsub_topic_iam_member", "google_pubsub_topic.inbound.name"),
+    }
+    assert grants == expected, f"inbox grants: {sorted(grants ^ expected)}"
+    env = _service_env(config, "inbox")
+    assert (env["FUNCTION_SOURCE"], env["FUNCTION_TARGET"]) == ("inbox_fn/main.py", "inbox")
+    assert env["INBOX_URL"] == Expr("local.inbox_public_url") and "local.run_urls.inbox" in str(
+        config.locals.get("inbox_public_url")), "the inbox's INBOX_URL is not its own URL"
+    assert env["PUBSUB_DEAD_LETTER_HOLD_SUBSCRIPTION"] == Expr("google_pubsub_subscription.dead_letter_hold.name")
+    # Its task endpoint: only Cloud Tasks' identity, for the inbox's own run.app URL (the tasks' audience).
+    assert env["AUTH_AUDIENCE"] == Expr("local.run_urls.inbox")
+    assert _service_env(config, "processor").get("INBOX_TASKS_URL") == env["AUTH_AUDIENCE"], (
+        "the processor's handoff notices do not go to the inbox's URL, the audience it checks"
+    )
+    assert env["AUTH_ALLOWED_SERVICE_ACCOUNTS"] == Expr(instance(IDENTITY, "tasks_invoker") + ".email")
+    assert config.resolve(Expr("var.inbox_operators")) == [], "nobody operates the inbox by default"
+    # The composite indexes its queries need (the emulator answers without them; Firestore does not).
+    from shared.adapters.inbox_store import INDEXES
+
+    declared = set()
+    for body in config.of_type("google_firestore_index").values():
+        if body.get("collection") != Expr("local.collections.conversations"):
+            continue
+        declared.add(tuple((f["field_path"], f["order"]) for f in body.get("fields", [])))
+    missing = set(INDEXES.values()) - declared
+    assert not missing, f"the inbox's queries need composite indexes terraform/ does not declare: {sorted(missing)}"
+
+
 def check_scheduler_job(config: TfConfig) -> None:
     _, job = _single("google_cloud_scheduler_job", config.of_type("google_cloud_scheduler_job"), "the reconciler")
     assert job.get("schedule") == "* * * * *", f"the reconciler must run every minute, not {job.get('schedule')!r}"
@@ -957,7 +1034,7 @@ def check_caller_key(config: TfConfig) -> None:
     proofs = {service: env.get("CALLER_PROOF") for service, env in envs.items()}
     assert proofs == {
         "webhook": None, "processor": "caller-key", "sender": "caller-key", "reconciler": "caller-key",
-        "outbound": "signed-token",
+        "outbound": "signed-token", "inbox": "caller-key",
     }, f"caller proofs: {proofs}"
     secret_id = Expr(f"{instance(SECRET, 'caller_key')}.secret_id")
     for service, env in envs.items():
@@ -1027,7 +1104,7 @@ def check_variable_limits(config: TfConfig) -> None:
 
 def _config_bounds() -> dict[str, tuple[float, float]]:
     """The lo..hi range shared/config.py accepts for each numeric setting."""
-    source = (REPO / "shared" / "config.py").read_text()
+    source = _settings_source()
     bounds = {}
     for name, lo, hi in re.findall(r'_(?:int|float)\(\s*env,\s*"([A-Z0-9_]+)",\s*[^,]+,\s*([^,]+?),\s*([^)]+?)\)', source):
         values = []
@@ -1143,6 +1220,7 @@ TERRAFORM_CHECKS: list[Callable[[TfConfig], None]] = [
     check_scheduler_identity,
     check_reconciler_roles,
     check_outbound_service,
+    check_inbox_service,
     check_scheduler_job,
     check_caller_key,
     check_plan_time_data_sources,
@@ -1198,8 +1276,8 @@ def test_environment_tfvars_exist_and_name_known_variables(config: TfConfig) -> 
         # An object variable set in a tfvars must name every service, or the plan fails on a missing attribute.
         for name in ("max_instances", "min_instances", "concurrency"):
             if name in values:
-                # The outbound key is optional (tfvars from before the outbound API stay valid).
-                assert set(SERVICES) - {"outbound"} <= set(values[name]) <= set(SERVICES), (
+                # The outbound and inbox keys are optional (tfvars from before them stay valid).
+                assert set(SERVICES) - {"outbound", "inbox"} <= set(values[name]) <= set(SERVICES), (
                     f"{env}.tfvars: {name} must set {sorted(SERVICES)}"
                 )
 
@@ -1224,7 +1302,7 @@ def check_dockerfile(text: str) -> None:
     assert cmd and all(flag in cmd[-1] for flag in ("functions-framework", "--target=", "--source=", "--port=")), (
         "the image must start functions-framework with target, source and port"
     )
-    for folder in ("shared/", "webhook_fn/", "processor_fn/", "sender_fn/"):
+    for folder in ("shared/", "webhook_fn/", "processor_fn/", "sender_fn/", "inbox_fn/"):
         assert any(line.startswith("COPY ") and folder in line for line in lines), (
             f"{folder} is not copied into the image"
         )
@@ -1242,7 +1320,7 @@ def test_dockerignore_keeps_the_context_small() -> None:
     }
     for required in (".git", ".venv", ".venv-*", "tests", "terraform", "bench", "devstack", "docs"):
         assert required in entries, f".dockerignore lacks {required}"
-    for kept in ("shared", "requirements.txt", "webhook_fn", "processor_fn", "sender_fn"):
+    for kept in ("shared", "requirements.txt", "webhook_fn", "processor_fn", "sender_fn", "inbox_fn"):
         assert kept not in entries, f".dockerignore drops {kept}, which the image needs"
 
 
@@ -1659,6 +1737,37 @@ MUTATIONS = {
         _sub(r'\n    outbound = google_service_account\.identity\["outbound"\]\.member', ""),
         check_outbound_service,
         r"outbound grants",
+    ),
+    "inbox-private": Mutation(
+        "run.tf",
+        lambda t: remove_block(t, r'^resource "google_cloud_run_v2_service_iam_member" "inbox_public"'),
+        check_invokers,
+        r"inbox invokers",
+    ),
+    "inbox-reads-the-twilio-token": Mutation(
+        "secrets.tf",
+        _sub(r'    inbox     = "inbox_session_key"', '    inbox     = "twilio_auth_token"'),
+        check_inbox_service,
+        r"inbox grants",
+    ),
+    "inbox-subscribes-to-the-inbound-messages": Mutation(
+        "pubsub.tf",
+        _sub(r"subscription = google_pubsub_subscription\.dead_letter_hold\.name",
+             "subscription = google_pubsub_subscription.processor.name"),
+        check_inbox_service,
+        r"inbox grants",
+    ),
+    "inbox-index-missing": Mutation(
+        "firestore.tf",
+        _sub(r'    paused = \{ field = "pausedUntil", order = "ASCENDING" \}\n', ""),
+        check_inbox_service,
+        r"composite indexes",
+    ),
+    "inbox-index-wrong-order": Mutation(
+        "firestore.tf",
+        _sub(r'recent = \{ field = "updatedAt", order = "DESCENDING" \}', 'recent = { field = "updatedAt", order = "ASCENDING" }'),
+        check_inbox_service,
+        r"composite indexes",
     ),
     "reconciler-cannot-act-as-invoker": Mutation(
         "identities.tf",

@@ -20,7 +20,7 @@ from devstack.hcl_expr import HclError, evaluate, tf_string
 from devstack.terraform_env import TERRAFORM, TerraformError, render
 from shared.config import ConfigError, Settings
 
-SERVICES = ("webhook", "processor", "sender", "reconciler", "outbound")
+SERVICES = ("webhook", "processor", "sender", "reconciler", "outbound", "inbox")
 URLS = {name: f"http://127.0.0.1:{9100 + i}" for i, name in enumerate(SERVICES)}
 TFVARS: dict[str, Any] = {
     "project_id": "demo-project", "environment": "dev", "image_tag": "local",
@@ -53,7 +53,7 @@ def test_front_end_settings_and_invokers_are_terraforms() -> None:
     assert {n: s.ingress for n, s in services.items()} == {
         "webhook": "INGRESS_TRAFFIC_ALL", "processor": "INGRESS_TRAFFIC_INTERNAL_ONLY",
         "sender": "INGRESS_TRAFFIC_INTERNAL_ONLY", "reconciler": "INGRESS_TRAFFIC_INTERNAL_ONLY",
-        "outbound": "INGRESS_TRAFFIC_ALL",
+        "outbound": "INGRESS_TRAFFIC_ALL", "inbox": "INGRESS_TRAFFIC_ALL",
     }
     member = "serviceAccount:wa-{}@demo-project.iam.gserviceaccount.com".format
     assert services["webhook"].invokers == {"allUsers"}
@@ -61,6 +61,8 @@ def test_front_end_settings_and_invokers_are_terraforms() -> None:
     assert services["sender"].invokers == {member("tasks-invoker")}
     assert services["reconciler"].invokers == {member("scheduler")}
     assert services["outbound"].invokers == frozenset(), "nobody, by default"
+    assert services["inbox"].invokers == {"allUsers"}, "the inbox signs its staff in itself"
+    assert services["inbox"].env["INBOX_URL"] == URLS["inbox"], "Google posts the sign-in to the inbox's own URL"
     assert services["processor"].timeout_seconds == 120 and services["reconciler"].timeout_seconds == 60
     crm = "crm@demo-project.iam.gserviceaccount.com"
     allowed = _render(outbound_invokers=[f"serviceAccount:{crm}"], outbound_allowed_service_accounts=[crm])
