@@ -38,9 +38,8 @@ dev: prereqs ## Start the local stack and chat with the bot in the terminal
 stack: prereqs ## Start the local stack headless; prints READY <webhook-url>
 	@$(PY) -m devstack stack
 
-test: prereqs browser ## Run every test tier and the infrastructure checks
-	@$(PY) -m pytest
-	@bash scripts/check-infra.sh
+test: prereqs browser ## Run every test tier and the infrastructure checks (two lanes at once: scripts/test-lanes.sh)
+	@PY=$(PY) bash scripts/test-lanes.sh
 
 test-unit: venv ## Unit tests only (no emulators)
 	@$(PY) -m pytest tests/unit
