@@ -36,6 +36,7 @@ class FakeStore(CompareAndSetStore):
         self.docs: dict[str, tuple[dict[str, Any], int]] = {}
         self.failures: dict[str, dict[str, Any]] = {}
         self.markers: dict[str, DedupeMarker] = {}
+        self.counts: list[Any] = []  # usage counts committed (shared/domain/usage.py's Count)
         self.ops = OpCounter()
         self._lock = threading.Lock()
         self._clock = 0
@@ -56,7 +57,7 @@ class FakeStore(CompareAndSetStore):
         if self.before_apply:
             self.before_apply(conversation_id)
         markers = write.markers
-        self.ops.add(writes=1 + len(markers), markers=len(markers))
+        self.ops.add(writes=1 + len(markers) + len(write.counts), markers=len(markers), counts=len(write.counts))
         with self._lock:
             if any(marker.sid in self.markers for marker in markers):
                 raise Conflict("marker exists")
@@ -76,6 +77,8 @@ class FakeStore(CompareAndSetStore):
                 self.docs[conversation_id] = (data, self._clock)
             for marker in markers:
                 self.markers[marker.sid] = marker
+            for count in write.counts:
+                self.counts.append(count)
             if self.lose_answers:
                 self.lose_answers -= 1
                 raise Conflict("FAILED_PRECONDITION on the retried commit")

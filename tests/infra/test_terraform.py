@@ -317,7 +317,8 @@ def _duration_seconds(value: Any) -> float:
 
 def _settings_source() -> str:
     """shared/config.py and the inbox's part of the same Settings (shared/inbox_settings.py)."""
-    return "\n".join((REPO / "shared" / name).read_text() for name in ("config.py", "inbox_settings.py"))
+    return "\n".join((REPO / "shared" / name).read_text() for name in ("config.py", "inbox_settings.py",
+                                                                                "usage_settings.py"))
 
 
 def _config_env_names() -> set[str]:
