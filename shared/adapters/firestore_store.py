@@ -10,7 +10,7 @@ document's precondition (``last_update_time``) and the dedupe markers.
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
 from google.api_core import exceptions as gexc
@@ -37,6 +37,8 @@ __all__ = [
 
 # How long an operator can see a failure record (``make failures``).
 FAILURE_RETENTION = timedelta(days=30)
+# How long a month's usage counters are kept after it began (``make admin ARGS="usage"`` reads them).
+USAGE_RETENTION = timedelta(days=400)
 
 
 class FirestoreStore(CompareAndSetStore):
@@ -190,7 +192,9 @@ class FirestoreStore(CompareAndSetStore):
 
 def usage_increment(count: Count) -> dict[str, Any]:
     """A shard document's merge: who and which month it counts (for the readers' query), the day's increments."""
+    year, month = (int(part) for part in count.month.split("-"))
     return {"business": count.business, "month": count.month,
+            "expireAt": datetime(year, month, 1, tzinfo=timezone.utc) + USAGE_RETENTION,
             "days": {count.day: {name: firestore.Increment(value) for name, value in count.increments().items()}}}
 
 

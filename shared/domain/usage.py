@@ -110,7 +110,7 @@ class Usage:
 
     def log_fields(self) -> dict[str, Any]:
         """The ``answered`` line's usage fields (the names the analytics queries use)."""
-        return {"model": self.model, "prompt_tokens": self.prompt_tokens,
+        return {"model": self.model, "tokens": self.tokens, "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, "embedding_tokens": self.embedding_tokens,
                 "transcription_seconds": self.transcription_seconds, "cost_usd": self.cost_usd}
 
