@@ -277,7 +277,7 @@ def usage() -> dict[str, int]:
     if "store" in built:
         counts["firestore_reads"] = store().ops.reads
         counts["firestore_writes"] = store().ops.writes
-        counts["firestore_dedupe_writes"] = store().ops.markers
+        counts.update(firestore_dedupe_writes=store().ops.markers, firestore_usage_writes=store().ops.counts)
     if "webhook_deps" in built:
         counts["pubsub_publishes"] = getattr(webhook_deps().publisher, "published", 0)
     if "queue" in built:
