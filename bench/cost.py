@@ -20,6 +20,8 @@ COUNTERS = (
     "firestore_reads",
     "firestore_writes",
     "firestore_dedupe_writes",
+    # Usage counters (figure 16): shard increments in the answer's commit, 0 for a business without a budget.
+    "firestore_usage_writes",
     # Business profiles: at most one read per business per PROFILE_CACHE_SECONDS, not per message.
     "firestore_profile_reads",
     "pubsub_publishes",

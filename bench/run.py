@@ -28,7 +28,7 @@ from google.cloud import pubsub_v1
 
 from bench import (
     ack, burst, charts, coldstart, cost, cpu, e2e, features, front_end, inbox, keyword_rules, knowledge_apply,
-    knowledge_cost, secrets_check, stages, throughput, write_paths,
+    knowledge_cost, secrets_check, stages, throughput, usage_cost, write_paths,
 )
 from bench.driver import Delivery, Driver, check_delivery
 from bench.procs import Processes, function_command, process_env, wait_listening
@@ -317,6 +317,12 @@ def run(plan: Plan, log_dir: Path, profile_dir: Path | None = None) -> tuple[dic
         inbox_run = inbox.run(driver, log_dir, plan.feature_messages, INBOX_POLL_SECONDS)
         bench.timed("inbox", started)
 
+        _say(f"usage: {plan.feature_messages} messages to a business without a budget, then as many to one with")
+        started = time.monotonic()
+        driver.wait_drained(plan.grace_seconds)
+        usage_run = usage_cost.run(driver, log_dir, plan.feature_messages)
+        bench.timed("usage", started)
+
         burst_run = bench.burst_user(driver)
 
         _say("ack latency with an instant model")
@@ -381,6 +387,7 @@ def run(plan: Plan, log_dir: Path, profile_dir: Path | None = None) -> tuple[dic
         writes,
         (knowledge_run, apply_figure),
         inbox_run,
+        usage_run,
     )
     results["duration_seconds"] = round(time.monotonic() - t_run, 1)
     return results, table
@@ -408,6 +415,7 @@ def assemble(
     writes: write_paths.WritePaths | None = None,
     knowledge: tuple[knowledge_cost.KnowledgeRun, dict[str, Any]] | None = None,
     inbox_run: inbox.InboxRun | None = None,
+    usage_run: usage_cost.UsageRun | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Goals, results.json content and the printed table, from the raw measurements."""
     fast_seq, fast_conc, slow_seq, slow_conc = acks
@@ -584,6 +592,11 @@ def assemble(
         inbox_rows, inbox_goals, inbox_json = inbox.report(inbox_run, cost_sequential)
         rows += inbox_rows
         goals += inbox_goals
+    usage_json: dict[str, Any] | None = None
+    if usage_run is not None:
+        usage_rows, usage_goals, usage_json = usage_cost.report(usage_run, cost_sequential)
+        rows += usage_rows
+        goals += usage_goals
 
     met = sum(g.passed for g in goals)
     rows.append(f"goals met: {met} of {len(goals)}")
@@ -633,6 +646,7 @@ def assemble(
         "write_paths": writes.to_json() if writes is not None else None,
         "knowledge": knowledge_json,
         "inbox": inbox_json,
+        "usage": usage_json,
         "goals": [g.to_json() for g in goals],
         "phase_seconds": bench.phases,
         "profiled": bench.profiler is not None,
@@ -824,6 +838,27 @@ def run_burst_only(plan: Plan, log_dir: Path) -> tuple[dict[str, Any], str]:
     return results, render(rows)
 
 
+def run_usage_only(plan: Plan, log_dir: Path) -> tuple[dict[str, Any], str]:
+    """Figure 16 alone on a fresh stack (``--only usage``): its plain batch is figure 4's message, measured here."""
+    bench = Bench(plan, log_dir)
+    t_run = time.monotonic()
+    machine = machine_info()
+    try:
+        driver = bench.start()
+        bench.warm_up(driver)
+        usage_run = usage_cost.run(driver, log_dir, plan.feature_messages)
+    finally:
+        bench.close()
+    rows, goals, section = usage_cost.report(usage_run, None)
+    rows.append(f"goals met: {sum(g.passed for g in goals)} of {len(goals)} (figure 16 only)")
+    results: dict[str, Any] = {
+        "machine": machine | {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "only": "usage", "plan": asdict(plan), "usage": section, "goals": [g.to_json() for g in goals],
+        "phase_seconds": bench.phases, "duration_seconds": round(time.monotonic() - t_run, 1),
+    }
+    return results, render(rows)
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     """Stop like Ctrl-C, so the same cleanup runs."""
     raise KeyboardInterrupt
@@ -834,8 +869,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny N for the smoke test (under a minute)")
     parser.add_argument("--output", type=Path,
                         help=f"results file (default {DEFAULT_OUTPUT}; with --only, none unless given)")
-    parser.add_argument("--only", choices=["burst"],
-                        help="measure one figure on a fresh stack and print its rows (burst: figure 7)")
+    parser.add_argument("--only", choices=["burst", "usage"],
+                        help="measure one figure on a fresh stack and print its rows (burst: figure 7, usage: 16)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the function and emulator logs")
     parser.add_argument("--fail-on-miss", action="store_true", help="exit 1 when a goal is missed")
     parser.add_argument("--profile", type=Path, metavar="DIR",
@@ -850,6 +885,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.only == "burst":
             results, table = run_burst_only(plan, log_dir)
+        elif args.only == "usage":
+            results, table = run_usage_only(plan, log_dir)
         else:
             results, table = run(plan, log_dir, args.profile)
     except KeyboardInterrupt:

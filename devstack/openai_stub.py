@@ -30,8 +30,8 @@ Served endpoints
     reply quotes the excerpt nearest the question and names its source.
 ``POST /v1/audio/transcriptions``
     Multipart ``file`` and ``model``; answers ``{"text": "transcript of N bytes
-    HASH"}`` (deterministic). ``transcriptions`` lists them, ``fail_transcriptions``
-    programs failures. Image content parts of chat requests are recorded with
+    HASH", "usage": ...}`` (deterministic; ``usage`` as OpenAI reports it).
+    ``transcriptions`` lists them, ``fail_transcriptions`` programs failures. Image content parts of chat requests are recorded with
     the request, so a test can decode the ``data:`` URL and compare the bytes.
 
 Admin endpoints, for a stand-in running in another process:
@@ -149,6 +149,22 @@ def offline_reply(messages: Sequence[dict[str, Any]]) -> str:
     if turn > 1:
         reply += f" Earlier you said: {_quote(user_texts[-2])}."
     return f"{reply} (turn {turn})"
+
+
+# A WhatsApp voice note is Opus at about 16 kbit/s: 2,000 bytes a second of audio.
+VOICE_BYTES_PER_SECOND = 2000
+
+
+def transcription_usage(model: str, audio: bytes, text: str) -> dict[str, Any]:
+    """The ``usage`` of a JSON transcription as OpenAI reports it: seconds of audio for whisper-1 (billed by the
+    minute), input (audio) and output tokens for the token-billed gpt-4o transcribe models."""
+    seconds = round(len(audio) / VOICE_BYTES_PER_SECOND, 2)
+    if model == "whisper-1":
+        return {"type": "duration", "seconds": seconds}
+    audio_tokens, output_tokens = max(1, round(seconds * 10)), _approx_tokens(text)
+    return {"type": "tokens", "input_tokens": audio_tokens, "output_tokens": output_tokens,
+            "total_tokens": audio_tokens + output_tokens,
+            "input_token_details": {"audio_tokens": audio_tokens, "text_tokens": 0}}
 
 
 def transcript_of(audio: bytes) -> str:
@@ -426,7 +442,8 @@ class OpenAIStub(RecordingStub[ChatRequest]):
             fault = self._transcribe_faults.pop(0) if self._transcribe_faults else 0
         if fault:
             return openai_error(fault, "The server had an error while processing your request. Sorry about that!")
-        return Response.json(200, {"text": transcript_of(data)})
+        text = transcript_of(data)
+        return Response.json(200, {"text": text, "usage": transcription_usage(model[1].decode(), data, text)})
 
     @property
     def embedding_requests(self) -> list[dict[str, Any]]:

@@ -3,8 +3,7 @@
 Each ``*_deps()`` is built once per process on the first request and reused,
 and every Google, Twilio or OpenAI client inside is itself created on first
 use: importing this module does no I/O, which keeps cold starts short and lets
-tests import everything without emulators. Unit tests build the same ``*Deps``
-dataclasses with fakes instead.
+tests import everything without emulators. Unit tests build the same ``*Deps`` dataclasses with fakes instead.
 """
 
 from __future__ import annotations
@@ -72,6 +71,7 @@ def store() -> FirestoreStore:
     return FirestoreStore(
         client_factory=lambda: firestore.Client(project=s.project_id, database=s.firestore_database),
         conversations=s.conversations_collection, failures=s.failures_collection, dedupe=s.dedupe_collection,
+        usage=s.usage_collection,
     )
 
 
@@ -170,11 +170,12 @@ def profiles() -> FirestoreProfiles:
 
 @functools.cache
 def processor_deps() -> ProcessorDeps:
+    from shared.adapters.usage_store import UsageCounters
     from shared.handlers.deps import ProcessorDeps
-
     return ProcessorDeps(
         settings=settings(), store=store(), model=model(), queue=queue(), faults=faults(), clock=utcnow,
         ids=pseudonyms(), media=media(), typing=typing(), profiles=profiles(), tools=tools(), knowledge=knowledge(),
+        usage=UsageCounters.of(settings(), store()),
     )
 
 
@@ -276,7 +277,7 @@ def usage() -> dict[str, int]:
     if "store" in built:
         counts["firestore_reads"] = store().ops.reads
         counts["firestore_writes"] = store().ops.writes
-        counts["firestore_dedupe_writes"] = store().ops.markers
+        counts.update(firestore_dedupe_writes=store().ops.markers, firestore_usage_writes=store().ops.counts)
     if "webhook_deps" in built:
         counts["pubsub_publishes"] = getattr(webhook_deps().publisher, "published", 0)
     if "queue" in built:

@@ -14,6 +14,7 @@ from typing import Mapping
 
 from shared.env_values import ConfigError, _bool, _callers, _float, _int, _list, _text
 from shared.inbox_settings import InboxSettings, inbox_values
+from shared.usage_settings import UsageSettings, usage_values
 
 __all__ = ["CALLER_PROOFS", "ConfigError", "DEFAULT_FALLBACK_REPLY", "DEFAULT_SYSTEM_PROMPT", "GOOGLE_CERTS_URL",
            "Settings", "get_settings"]
@@ -30,8 +31,8 @@ DEFAULT_FALLBACK_REPLY = "Sorry, I can't answer right now. Please try again in a
 
 
 @dataclass(frozen=True)
-class Settings(InboxSettings):
-    """Everything the functions need to know about their environment (the inbox's fields: shared/inbox_settings.py)."""
+class Settings(InboxSettings, UsageSettings):
+    """Everything the functions need to know about their environment (the inbox's, usage's: shared/*_settings.py)."""
 
     project_id: str = "local-project"
     log_level: str = "INFO"
@@ -95,9 +96,8 @@ class Settings(InboxSettings):
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     fallback_reply: str = DEFAULT_FALLBACK_REPLY
 
-    # Business controls (docs/decisions/0012-business-controls.md): the defaults
-    # of every business profile, and where profiles live and how long a
-    # process keeps one before reading it again.
+    # Business controls (docs/decisions/0012-business-controls.md): the defaults of every business
+    # profile, and where profiles live and how long a process keeps one before reading it again.
     rate_limit_messages: int = 20
     rate_limit_window_seconds: int = 60
     handoff_pause_seconds: int = 3600
@@ -275,7 +275,7 @@ class Settings(InboxSettings):
             max_tool_rounds=_int(env, "MAX_TOOL_ROUNDS", d.max_tool_rounds, 1, 10),
             tool_response_max_bytes=_int(env, "TOOL_RESPONSE_MAX_BYTES", d.tool_response_max_bytes, 1024, 1024 * 1024),
             test_fault_points=_list(env, "TEST_FAULT_POINTS"),
-            log_usage=_bool(env, "LOG_USAGE", False),
+            log_usage=_bool(env, "LOG_USAGE", False), **usage_values(env),
         )._checked()
 
     def _checked(self) -> "Settings":

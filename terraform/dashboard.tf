@@ -29,6 +29,31 @@ locals {
 
   events_metric = "logging.googleapis.com/user/${google_logging_metric.events.name}"
 
+  # Tokens and estimated cost per business and UTC day: a distribution's values summed (sum_from),
+  # which takes MQL, as a filter chart cannot sum them.
+  usage_chart = {
+    for key, title in {
+      tokens = "Model tokens per business (per UTC day)"
+      cost   = "Estimated model cost per business (USD per UTC day)"
+      } : key => {
+      title = title
+      xyChart = {
+        dataSets = [{
+          plotType = "STACKED_BAR"
+          timeSeriesQuery = {
+            timeSeriesQueryLanguage = join(" | ", [
+              "fetch cloud_run_revision::logging.googleapis.com/user/${google_logging_metric.usage[key].name}",
+              "align delta(1d)",
+              "every 1d",
+              "group_by [metric.business], [value: sum(sum_from(value))]",
+            ])
+          }
+        }]
+        yAxis = { label = key == "cost" ? "USD per day" : "tokens per day", scale = "LINEAR" }
+      }
+    }
+  }
+
   # One chart of the log-based events metric: count per minute, split by a label.
   event_chart = {
     for key, spec in {
@@ -141,6 +166,49 @@ resource "google_logging_metric" "model_latency" {
       num_finite_buckets = 32
       growth_factor      = 1.4
       scale              = 10
+    }
+  }
+
+  depends_on = [google_project_service.enabled]
+}
+
+# Model usage per business (docs/decisions/0024-usage-and-budgets.md): the tokens and the estimated cost
+# of each answer, from the processor's "answered" line; the dashboard sums them per day. Read by the
+# dashboard only, like the metrics above.
+resource "google_logging_metric" "usage" {
+  for_each = {
+    tokens = { field = "tokens", unit = "1", what = "Tokens an answer's model calls were billed for (prompt, completion, embeddings, transcription)" }
+    cost   = { field = "cost_usd", unit = "USD", what = "Estimated cost of an answer's model calls (the MODEL_PRICES table)" }
+  }
+
+  project     = var.project_id
+  name        = "${var.name_prefix}-usage-${each.key}"
+  description = "${each.value.what}: jsonPayload.${each.value.field} of processor_fn's answered line."
+  filter      = "${local.functions_filter} AND jsonPayload.event=\"answered\" AND jsonPayload.${each.value.field}>0"
+
+  metric_descriptor {
+    metric_kind  = "DELTA"
+    value_type   = "DISTRIBUTION"
+    unit         = each.value.unit
+    display_name = "WhatsApp assistant usage (${each.key})"
+
+    labels {
+      key         = "business"
+      value_type  = "STRING"
+      description = "The business's WhatsApp address."
+    }
+  }
+
+  value_extractor = "EXTRACT(jsonPayload.${each.value.field})"
+  label_extractors = {
+    business = "EXTRACT(jsonPayload.business)"
+  }
+
+  bucket_options {
+    exponential_buckets {
+      num_finite_buckets = 40
+      growth_factor      = 1.6
+      scale              = each.key == "cost" ? 0.000001 : 1
     }
   }
 
@@ -291,6 +359,33 @@ resource "google_monitoring_dashboard" "operations" {
         local.event_chart.model,
         local.event_chart.tools,
         local.event_chart.tool_errors,
+        {
+          title = "Messages answered per business (per UTC day)"
+          xyChart = {
+            dataSets = [{
+              plotType       = "STACKED_BAR"
+              legendTemplate = "$${metric.labels.business}"
+              timeSeriesQuery = {
+                timeSeriesFilter = {
+                  filter = join(" AND ", [
+                    "metric.type=\"${local.events_metric}\"",
+                    "resource.type=\"cloud_run_revision\"",
+                    "metric.label.event=\"answered\"",
+                  ])
+                  aggregation = {
+                    alignmentPeriod    = "86400s"
+                    perSeriesAligner   = "ALIGN_DELTA"
+                    crossSeriesReducer = "REDUCE_SUM"
+                    groupByFields      = ["metric.label.business"]
+                  }
+                }
+              }
+            }]
+            yAxis = { label = "messages per day", scale = "LINEAR" }
+          }
+        },
+        local.usage_chart.tokens,
+        local.usage_chart.cost,
       ]
     }
   })
@@ -423,6 +518,51 @@ resource "google_monitoring_alert_policy" "failure_rate" {
 
       More than ${local.failure_rate_per_minute} ERROR log entries per minute
       for 5 minutes across the services.
+    EOT
+  }
+
+  notification_channels = var.notification_channels
+
+  depends_on = [google_project_service.enabled]
+}
+
+# A business spent its model budget: its customers get its budget_reply until the
+# next UTC day (month, for a cost budget). One ERROR line per business and day,
+# whatever the instances (a marker document created once); a log match, like the
+# alerts above, so it exists on the first apply.
+resource "google_monitoring_alert_policy" "budget_exhausted" {
+  project      = var.project_id
+  display_name = "[${var.environment}] WhatsApp assistant: a business's model budget is spent"
+  combiner     = "OR"
+  severity     = "WARNING"
+
+  conditions {
+    display_name = "processor_fn logged budget_exhausted"
+
+    condition_matched_log {
+      filter = "${local.functions_filter} AND jsonPayload.event=\"budget_exhausted\""
+      label_extractors = {
+        business = "EXTRACT(jsonPayload.business)"
+      }
+    }
+  }
+
+  alert_strategy {
+    notification_rate_limit {
+      period = "3600s"
+    }
+    auto_close = "86400s"
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    subject   = "A business's model budget is spent in ${var.environment}"
+    content   = <<-EOT
+      Runbook: `make admin ARGS="usage --business BUSINESS --days 7"` shows the business's tokens, estimated cost and messages per day; raise its `daily_token_budget` or `monthly_cost_budget` in the profiles file and `make profiles-apply` if the spend is expected, or look for abuse (one user, a loop) if not.
+
+      Messages to that business get its `budget_reply`, without a model call,
+      until the next UTC day (month, for the cost budget); commands, opt-out
+      and handoff still work.
     EOT
   }
 

@@ -18,14 +18,15 @@ resource "google_firestore_database" "main" {
   depends_on = [google_project_service.enabled]
 }
 
-# TTL on expireAt in conversations, failed_messages and seen_messages.
+# TTL on expireAt in conversations, failed_messages and seen_messages, and the usage counters
+# (kept 400 days) and budget alert markers (40 days).
 # Failure records outlive conversations (the application sets a later
 # expireAt) so they can be inspected and replayed, but they still do not live
 # forever; seen_messages only need to outlive a redelivery. The empty
 # index_config exempts the field from single-field indexes: nothing queries
 # it, and an index on an ever increasing timestamp is a write hotspot.
 resource "google_firestore_field" "ttl" {
-  for_each = toset(["conversations", "failed_messages", "seen_messages"])
+  for_each = toset(["conversations", "failed_messages", "seen_messages", "usage_counters", "budget_alerts"])
 
   project    = var.project_id
   database   = google_firestore_database.main.name
@@ -62,4 +63,15 @@ resource "google_firestore_index" "inbox" {
     field_path = each.value.field
     order      = each.value.order
   }
+}
+
+# The usage counters' per-day increments (shared/adapters/usage_store.py): read by business and month,
+# never queried by a day's field, so those are not indexed (each increment would write its index entries).
+resource "google_firestore_field" "usage_days_unindexed" {
+  project    = var.project_id
+  database   = google_firestore_database.main.name
+  collection = local.collections.usage
+  field      = "days"
+
+  index_config {}
 }

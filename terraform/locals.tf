@@ -48,6 +48,8 @@ locals {
     conversations = "conversations"
     failures      = "failed_messages"
     dedupe        = "seen_messages"
+    usage         = "usage_counters"
+    budget_alerts = "budget_alerts"
   }
 
   # Every name here is read by shared/config.py, except FUNCTION_* and THREADS,
@@ -162,6 +164,13 @@ locals {
       KNOWLEDGE_MAX_CHUNKS         = tostring(var.knowledge_max_chunks)
       KNOWLEDGE_MAX_DOCUMENT_BYTES = tostring(var.knowledge_max_document_bytes)
       LOG_USAGE                    = tostring(var.log_usage)
+      # Usage and budgets (docs/decisions/0024-usage-and-budgets.md).
+      MODEL_PRICES             = var.model_prices
+      USAGE_COLLECTION         = local.collections.usage
+      BUDGET_ALERTS_COLLECTION = local.collections.budget_alerts
+      USAGE_SHARDS             = tostring(var.usage_shards)
+      USAGE_COUNTERS           = var.usage_counters
+      BUDGET_CACHE_SECONDS     = tostring(var.budget_cache_seconds)
     }
 
     sender = {

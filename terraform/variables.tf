@@ -993,3 +993,42 @@ variable "inbox_poll_seconds" {
     error_message = "inbox_poll_seconds must be between 1 and 60."
   }
 }
+
+variable "model_prices" {
+  type        = string
+  description = "The price table of the estimated cost, JSON {\"model\": {\"input\": USD per 1M tokens, \"output\": ..., \"minute\": USD per audio minute}} over the default table (env MODEL_PRICES; empty: the defaults, docs/configuration.md)."
+  default     = ""
+}
+
+variable "usage_shards" {
+  type        = number
+  description = "Counter shards per business and month: the usage counters take about one write a second per shard (env USAGE_SHARDS)."
+  default     = 20
+
+  validation {
+    condition     = var.usage_shards >= 1 && var.usage_shards <= 500
+    error_message = "usage_shards must be between 1 and 500 (the range shared/config.py accepts)."
+  }
+}
+
+variable "usage_counters" {
+  type        = string
+  description = "Which businesses the usage counters count: budgeted (those with a budget) or all (one more document write per model answer) (env USAGE_COUNTERS)."
+  default     = "budgeted"
+
+  validation {
+    condition     = contains(["budgeted", "all"], var.usage_counters)
+    error_message = "usage_counters must be budgeted or all."
+  }
+}
+
+variable "budget_cache_seconds" {
+  type        = number
+  description = "How long a processor instance trusts a budgeted business's spend before reading its counters again (env BUDGET_CACHE_SECONDS)."
+  default     = 30
+
+  validation {
+    condition     = var.budget_cache_seconds >= 0 && var.budget_cache_seconds <= 3600
+    error_message = "budget_cache_seconds must be between 0 and 3600 (the range shared/config.py accepts)."
+  }
+}

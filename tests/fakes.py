@@ -6,12 +6,15 @@ import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
+from shared.adapters import usage_meter
 from shared.adapters.cloud_tasks import BurstTask, SendTask
 from shared.adapters.compare_and_set import CompareAndSetStore, Conflict, DedupeMarker, OpCounter, Write
 from shared.adapters.conversation_document import DELETE, apply_field_updates, from_document
 from shared.domain.choices import Offer
 from shared.domain.conversation import Conversation
+from shared.domain.budgets import Spend
 from shared.domain.pseudonyms import Pseudonyms
+from shared.domain.usage import CHAT, day_key, month_key
 
 # The unit tests' address key; ids and masks are keyed as in production.
 IDS = Pseudonyms("unit-test-address-hash-key")
@@ -36,6 +39,7 @@ class FakeStore(CompareAndSetStore):
         self.docs: dict[str, tuple[dict[str, Any], int]] = {}
         self.failures: dict[str, dict[str, Any]] = {}
         self.markers: dict[str, DedupeMarker] = {}
+        self.counts: list[Any] = []  # usage counts committed (shared/domain/usage.py's Count)
         self.ops = OpCounter()
         self._lock = threading.Lock()
         self._clock = 0
@@ -56,7 +60,7 @@ class FakeStore(CompareAndSetStore):
         if self.before_apply:
             self.before_apply(conversation_id)
         markers = write.markers
-        self.ops.add(writes=1 + len(markers), markers=len(markers))
+        self.ops.add(writes=1 + len(markers) + len(write.counts), markers=len(markers), counts=len(write.counts))
         with self._lock:
             if any(marker.sid in self.markers for marker in markers):
                 raise Conflict("marker exists")
@@ -76,6 +80,8 @@ class FakeStore(CompareAndSetStore):
                 self.docs[conversation_id] = (data, self._clock)
             for marker in markers:
                 self.markers[marker.sid] = marker
+            for count in write.counts:
+                self.counts.append(count)
             if self.lose_answers:
                 self.lose_answers -= 1
                 raise Conflict("FAILED_PRECONDITION on the retried commit")
@@ -134,6 +140,30 @@ class FakeStore(CompareAndSetStore):
         return apply_field_updates(self.docs[conversation_id][0], {})
 
 
+class FakeUsageBook:
+    """The usage counters over a FakeStore's committed counts, read (and counted) on every call: no cache."""
+
+    def __init__(self, store: FakeStore) -> None:
+        self.store = store
+        self.reads = 0
+        self.alerts: set[tuple[str, str]] = set()
+        self.alerted: list[tuple[str, str]] = []
+
+    def spend(self, business: str, now: datetime) -> Spend:
+        self.reads += 1
+        month = [c for c in self.store.counts if c.business == business and c.month == month_key(now)]
+        day = [c for c in month if c.day == day_key(now)[-2:]]
+        return Spend(sum(c.usage.tokens for c in day), sum(c.usage.cost_usd for c in month))
+
+    def alert_once(self, business: str, now: datetime) -> bool:
+        key = (business, day_key(now))
+        self.alerted.append(key)
+        if key in self.alerts:
+            return False
+        self.alerts.add(key)
+        return True
+
+
 class FakeModel:
     def __init__(self, reply: str | Callable[[list[dict[str, str]], str], str] = "Hello!") -> None:
         self._reply = reply
@@ -145,6 +175,8 @@ class FakeModel:
         self.error: Exception | None = None
         self.offer: Offer | None = None
         self.choice_calls = 0
+        # (prompt, completion) tokens each call reports, as the API's ``usage`` (None: it reports none).
+        self.usage: tuple[int, int] | None = None
 
     def reply(
         self, history: list[dict[str, str]], user_text: str, system_prompt: str | None = None, model: str | None = None,
@@ -155,6 +187,9 @@ class FakeModel:
         self.budgets.append(budget_seconds)
         if self.error is not None:
             raise self.error
+        if self.usage is not None:
+            usage_meter.note(CHAT, model or "gpt-4o-mini", {"prompt_tokens": self.usage[0],
+                                                            "completion_tokens": self.usage[1]})
         return self._reply(history, user_text) if callable(self._reply) else self._reply
 
     def reply_or_choices(

@@ -41,6 +41,8 @@ E2E_ENV = {
     "MAX_CONTEXT_MESSAGES": "20",
     # Profiles written by a test take effect within a second (production: a minute).
     "PROFILE_CACHE_SECONDS": "1",
+    # A budget's spend is read again after a second (production: thirty).
+    "BUDGET_CACHE_SECONDS": "1",
     # An open inbox asks for news every second (production: three).
     "INBOX_POLL_SECONDS": "1",
 }

@@ -22,6 +22,7 @@ from typing import Any, Callable, Generic, Mapping, Protocol, TypeVar
 
 from shared.adapters.conversation_document import apply_field_updates, field_updates, from_document, to_document
 from shared.domain.conversation import Conversation
+from shared.domain.usage import Count
 
 # How often a change is tried again on a conflict before giving up; each try is one read and one write.
 MAX_CONFLICT_RETRIES = 20
@@ -78,12 +79,14 @@ class DedupeMarker:
 
 @dataclass(frozen=True)
 class Write:
-    """One commit: create the document, update fields of it, or delete it; plus dedupe markers."""
+    """One commit: create the document, update fields of it, or delete it; plus dedupe markers and usage
+    counts (shared/domain/usage.py's Count: one shard document's increments)."""
 
     create: Mapping[str, Any] | None = None
     updates: Mapping[str, Any] | None = None
     delete: bool = False
     markers: tuple[DedupeMarker, ...] = ()
+    counts: tuple[Count, ...] = ()
 
 
 @dataclass
@@ -93,13 +96,15 @@ class OpCounter:
     reads: int = 0
     writes: int = 0
     markers: int = 0  # of the writes, the dedupe markers (the dedupe horizon's cost)
+    counts: int = 0  # of the writes, the usage counters' shard increments (a budgeted business's cost)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, reads: int = 0, writes: int = 0, markers: int = 0) -> None:
+    def add(self, reads: int = 0, writes: int = 0, markers: int = 0, counts: int = 0) -> None:
         with self._lock:
             self.reads += reads
             self.writes += writes
             self.markers += markers
+            self.counts += counts
 
 
 class CompareAndSetStore:
@@ -121,6 +126,7 @@ class CompareAndSetStore:
     def commit(self, conversation_id: str, start: Snapshot, after: Conversation) -> Snapshot:
         """Write what turns ``start`` into ``after``, against ``start``'s version; ``start`` itself when nothing changed."""
         markers = tuple(DedupeMarker(sid, conversation_id, until) for sid, until in after.new_markers.items())
+        counts = tuple(after.new_counts)
         if after.erased:
             if start.document is None:
                 return start
@@ -130,12 +136,12 @@ class CompareAndSetStore:
         if start.document is None:
             if not document and not markers:
                 return start
-            version = self._commit(conversation_id, Write(create=document, markers=markers), None)
+            version = self._commit(conversation_id, Write(create=document, markers=markers, counts=counts), None)
             return Snapshot(document, version)
         updates = field_updates(start.document, document)
         if not updates and not markers:
             return start
-        version = self._commit(conversation_id, Write(updates=updates, markers=markers), start.version)
+        version = self._commit(conversation_id, Write(updates=updates, markers=markers, counts=counts), start.version)
         return Snapshot(apply_field_updates(start.document, updates), version)
 
     def update(

@@ -55,6 +55,7 @@ ENTRY_FIELDS = {
     "choices": "choices",
     "knowledge_version": "knowledgeVersion", "knowledge_chunks": "knowledgeChunks",
     "knowledge_unknown": "knowledgeUnknown",
+    "usage": "usage",
 }
 _DATES = {"expire_at", "watch", "opted_out_at", "paused_until", "last_inbound_at", "updated_at", "received_at",
           "lease_until", "burst_due"}
@@ -63,7 +64,7 @@ _INTS = {"last_seq", "done_seq", "attempts", "sent_parts", "part_count", "send_a
 _BOOLS = {"opted_out", "fallback", "knowledge_unknown"}
 _LISTS = {"parts", "twilio_sids", "late_twilio_sids", "burst_members", "knowledge_chunks"}
 _MAPS = {"deliveries", "delivery_errors"}
-_JSON = {"choices", "offer"}  # stored as given (an offer: texts, lists of choices)
+_JSON = {"choices", "offer", "usage"}  # stored as given (an offer: texts, lists of choices)
 
 
 def _date(value: Any) -> datetime | None:

@@ -1,4 +1,4 @@
-"""Firestore: the conversation documents, the dedupe markers and the failure records.
+"""Firestore: the conversation documents, the dedupe markers, the usage counts and the failure records.
 
 Each conversation is one document (shared/adapters/conversation_document.py
 names its fields), changed only through the compare-and-set helper
@@ -10,7 +10,7 @@ document's precondition (``last_update_time``) and the dedupe markers.
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
 from google.api_core import exceptions as gexc
@@ -28,6 +28,7 @@ from shared.adapters.compare_and_set import (
     Write,
 )
 from shared.adapters.conversation_document import DELETE
+from shared.domain.usage import Count
 
 __all__ = [
     "MAX_CONFLICT_RETRIES", "CompareAndSetStore", "Conflict", "ConversationStore", "DedupeMarker", "FirestoreStore",
@@ -36,6 +37,8 @@ __all__ = [
 
 # How long an operator can see a failure record (``make failures``).
 FAILURE_RETENTION = timedelta(days=30)
+# How long a month's usage counters are kept after it began (``make admin ARGS="usage"`` reads them).
+USAGE_RETENTION = timedelta(days=400)
 
 
 class FirestoreStore(CompareAndSetStore):
@@ -47,7 +50,9 @@ class FirestoreStore(CompareAndSetStore):
         conversations: str,
         failures: str,
         dedupe: str = "seen_messages",
+        usage: str = "usage_counters",
     ) -> None:
+        self._usage = usage
         self._client_factory = client_factory
         self._client: firestore.Client | None = None
         self._lock = threading.Lock()
@@ -95,12 +100,15 @@ class FirestoreStore(CompareAndSetStore):
                 self.client.collection(self._dedupe).document(marker.sid),
                 {"conversation": marker.conversation_id, "expireAt": marker.expire_at},
             )
+        for count in write.counts:
+            batch.set(self.client.collection(self._usage).document(count.document_id), usage_increment(count), merge=True)
         try:
             results = batch.commit()
         except (gexc.Conflict, gexc.FailedPrecondition, gexc.NotFound) as exc:
             raise Conflict(str(exc)) from None
         finally:
-            self.ops.add(writes=1 + len(write.markers), markers=len(write.markers))
+            self.ops.add(writes=1 + len(write.markers) + len(write.counts), markers=len(write.markers),
+                         counts=len(write.counts))
         return None if write.delete else results[0].update_time
 
     def seen(self, sid: str) -> bool:
@@ -180,6 +188,14 @@ class FirestoreStore(CompareAndSetStore):
         rows = [dict(snap.to_dict() or {}, sid=snap.id) for snap in query.stream()]
         self.ops.add(reads=max(1, len(rows)))
         return rows
+
+
+def usage_increment(count: Count) -> dict[str, Any]:
+    """A shard document's merge: who and which month it counts (for the readers' query), the day's increments."""
+    year, month = (int(part) for part in count.month.split("-"))
+    return {"business": count.business, "month": count.month,
+            "expireAt": datetime(year, month, 1, tzinfo=timezone.utc) + USAGE_RETENTION,
+            "days": {count.day: {name: firestore.Increment(value) for name, value in count.increments().items()}}}
 
 
 def failure_record(

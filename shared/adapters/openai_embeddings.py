@@ -19,8 +19,10 @@ from typing import Any, Callable, Sequence
 
 import openai
 
+from shared.adapters import usage_meter
 from shared.adapters.openai_model import INITIAL_RETRY_SECONDS, MAX_RETRY_SECONDS, RETRYABLE_STATUS, retry_after_seconds
 from shared.config import Settings
+from shared.domain.usage import EMBEDDING
 from shared.log import redact_credentials
 
 log = logging.getLogger(__name__)
@@ -129,7 +131,9 @@ class Embedder:
                 response = self.client.embeddings.create(
                     model=self.model, input=inputs, dimensions=self.dimensions, timeout=min(self._timeout, remaining)
                 )
-                return self._vectors(response, len(inputs))
+                vectors = self._vectors(response, len(inputs))
+                usage_meter.note(EMBEDDING, self.model, getattr(response, "usage", None))
+                return vectors
             except openai.OpenAIError as exc:
                 failure = redact_credentials(f"{type(exc).__name__}: {exc}")[:300]
                 if isinstance(exc, openai.AuthenticationError) and not refreshed and self._refresh_key():

@@ -16,6 +16,8 @@ from shared.domain.choices import Offer
 from shared.domain.reply_with_choices import DEFINITION as CHOICES_DEFINITION
 from shared.domain.reply_with_choices import NAME as CHOICES_NAME
 from shared.domain.reply_with_choices import offer_from_arguments
+from shared.adapters import usage_meter
+from shared.domain.usage import CHAT, TRANSCRIPTION
 from shared.log import redact_credentials
 
 log = logging.getLogger(__name__)
@@ -220,9 +222,11 @@ class ChatModel:
             if remaining <= 0:
                 raise ModelUnavailable(f"no time left of the {budget:g}s budget")
             try:
-                return self.client.chat.completions.create(
+                completion = self.client.chat.completions.create(
                     model=model or self._model, messages=messages, timeout=min(self._timeout, remaining), **extra
                 )
+                usage_meter.note(CHAT, model or self._model, getattr(completion, "usage", None))
+                return completion
             except openai.OpenAIError as exc:
                 # OpenAI quotes the (partly masked) key back in a 401: never keep it.
                 failure = redact_credentials(f"{type(exc).__name__}: {exc}")[:300]
@@ -274,5 +278,6 @@ class ChatModel:
             )
         except openai.OpenAIError as exc:
             raise ModelUnavailable(redact_credentials(f"transcription failed: {type(exc).__name__}: {exc}")[:300]) from exc
+        usage_meter.note(TRANSCRIPTION, model, getattr(result, "usage", None))
         text = getattr(result, "text", result if isinstance(result, str) else "")
         return str(text or "").strip()

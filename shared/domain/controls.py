@@ -28,6 +28,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from shared.domain.budgets import Budget
 from shared.domain.conversation import Conversation, RateWindow, expire_at
 from shared.domain.turns import cap_text
 from shared.domain.entry import Decided, MessageEntry
@@ -50,6 +51,7 @@ HANDOFF = "handoff"
 OPTED_OUT = "opted out"
 RATE_LIMITED = "rate limited"
 PAUSED = "paused"
+BUDGET = "budget"  # the model budget is spent (shared/domain/budgets.py)
 
 # Line breaks and tabs are text; every other control character is not.
 _KEPT_CONTROLS = {"\n", "\t"}
@@ -228,3 +230,14 @@ def take_over(conv: Conversation, until: datetime, now: datetime) -> None:
 def hand_back(conv: Conversation, now: datetime) -> None:
     """The person hands the conversation back: the bot answers the next message, with the person's turns in its history."""
     conv.paused_until, conv.updated_at = None, now
+
+
+def within_budget(decision: Decision, budget: Budget | None, spent: bool) -> Decision:
+    """After every control above: a model turn of a spent budget becomes the business's budget reply.
+
+    The rate window is kept, and a new conversation's welcome; the reply does
+    not enter the history, so the model does not take it for its own words later.
+    """
+    if not spent or budget is None or decision.kind != MODEL:
+        return decision
+    return Decision(REPLY, BUDGET, budget.reply, welcome=decision.welcome, state=decision.state)

@@ -114,9 +114,10 @@ class Conversation:
     extra: dict[str, Any] = field(default_factory=dict)
     # Whether the document existed when it was read (set by the store, never written).
     exists: bool = field(default=False, compare=False)
-    # What this write does besides the document: dedupe markers (sid -> expiry) to create in
-    # the same commit, or the whole document deleted (shared/ops/user_data.py).
+    # What this write does besides the document: dedupe markers (sid -> expiry) and usage counts
+    # (shared/domain/usage.py) in the same commit, or the whole document deleted (shared/ops/user_data.py).
     new_markers: dict[str, datetime] = field(default_factory=dict, compare=False)
+    new_counts: list[Any] = field(default_factory=list, compare=False)
     erased: bool = field(default=False, compare=False)
 
     # --- reading -------------------------------------------------------------

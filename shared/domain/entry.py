@@ -85,6 +85,8 @@ class MessageEntry:
     knowledge_version: str = ""
     knowledge_chunks: list[str] = field(default_factory=list)
     knowledge_unknown: bool = False
+    # What the answer's model calls reported and cost (shared/domain/usage.py's Usage, as stored).
+    usage: dict[str, Any] = field(default_factory=dict)
     # Fields this version does not know (a newer writer's), kept as they were.
     extra: dict[str, Any] = field(default_factory=dict)
 

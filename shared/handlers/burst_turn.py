@@ -18,6 +18,8 @@ from shared.domain import bursts
 from shared.domain.conversation import Answer, Conversation
 from shared.domain.lifecycle import PROCESSING, WAITING_BURST
 from shared.domain.inbound import InboundMessage
+from shared.adapters.usage_meter import metering
+from shared.handlers.usage_turn import counting, usage_of
 from shared.handlers.answer import ALREADY, ANSWERED, hand_off, record_answer, record_fallback
 from shared.handlers.claim import MessageBusy
 from shared.handlers.compose import ask_model, gather_context, to_parts, tool_rounds, with_tools
@@ -102,21 +104,25 @@ def answer_burst(task: BurstTask, deps: ProcessorDeps) -> str:
     tools = tool_turn(profile, cid, head, entry, saved.snapshot, entry.business or conv.business, conv.address)
     fields = {"sid": head, "conversation": cid[:12]}
     grounded = GroundedModel(deps, profile, fields, rounds=tool_rounds(deps, tools, profile))
-    reply = ask_model(deps, context, fields,
-                      lambda: (context.user_text, grounded.reply(context.history, context.user_text)), tools)
+    with metering() as calls:
+        reply = ask_model(deps, context, fields,
+                          lambda: (context.user_text, grounded.reply(context.history, context.user_text)), tools)
+    usage = usage_of(deps, calls)
     deps.faults.hit("after_ai")
     reply = with_tools(reply, tools)
     answer = Answer(parts=to_parts(deps, profile, reply.text), asked=context.user_text, failure=reply.failure,
                     tool_ledger=tools.ledger if tools else None, proposal=tools.proposal if tools else None)
     recorded = record_answer(deps.store, cid, head, answer, deps.limits, deps.clock, start=reply.snapshot or saved.snapshot,
-                             after=noting(grounded.grounding, head, lambda c, at: bursts.merge(c, head, at)))
+                             after=noting(grounded.grounding, head, counting(deps, profile, head, usage,
+                                                                       lambda c, at: bursts.merge(c, head, at))))
     if recorded.outcome == ALREADY:
         hand_off(deps.queue, cid, recorded, head)
         return "requeued"
     if recorded.outcome != ANSWERED:
         return "finished"
     _log(logging.INFO, "burst answered", cid, head, event="answered", status="answered", seq=recorded.seq,
-         members=len(entry.burst_members), fallback=bool(reply.failure))
+         members=len(entry.burst_members), fallback=bool(reply.failure), business=entry.business or conv.business,
+         **usage.log_fields(), budget=False)
     if reply.failure:
         record_fallback(deps.store, head, cid, mask_address(recorded.conversation.address), reply.failure, deps.clock())
     deps.faults.hit("after_save")

@@ -23,13 +23,13 @@ from datetime import datetime, timedelta, timezone
 from shared.adapters.compare_and_set import Snapshot
 from shared.domain import bursts, claims, tool_events
 from shared.domain.choice_answers import route_for, with_choices
-from shared.domain.controls import IGNORE, MODEL, Decision, decide
+from shared.domain.controls import IGNORE, MODEL, Decision, decide, within_budget
 from shared.domain.conversation import Conversation
 from shared.domain.turns import cap_text
 from shared.domain.inbound import InboundMessage, describe_for_model
 from shared.domain.lifecycle import JOINED, PROCESSING, WAITING_BURST
 from shared.domain.profiles import BusinessProfile, profile_value
-from shared.domain.proposals import CONFIRM, NO_PROPOSAL
+from shared.domain.proposals import CONFIRM, NO_PROPOSAL, answer_to_proposal
 from shared.handlers.deps import ProcessorDeps
 
 # What the claim found or did.
@@ -65,8 +65,12 @@ def has_content(msg: InboundMessage) -> bool:
     return bool(msg.media or (msg.latitude and msg.longitude) or msg.tap_payload)
 
 
-def claim_message(msg: InboundMessage, deps: ProcessorDeps, profile: BusinessProfile, conversation_id: str) -> Claim:
-    """Decide and claim ``msg`` (its body already cleaned), or say why it is not ours to answer now."""
+def claim_message(msg: InboundMessage, deps: ProcessorDeps, profile: BusinessProfile, conversation_id: str,
+                  spent: bool = False) -> Claim:
+    """Decide and claim ``msg`` (its body already cleaned), or say why it is not ours to answer now.
+
+    ``spent``: the business's model budget is (shared/handlers/usage_turn.py): a model turn gets its budget reply,
+    except the yes to a proposed write, which runs what the user approved."""
     settings, store, limits = deps.settings, deps.store, deps.limits
     window = float(profile_value(profile, "burst_window_seconds", settings.burst_window_seconds))
     user_id = deps.ids.user_id(msg.sender)
@@ -97,6 +101,8 @@ def claim_message(msg: InboundMessage, deps: ProcessorDeps, profile: BusinessPro
                     if first_claim else Decision.recorded(entry))  # type: ignore[arg-type]
         if first_claim:  # a tap, a typed "2" or a menu's keyword (shared/domain/choice_answers.py)
             decision = with_choices(decision, route_for(msg, profile, conv), profile, now)
+            confirming = answer_to_proposal(conv.pending_tool, msg.body, now, profile.confirm_keywords) == CONFIRM
+            decision = within_budget(decision, profile.budget, spent and not confirming)
         if entry is None:
             conv.new_markers[msg.sid] = now + timedelta(seconds=settings.dedupe_horizon_seconds)
             marked = True

@@ -17,6 +17,7 @@ from shared.adapters.compare_and_set import ConversationStore
 from shared.adapters.profile_store import ProfileSource, StaticProfiles, defaults_from_settings
 from shared.config import Settings
 from shared.domain.choices import Offer
+from shared.domain.budgets import Spend
 from shared.domain.conversation import Limits
 from shared.domain.knowledge import KnowledgeSet
 from shared.domain.knowledge_prompt import Retrieved
@@ -42,6 +43,14 @@ class Knowledge(Protocol):
     """A business's documents, searched for one message (shared/adapters/knowledge_search.py)."""
 
     def search(self, business: str, knowledge: KnowledgeSet, text: str, budget_seconds: float) -> list[Retrieved]: ...
+
+
+class UsageBook(Protocol):
+    """The per-business usage counters (shared/adapters/usage_store.py): a budget's spend, and its alert."""
+
+    def spend(self, business: str, now: datetime) -> Spend: ...
+
+    def alert_once(self, business: str, now: datetime) -> bool: ...
 
 
 class Queue(Protocol):
@@ -91,6 +100,8 @@ class ProcessorDeps:
     tools: ToolCallers | None = None
     # The knowledge base's search (None: no business is grounded in documents).
     knowledge: Knowledge | None = None
+    # The usage counters a budget is read from (None: no budgets are enforced).
+    usage: UsageBook | None = None
 
     def profile(self, business: str) -> BusinessProfile:
         source = self.profiles or StaticProfiles(defaults_from_settings(self.settings))

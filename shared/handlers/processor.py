@@ -7,7 +7,9 @@
                      shown) or take the canned reply, split into parts
                      (shared/handlers/compose.py)
     record_answer    "answered with these parts, with this seq", in one write
-                     (shared/handlers/answer.py): the same step every answer takes
+                     (shared/handlers/answer.py): the same step every answer takes,
+                     with the usage its model calls reported (and, for a budgeted
+                     business, its counter's increment: shared/handlers/usage_turn.py)
     notify_on_handoff  after a handoff, one notice task for the business's staff
                      (shared/handlers/notify_staff.py)
     hand_off         the send task for sender_fn when it is the reply's turn
@@ -29,7 +31,8 @@ from typing import Any, Mapping
 
 from shared.adapters.cloud_tasks import BURST_KIND, BurstTask
 from shared.adapters.firestore_store import failure_record
-from shared.domain.controls import clean_text
+from shared.adapters.usage_meter import metering
+from shared.domain.controls import BUDGET, clean_text
 from shared.domain.conversation import Conversation
 from shared.domain.inbound import STATUS_KIND, InboundMessage, InvalidWebhook
 from shared.faults import InjectedFault
@@ -54,6 +57,7 @@ from shared.handlers.deps import ProcessorDeps
 from shared.handlers.handoff import send_when_its_turn
 from shared.handlers.knowledge_turn import noting
 from shared.handlers.notify_staff import notify_on_handoff
+from shared.handlers.usage_turn import alert_spent, budget_spent, counting, usage_of
 from shared.log import mask_address
 
 __all__ = ["MessageBusy", "ProcessorDeps", "answer_burst", "handle_push", "process_message", "record_dead_letter"]
@@ -72,7 +76,8 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
     profile = deps.profile(msg.recipient)
     cid = deps.ids.conversation_id(msg.sender, msg.recipient)
 
-    claim = claim_message(msg, deps, profile, cid)
+    # A business with a budget reads its spend (cached); one without reads nothing.
+    claim = claim_message(msg, deps, profile, cid, spent=budget_spent(deps, profile, deps.clock()))
     if claim.outcome != CLAIMED:
         return _not_answered(msg, deps, cid, claim)
     entry = claim.conversation.messages[msg.sid]
@@ -81,11 +86,14 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
 
     assert claim.decision is not None and claim.now is not None
     tools = tool_turn(profile, cid, msg.sid, entry, claim.snapshot, msg.recipient, msg.sender)
-    answer, reply = compose_message(msg, deps, profile, claim.decision, claim.conversation.turns(claim.now),
-                                    claim.conversation, tools)
+    with metering() as calls:  # what the model calls of this answer report (shared/adapters/usage_meter.py)
+        answer, reply = compose_message(msg, deps, profile, claim.decision, claim.conversation.turns(claim.now),
+                                        claim.conversation, tools)
+    usage = usage_of(deps, calls)
 
     recorded = record_answer(deps.store, cid, msg.sid, answer, deps.limits, deps.clock,
-                             start=reply.snapshot or claim.snapshot, after=noting(reply.grounding, msg.sid),
+                             start=reply.snapshot or claim.snapshot,
+                             after=noting(reply.grounding, msg.sid, counting(deps, profile, msg.sid, usage)),
                              faults=deps.faults)
     if recorded.outcome == ALREADY:
         # Our own commit whose answer was lost (the retry met a changed document), or a later
@@ -98,9 +106,13 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
          parts=len(answer.parts), fallback=bool(reply.failure), model_ms=reply.model_ms, business=msg.recipient,
          control=claim.decision.reason or claim.decision.kind,
          knowledge_chunks=list(reply.grounding.chunks) if reply.grounding else None,
+         **usage.log_fields(),
+         budget=claim.decision.reason == BUDGET,
          **({"tools": tools.ledger.counts(), "proposed": bool(tools.proposal)} if tools else {}))
     if reply.failure:
         record_fallback(deps.store, msg.sid, cid, mask_address(msg.sender), reply.failure, deps.clock())
+    if claim.decision.reason == BUDGET:
+        alert_spent(deps, profile, claim.now)
     deps.faults.hit("after_save")
 
     # Before the send task: while the reply is unsent a redelivery finds it answered and makes sure of both.

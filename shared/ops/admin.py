@@ -9,6 +9,7 @@
     make admin ARGS="profiles-apply profiles.example.yaml"        validate, then write every profile
     make admin ARGS="failures"                                    failed and dead-lettered messages
     make admin ARGS="replay [SID ...]"                            answer dead-lettered messages after all
+    make admin ARGS="usage [--business B] [--days N]"            tokens, estimated cost, messages per business per day
 
 ``--business`` names the WhatsApp number the user wrote to (default for show
 and erase: every conversation of the user, whatever number it is with;
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("failures").add_argument("--limit", type=int, default=100)
     replay_parser = commands.add_parser("replay")
     replay_parser.add_argument("sids", nargs="*")
+    commands.add_parser("usage", add_help=False)  # shared/ops/usage_report.py reads its own arguments
     args, rest = parser.parse_known_args(argv)
 
     from shared import bootstrap
@@ -139,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         from shared.ops import replay
 
         return replay.main([*args.sids, *rest])
+    if args.command == "usage":
+        from shared.ops import usage_report
+
+        return usage_report.main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:

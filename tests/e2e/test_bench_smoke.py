@@ -115,5 +115,11 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
     assert inbox["polls"] >= inbox["inbox_requests"]["open"] and inbox["quiet_poll_firestore_reads"] > 0
     assert inbox["visible_after_seconds"] is not None
 
+    usage = results["usage"]
+    assert usage["plain_same_as_figure_4"] and usage["counters_match_logs"], usage
+    assert usage["plain"]["per_message"]["firestore_usage_writes"] == 0
+    assert usage["budgeted"]["per_message"]["firestore_usage_writes"] == 1
+    assert usage["usage"]["default"]["tokens_per_message"] > 0 and usage["usage"]["default"]["cost_usd_per_message"] > 0
+
     goals = results["goals"]
     assert len(goals) >= 5 and all(isinstance(goal["pass"], bool) for goal in goals)

@@ -151,6 +151,25 @@ def test_a_crash_between_the_claim_and_the_answer_searches_the_documents_once_pe
     assert embedded(pipeline, text) == entry.attempts == len(pipeline.model_requests_for(text))
 
 
+@pytest.mark.parametrize("point", ["after_claim", "after_ai", "after_save"])
+def test_a_budgeted_business_crashing_at_each_step_answers_and_counts_once(pipeline, ledger, restart, point) -> None:
+    """The usage counter's increment rides in the answer's commit: a crash before it counts nothing, one after
+    it counts once, and the message still ends exactly once; past the budget the budget reply does too."""
+    from tests.e2e.test_controls import admin, new_business, put_profile
+
+    business = new_business()
+    put_profile(pipeline, business, name="Budgeted", daily_token_budget=10**6, budget_reply="Budget spent.")
+    restart("processor", TEST_FAULT_POINTS=point)
+    ledger.faults_injected += 1
+    user = unique_user()
+    text = f"budgeted crash {point}"
+    pipeline.post(user, text, to=business)
+    assert_exactly(pipeline, ledger, user, [offline(text)])
+    report = admin(pipeline, "usage", "--business", business, "--days", "1").stdout
+    row = next(line.split() for line in report.splitlines() if line.startswith(business) and "total" not in line)
+    assert row[2] == "1", report
+
+
 @pytest.mark.parametrize("point", ["before_send", "after_send"])
 def test_sender_crash_around_the_twilio_call_sends_once(pipeline, ledger, restart, point) -> None:
     restart("sender", TEST_FAULT_POINTS=point)

@@ -66,6 +66,8 @@ WIRED_ENV = {
     "CONVERSATIONS_COLLECTION",
     "FAILURES_COLLECTION",
     "DEDUPE_COLLECTION",
+    "USAGE_COLLECTION",
+    "BUDGET_ALERTS_COLLECTION",
     "PUBSUB_TOPIC",
     "PUBLIC_WEBHOOK_URL",
     "SENDER_URL",
@@ -317,7 +319,8 @@ def _duration_seconds(value: Any) -> float:
 
 def _settings_source() -> str:
     """shared/config.py and the inbox's part of the same Settings (shared/inbox_settings.py)."""
-    return "\n".join((REPO / "shared" / name).read_text() for name in ("config.py", "inbox_settings.py"))
+    return "\n".join((REPO / "shared" / name).read_text() for name in ("config.py", "inbox_settings.py",
+                                                                                "usage_settings.py"))
 
 
 def _config_env_names() -> set[str]:
@@ -1385,13 +1388,13 @@ class Mutation:
 MUTATIONS = {
     "no-conversations-ttl": Mutation(
         "firestore.tf",
-        _sub(r'toset\(\["conversations", "failed_messages", "seen_messages"\]\)', 'toset(["failed_messages", "seen_messages"])'),
+        _sub(r'toset\(\["conversations", "failed_messages", "seen_messages"', 'toset(["failed_messages", "seen_messages"'),
         check_ttl_fields,
         r"conversations.expireAt",
     ),
     "no-seen-messages-ttl": Mutation(
         "firestore.tf",
-        _sub(r'toset\(\["conversations", "failed_messages", "seen_messages"\]\)', 'toset(["conversations", "failed_messages"])'),
+        _sub(r'toset\(\["conversations", "failed_messages", "seen_messages"', 'toset(["conversations", "failed_messages"'),
         check_ttl_fields,
         r"seen_messages.expireAt",
     ),
