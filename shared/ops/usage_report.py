@@ -16,6 +16,12 @@ from typing import Any, Callable
 from shared.adapters.usage_store import report_rows
 from shared.domain.conversation import utcnow
 
+NOT_COUNTED = (
+    "Businesses without a budget are not counted here (USAGE_COUNTERS=budgeted): their usage is on the dashboard "
+    "and in the analytics dataset (docs/analytics.md). USAGE_COUNTERS=all counts every business, for one more "
+    "document write per model answer."
+)
+
 HEADER = ("business", "day", "messages", "tokens", "prompt", "completion", "embedding", "audio_s", "cost_usd")
 
 
@@ -51,6 +57,8 @@ def main(argv: list[str] | None = None, clock: Callable[[], datetime] = utcnow) 
     settings = bootstrap.settings()
     counters = UsageCounters.of(settings, bootstrap.store())
     print(render(report_rows(counters, args.business, args.days, clock()), settings.usage_counters))
+    if settings.usage_counters != "all":
+        print(NOT_COUNTED)
     return 0
 
 
