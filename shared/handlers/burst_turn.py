@@ -116,7 +116,9 @@ def answer_burst(task: BurstTask, deps: ProcessorDeps) -> str:
     if recorded.outcome != ANSWERED:
         return "finished"
     _log(logging.INFO, "burst answered", cid, head, event="answered", status="answered", seq=recorded.seq,
-         members=len(entry.burst_members), fallback=bool(reply.failure))
+         members=len(entry.burst_members), fallback=bool(reply.failure),
+         business=entry.business or conv.business or deps.settings.twilio_whatsapp_from,
+         unknown=bool(grounded.grounding and grounded.grounding.unknown))
     if reply.failure:
         record_fallback(deps.store, head, cid, mask_address(recorded.conversation.address), reply.failure, deps.clock())
     deps.faults.hit("after_save")

@@ -98,6 +98,8 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
          parts=len(answer.parts), fallback=bool(reply.failure), model_ms=reply.model_ms, business=msg.recipient,
          control=claim.decision.reason or claim.decision.kind,
          knowledge_chunks=list(reply.grounding.chunks) if reply.grounding else None,
+         conversation=cid[:12],
+         unknown=bool(reply.grounding and reply.grounding.unknown),
          **({"tools": tools.ledger.counts(), "proposed": bool(tools.proposal)} if tools else {}))
     if reply.failure:
         record_fallback(deps.store, msg.sid, cid, mask_address(msg.sender), reply.failure, deps.clock())
@@ -118,7 +120,8 @@ def _not_answered(msg: InboundMessage, deps: ProcessorDeps, cid: str, claim: Cla
         return ensure_task(msg, deps, cid, claim.conversation, claim.head)
     if claim.outcome == IGNORED:
         assert claim.decision is not None
-        _log(logging.INFO, "recorded, not answered", msg, event="ignored", status="ignored", reason=claim.decision.reason)
+        _log(logging.INFO, "recorded, not answered", msg, event="ignored", status="ignored", reason=claim.decision.reason,
+             business=msg.recipient)
         return "ignored"
     if claim.outcome == LATE_DUPLICATE:
         _log(logging.INFO, "late duplicate of a message already taken on", msg, event="duplicate", status="seen")
