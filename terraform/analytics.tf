@@ -38,6 +38,17 @@ variable "analytics_partition_expiration_days" {
   }
 }
 
+variable "analytics_events" {
+  type        = list(string)
+  description = "Events exported (the lines' event field, e.g. [\"received\", \"answered\", \"sent\", \"ignored\"] for docs/analytics.md's queries); empty: every event line of the pipeline. A shorter list lowers BigQuery's ingestion and storage (docs/decisions/0025-analytics-sink.md)."
+  default     = []
+
+  validation {
+    condition     = alltrue([for e in var.analytics_events : can(regex("^[a-z_]{1,64}$", e))])
+    error_message = "each analytics_events entry must be an event name (lowercase letters and underscores)."
+  }
+}
+
 locals {
   # The services whose event lines are exported: the pipeline, not the inbox.
   analytics_services = [for key, name in local.service_names : name if key != "inbox"]
@@ -45,7 +56,7 @@ locals {
   analytics_filter = join(" AND ", [
     "resource.type=\"cloud_run_revision\"",
     "(${join(" OR ", [for name in local.analytics_services : "resource.labels.service_name=\"${name}\""])})",
-    "jsonPayload.event:*",
+    length(var.analytics_events) == 0 ? "jsonPayload.event:*" : "(${join(" OR ", [for e in var.analytics_events : "jsonPayload.event=\"${e}\""])})",
     "NOT jsonPayload.arguments:*",
     "NOT jsonPayload.stack_trace:*",
   ])

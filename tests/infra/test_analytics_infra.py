@@ -63,8 +63,8 @@ def check_writer_grant(config: TfConfig) -> None:
                 raise AssertionError(f"{rtype}.{name} grants the sink's writer more than its dataset")
 
 
-def rendered_filter(directory: Path, workdir: Path) -> str:
-    return hcl_render.render(directory, workdir, {"filter": "local.analytics_filter"}, COMMAND_LINE,
+def rendered_filter(directory: Path, workdir: Path, **variables: str) -> str:
+    return hcl_render.render(directory, workdir, {"filter": "local.analytics_filter"}, {**COMMAND_LINE, **variables},
                              var_file=(directory / "environments" / "prod.tfvars").resolve())["filter"]
 
 
@@ -87,6 +87,12 @@ def test_the_sink_exports_into_a_partitioned_dataset_with_an_expiry() -> None:
 
 def test_the_filter_keeps_the_pipeline_event_lines_only(tmp_path: Path) -> None:
     check_filter(rendered_filter(TERRAFORM, tmp_path))
+
+
+def test_a_list_of_events_exports_only_those(tmp_path: Path) -> None:
+    text = rendered_filter(TERRAFORM, tmp_path, analytics_events='["received","answered","sent"]')
+    assert '(jsonPayload.event="received" OR jsonPayload.event="answered" OR jsonPayload.event="sent")' in text, text
+    assert "jsonPayload.event:*" not in text and "NOT jsonPayload.arguments:*" in text
 
 
 def broken(tmp_path: Path, change: Callable[[str], str]) -> Path:
