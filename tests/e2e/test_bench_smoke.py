@@ -115,5 +115,9 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
     assert inbox["polls"] >= inbox["inbox_requests"]["open"] and inbox["quiet_poll_firestore_reads"] > 0
     assert inbox["visible_after_seconds"] is not None
 
+    capacity = results["capacity"]  # figure 17, from this run's own hops and CPU
+    assert capacity["measured_from"] == "this run" and len(capacity["scenarios"]) >= 3
+    assert all(s["bottleneck"] in s["utilisation"] and s["n"] > 0 for s in capacity["scenarios"])
+
     goals = results["goals"]
     assert len(goals) >= 5 and all(isinstance(goal["pass"], bool) for goal in goals)
