@@ -174,15 +174,18 @@ def firestore_ramp_minutes(ops_per_second: float) -> float:
     return steps * FIRESTORE_RAMP_MINUTES
 
 
-def figure(results: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Every scenario, for results.json["capacity"], from this run's measurements (else the last results.json)."""
+def figure(results: dict[str, Any] | None = None, seconds: float = SECONDS) -> dict[str, Any]:
+    """Every scenario, for results.json["capacity"], from this run's measurements (else the last results.json).
+
+    ``seconds`` simulated per scenario: the default for conclusions, less for --quick's smoke run.
+    """
     started = time.monotonic()
     source = "this run"
     if results is None:
         results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
         source = RESULTS.name if results else "fallbacks (no results.json)"
     costs = measured(results)
-    scenarios = [evaluate(s, costs) for s in SCENARIOS]
+    scenarios = [evaluate(s, costs, seconds=seconds) for s in SCENARIOS]
     return {
         "rate": RATE, "numbers": NUMBERS, "users": USERS,
         "assumed": {"openai_s": [OPENAI_SECONDS.p50, OPENAI_SECONDS.p99],
@@ -207,7 +210,8 @@ def report_rows(section: dict[str, Any]) -> list[list[str] | str]:
                      f"binds first: {sc['bottleneck']} ({sc['utilisation'][sc['bottleneck']]:.2f} of capacity); "
                      f"latency p50 {sc['p50_s']:.2f} s, p99 {sc['p99_s']:.2f} s; {verdict}"])
     rows.append(["  Firestore ramp from a cold database (500/50/5)", "",
-                 f"{section['firestore_ops_per_second']:g} ops/s reached after {section['firestore_ramp_minutes']:g} min"])
+                 f"{section['firestore_ops_per_second']:g} ops/s reached after "
+                 f"{section['firestore_ramp_minutes']:g} min"])
     return rows
 
 

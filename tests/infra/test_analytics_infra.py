@@ -32,7 +32,8 @@ def check_sink(config: TfConfig) -> None:
     assert list(datasets) == ["analytics"], f"datasets: {sorted(datasets)}"
     assert str(sink.get("destination")).startswith("bigquery.googleapis.com/projects/${var.project_id}/datasets/"), \
         f"sink destination {sink.get('destination')}"
-    assert "${google_bigquery_dataset.analytics.dataset_id}" in str(sink.get("destination")), "sink not into the dataset"
+    destination = str(sink.get("destination"))
+    assert "${google_bigquery_dataset.analytics.dataset_id}" in destination, "sink not into the dataset"
     options = sink.get("bigquery_options") or [{}]
     assert options[0].get("use_partitioned_tables") is True, "tables not partitioned (a table per day instead)"
     assert sink.get("unique_writer_identity") is True, "the sink must have its own writer identity"
@@ -113,7 +114,8 @@ def broken(tmp_path: Path, change: Callable[[str], str]) -> Path:
     (lambda t: t.replace("var.analytics_partition_expiration_days * 86400000", "null"), check_expiry, "expiry"),
     (lambda t: t.replace("roles/bigquery.dataEditor", "roles/bigquery.admin"), check_writer_grant, "role"),
     (lambda t: t + '\nresource "google_project_iam_member" "sink_everywhere" {\n  project = var.project_id\n'
-               '  role    = "roles/bigquery.dataEditor"\n  member  = google_logging_project_sink.analytics.writer_identity\n}\n',
+               '  role    = "roles/bigquery.dataEditor"\n'
+               '  member  = google_logging_project_sink.analytics.writer_identity\n}\n',
      check_writer_grant, "more than its dataset"),
     (lambda t: re.sub(r'resource "google_bigquery_dataset_iam_member" "analytics_writer" \{.*?\n\}\n', "", t,
                       flags=re.DOTALL), check_writer_grant, "dataset grants"),

@@ -116,7 +116,8 @@ def test_every_field_a_query_reads_is_written_on_the_lines_it_reads(lines: list[
         for name in sorted(set(re.findall(r"jsonPayload\.(\w+)", sql))):
             if name not in on_them:
                 missing.add(f"jsonPayload.{name} (events {', '.join(sorted(events))})")
-    assert not missing, "fields the documented queries read but no captured line writes:\n  " + "\n  ".join(sorted(missing))
+    assert not missing, ("fields the documented queries read but no captured line writes:\n  "
+                         + "\n  ".join(sorted(missing)))
 
 
 def test_no_event_line_carries_message_text(lines: list[dict[str, Any]]) -> None:

@@ -53,7 +53,8 @@ def test_a_limit_per_business_holds_back_only_that_business() -> None:
 
 def test_the_stage_below_the_offered_load_is_reported_as_the_bottleneck() -> None:
     costs = capacity.measured({})
-    starved = replace(capacity.PLAN, name="one sender instance", max_instances={**capacity.PLAN.max_instances, "sender": 1})
+    starved = replace(capacity.PLAN, name="one sender instance",
+                      max_instances={**capacity.PLAN.max_instances, "sender": 1})
     result = capacity.evaluate(starved, costs, rate=300.0, seconds=6.0)
     assert result["bottleneck"] == "sender_fn CPU (1 vCPU per instance)"
     assert not result["sustained"] and result["utilisation"][result["bottleneck"]] > 1
