@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.queueing import Load, Service, Stage, percentile, simulate, utilisation
+from bench.report import note_row, render
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 RATE = 1000.0  # messages a second
@@ -206,19 +207,18 @@ def report_rows(section: dict[str, Any]) -> list[list[str] | str]:
         verdict = "sustained" if sc["sustained"] else f"NOT sustained: p99 {sc['p99_last_quarter_s']:.1f} s and growing"
         if sc["also_over_capacity"]:
             verdict += f" (also over: {', '.join(sc['also_over_capacity'])})"
-        rows.append([f"  {sc['scenario']}"[:74], str(sc["n"]),
-                     f"binds first: {sc['bottleneck']} ({sc['utilisation'][sc['bottleneck']]:.2f} of capacity); "
-                     f"latency p50 {sc['p50_s']:.2f} s, p99 {sc['p99_s']:.2f} s; {verdict}"])
-    rows.append(["  Firestore ramp from a cold database (500/50/5)", "",
-                 f"{section['firestore_ops_per_second']:g} ops/s reached after "
-                 f"{section['firestore_ramp_minutes']:g} min"])
+        rows.append(note_row(f"  {sc['scenario']}", f"binds first: {sc['bottleneck']} "
+                             f"({sc['utilisation'][sc['bottleneck']]:.2f} of capacity); latency p50 {sc['p50_s']:.2f} s, "
+                             f"p99 {sc['p99_s']:.2f} s; {verdict}", sc["n"]))
+    rows.append(note_row("  Firestore ramp from a cold database (500/50/5)",
+                         f"{section['firestore_ops_per_second']:g} ops/s reached after "
+                         f"{section['firestore_ramp_minutes']:g} min"))
     return rows
 
 
 def main() -> int:
     section = figure()
-    for row in report_rows(section):
-        print(row if isinstance(row, str) else f"{row[0]:74} {row[1]:>6}  {row[2]}")
+    print(render(report_rows(section)))
     plan = next(s for s in section["scenarios"] if s["scenario"] == PLAN.name)
     print("  utilisation per stage, the plan:")
     for name, value in sorted(plan["utilisation"].items(), key=lambda kv: -kv[1]):

@@ -10,6 +10,7 @@ import pytest
 
 from bench import capacity
 from bench.queueing import Load, Service, Stage, percentile, simulate, utilisation
+from bench.report import render
 
 ONE_NUMBER = Load(rate=50.0, shares=(1.0,), users=10_000)
 
@@ -61,6 +62,12 @@ def test_the_stage_below_the_offered_load_is_reported_as_the_bottleneck() -> Non
     assert result["p99_last_quarter_s"] > result["p50_s"], "its queue keeps growing"
     healthy = capacity.evaluate(capacity.PLAN, costs, rate=300.0, seconds=6.0)
     assert healthy["sustained"] and healthy["p99_s"] < result["p99_s"]
+
+
+def test_the_figure_renders_in_the_bench_table() -> None:
+    section = capacity.figure({}, seconds=1.0)
+    table = render(capacity.report_rows(section))
+    assert table.count("binds first: ") == len(capacity.SCENARIOS) and "17. capacity model" in table
 
 
 def test_the_same_seed_gives_the_same_prediction() -> None:
