@@ -30,6 +30,7 @@ from bench import (
     ack, burst, charts, coldstart, cost, cpu, e2e, features, front_end, inbox, keyword_rules, knowledge_apply,
     knowledge_cost, secrets_check, stages, throughput, usage_cost, write_paths,
 )
+from bench import capacity
 from bench.driver import Delivery, Driver, check_delivery
 from bench.procs import Processes, function_command, process_env, wait_listening
 from bench.profile import Profiler
@@ -598,6 +599,13 @@ def assemble(
         rows += usage_rows
         goals += usage_goals
 
+    capacity_json = capacity.figure({"e2e": {
+        "stages_ms": {name: summary.to_json(2) for name, summary in e2e_stages.items()}, "cpu_ms_per_message": e2e_cpu,
+        "floor": {"pubsub_publish_to_push_ms": push.to_json(2), "tasks_create_to_dispatch_ms": task.to_json(2),
+                  "firestore_transaction_ms": txn.to_json(2)}}},
+        seconds=2.0 if bench.plan == QUICK else capacity.SECONDS)
+    rows += capacity.report_rows(capacity_json)
+
     met = sum(g.passed for g in goals)
     rows.append(f"goals met: {met} of {len(goals)}")
     if bench.profiler is not None:
@@ -647,6 +655,7 @@ def assemble(
         "knowledge": knowledge_json,
         "inbox": inbox_json,
         "usage": usage_json,
+        "capacity": capacity_json,
         "goals": [g.to_json() for g in goals],
         "phase_seconds": bench.phases,
         "profiled": bench.profiler is not None,
@@ -869,13 +878,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny N for the smoke test (under a minute)")
     parser.add_argument("--output", type=Path,
                         help=f"results file (default {DEFAULT_OUTPUT}; with --only, none unless given)")
-    parser.add_argument("--only", choices=["burst", "usage"],
-                        help="measure one figure on a fresh stack and print its rows (burst: figure 7, usage: 16)")
+    parser.add_argument("--only", choices=["burst", "usage", "capacity"],
+                        help="measure one figure on a fresh stack and print its rows (burst: figure 7; usage: 16; "
+                             "capacity: figure 17, the queueing model, no stack)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the function and emulator logs")
     parser.add_argument("--fail-on-miss", action="store_true", help="exit 1 when a goal is missed")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="sample the functions with py-spy during figures 2-4 into DIR (skews the figures)")
     args = parser.parse_args(argv)
+    if args.only == "capacity":
+        return capacity.main()
     # SIGINT too: a shell starts background jobs with it ignored, and Ctrl-C must always clean up.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _on_sigterm)

@@ -121,8 +121,10 @@ def answer_burst(task: BurstTask, deps: ProcessorDeps) -> str:
     if recorded.outcome != ANSWERED:
         return "finished"
     _log(logging.INFO, "burst answered", cid, head, event="answered", status="answered", seq=recorded.seq,
-         members=len(entry.burst_members), fallback=bool(reply.failure), business=entry.business or conv.business,
-         **usage.log_fields(), budget=False)
+         members=len(entry.burst_members), fallback=bool(reply.failure),
+         business=entry.business or conv.business or deps.settings.twilio_whatsapp_from,
+         **usage.log_fields(), budget=False,
+         unknown=bool(grounded.grounding and grounded.grounding.unknown))
     if reply.failure:
         record_fallback(deps.store, head, cid, mask_address(recorded.conversation.address), reply.failure, deps.clock())
     deps.faults.hit("after_save")

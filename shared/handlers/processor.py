@@ -108,6 +108,8 @@ def process_message(msg: InboundMessage, deps: ProcessorDeps) -> str:
          knowledge_chunks=list(reply.grounding.chunks) if reply.grounding else None,
          **usage.log_fields(),
          budget=claim.decision.reason == BUDGET,
+         conversation=cid[:12],
+         unknown=bool(reply.grounding and reply.grounding.unknown),
          **({"tools": tools.ledger.counts(), "proposed": bool(tools.proposal)} if tools else {}))
     if reply.failure:
         record_fallback(deps.store, msg.sid, cid, mask_address(msg.sender), reply.failure, deps.clock())
@@ -130,7 +132,8 @@ def _not_answered(msg: InboundMessage, deps: ProcessorDeps, cid: str, claim: Cla
         return ensure_task(msg, deps, cid, claim.conversation, claim.head)
     if claim.outcome == IGNORED:
         assert claim.decision is not None
-        _log(logging.INFO, "recorded, not answered", msg, event="ignored", status="ignored", reason=claim.decision.reason)
+        _log(logging.INFO, "recorded, not answered", msg, event="ignored", status="ignored", reason=claim.decision.reason,
+             business=msg.recipient)
         return "ignored"
     if claim.outcome == LATE_DUPLICATE:
         _log(logging.INFO, "late duplicate of a message already taken on", msg, event="duplicate", status="seen")

@@ -21,6 +21,7 @@ from shared.adapters.firestore_store import failure_record
 from shared.domain import sending
 from shared.domain.controls import OPTED_OUT
 from shared.domain.conversation import Conversation
+from shared.domain.entry import MessageEntry
 from shared.domain.lifecycle import FAILED, IGNORED, SENT
 from shared.domain.window import window_open
 from shared.handlers.deps import SenderDeps
@@ -98,6 +99,16 @@ def next_step(conv: Conversation, task: SendTask, deps: SenderDeps, asked: int, 
         content = template = rich
     sending.start_part(conv, task.sid, k, now, task.task_id, template=reengage, content=content)
     return Step(SEND, part=k, body=entry.parts[k], template=template, reengaged=bool(reengage))
+
+
+def reply_fields(conv: Conversation, entry: MessageEntry | None, deps: SenderDeps) -> dict[str, Any]:
+    """The finished reply's analytics fields (docs/analytics.md): whose number it went from, and how
+    long the user waited, from the entry's receipt to the last part's acceptance (None for an unasked
+    message: nobody waited for it)."""
+    reply_ms = None
+    if entry is not None and entry.by not in UNASKED and entry.received_at and entry.updated_at:
+        reply_ms = max(0, round((entry.updated_at - entry.received_at).total_seconds() * 1000))
+    return {"business": conv.business or deps.settings.twilio_whatsapp_from, "reply_ms": reply_ms}
 
 
 def hand_off_after(task: SendTask, deps: SenderDeps, conv: Conversation) -> None:

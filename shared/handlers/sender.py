@@ -46,6 +46,7 @@ from shared.handlers.send_steps import (
     fail,
     hand_off_after,
     next_step,
+    reply_fields,
 )
 __all__ = ["Gateway", "RetryLater", "SenderDeps", "deliver", "handle_send_request"]
 
@@ -100,7 +101,8 @@ def deliver(task: SendTask, deps: SenderDeps) -> str:
         if step.kind == OUTSIDE:
             return fail(task, deps, f"{OUTSIDE_WINDOW}: the user last wrote more than 24 hours ago")
         if step.kind == SENT:
-            _log(logging.INFO, "reply sent", task, event="sent", status=SENT, parts=entry.part_count if entry else None)
+            _log(logging.INFO, "reply sent", task, event="sent", status=SENT, parts=entry.part_count if entry else None,
+                 **reply_fields(conv, entry, deps))
             hand_off_after(task, deps, conv)
             return "sent"
         assert entry is not None
@@ -163,7 +165,8 @@ def _record_sent(task: SendTask, deps: SenderDeps, snap: Snapshot, k: int, twili
     if saved.result == "late":
         _log(logging.WARNING, "part delivered after the message was closed", task, event="late_part", part=k + 1)
     if saved.result == "sent":
-        _log(logging.INFO, "reply sent", task, event="sent", status=SENT, parts=conv.messages[task.sid].part_count)
+        _log(logging.INFO, "reply sent", task, event="sent", status=SENT, parts=conv.messages[task.sid].part_count,
+             **reply_fields(conv, conv.messages[task.sid], deps))
         hand_off_after(task, deps, conv)
         return "sent", saved.snapshot
     entry = conv.entry(task.sid)

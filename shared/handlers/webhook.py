@@ -204,6 +204,7 @@ def handle_webhook(request: flask.Request, deps: WebhookDeps) -> flask.Response:
             "status": "received",
             "sid": parsed.sid,
             "sender": mask_address(parsed.sender),
+            "business": parsed.recipient,
             "pubsub_message_id": message_id,
         },
     )

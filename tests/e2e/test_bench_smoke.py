@@ -121,5 +121,9 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
     assert usage["budgeted"]["per_message"]["firestore_usage_writes"] == 1
     assert usage["usage"]["default"]["tokens_per_message"] > 0 and usage["usage"]["default"]["cost_usd_per_message"] > 0
 
+    capacity = results["capacity"]  # figure 17, from this run's own hops and CPU
+    assert capacity["measured_from"] == "this run" and len(capacity["scenarios"]) >= 3
+    assert all(s["bottleneck"] in s["utilisation"] and s["n"] > 0 for s in capacity["scenarios"])
+
     goals = results["goals"]
     assert len(goals) >= 5 and all(isinstance(goal["pass"], bool) for goal in goals)

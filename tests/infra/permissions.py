@@ -59,6 +59,12 @@ PERMISSION_ROLES: dict[str, frozenset[str]] = {
         "datastore.indexes.create": ("roles/datastore.owner", "roles/datastore.indexAdmin"),
         "logging.logMetrics.create": ("roles/logging.configWriter", "roles/logging.admin"),
         "logging.logEntries.create": ("roles/logging.logWriter", "roles/logging.admin"),
+        "logging.sinks.create": ("roles/logging.configWriter", "roles/logging.admin"),
+        # BigQuery's access-control page: creating a dataset, changing its expiry, granting on it.
+        "bigquery.datasets.create": (
+            "roles/bigquery.dataEditor", "roles/bigquery.dataOwner", "roles/bigquery.user", "roles/bigquery.admin"),
+        "bigquery.datasets.update": ("roles/bigquery.dataOwner", "roles/bigquery.admin"),
+        "bigquery.datasets.setIamPolicy": ("roles/bigquery.dataOwner", "roles/bigquery.admin"),
         "monitoring.alertPolicies.create": (
             "roles/monitoring.alertPolicyEditor", "roles/monitoring.editor", "roles/monitoring.admin"),
         "monitoring.dashboards.create": (
@@ -100,6 +106,9 @@ RESOURCE_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "google_firestore_field": ("datastore.indexes.update",),
     "google_firestore_index": ("datastore.indexes.create",),
     "google_logging_metric": ("logging.logMetrics.create",),
+    "google_logging_project_sink": ("logging.sinks.create",),
+    "google_bigquery_dataset": ("bigquery.datasets.create", "bigquery.datasets.update"),
+    "google_bigquery_dataset_iam_member": ("bigquery.datasets.setIamPolicy",),
     "google_monitoring_alert_policy": ("monitoring.alertPolicies.create",),
     "google_monitoring_dashboard": ("monitoring.dashboards.create",),
     "google_pubsub_topic": ("pubsub.topics.create",),
