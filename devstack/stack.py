@@ -473,6 +473,7 @@ class Stack:
         from shared.ops.admin import read_profiles_file
         from shared.ops.knowledge_apply import apply_with_knowledge, lazy_knowledge
         from shared.ops.knowledge_files import read_knowledge
+        from shared.ops.send_queues import send_queues, with_send_queues
 
         settings = Settings.from_env(self.function_env())
         path = Path(self.options.profiles_file)
@@ -486,9 +487,11 @@ class Stack:
             store = FirestoreProfiles(lambda: client, settings.profiles_collection, defaults_from_settings(settings), 0)
             key = self.options.openai_api_key or "offline-model"
             chunks, embedder = lazy_knowledge(settings, lambda: client, lambda: key)
+            queued: list[str] = []
             try:
-                lines = apply_with_knowledge(store.put, store.stored(), raw, documents, chunks, embedder, settings,
-                                             utcnow)
+                put = with_send_queues(store.put, raw, lambda: send_queues(settings), settings, queued)
+                lines = apply_with_knowledge(put, store.stored(), raw, documents, chunks, embedder, settings,
+                                             utcnow) + queued
             except ProfileError as exc:
                 raise StackError(f"BUSINESS_PROFILES_FILE could not be applied: {exc}") from None
             finally:

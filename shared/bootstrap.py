@@ -140,6 +140,7 @@ def queue() -> TaskQueue:
     return TaskQueue(
         s.project_id, s.tasks_location, s.tasks_queue, s.sender_url, s.tasks_service_account, factory, s.processor_url,
         caller_key=secrets().caller_key if s.tasks_service_account else None, inbox_url=s.inbox_tasks_url,
+        route=lambda business: profiles().get(business).send_queue,  # cached: the processor has read it already
     )
 
 

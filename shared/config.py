@@ -14,6 +14,7 @@ from typing import Mapping
 
 from shared.env_values import ConfigError, _bool, _callers, _float, _int, _list, _text
 from shared.inbox_settings import InboxSettings, inbox_values
+from shared.send_settings import SendSettings, send_values
 
 __all__ = ["CALLER_PROOFS", "ConfigError", "DEFAULT_FALLBACK_REPLY", "DEFAULT_SYSTEM_PROMPT", "GOOGLE_CERTS_URL",
            "Settings", "get_settings"]
@@ -30,7 +31,7 @@ DEFAULT_FALLBACK_REPLY = "Sorry, I can't answer right now. Please try again in a
 
 
 @dataclass(frozen=True)
-class Settings(InboxSettings):
+class Settings(InboxSettings, SendSettings):
     """Everything the functions need to know about their environment (the inbox's fields: shared/inbox_settings.py)."""
 
     project_id: str = "local-project"
@@ -272,6 +273,7 @@ class Settings(InboxSettings):
             caller_proof=_text(env, "CALLER_PROOF").lower(),
             auth_certs_url=_text(env, "AUTH_CERTS_URL", d.auth_certs_url),
             secret_manager_emulator_host=_text(env, "SECRET_MANAGER_EMULATOR_HOST"), **inbox_values(env),
+            **send_values(env),
             max_tool_rounds=_int(env, "MAX_TOOL_ROUNDS", d.max_tool_rounds, 1, 10),
             tool_response_max_bytes=_int(env, "TOOL_RESPONSE_MAX_BYTES", d.tool_response_max_bytes, 1024, 1024 * 1024),
             test_fault_points=_list(env, "TEST_FAULT_POINTS"),

@@ -29,6 +29,7 @@ from shared.domain.knowledge import (
 )
 from shared.domain.tools import DEFAULT_CONFIRM_KEYWORDS, TOOL_KEYS, ToolSpec, tool_values
 from shared.domain.staff import INBOX_KEYS, InboxKeyError, inbox_keys
+from shared.domain.send_rate import SEND_RATE_KEYS, send_rate_values
 
 DEFAULT_HELP = (
     "I'm this business's WhatsApp assistant: ask me anything. "
@@ -124,6 +125,9 @@ class BusinessProfile:
     # The inbox (shared/domain/staff.py): who may answer in it, and where a handoff is announced.
     staff: tuple[str, ...] = ()
     notify_webhook: str = ""
+    # shared/domain/send_rate.py: the rate asked for; send_queue is what profiles-apply stored (sendQueue).
+    send_rate_per_second: float | None = None
+    send_queue: str = ""
 
 
 def profile_value(profile: BusinessProfile | None, key: str, default: Any) -> Any:
@@ -162,7 +166,7 @@ _BOOL_KEYS = ("typing_indicator", "model_choices")
 # Seconds, fractions allowed; the range of the matching setting.
 _SECONDS_KEYS = {"burst_window_seconds": (0.0, 30.0)}
 KNOWN_KEYS = frozenset({*_TEXT_KEYS, *_INT_KEYS, *_WORD_KEYS, *_BOOL_KEYS, *_SECONDS_KEYS, "keywords", "menus",
-                        *KNOWLEDGE_KEYS, *TOOL_KEYS, *INBOX_KEYS})
+                        *KNOWLEDGE_KEYS, *TOOL_KEYS, *INBOX_KEYS, *SEND_RATE_KEYS})
 
 
 def _fail(address: str, key: str, problem: str) -> ProfileError:
@@ -244,6 +248,7 @@ def profile_from_mapping(address: str, raw: Any, defaults: BusinessProfile) -> B
         values["keywords"] = _keyword_rules(address, raw["keywords"])
     values.update(tool_values(raw, lambda key, problem: _fail(address, key, problem)))
     values.update(knowledge_values(raw, lambda key, problem: _fail(address, key, problem)))
+    values.update(send_rate_values(raw, lambda key, problem: _fail(address, key, problem)))
     try:
         values.update(inbox_keys(raw))
     except InboxKeyError as exc:
