@@ -489,8 +489,9 @@ class Stack:
             chunks, embedder = lazy_knowledge(settings, lambda: client, lambda: key)
             queued: list[str] = []
             try:
-                put = with_send_queues(store.put, raw, lambda: send_queues(settings), settings, queued)
-                lines = apply_with_knowledge(put, store.stored(), raw, documents, chunks, embedder, settings,
+                stored = store.stored()
+                put = with_send_queues(store.put, raw, stored, lambda: send_queues(settings), settings, queued)
+                lines = apply_with_knowledge(put, stored, raw, documents, chunks, embedder, settings,
                                              utcnow) + queued
             except ProfileError as exc:
                 raise StackError(f"BUSINESS_PROFILES_FILE could not be applied: {exc}") from None

@@ -1,9 +1,11 @@
-"""Cloud Tasks queue admin: each business number's own send queue, made or re-rated when profiles are applied.
+"""Cloud Tasks queue admin: a business number's send lane set to its rate when profiles are applied.
 
 Only profiles-apply (``make profiles-apply``, the profiles build, the local
-stack's start) calls it; the functions only add tasks. A new queue copies the
-shared queue's retry policy, so a reply is retried the same whichever queue it
-is in (docs/decisions/0022-send-queue-per-number.md).
+stack's start) calls it; the functions only add tasks. In the cloud Terraform
+made the lanes and this only reads and updates them; a lane that does not
+exist (the local stand-in) is created with the shared queue's retry policy, as
+Terraform makes them, so a reply is retried the same whichever queue it is in
+(docs/decisions/0022-send-queue-per-number.md).
 """
 
 from __future__ import annotations
@@ -39,12 +41,11 @@ class SendQueues:
     def ensure(self, queue_id: str, rate: float) -> str:
         """Make queue ``queue_id`` dispatch at ``rate`` a second: create it, update it, or leave it as it is."""
         name = self.path(queue_id)
-        template = self._shared_queue()
-        # Enough dispatches at once for the rate at a sender's usual latency, never fewer than the shared queue's.
-        concurrent = max(template.rate_limits.max_concurrent_dispatches, math.ceil(rate))
         try:
             current = self.client.get_queue(name=name)
         except gexc.NotFound:
+            template = self._shared_queue()
+            concurrent = concurrency(rate, template.rate_limits.max_concurrent_dispatches)
             queue = tasks_v2.Queue(
                 name=name,
                 rate_limits=tasks_v2.RateLimits(max_dispatches_per_second=rate, max_concurrent_dispatches=concurrent),
@@ -58,6 +59,7 @@ class SendQueues:
             self.client.get_queue(name=name)
             return CREATED
         limits = current.rate_limits
+        concurrent = concurrency(rate, limits.max_concurrent_dispatches)
         if limits.max_dispatches_per_second == rate and limits.max_concurrent_dispatches == concurrent:
             return UNCHANGED
         self.client.update_queue(
@@ -73,3 +75,8 @@ class SendQueues:
         if self._template is None:
             self._template = self.client.get_queue(name=self._shared)
         return self._template
+
+
+def concurrency(rate: float, floor: int) -> int:
+    """Dispatches at once: enough for ``rate`` at a sender call of up to a second, never below ``floor``."""
+    return max(floor, math.ceil(rate))

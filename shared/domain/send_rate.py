@@ -1,21 +1,23 @@
-"""A business's send rate: the ``send_rate_per_second`` profile key, and the name of its own send queue.
+"""A business's send rate: the ``send_rate_per_second`` profile key, and which send queue (lane) is its own.
 
 Twilio (WhatsApp) limits throughput per sender, 80 messages a second by
-default, so each business number gets its own Cloud Tasks queue dispatching at
-its own rate: one business's campaign then waits in its own queue, not in
-front of another business's replies (docs/decisions/0022-send-queue-per-number.md).
+default, so each business number gets a Cloud Tasks queue of its own that
+dispatches at its own rate: one business's campaign then waits in its own
+queue, not in front of another business's replies
+(docs/decisions/0022-send-queue-per-number.md).
 
-The queue's id is derived from the number alone, so it is the same at every
-apply and a change of rate updates that queue instead of making another one.
-It is a hash, not the number: queue names show in logs and the console, and a
-customer-facing phone number should not. Pure: no I/O.
+The queues are a fixed set Terraform makes, ``outbound-00``, ``outbound-01``
+... (*lanes*); profiles-apply gives each business number one, keeps the one it
+had, and sets the lane's rate to the business's. A number keeps its lane across
+applies, so a change of rate updates that queue instead of moving the
+business's tasks to another. Pure: no I/O.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 SEND_RATE = "send_rate_per_second"
 SEND_RATE_KEYS = frozenset({SEND_RATE})
@@ -23,7 +25,8 @@ SEND_RATE_KEYS = frozenset({SEND_RATE})
 # SENDER_MPS_LIMIT (Twilio's per-sender throughput) is the tighter bound, checked at apply.
 MAX_QUEUE_RATE = 500.0
 QUEUE_PREFIX = "outbound-"
-_HASH_CHARS = 20
+# Two digits per lane id; Cloud Tasks allows 1,000 queues a project by default.
+MAX_LANES = 100
 # Cloud Tasks queue ids: letters, digits and hyphens, at most 100 characters.
 _QUEUE_ID = re.compile(r"[A-Za-z0-9-]{1,100}")
 
@@ -40,12 +43,40 @@ def send_rate_values(raw: Mapping[str, Any], fail: Callable[[str, str], Exceptio
     return {SEND_RATE: float(value)}
 
 
-def send_queue_id(address: str, prefix: str = QUEUE_PREFIX) -> str:
-    """The id of the business number's own send queue: ``prefix`` + a short hash of the number."""
-    queue_id = prefix + hashlib.sha256(address.encode()).hexdigest()[:_HASH_CHARS]
-    if not valid_queue_id(queue_id):
+def lane_ids(prefix: str, count: int) -> list[str]:
+    """The send lanes' queue ids: ``prefix`` + a two-digit number, as Terraform names them."""
+    lanes = [f"{prefix}{i:02d}" for i in range(count)]
+    if not all(valid_queue_id(lane) for lane in lanes):
         raise ValueError(f"queue prefix {prefix!r} makes no valid Cloud Tasks queue id")
-    return queue_id
+    return lanes
+
+
+def assign_lanes(addresses: Sequence[str], stored: Mapping[str, str], lanes: Sequence[str]) -> dict[str, str]:
+    """Each business number's lane: the one it has if still free, else a free one; "" (the shared queue) if none.
+
+    Numbers without a lane are taken in sorted order, each looking from a
+    place set by a hash of the number, so the same numbers get the same lanes
+    whatever their order in the file, even without stored ones.
+    """
+    free = list(lanes)
+    chosen: dict[str, str] = {}
+    for address in addresses:
+        lane = stored.get(address, "")
+        if lane in free:
+            chosen[address] = lane
+            free.remove(lane)
+    for address in sorted(addresses):
+        if address in chosen:
+            continue
+        if not free:
+            chosen[address] = ""
+            continue
+        start = int(hashlib.sha256(address.encode()).hexdigest()[:8], 16) % len(lanes)
+        order = list(lanes[start:]) + list(lanes[:start])
+        lane = next(lane for lane in order if lane in free)
+        chosen[address] = lane
+        free.remove(lane)
+    return chosen
 
 
 def valid_queue_id(value: Any) -> bool:

@@ -158,10 +158,10 @@ def main(argv: list[str] | None = None) -> int:
             store, embedder = lazy_knowledge(settings, lambda: bootstrap.store().client,
                                              bootstrap.secrets().openai_api_key)
             profiles_store = bootstrap.profiles()
-            queued: list[str] = []
-            put = with_send_queues(profiles_store.put, raw, lambda: send_queues(settings), settings, queued)
-            print("\n".join(apply_with_knowledge(put, profiles_store.stored(), raw, documents, store,
-                                                 embedder, settings, utcnow) + queued))
+            stored, queued = profiles_store.stored(), []
+            put = with_send_queues(profiles_store.put, raw, stored, lambda: send_queues(settings), settings, queued)
+            print("\n".join(apply_with_knowledge(put, stored, raw, documents, store, embedder, settings, utcnow)
+                            + queued))
             return 0
         hold = getattr(args, "hold_subscription", "")
         deps = AdminDeps(settings, bootstrap.store(), bootstrap.pseudonyms(), bootstrap.queue, utcnow,

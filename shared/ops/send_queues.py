@@ -1,9 +1,10 @@
-"""profiles-apply for send rates: each business number's own queue exists at its rate before its profile says so.
+"""profiles-apply for send rates: each business number's lane runs at its rate before its profile names it.
 
-The profile document gets ``sendQueue`` only after CreateQueue or UpdateQueue
-returned, so every enqueuer that reads it (through the profile cache) finds a
-queue; a document without it sends through the shared queue. A profile whose
-rate is above the sender limit fails the whole file before anything is written
+The profile document gets ``sendQueue`` only after UpdateQueue (or, on the
+local stand-in, CreateQueue) returned, so every enqueuer that reads it
+(through the profile cache) finds that queue at that rate; a document without
+it sends through the shared queue. A profile whose rate is above the sender
+limit fails the whole file before anything is written
 (docs/decisions/0022-send-queue-per-number.md).
 """
 
@@ -17,7 +18,7 @@ from shared.adapters.profile_store import SEND_QUEUE
 from shared.adapters.send_queues import SendQueues
 from shared.config import Settings
 from shared.domain.profiles import ProfileError
-from shared.domain.send_rate import SEND_RATE, rate_for, send_queue_id
+from shared.domain.send_rate import SEND_RATE, assign_lanes, lane_ids, rate_for
 
 Put = Callable[[str, Mapping[str, Any], datetime], None]
 
@@ -33,22 +34,29 @@ def send_rates(raw: Mapping[str, Mapping[str, Any]], settings: Settings) -> dict
     return rates
 
 
-def with_send_queues(put: Put, raw: Mapping[str, Mapping[str, Any]], queues: Callable[[], SendQueues],
-                     settings: Settings, report: list[str]) -> Put:
-    """``put`` that first makes the business's queue, then writes the profile naming it; one report line each.
+def with_send_queues(put: Put, raw: Mapping[str, Mapping[str, Any]], stored: Mapping[str, Mapping[str, Any]],
+                     queues: Callable[[], SendQueues], settings: Settings, report: list[str]) -> Put:
+    """``put`` that first sets the business's lane to its rate, then writes the profile naming it; a report line each.
 
-    With SEND_QUEUE_PER_BUSINESS off it is ``put`` itself: a profile written
-    without ``sendQueue`` moves its business back to the shared queue.
+    Lanes are assigned for the whole file at once (``assign_lanes``: a number
+    keeps the lane it has). With SEND_QUEUE_COUNT 0 it is ``put`` itself: a
+    profile written without ``sendQueue`` moves its business to the shared queue.
     """
-    if not settings.send_queue_per_business:
+    if not settings.send_queue_count:
         return put
     rates = send_rates(raw, settings)
+    had = {address: str(doc.get(SEND_QUEUE, "")) for address, doc in stored.items()}
+    lanes = assign_lanes(list(raw), had, lane_ids(settings.send_queue_prefix, settings.send_queue_count))
 
     def put_with_queue(address: str, profile: Mapping[str, Any], now: datetime) -> None:
-        queue_id = send_queue_id(address, settings.send_queue_prefix)
-        outcome = queues().ensure(queue_id, rates[address])
-        report.append(f"send queue of {address}: {queue_id} {outcome}, {rates[address]:g}/s")
-        put(address, {**profile, SEND_QUEUE: queue_id}, now)
+        lane = lanes[address]
+        if not lane:
+            report.append(f"send queue of {address}: the shared one (all {settings.send_queue_count} lanes taken)")
+            put(address, profile, now)
+            return
+        outcome = queues().ensure(lane, rates[address])
+        report.append(f"send queue of {address}: {lane} {outcome}, {rates[address]:g}/s")
+        put(address, {**profile, SEND_QUEUE: lane}, now)
 
     return put_with_queue
 

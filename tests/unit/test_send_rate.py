@@ -15,7 +15,7 @@ from shared.adapters.profile_store import SEND_QUEUE, FirestoreProfiles
 from shared.adapters.send_queues import CREATED, UNCHANGED, UPDATED, SendQueues
 from shared.config import ConfigError, Settings
 from shared.domain.profiles import BusinessProfile, ProfileError, profile_from_mapping
-from shared.domain.send_rate import rate_for, send_queue_id, valid_queue_id
+from shared.domain.send_rate import assign_lanes, lane_ids, rate_for, valid_queue_id
 from shared.handlers.handoff import hand_off_next, send_when_its_turn
 from shared.ops.send_queues import send_rates, with_send_queues
 
@@ -39,14 +39,30 @@ def test_a_bad_rate_names_the_business_and_the_key(value: Any) -> None:
         profile_from_mapping(A, {"send_rate_per_second": value}, DEFAULTS)
 
 
-def test_the_queue_id_is_stable_distinct_valid_and_hides_the_number() -> None:
-    a, b = send_queue_id(A), send_queue_id(B)
-    assert a == send_queue_id(A) and a != b
-    assert a.startswith("outbound-") and valid_queue_id(a) and len(a) <= 100
-    assert "14155550001" not in a
-    assert send_queue_id(A, "rate-").startswith("rate-")
+def test_lanes_are_valid_queue_ids_and_a_bad_prefix_is_refused() -> None:
+    assert lane_ids("outbound-", 3) == ["outbound-00", "outbound-01", "outbound-02"]
+    assert all(valid_queue_id(lane) for lane in lane_ids("outbound-", 100))
     with pytest.raises(ValueError):
-        send_queue_id(A, "bad_prefix")
+        lane_ids("bad_prefix", 1)
+
+
+LANES = lane_ids("outbound-", 3)
+
+
+def test_each_number_gets_its_own_lane_the_same_for_the_same_file() -> None:
+    numbers = [A, B, "whatsapp:+14155550003"]
+    lanes = assign_lanes(numbers, {}, LANES)
+    assert sorted(lanes.values()) == LANES
+    assert assign_lanes(list(reversed(numbers)), {}, LANES) == lanes
+
+
+def test_a_number_keeps_its_lane_and_one_beyond_the_pool_shares_the_default_queue() -> None:
+    stored = {A: "outbound-02", B: "outbound-02"}
+    lanes = assign_lanes([B, A, "whatsapp:+3", "whatsapp:+4"], stored, LANES)
+    assert lanes[B] == "outbound-02"  # the first in the file keeps a lane two documents claim
+    assert lanes[A] != "outbound-02" and lanes[A]
+    assert sorted(v for v in lanes.values() if v) == LANES and list(lanes.values()).count("") == 1
+    assert assign_lanes([A], {A: "gone-lane"}, LANES)[A] in LANES
 
 
 def test_the_rate_is_the_profiles_else_the_default_never_above_the_sender_limit() -> None:
@@ -58,7 +74,7 @@ def test_the_rate_is_the_profiles_else_the_default_never_above_the_sender_limit(
 
 def test_settings_bound_the_default_by_the_sender_limit() -> None:
     s = Settings.from_env({"SEND_RATE_PER_SECOND": "5", "SENDER_MPS_LIMIT": "50"})
-    assert (s.send_rate_per_second, s.sender_mps_limit, s.send_queue_per_business) == (5.0, 50.0, True)
+    assert (s.send_rate_per_second, s.sender_mps_limit, s.send_queue_count) == (5.0, 50.0, 10)
     with pytest.raises(ConfigError):
         Settings.from_env({"SEND_RATE_PER_SECOND": "90", "SENDER_MPS_LIMIT": "80"})
     with pytest.raises(ConfigError):
@@ -160,7 +176,7 @@ def test_a_changed_rate_updates_the_same_queue_and_an_unchanged_one_writes_nothi
 
 # ---- profiles-apply (ops) ----
 
-def test_apply_makes_the_queue_before_the_profile_names_it() -> None:
+def test_apply_sets_the_lanes_rate_before_the_profile_names_it() -> None:
     queues, client = admin()
     written: list[tuple[str, Mapping[str, Any]]] = []
 
@@ -170,27 +186,40 @@ def test_apply_makes_the_queue_before_the_profile_names_it() -> None:
 
     report: list[str] = []
     raw = {A: {"send_rate_per_second": 2}, B: {}}
-    apply = with_send_queues(put, raw, lambda: queues, Settings(), report)
+    apply = with_send_queues(put, raw, {A: {SEND_QUEUE: "outbound-07"}}, lambda: queues, Settings(), report)
     for address, profile in raw.items():
         apply(address, profile, NOW)
-    assert [w[1][SEND_QUEUE] for w in written] == [send_queue_id(A), send_queue_id(B)]
+    lanes = dict((address, doc[SEND_QUEUE]) for address, doc in written)
+    assert lanes[A] == "outbound-07" and lanes[B].startswith("outbound-") and lanes[B] != lanes[A]
     rates = {q.name.rsplit("/", 1)[1]: q.rate_limits.max_dispatches_per_second for q in client.queues.values()}
-    assert rates[send_queue_id(A)] == 2.0 and rates[send_queue_id(B)] == Settings().send_rate_per_second
+    assert rates[lanes[A]] == 2.0 and rates[lanes[B]] == Settings().send_rate_per_second
     assert len(report) == 2 and all("created" in line for line in report)
+
+
+def test_a_business_beyond_the_lanes_is_written_without_one() -> None:
+    queues, _client = admin()
+    written: dict[str, Mapping[str, Any]] = {}
+    raw: dict[str, dict[str, Any]] = {A: {}, B: {}}
+    apply = with_send_queues(lambda a, r, _n: written.__setitem__(a, r), raw, {}, lambda: queues,
+                             Settings(send_queue_count=1), [])
+    for address, profile in raw.items():
+        apply(address, profile, NOW)
+    assert sum(SEND_QUEUE in doc for doc in written.values()) == 1
 
 
 def test_a_rate_above_the_sender_limit_fails_the_file_before_any_queue_or_write() -> None:
     queues, client = admin()
     with pytest.raises(ProfileError, match="sender limit"):
-        with_send_queues(lambda *_: None, {A: {}, B: {"send_rate_per_second": 100}}, lambda: queues, Settings(), [])
+        with_send_queues(lambda *_: None, {A: {}, B: {"send_rate_per_second": 100}}, {}, lambda: queues, Settings(), [])
     assert client.calls == []
     with pytest.raises(ProfileError):
         send_rates({B: {"send_rate_per_second": 100}}, Settings())
 
 
-def test_without_queues_per_business_apply_writes_the_profile_as_before() -> None:
+def test_without_lanes_apply_writes_the_profile_as_before() -> None:
     put = lambda *_: None  # noqa: E731
-    assert with_send_queues(put, {A: {}}, lambda: pytest.fail("no queue admin"), Settings(send_queue_per_business=False), []) is put
+    assert with_send_queues(put, {A: {}}, {}, lambda: pytest.fail("no queue admin"), Settings(send_queue_count=0),
+                            []) is put
 
 
 # ---- enqueue routing (adapter) ----
