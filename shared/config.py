@@ -23,10 +23,8 @@ GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 LOCAL_TOOL_SECRET_PREFIX = "TOOL_SECRET_"  # + a business tool's secret id, locally (shared/domain/tools.py)
 CALLER_PROOFS = ("caller-key", "signed-token")
 
-DEFAULT_SYSTEM_PROMPT = (
-    "You are the WhatsApp assistant of a small business. Answer briefly and "
-    "kindly, in the language the customer writes in. If you do not know, say so."
-)
+DEFAULT_SYSTEM_PROMPT = ("You are the WhatsApp assistant of a small business. Answer briefly and "
+                         "kindly, in the language the customer writes in. If you do not know, say so.")
 DEFAULT_FALLBACK_REPLY = "Sorry, I can't answer right now. Please try again in a few minutes."
 
 
@@ -272,8 +270,8 @@ class Settings(InboxSettings, SendSettings):
             outbound_callers=_callers(env, "OUTBOUND_CALLERS"),
             caller_proof=_text(env, "CALLER_PROOF").lower(),
             auth_certs_url=_text(env, "AUTH_CERTS_URL", d.auth_certs_url),
-            secret_manager_emulator_host=_text(env, "SECRET_MANAGER_EMULATOR_HOST"), **inbox_values(env),
-            **send_values(env),
+            secret_manager_emulator_host=_text(env, "SECRET_MANAGER_EMULATOR_HOST"),
+            **inbox_values(env), **send_values(env),
             max_tool_rounds=_int(env, "MAX_TOOL_ROUNDS", d.max_tool_rounds, 1, 10),
             tool_response_max_bytes=_int(env, "TOOL_RESPONSE_MAX_BYTES", d.tool_response_max_bytes, 1024, 1024 * 1024),
             test_fault_points=_list(env, "TEST_FAULT_POINTS"),

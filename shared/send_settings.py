@@ -9,34 +9,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from shared.domain.send_rate import MAX_LANES, MAX_QUEUE_RATE, QUEUE_PREFIX
-from shared.env_values import ConfigError, _float, _int, _text
+from shared.domain.send_rate import DEFAULT_LANES, MAX_LANES, MAX_QUEUE_RATE, lane_ids, valid_queue_id
+from shared.env_values import ConfigError, _float, _list
 
 
 @dataclass(frozen=True)
 class SendSettings:
-    """How many send lanes (queues of one business number each, Terraform's send_queue_count; 0: every business
-    shares the one queue), the rate of a business whose profile sets none, Twilio's per-sender throughput that no
-    business's rate may exceed, and the prefix of the lanes' queue ids (Terraform's send_queue_prefix)."""
+    """The send lanes, queues of one business number each (Terraform's send_lanes; none: every business shares
+    the one queue), the rate of a business whose profile sets none, and Twilio's per-sender throughput, which
+    no business's rate may exceed."""
 
-    send_queue_count: int = 10
+    send_lanes: tuple[str, ...] = tuple(lane_ids("outbound-", DEFAULT_LANES))
     send_rate_per_second: float = 20.0
     sender_mps_limit: float = 80.0
-    send_queue_prefix: str = QUEUE_PREFIX
 
 
 def send_values(env: Mapping[str, str]) -> dict[str, Any]:
     """The fields above from the environment, checked: a bad value fails at start-up with its reason."""
     d = SendSettings()
+    lanes = tuple(_list(env, "SEND_LANES")) or d.send_lanes
+    if lanes == ("none",):
+        lanes = ()
     values: dict[str, Any] = dict(
-        send_queue_count=_int(env, "SEND_QUEUE_COUNT", d.send_queue_count, 0, MAX_LANES),
+        send_lanes=lanes,
         send_rate_per_second=_float(env, "SEND_RATE_PER_SECOND", d.send_rate_per_second, 0.001, MAX_QUEUE_RATE),
         sender_mps_limit=_float(env, "SENDER_MPS_LIMIT", d.sender_mps_limit, 0.001, MAX_QUEUE_RATE),
-        send_queue_prefix=_text(env, "SEND_QUEUE_PREFIX", d.send_queue_prefix),
     )
+    if len(lanes) > MAX_LANES or len(set(lanes)) != len(lanes) or not all(map(valid_queue_id, lanes)):
+        raise ConfigError(f"SEND_LANES must be at most {MAX_LANES} distinct Cloud Tasks queue ids, or none")
     if values["send_rate_per_second"] > values["sender_mps_limit"]:
         raise ConfigError("SEND_RATE_PER_SECOND must not exceed SENDER_MPS_LIMIT (Twilio's throughput per sender)")
-    prefix = values["send_queue_prefix"]
-    if not prefix or len(prefix) > 98 or not all(c.isalnum() or c == "-" for c in prefix):
-        raise ConfigError(f"SEND_QUEUE_PREFIX must be letters, digits and hyphens (at most 98), got {prefix!r}")
     return values

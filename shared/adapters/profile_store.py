@@ -140,7 +140,8 @@ class FirestoreProfiles:
             return _with_address(self.defaults, address)
         raw = {k: v for k, v in data.items() if k not in STORED_ONLY}
         try:
-            return with_stored_queue(with_stored_knowledge(profile_from_mapping(address, raw, self.defaults), data), data)
+            profile = profile_from_mapping(address, raw, self.defaults)
+            return with_stored_queue(with_stored_knowledge(profile, data), data)
         except ProfileError as exc:
             log.error("stored business profile is invalid; using the defaults",
                       extra={"event": "profile_invalid", "business": mask_address(address), "reason": str(exc)[:300]})

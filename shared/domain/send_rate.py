@@ -24,8 +24,8 @@ SEND_RATE_KEYS = frozenset({SEND_RATE})
 # Cloud Tasks' ceiling for one queue's max_dispatches_per_second; the deployment's
 # SENDER_MPS_LIMIT (Twilio's per-sender throughput) is the tighter bound, checked at apply.
 MAX_QUEUE_RATE = 500.0
-QUEUE_PREFIX = "outbound-"
-# Two digits per lane id; Cloud Tasks allows 1,000 queues a project by default.
+# Terraform's default send_lanes: outbound-00 ... outbound-09. Cloud Tasks allows 1,000 queues a project by default.
+DEFAULT_LANES = 10
 MAX_LANES = 100
 # Cloud Tasks queue ids: letters, digits and hyphens, at most 100 characters.
 _QUEUE_ID = re.compile(r"[A-Za-z0-9-]{1,100}")
@@ -44,7 +44,7 @@ def send_rate_values(raw: Mapping[str, Any], fail: Callable[[str, str], Exceptio
 
 
 def lane_ids(prefix: str, count: int) -> list[str]:
-    """The send lanes' queue ids: ``prefix`` + a two-digit number, as Terraform names them."""
+    """Lane queue ids: ``prefix`` + a two-digit number, as Terraform's default send_lanes names them."""
     lanes = [f"{prefix}{i:02d}" for i in range(count)]
     if not all(valid_queue_id(lane) for lane in lanes):
         raise ValueError(f"queue prefix {prefix!r} makes no valid Cloud Tasks queue id")

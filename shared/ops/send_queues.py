@@ -18,7 +18,7 @@ from shared.adapters.profile_store import SEND_QUEUE
 from shared.adapters.send_queues import SendQueues
 from shared.config import Settings
 from shared.domain.profiles import ProfileError
-from shared.domain.send_rate import SEND_RATE, assign_lanes, lane_ids, rate_for
+from shared.domain.send_rate import SEND_RATE, assign_lanes, rate_for
 
 Put = Callable[[str, Mapping[str, Any], datetime], None]
 
@@ -39,19 +39,19 @@ def with_send_queues(put: Put, raw: Mapping[str, Mapping[str, Any]], stored: Map
     """``put`` that first sets the business's lane to its rate, then writes the profile naming it; a report line each.
 
     Lanes are assigned for the whole file at once (``assign_lanes``: a number
-    keeps the lane it has). With SEND_QUEUE_COUNT 0 it is ``put`` itself: a
+    keeps the lane it has). With SEND_LANES none it is ``put`` itself: a
     profile written without ``sendQueue`` moves its business to the shared queue.
     """
-    if not settings.send_queue_count:
+    if not settings.send_lanes:
         return put
     rates = send_rates(raw, settings)
     had = {address: str(doc.get(SEND_QUEUE, "")) for address, doc in stored.items()}
-    lanes = assign_lanes(list(raw), had, lane_ids(settings.send_queue_prefix, settings.send_queue_count))
+    lanes = assign_lanes(list(raw), had, settings.send_lanes)
 
     def put_with_queue(address: str, profile: Mapping[str, Any], now: datetime) -> None:
         lane = lanes[address]
         if not lane:
-            report.append(f"send queue of {address}: the shared one (all {settings.send_queue_count} lanes taken)")
+            report.append(f"send queue of {address}: the shared one (all {len(settings.send_lanes)} lanes taken)")
             put(address, profile, now)
             return
         outcome = queues().ensure(lane, rates[address])

@@ -74,11 +74,14 @@ def test_the_rate_is_the_profiles_else_the_default_never_above_the_sender_limit(
 
 def test_settings_bound_the_default_by_the_sender_limit() -> None:
     s = Settings.from_env({"SEND_RATE_PER_SECOND": "5", "SENDER_MPS_LIMIT": "50"})
-    assert (s.send_rate_per_second, s.sender_mps_limit, s.send_queue_count) == (5.0, 50.0, 10)
+    assert (s.send_rate_per_second, s.sender_mps_limit, len(s.send_lanes)) == (5.0, 50.0, 10)
     with pytest.raises(ConfigError):
         Settings.from_env({"SEND_RATE_PER_SECOND": "90", "SENDER_MPS_LIMIT": "80"})
-    with pytest.raises(ConfigError):
-        Settings.from_env({"SEND_QUEUE_PREFIX": "has_underscore"})
+    assert Settings.from_env({"SEND_LANES": "a-1,b-2"}).send_lanes == ("a-1", "b-2")
+    assert Settings.from_env({"SEND_LANES": "none"}).send_lanes == ()
+    for bad in ("has_underscore", "a,a"):
+        with pytest.raises(ConfigError):
+            Settings.from_env({"SEND_LANES": bad})
 
 
 # ---- the stored queue (profile store) ----
@@ -201,7 +204,7 @@ def test_a_business_beyond_the_lanes_is_written_without_one() -> None:
     written: dict[str, Mapping[str, Any]] = {}
     raw: dict[str, dict[str, Any]] = {A: {}, B: {}}
     apply = with_send_queues(lambda a, r, _n: written.__setitem__(a, r), raw, {}, lambda: queues,
-                             Settings(send_queue_count=1), [])
+                             Settings(send_lanes=("outbound-00",)), [])
     for address, profile in raw.items():
         apply(address, profile, NOW)
     assert sum(SEND_QUEUE in doc for doc in written.values()) == 1
@@ -218,7 +221,7 @@ def test_a_rate_above_the_sender_limit_fails_the_file_before_any_queue_or_write(
 
 def test_without_lanes_apply_writes_the_profile_as_before() -> None:
     put = lambda *_: None  # noqa: E731
-    assert with_send_queues(put, {A: {}}, {}, lambda: pytest.fail("no queue admin"), Settings(send_queue_count=0),
+    assert with_send_queues(put, {A: {}}, {}, lambda: pytest.fail("no queue admin"), Settings(send_lanes=()),
                             []) is put
 
 
@@ -272,10 +275,11 @@ def test_hand_offs_carry_the_conversations_business() -> None:
     from shared.domain.conversation import Answer, Conversation, Limits
     from tests.fakes import FakeQueue
 
+    LIMITS = Limits(ttl_seconds=3600, max_messages=20)  # noqa: N806
     conv = Conversation()
     conv.belongs_to(A, "whatsapp:+34600111222")
-    first = conv.answer("OB1", Answer(parts=["one"], by="business", to="whatsapp:+34600111222"), NOW, Limits(ttl_seconds=3600, max_messages=20))
-    conv.answer("OB2", Answer(parts=["two"], by="business", to="whatsapp:+34600111222"), NOW, Limits(ttl_seconds=3600, max_messages=20))
+    first = conv.answer("OB1", Answer(parts=["one"], by="business", to="whatsapp:+34600111222"), NOW, LIMITS)
+    conv.answer("OB2", Answer(parts=["two"], by="business", to="whatsapp:+34600111222"), NOW, LIMITS)
     queue = FakeQueue()
     assert send_when_its_turn(queue, "c" * 20, conv, "OB1")
     conv.done_seq = first
