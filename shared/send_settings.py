@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from shared.domain.send_rate import DEFAULT_LANES, MAX_LANES, MAX_QUEUE_RATE, lane_ids, valid_queue_id
-from shared.env_values import ConfigError, _float, _list
+from shared.env_values import ConfigError, _float, _text
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,15 @@ class SendSettings:
 def send_values(env: Mapping[str, str]) -> dict[str, Any]:
     """The fields above from the environment, checked: a bad value fails at start-up with its reason."""
     d = SendSettings()
-    lanes = tuple(_list(env, "SEND_LANES")) or d.send_lanes
+    # Commas or semicolons: the profiles build gets it through comma-separated substitutions.
+    listed = _text(env, "SEND_LANES").replace(";", ",")
+    lanes = tuple(lane.strip() for lane in listed.split(",") if lane.strip()) or d.send_lanes
     if lanes == ("none",):
         lanes = ()
     values: dict[str, Any] = dict(
         send_lanes=lanes,
         send_rate_per_second=_float(env, "SEND_RATE_PER_SECOND", d.send_rate_per_second, 0.001, MAX_QUEUE_RATE),
-        sender_mps_limit=_float(env, "SENDER_MPS_LIMIT", d.sender_mps_limit, 0.001, MAX_QUEUE_RATE),
+        sender_mps_limit=_float(env, "SENDER_MPS_LIMIT", d.sender_mps_limit, 0.001, 1000.0),
     )
     if len(lanes) > MAX_LANES or len(set(lanes)) != len(lanes) or not all(map(valid_queue_id, lanes)):
         raise ConfigError(f"SEND_LANES must be at most {MAX_LANES} distinct Cloud Tasks queue ids, or none")
