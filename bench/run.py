@@ -30,6 +30,7 @@ from bench import (
     ack, burst, charts, coldstart, cost, cpu, e2e, features, front_end, inbox, keyword_rules, knowledge_apply,
     knowledge_cost, secrets_check, stages, throughput, write_paths,
 )
+from bench import rate_isolation
 from bench.driver import Delivery, Driver, check_delivery
 from bench.procs import Processes, function_command, process_env, wait_listening
 from bench.profile import Profiler
@@ -824,6 +825,35 @@ def run_burst_only(plan: Plan, log_dir: Path) -> tuple[dict[str, Any], str]:
     return results, render(rows)
 
 
+def run_rate_only(plan: Plan, log_dir: Path) -> tuple[dict[str, Any], str]:
+    """Figure 15 alone on a fresh stack (``--only rate``): two businesses, one above its send rate."""
+    bench = Bench(plan, log_dir)
+    t_run = time.monotonic()
+    machine = machine_info()
+    b_messages, campaign = rate_isolation.QUICK_SIZE if plan == QUICK else rate_isolation.FULL_SIZE
+    try:
+        driver = bench.start()
+        bench.warm_up(driver)
+        _say(f"send rate per sender: {b_messages} of B's users alone, then with A's {campaign}-template campaign")
+        started = time.monotonic()
+        rate_run = rate_isolation.run(driver, b_messages, campaign, plan.grace_seconds)
+        bench.timed("rate_isolation", started)
+    finally:
+        bench.close()
+    rows, goal, section = rate_isolation.report(rate_run)
+    rows.append(f"goals met: {int(goal.passed)} of 1 (figure 15 only)")
+    results: dict[str, Any] = {
+        "machine": machine | {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "only": "rate",
+        "plan": asdict(plan),
+        "rate_isolation": section,
+        "goals": [goal.to_json()],
+        "phase_seconds": bench.phases,
+        "duration_seconds": round(time.monotonic() - t_run, 1),
+    }
+    return results, render(rows)
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     """Stop like Ctrl-C, so the same cleanup runs."""
     raise KeyboardInterrupt
@@ -834,8 +864,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny N for the smoke test (under a minute)")
     parser.add_argument("--output", type=Path,
                         help=f"results file (default {DEFAULT_OUTPUT}; with --only, none unless given)")
-    parser.add_argument("--only", choices=["burst"],
-                        help="measure one figure on a fresh stack and print its rows (burst: figure 7)")
+    parser.add_argument("--only", choices=["burst", "rate"],
+                        help="measure one figure on a fresh stack and print its rows (burst: figure 7, rate: 15)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the function and emulator logs")
     parser.add_argument("--fail-on-miss", action="store_true", help="exit 1 when a goal is missed")
     parser.add_argument("--profile", type=Path, metavar="DIR",
@@ -850,6 +880,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.only == "burst":
             results, table = run_burst_only(plan, log_dir)
+        elif args.only == "rate":
+            results, table = run_rate_only(plan, log_dir)
         else:
             results, table = run(plan, log_dir, args.profile)
     except KeyboardInterrupt:
