@@ -830,17 +830,22 @@ def run_rate_only(plan: Plan, log_dir: Path) -> tuple[dict[str, Any], str]:
     bench = Bench(plan, log_dir)
     t_run = time.monotonic()
     machine = machine_info()
-    b_messages, campaign = rate_isolation.QUICK_SIZE if plan == QUICK else rate_isolation.FULL_SIZE
+    rounds, b_messages, campaign = rate_isolation.QUICK_SIZE if plan == QUICK else rate_isolation.FULL_SIZE
     try:
         driver = bench.start()
         bench.warm_up(driver)
-        _say(f"send rate per sender: {b_messages} of B's users alone, then with A's {campaign}-template campaign")
+        _say(f"send rate per sender: {rounds} rounds of {b_messages} of B's users alone, then with A's "
+             f"{campaign}-template campaign")
         started = time.monotonic()
-        rate_run = rate_isolation.run(driver, b_messages, campaign, plan.grace_seconds)
+        rate_run = rate_isolation.run(driver, rounds, b_messages, campaign, plan.grace_seconds)
         bench.timed("rate_isolation", started)
     finally:
         bench.close()
     rows, goal, section = rate_isolation.report(rate_run)
+    section["stages_ms"] = {
+        half: {name: s.to_json(1) for name, s in stages.breakdown(log_dir, timeline).items()}
+        for half, timeline in (("alone", rate_run.timeline_alone), ("with_campaign", rate_run.timeline_with))
+    }
     rows.append(f"goals met: {int(goal.passed)} of 1 (figure 15 only)")
     results: dict[str, Any] = {
         "machine": machine | {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]},

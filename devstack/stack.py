@@ -62,6 +62,8 @@ from shared.adapters.google_auth import CALLER_KEY_HEADER
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
+# Cloud Tasks keeps a deleted queue's name for up to 3 days (queues.delete); the stand-in does the same here.
+QUEUE_TOMBSTONE_SECONDS = 3 * 24 * 3600.0
 
 # Local defaults; each is honoured from the environment when set (README).
 DEFAULT_ACCOUNT_SID = "AC00000000000000000000000000000000"
@@ -181,7 +183,9 @@ class Stack:
             PubSubEmulator(options.project, log_path=options.log_dir / "pubsub-emulator.log"),
         )
         self.cloud = CloudShape(options.project)
-        self.tasks = TasksEmulator(issuer=self.cloud.issuer, origin_headers=self.cloud.origin.headers())
+        # A deleted queue's name stays taken, as in Cloud Tasks (up to 3 days): the send lanes are never deleted.
+        self.tasks = TasksEmulator(issuer=self.cloud.issuer, origin_headers=self.cloud.origin.headers(),
+                                   queue_tombstone_seconds=QUEUE_TOMBSTONE_SECONDS)
         self.twilio: TwilioStub | None = None
         self.openai: OpenAIStub | None = None
         self.tool_server: ExampleToolServer | None = None
