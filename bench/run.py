@@ -846,6 +846,10 @@ def run_rate_only(plan: Plan, log_dir: Path) -> tuple[dict[str, Any], str]:
         half: {name: s.to_json(1) for name, s in stages.breakdown(log_dir, timeline).items()}
         for half, timeline in (("alone", rate_run.timeline_alone), ("with_campaign", rate_run.timeline_with))
     }
+    sends = {half: section["stages_ms"][half]["to_twilio"] for half in ("alone", "with_campaign")}
+    rows.append(note_row("    B's send stage (answered -> Twilio)",
+                         f"p99 {sends['with_campaign']['p99']} ms during A's campaign, {sends['alone']['p99']} ms "
+                         f"alone: what the lanes isolate; the rest is the shared CPU", sends["alone"]["n"]))
     rows.append(f"goals met: {int(goal.passed)} of 1 (figure 15 only)")
     results: dict[str, Any] = {
         "machine": machine | {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
