@@ -320,6 +320,8 @@ def run(plan: Plan, log_dir: Path, profile_dir: Path | None = None) -> tuple[dic
 
         burst_run = bench.burst_user(driver)
 
+        rate_section = measure_rate(plan, bench, driver, log_dir)
+
         _say("ack latency with an instant model")
         started = time.monotonic()
         driver.wait_drained(plan.grace_seconds)
@@ -383,6 +385,9 @@ def run(plan: Plan, log_dir: Path, profile_dir: Path | None = None) -> tuple[dic
         (knowledge_run, apply_figure),
         inbox_run,
     )
+    rate_rows, rate_goal, results["rate_isolation"] = rate_section
+    results["goals"].append(rate_goal.to_json())
+    table += "\n\n" + render(rate_rows)
     results["duration_seconds"] = round(time.monotonic() - t_run, 1)
     return results, table
 
@@ -825,22 +830,15 @@ def run_burst_only(plan: Plan, log_dir: Path) -> tuple[dict[str, Any], str]:
     return results, render(rows)
 
 
-def run_rate_only(plan: Plan, log_dir: Path) -> tuple[dict[str, Any], str]:
-    """Figure 15 alone on a fresh stack (``--only rate``): two businesses, one above its send rate."""
-    bench = Bench(plan, log_dir)
-    t_run = time.monotonic()
-    machine = machine_info()
+def measure_rate(plan: Plan, bench: Bench, driver: Driver, log_dir: Path) -> tuple[list[Any], Goal, dict[str, Any]]:
+    """Figure 15 (bench/rate_isolation.py): its rows, goal and JSON section, with B's per-stage breakdown."""
     rounds, b_messages, campaign = rate_isolation.QUICK_SIZE if plan == QUICK else rate_isolation.FULL_SIZE
-    try:
-        driver = bench.start()
-        bench.warm_up(driver)
-        _say(f"send rate per sender: {rounds} rounds of {b_messages} of B's users alone, then with A's "
-             f"{campaign}-template campaign")
-        started = time.monotonic()
-        rate_run = rate_isolation.run(driver, rounds, b_messages, campaign, plan.grace_seconds)
-        bench.timed("rate_isolation", started)
-    finally:
-        bench.close()
+    _say(f"send rate per sender: {rounds} rounds of {b_messages} of B's users alone, then with A's "
+         f"{campaign}-template campaign")
+    started = time.monotonic()
+    driver.wait_drained(plan.grace_seconds)
+    rate_run = rate_isolation.run(driver, rounds, b_messages, campaign, plan.grace_seconds)
+    bench.timed("rate_isolation", started)
     rows, goal, section = rate_isolation.report(rate_run)
     section["stages_ms"] = {
         half: {name: s.to_json(1) for name, s in stages.breakdown(log_dir, timeline).items()}
@@ -850,6 +848,20 @@ def run_rate_only(plan: Plan, log_dir: Path) -> tuple[dict[str, Any], str]:
     rows.append(note_row("    B's send stage (answered -> Twilio)",
                          f"p99 {sends['with_campaign']['p99']} ms during A's campaign, {sends['alone']['p99']} ms "
                          f"alone: what the lanes isolate; the rest is the shared CPU", sends["alone"]["n"]))
+    return rows, goal, section
+
+
+def run_rate_only(plan: Plan, log_dir: Path) -> tuple[dict[str, Any], str]:
+    """Figure 15 alone on a fresh stack (``--only rate``): two businesses, one above its send rate."""
+    bench = Bench(plan, log_dir)
+    t_run = time.monotonic()
+    machine = machine_info()
+    try:
+        driver = bench.start()
+        bench.warm_up(driver)
+        rows, goal, section = measure_rate(plan, bench, driver, log_dir)
+    finally:
+        bench.close()
     rows.append(f"goals met: {int(goal.passed)} of 1 (figure 15 only)")
     results: dict[str, Any] = {
         "machine": machine | {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
