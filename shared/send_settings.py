@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from shared.domain.send_rate import DEFAULT_LANES, MAX_LANES, MAX_QUEUE_RATE, lane_ids, valid_queue_id
+from shared.domain.send_rate import DEFAULT_LANES, MAX_LANES, lane_ids, valid_queue_id
 from shared.env_values import ConfigError, _float, _text
 
 
@@ -34,8 +34,8 @@ def send_values(env: Mapping[str, str]) -> dict[str, Any]:
         lanes = ()
     values: dict[str, Any] = dict(
         send_lanes=lanes,
-        send_rate_per_second=_float(env, "SEND_RATE_PER_SECOND", d.send_rate_per_second, 0.001, MAX_QUEUE_RATE),
-        sender_mps_limit=_float(env, "SENDER_MPS_LIMIT", d.sender_mps_limit, 0.001, 1000.0),
+        send_rate_per_second=_float(env, "SEND_RATE_PER_SECOND", d.send_rate_per_second, 0.01, 500.0),
+        sender_mps_limit=_float(env, "SENDER_MPS_LIMIT", d.sender_mps_limit, 1.0, 1000.0),
     )
     if len(lanes) > MAX_LANES or len(set(lanes)) != len(lanes) or not all(map(valid_queue_id, lanes)):
         raise ConfigError(f"SEND_LANES must be at most {MAX_LANES} distinct Cloud Tasks queue ids, or none")

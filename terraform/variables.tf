@@ -1011,7 +1011,7 @@ variable "send_rate_per_second" {
   default     = 20
 
   validation {
-    condition     = var.send_rate_per_second > 0 && var.send_rate_per_second <= 500
-    error_message = "send_rate_per_second must be between 0 and 500 (Cloud Tasks' limit)."
+    condition     = var.send_rate_per_second >= 0.01 && var.send_rate_per_second <= 500
+    error_message = "send_rate_per_second must be between 0.01 and 500 (Cloud Tasks' limit)."
   }
 }
