@@ -122,3 +122,20 @@ def test_a_business_without_a_lane_and_a_missing_lane_use_the_shared_queue(
     assert queue.enqueue(SendTask("b" * 20, "SM2", 1, business=B))
     hits = receiver.wait_hits(path, 2)
     assert {hit.headers["X-CloudTasks-QueueName"] for hit in hits} == {shared}
+
+
+def test_a_rate_raised_while_tasks_wait_takes_effect_on_those_tasks(
+    emulator: TasksEmulator, receiver: Receiver, shared: str
+) -> None:
+    lanes = lanes_of(f"l{uuid.uuid4().hex[:6]}", 1)
+    written, _ = apply(emulator, shared, {A: {"send_rate_per_second": 2}}, lanes)
+    path = f"/s/{uuid.uuid4().hex[:8]}"
+    queue = TaskQueue(PROJECT, LOCATION, shared, receiver.url(path), "", lambda: emulator_client(emulator.address),
+                      route={A: str(written[A][SEND_QUEUE])}.get)
+    for n in range(30):  # 15 s at 2/s, more than WAIT
+        queue.enqueue(SendTask(f"a{n:019d}", f"SMa{n}", 1, business=A))
+    receiver.wait_hits(path, 2)
+    assert len(receiver.hits(path)) < 10, "the lane dispatched faster than its 2/s"
+    apply(emulator, shared, {A: {"send_rate_per_second": 80}}, lanes, stored=written)
+    hits = receiver.wait_hits(path, 30, timeout=WAIT)
+    assert len({hit.body for hit in hits}) == 30 == len(hits), "a waiting task went twice or not at all"
