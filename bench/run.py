@@ -31,6 +31,7 @@ from bench import (
     knowledge_cost, secrets_check, stages, throughput, usage_cost, write_paths,
 )
 from bench import capacity
+from bench import rate_isolation
 from bench.driver import Delivery, Driver, check_delivery
 from bench.procs import Processes, function_command, process_env, wait_listening
 from bench.profile import Profiler
@@ -326,6 +327,8 @@ def run(plan: Plan, log_dir: Path, profile_dir: Path | None = None) -> tuple[dic
 
         burst_run = bench.burst_user(driver)
 
+        rate_section = measure_rate(plan, bench, driver, log_dir)
+
         _say("ack latency with an instant model")
         started = time.monotonic()
         driver.wait_drained(plan.grace_seconds)
@@ -390,6 +393,9 @@ def run(plan: Plan, log_dir: Path, profile_dir: Path | None = None) -> tuple[dic
         inbox_run,
         usage_run,
     )
+    rate_rows, rate_goal, results["rate_isolation"] = rate_section
+    results["goals"].append(rate_goal.to_json())
+    table += "\n\n" + render(rate_rows)
     results["duration_seconds"] = round(time.monotonic() - t_run, 1)
     return results, table
 
@@ -847,6 +853,51 @@ def run_burst_only(plan: Plan, log_dir: Path) -> tuple[dict[str, Any], str]:
     return results, render(rows)
 
 
+def measure_rate(plan: Plan, bench: Bench, driver: Driver, log_dir: Path) -> tuple[list[Any], Goal, dict[str, Any]]:
+    """Figure 15 (bench/rate_isolation.py): its rows, goal and JSON section, with B's per-stage breakdown."""
+    rounds, b_messages, campaign = rate_isolation.QUICK_SIZE if plan == QUICK else rate_isolation.FULL_SIZE
+    _say(f"send rate per sender: {rounds} rounds of {b_messages} of B's users alone, then with A's "
+         f"{campaign}-template campaign")
+    started = time.monotonic()
+    driver.wait_drained(plan.grace_seconds)
+    rate_run = rate_isolation.run(driver, rounds, b_messages, campaign, plan.grace_seconds)
+    bench.timed("rate_isolation", started)
+    rows, goal, section = rate_isolation.report(rate_run)
+    section["stages_ms"] = {
+        half: {name: s.to_json(1) for name, s in stages.breakdown(log_dir, timeline).items()}
+        for half, timeline in (("alone", rate_run.timeline_alone), ("with_campaign", rate_run.timeline_with))
+    }
+    sends = {half: section["stages_ms"][half]["to_twilio"] for half in ("alone", "with_campaign")}
+    rows.append(note_row("    B's send stage (answered -> Twilio)",
+                         f"p99 {sends['with_campaign']['p99']} ms during A's campaign, {sends['alone']['p99']} ms "
+                         f"alone: what the lanes isolate; the rest is the shared CPU", sends["alone"]["n"]))
+    return rows, goal, section
+
+
+def run_rate_only(plan: Plan, log_dir: Path) -> tuple[dict[str, Any], str]:
+    """Figure 15 alone on a fresh stack (``--only rate``): two businesses, one above its send rate."""
+    bench = Bench(plan, log_dir)
+    t_run = time.monotonic()
+    machine = machine_info()
+    try:
+        driver = bench.start()
+        bench.warm_up(driver)
+        rows, goal, section = measure_rate(plan, bench, driver, log_dir)
+    finally:
+        bench.close()
+    rows.append(f"goals met: {int(goal.passed)} of 1 (figure 15 only)")
+    results: dict[str, Any] = {
+        "machine": machine | {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "only": "rate",
+        "plan": asdict(plan),
+        "rate_isolation": section,
+        "goals": [goal.to_json()],
+        "phase_seconds": bench.phases,
+        "duration_seconds": round(time.monotonic() - t_run, 1),
+    }
+    return results, render(rows)
+
+
 def run_usage_only(plan: Plan, log_dir: Path) -> tuple[dict[str, Any], str]:
     """Figure 16 alone on a fresh stack (``--only usage``): its plain batch is figure 4's message, measured here."""
     bench = Bench(plan, log_dir)
@@ -878,9 +929,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny N for the smoke test (under a minute)")
     parser.add_argument("--output", type=Path,
                         help=f"results file (default {DEFAULT_OUTPUT}; with --only, none unless given)")
-    parser.add_argument("--only", choices=["burst", "usage", "capacity"],
-                        help="measure one figure on a fresh stack and print its rows (burst: figure 7; usage: 16; "
-                             "capacity: figure 17, the queueing model, no stack)")
+    parser.add_argument("--only", choices=["burst", "rate", "usage", "capacity"],
+                        help="measure one figure on a fresh stack and print its rows (burst: figure 7; rate: 15; "
+                             "usage: 16; capacity: figure 17, the queueing model, no stack)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the function and emulator logs")
     parser.add_argument("--fail-on-miss", action="store_true", help="exit 1 when a goal is missed")
     parser.add_argument("--profile", type=Path, metavar="DIR",
@@ -899,6 +950,8 @@ def main(argv: list[str] | None = None) -> int:
             results, table = run_burst_only(plan, log_dir)
         elif args.only == "usage":
             results, table = run_usage_only(plan, log_dir)
+        elif args.only == "rate":
+            results, table = run_rate_only(plan, log_dir)
         else:
             results, table = run(plan, log_dir, args.profile)
     except KeyboardInterrupt:

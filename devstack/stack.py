@@ -62,6 +62,8 @@ from shared.adapters.google_auth import CALLER_KEY_HEADER
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
+# Cloud Tasks keeps a deleted queue's name for up to 3 days (queues.delete); the stand-in does the same here.
+QUEUE_TOMBSTONE_SECONDS = 3 * 24 * 3600.0
 
 # Local defaults; each is honoured from the environment when set (README).
 DEFAULT_ACCOUNT_SID = "AC00000000000000000000000000000000"
@@ -181,7 +183,9 @@ class Stack:
             PubSubEmulator(options.project, log_path=options.log_dir / "pubsub-emulator.log"),
         )
         self.cloud = CloudShape(options.project)
-        self.tasks = TasksEmulator(issuer=self.cloud.issuer, origin_headers=self.cloud.origin.headers())
+        # A deleted queue's name stays taken, as in Cloud Tasks (up to 3 days): the send lanes are never deleted.
+        self.tasks = TasksEmulator(issuer=self.cloud.issuer, origin_headers=self.cloud.origin.headers(),
+                                   queue_tombstone_seconds=QUEUE_TOMBSTONE_SECONDS)
         self.twilio: TwilioStub | None = None
         self.openai: OpenAIStub | None = None
         self.tool_server: ExampleToolServer | None = None
@@ -473,6 +477,7 @@ class Stack:
         from shared.ops.admin import read_profiles_file
         from shared.ops.knowledge_apply import apply_with_knowledge, lazy_knowledge
         from shared.ops.knowledge_files import read_knowledge
+        from shared.ops.send_queues import send_queues, with_send_queues
 
         settings = Settings.from_env(self.function_env())
         path = Path(self.options.profiles_file)
@@ -486,9 +491,12 @@ class Stack:
             store = FirestoreProfiles(lambda: client, settings.profiles_collection, defaults_from_settings(settings), 0)
             key = self.options.openai_api_key or "offline-model"
             chunks, embedder = lazy_knowledge(settings, lambda: client, lambda: key)
+            queued: list[str] = []
             try:
-                lines = apply_with_knowledge(store.put, store.stored(), raw, documents, chunks, embedder, settings,
-                                             utcnow)
+                stored = store.stored()
+                put = with_send_queues(store.put, raw, stored, lambda: send_queues(settings), settings, queued)
+                lines = apply_with_knowledge(put, stored, raw, documents, chunks, embedder, settings,
+                                             utcnow) + queued
             except ProfileError as exc:
                 raise StackError(f"BUSINESS_PROFILES_FILE could not be applied: {exc}") from None
             finally:

@@ -45,8 +45,9 @@ What it does NOT do:
   paused queue, retries coming due together) or within ``dispatch_jitter``
   (0 by default): on an idle queue, tasks created a moment apart still go in
   creation order, which the real service does not promise either;
-* queue-name reuse protection after DeleteQueue (7 days in Cloud Tasks) is off
-  unless ``queue_tombstone_seconds`` is given;
+* queue-name reuse protection after DeleteQueue (a tombstone of up to 3 days
+  in Cloud Tasks, 7 in older docs) is off unless ``queue_tombstone_seconds`` is
+  given (the local stack gives 3 days);
 * durations keep sub-second precision (Cloud Tasks truncates backoffs to whole
   seconds) and ``dispatch_deadline`` may be below 15 s, so tests run fast;
 * ``max_burst_size`` may be set by the caller (in Cloud Tasks it is output

@@ -1,9 +1,8 @@
 """The composition root: the one place that wires real adapters into the core.
 
-Each ``*_deps()`` is built once per process on the first request and reused,
-and every Google, Twilio or OpenAI client inside is itself created on first
-use: importing this module does no I/O, which keeps cold starts short and lets
-tests import everything without emulators. Unit tests build the same ``*Deps`` dataclasses with fakes instead.
+Each ``*_deps()`` is built once per process on the first request and reused, and every Google, Twilio or
+OpenAI client inside is itself created on first use: importing this module does no I/O, which keeps cold
+starts short and lets tests import everything without emulators (unit tests build the ``*Deps`` with fakes).
 """
 
 from __future__ import annotations
@@ -140,6 +139,7 @@ def queue() -> TaskQueue:
     return TaskQueue(
         s.project_id, s.tasks_location, s.tasks_queue, s.sender_url, s.tasks_service_account, factory, s.processor_url,
         caller_key=secrets().caller_key if s.tasks_service_account else None, inbox_url=s.inbox_tasks_url,
+        route=lambda business: profiles().get(business).send_queue,  # cached: the processor has read it already
     )
 
 

@@ -15,6 +15,7 @@ from typing import Mapping
 from shared.env_values import ConfigError, _bool, _callers, _float, _int, _list, _text
 from shared.inbox_settings import InboxSettings, inbox_values
 from shared.usage_settings import UsageSettings, usage_values
+from shared.send_settings import SendSettings, send_values
 
 __all__ = ["CALLER_PROOFS", "ConfigError", "DEFAULT_FALLBACK_REPLY", "DEFAULT_SYSTEM_PROMPT", "GOOGLE_CERTS_URL",
            "Settings", "get_settings"]
@@ -23,16 +24,14 @@ GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 LOCAL_TOOL_SECRET_PREFIX = "TOOL_SECRET_"  # + a business tool's secret id, locally (shared/domain/tools.py)
 CALLER_PROOFS = ("caller-key", "signed-token")
 
-DEFAULT_SYSTEM_PROMPT = (
-    "You are the WhatsApp assistant of a small business. Answer briefly and "
-    "kindly, in the language the customer writes in. If you do not know, say so."
-)
+DEFAULT_SYSTEM_PROMPT = ("You are the WhatsApp assistant of a small business. Answer briefly and "
+                         "kindly, in the language the customer writes in. If you do not know, say so.")
 DEFAULT_FALLBACK_REPLY = "Sorry, I can't answer right now. Please try again in a few minutes."
 
 
 @dataclass(frozen=True)
-class Settings(InboxSettings, UsageSettings):
-    """Everything the functions need to know about their environment (the inbox's, usage's: shared/*_settings.py)."""
+class Settings(InboxSettings, UsageSettings, SendSettings):
+    """Everything the functions need to know about their environment (parts declared apart: shared/*_settings.py)."""
 
     project_id: str = "local-project"
     log_level: str = "INFO"
@@ -271,7 +270,8 @@ class Settings(InboxSettings, UsageSettings):
             outbound_callers=_callers(env, "OUTBOUND_CALLERS"),
             caller_proof=_text(env, "CALLER_PROOF").lower(),
             auth_certs_url=_text(env, "AUTH_CERTS_URL", d.auth_certs_url),
-            secret_manager_emulator_host=_text(env, "SECRET_MANAGER_EMULATOR_HOST"), **inbox_values(env),
+            secret_manager_emulator_host=_text(env, "SECRET_MANAGER_EMULATOR_HOST"),
+            **inbox_values(env), **send_values(env),
             max_tool_rounds=_int(env, "MAX_TOOL_ROUNDS", d.max_tool_rounds, 1, 10),
             tool_response_max_bytes=_int(env, "TOOL_RESPONSE_MAX_BYTES", d.tool_response_max_bytes, 1024, 1024 * 1024),
             test_fault_points=_list(env, "TEST_FAULT_POINTS"),

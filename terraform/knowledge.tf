@@ -116,6 +116,12 @@ locals {
     KNOWLEDGE_CHUNK_CHARS        = local.env.processor.KNOWLEDGE_CHUNK_CHARS
     KNOWLEDGE_MAX_CHUNKS         = local.env.processor.KNOWLEDGE_MAX_CHUNKS
     KNOWLEDGE_MAX_DOCUMENT_BYTES = local.env.processor.KNOWLEDGE_MAX_DOCUMENT_BYTES
+    # The send lanes the build sets the rates of (terraform/tasks.tf).
+    TASKS_LOCATION       = local.env.processor.TASKS_LOCATION
+    TASKS_QUEUE          = local.env.processor.TASKS_QUEUE
+    SEND_LANES           = local.env.processor.SEND_LANES
+    SEND_RATE_PER_SECOND = local.env.processor.SEND_RATE_PER_SECOND
+    SENDER_MPS_LIMIT     = local.env.processor.SENDER_MPS_LIMIT
   }
 }
 

@@ -110,7 +110,12 @@ locals {
       TASKS_QUEUE                     = google_cloud_tasks_queue.outbound.name
       TASKS_LOCATION                  = google_cloud_tasks_queue.outbound.location
       TASKS_SERVICE_ACCOUNT           = google_service_account.identity["tasks_invoker"].email
-      AUTH_AUDIENCE                   = local.processor_audience
+      # The send lanes (terraform/tasks.tf): the profiles build sets their rates with these. Semicolons: the
+      # build's substitutions are separated by commas.
+      SEND_LANES           = length(var.send_lanes) == 0 ? "none" : join(";", var.send_lanes)
+      SEND_RATE_PER_SECOND = tostring(var.send_rate_per_second)
+      SENDER_MPS_LIMIT     = tostring(var.twilio_sender_mps_limit)
+      AUTH_AUDIENCE        = local.processor_audience
       # Pub/Sub pushes messages; Cloud Tasks delivers bursts' answer tasks (docs/decisions/0014-bursts.md).
       AUTH_ALLOWED_SERVICE_ACCOUNTS = join(",", [google_service_account.identity["pubsub_push"].email, google_service_account.identity["tasks_invoker"].email])
       CALLER_PROOF                  = "caller-key"

@@ -85,3 +85,8 @@ output "release_image_tag" {
   description = "Image tag of the last apply."
   value       = var.image_tag
 }
+
+output "send_lanes" {
+  description = "Cloud Tasks queue ids of the send lanes, one business number each (profiles-apply assigns them)."
+  value       = var.send_lanes
+}

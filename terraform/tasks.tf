@@ -74,3 +74,85 @@ moved {
   from = google_cloud_tasks_queue_iam_member.processor_enqueuer
   to   = google_cloud_tasks_queue_iam_member.enqueuer["processor"]
 }
+
+# ------------------------------------------------------------- send lanes ---
+# One queue per business number (docs/decisions/0022-send-queue-per-number.md):
+# a campaign of one business waits in its own lane, not in front of another
+# business's replies. profiles-apply assigns each number a lane, keeps it
+# across applies, and sets the lane's rate to the business's
+# send_rate_per_second (UpdateQueue), so Terraform makes the lanes and then
+# leaves their rate alone. A number without a lane (more businesses than
+# lanes, or none applied yet) sends through the queue above.
+#
+# A fixed set made here rather than queues made at apply time: Cloud Tasks
+# does not evaluate IAM conditions on resource names, so an apply that could
+# create queues could create (and administer) any queue of the project. Here
+# every grant is on named queues. Idle queues cost nothing.
+resource "google_cloud_tasks_queue" "lane" {
+  for_each = toset(var.send_lanes)
+
+  project  = var.project_id
+  name     = each.key
+  location = var.region
+
+  rate_limits {
+    max_dispatches_per_second = var.send_rate_per_second
+    max_concurrent_dispatches = var.tasks_max_concurrent_dispatches
+  }
+
+  # The same retries as the shared queue: a reply is retried alike in either.
+  retry_config {
+    max_attempts       = var.tasks_max_attempts
+    max_retry_duration = "${var.tasks_max_retry_duration_seconds}s"
+    min_backoff        = "0.2s"
+    max_backoff        = "10s"
+    max_doublings      = 5
+  }
+
+  stackdriver_logging_config {
+    sampling_ratio = 0.1
+  }
+
+  lifecycle {
+    # profiles-apply owns each lane's rate once its business is assigned.
+    ignore_changes = [rate_limits]
+    precondition {
+      condition     = var.send_rate_per_second <= var.twilio_sender_mps_limit
+      error_message = "send_rate_per_second must not exceed twilio_sender_mps_limit (Twilio's throughput per sender)."
+    }
+  }
+
+  depends_on = [google_project_service.enabled]
+}
+
+# Everyone who adds send tasks to the shared queue adds them to the lanes.
+resource "google_cloud_tasks_queue_iam_binding" "lane_enqueuers" {
+  for_each = toset(var.send_lanes)
+
+  project  = var.project_id
+  location = google_cloud_tasks_queue.lane[each.key].location
+  name     = google_cloud_tasks_queue.lane[each.key].name
+  role     = "roles/cloudtasks.enqueuer"
+  members = [
+    google_service_account.identity["processor"].member,
+    google_service_account.identity["reconciler"].member,
+    google_service_account.identity["sender"].member,
+    google_service_account.identity["outbound"].member,
+    google_service_account.identity["inbox"].member,
+  ]
+}
+
+# The profiles build sets each lane's rate: queue admin on the lanes only,
+# never on the shared queue (whose rate Terraform keeps) nor project-wide.
+# roles/cloudtasks.queueAdmin is the narrowest predefined role with
+# cloudtasks.queues.update; a custom role of get and update alone would make
+# the deployer a role administrator.
+resource "google_cloud_tasks_queue_iam_member" "lane_rate_setter" {
+  for_each = toset(var.send_lanes)
+
+  project  = var.project_id
+  location = google_cloud_tasks_queue.lane[each.key].location
+  name     = google_cloud_tasks_queue.lane[each.key].name
+  role     = "roles/cloudtasks.queueAdmin"
+  member   = data.google_service_account.profiles.member
+}

@@ -1032,3 +1032,25 @@ variable "budget_cache_seconds" {
     error_message = "budget_cache_seconds must be between 0 and 3600 (the range shared/config.py accepts)."
   }
 }
+
+variable "send_lanes" {
+  type        = list(string)
+  description = "Cloud Tasks queues of one business number each (env SEND_LANES of the profiles build): profiles-apply assigns every number a lane and sets its rate to the profile's send_rate_per_second. A business beyond the list sends through tasks_queue. Empty: every business shares tasks_queue."
+  default     = ["outbound-00", "outbound-01", "outbound-02", "outbound-03", "outbound-04", "outbound-05", "outbound-06", "outbound-07", "outbound-08", "outbound-09"]
+
+  validation {
+    condition     = length(var.send_lanes) <= 100 && length(distinct(var.send_lanes)) == length(var.send_lanes) && alltrue([for lane in var.send_lanes : can(regex("^[A-Za-z0-9-]{1,100}$", lane))])
+    error_message = "send_lanes must be at most 100 distinct queue ids of letters, digits and hyphens."
+  }
+}
+
+variable "send_rate_per_second" {
+  type        = number
+  description = "Send rate of a business whose profile sets no send_rate_per_second (env SEND_RATE_PER_SECOND of the profiles build), and each lane's rate until a business is assigned to it."
+  default     = 20
+
+  validation {
+    condition     = var.send_rate_per_second >= 0.01 && var.send_rate_per_second <= 500
+    error_message = "send_rate_per_second must be between 0.01 and 500 (Cloud Tasks' limit)."
+  }
+}

@@ -1,12 +1,18 @@
 """Cloud Tasks: hand a finished answer to sender_fn through the rate-limited queue,
-and wake the processor when a burst's window has passed."""
+and wake the processor when a burst's window has passed.
+
+A business number with its own send queue (its profile's ``send_queue``,
+docs/decisions/0022-send-queue-per-number.md) gets its send tasks there, at its
+own rate; everything else goes through the shared queue.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
@@ -16,6 +22,9 @@ from google.cloud import tasks_v2
 
 from shared.adapters.google_auth import CALLER_KEY_HEADER
 from shared.domain.notify import HandoffNotice
+from shared.log import mask_address
+
+log = logging.getLogger(__name__)
 
 # CreateTask is only safe to retry because every task is named: a retry that
 # reaches the server twice meets ALREADY_EXISTS, which we treat as success.
@@ -35,13 +44,15 @@ class SendTask:
     the hand-off from the reply before it, "rN" the reconciler's N-th nudge.
     Each has its own name, because Cloud Tasks refuses a name for about an hour
     after a task of that name ran, and the body carries it so an attempt knows
-    its own ``sending`` mark from another task's.
+    its own ``sending`` mark from another task's. ``business`` (the
+    conversation's number) picks the queue; it is not part of the body.
     """
 
     conversation_id: str
     sid: str
     seq: int
     kind: str = ""
+    business: str = field(default="", compare=False)
 
     def to_json(self) -> bytes:
         raw: dict[str, Any] = {"conversation": self.conversation_id, "sid": self.sid, "seq": self.seq}
@@ -138,8 +149,12 @@ class TaskQueue:
         processor_url: str = "",
         caller_key: Callable[[], str] | None = None,
         inbox_url: str = "",
+        route: Callable[[str], str] | None = None,
     ) -> None:
-        self.queue_path = f"projects/{project_id}/locations/{location}/queues/{queue}"
+        self._location_path = f"projects/{project_id}/locations/{location}"
+        self.queue_path = f"{self._location_path}/queues/{queue}"
+        # The business number's own send queue id, or "" for the shared one (its cached profile's send_queue).
+        self._route = route
         self._target_url = target_url
         self._processor_url = processor_url
         self._inbox_url = inbox_url
@@ -179,10 +194,36 @@ class TaskQueue:
                 "service_account_email": self._service_account,
                 "audience": audience,
             }
-        body: dict[str, Any] = {"name": f"{self.queue_path}/tasks/{task.task_id}", "http_request": http_request}
+        parent = self.queue_for(task)
+        try:
+            return self._create(parent, task, http_request)
+        except gexc.NotFound:
+            if parent == self.queue_path:
+                raise
+        # The business's queue is gone or not yet visible (Cloud Tasks may take a while to show a new queue):
+        # the shared queue still delivers it; the conversation's seq watermarks keep it once and in order.
+        log.warning("send queue not found, using the shared queue", extra={
+            "event": "send_queue_missing", "business": mask_address(getattr(task, "business", "")),
+            "queue": parent.rsplit("/", 1)[-1]})
+        return self._create(self.queue_path, task, http_request)
+
+    def queue_for(self, task: SendTask | BurstTask | NotifyTask) -> str:
+        """The queue path a task goes to: a send task to its business's own queue, if it has one."""
+        if not isinstance(task, SendTask) or not task.business or self._route is None:
+            return self.queue_path
+        try:
+            queue_id = self._route(task.business)
+        except Exception:
+            log.warning("send queue unknown (profile unreadable), using the shared queue",
+                        extra={"event": "send_queue_unknown", "business": mask_address(task.business)}, exc_info=True)
+            return self.queue_path
+        return f"{self._location_path}/queues/{queue_id}" if queue_id else self.queue_path
+
+    def _create(self, parent: str, task: SendTask | BurstTask | NotifyTask, http_request: dict[str, Any]) -> bool:
+        body: dict[str, Any] = {"name": f"{parent}/tasks/{task.task_id}", "http_request": http_request}
         if isinstance(task, BurstTask):
             body["schedule_time"] = task.due
-        request = {"parent": self.queue_path, "task": body}
+        request = {"parent": parent, "task": body}
         try:
             self.client.create_task(request=request, retry=_CREATE_RETRY, timeout=10.0)
         except gexc.AlreadyExists:

@@ -24,9 +24,12 @@ from typing import Any, Callable, Mapping, Protocol
 from shared.config import Settings
 from shared.domain.knowledge import knowledge_set_from_stored
 from shared.domain.profiles import BusinessProfile, ProfileError, profile_from_mapping
+from shared.domain.send_rate import valid_queue_id
 from shared.log import mask_address
 
 log = logging.getLogger(__name__)
+
+SEND_QUEUE = "sendQueue"
 
 
 class ProfileSource(Protocol):
@@ -137,7 +140,8 @@ class FirestoreProfiles:
             return _with_address(self.defaults, address)
         raw = {k: v for k, v in data.items() if k not in STORED_ONLY}
         try:
-            return with_stored_knowledge(profile_from_mapping(address, raw, self.defaults), data)
+            profile = profile_from_mapping(address, raw, self.defaults)
+            return with_stored_queue(with_stored_knowledge(profile, data), data)
         except ProfileError as exc:
             log.error("stored business profile is invalid; using the defaults",
                       extra={"event": "profile_invalid", "business": mask_address(address), "reason": str(exc)[:300]})
@@ -156,8 +160,9 @@ class FirestoreProfiles:
 
 
 # Fields the store adds to a profile document that are no profile key; knowledgeSet: what profiles-apply
-# stored of the business's documents (shared/domain/knowledge.py).
-STORED_ONLY = frozenset({"updatedAt", "knowledgeSet"})
+# stored of the business's documents (shared/domain/knowledge.py); sendQueue: the id of the number's own
+# send queue, written only once that queue exists (shared/ops/send_queues.py).
+STORED_ONLY = frozenset({"updatedAt", "knowledgeSet", SEND_QUEUE})
 
 
 def with_stored_knowledge(profile: BusinessProfile, data: Mapping[str, Any]) -> BusinessProfile:
@@ -169,3 +174,15 @@ def with_stored_knowledge(profile: BusinessProfile, data: Mapping[str, Any]) -> 
         log.error("stored knowledge set is invalid; the business answers without its documents",
                   extra={"event": "knowledge_invalid", "business": mask_address(profile.address)})
     return replace(profile, knowledge_set=stored)
+
+
+def with_stored_queue(profile: BusinessProfile, data: Mapping[str, Any]) -> BusinessProfile:
+    """The profile with its stored send queue; a value that is no queue id is not used (the shared queue is)."""
+    queue = data.get(SEND_QUEUE, "")
+    if not queue:
+        return profile
+    if not valid_queue_id(queue):
+        log.error("stored send queue is invalid; the business sends through the shared queue",
+                  extra={"event": "send_queue_invalid", "business": mask_address(profile.address)})
+        return profile
+    return replace(profile, send_queue=queue)

@@ -30,6 +30,7 @@ from shared.domain.knowledge import (
 from shared.domain.tools import DEFAULT_CONFIRM_KEYWORDS, TOOL_KEYS, ToolSpec, tool_values
 from shared.domain.staff import INBOX_KEYS, InboxKeyError, inbox_keys
 from shared.domain.budgets import BUDGET_KEYS, Budget, budget_values
+from shared.domain.send_rate import SEND_RATE_KEYS, send_rate_values
 
 DEFAULT_HELP = (
     "I'm this business's WhatsApp assistant: ask me anything. "
@@ -126,6 +127,9 @@ class BusinessProfile:
     staff: tuple[str, ...] = ()
     notify_webhook: str = ""
     budget: Budget | None = None  # the model budget (shared/domain/budgets.py); None: unlimited
+    # shared/domain/send_rate.py: the rate asked for; send_queue is what profiles-apply stored (sendQueue).
+    send_rate_per_second: float | None = None
+    send_queue: str = ""
 
 
 def profile_value(profile: BusinessProfile | None, key: str, default: Any) -> Any:
@@ -164,7 +168,7 @@ _BOOL_KEYS = ("typing_indicator", "model_choices")
 # Seconds, fractions allowed; the range of the matching setting.
 _SECONDS_KEYS = {"burst_window_seconds": (0.0, 30.0)}
 KNOWN_KEYS = frozenset({*_TEXT_KEYS, *_INT_KEYS, *_WORD_KEYS, *_BOOL_KEYS, *_SECONDS_KEYS, "keywords", "menus",
-                        *KNOWLEDGE_KEYS, *TOOL_KEYS, *INBOX_KEYS, *BUDGET_KEYS})
+                        *KNOWLEDGE_KEYS, *TOOL_KEYS, *INBOX_KEYS, *BUDGET_KEYS, *SEND_RATE_KEYS})
 
 
 def _fail(address: str, key: str, problem: str) -> ProfileError:
@@ -247,6 +251,7 @@ def profile_from_mapping(address: str, raw: Any, defaults: BusinessProfile) -> B
     values.update(tool_values(raw, lambda key, problem: _fail(address, key, problem)))
     values.update(knowledge_values(raw, lambda key, problem: _fail(address, key, problem)))
     values.update(budget_values(raw, lambda key, problem: _fail(address, key, problem)))
+    values.update(send_rate_values(raw, lambda key, problem: _fail(address, key, problem)))
     try:
         values.update(inbox_keys(raw))
     except InboxKeyError as exc:

@@ -32,7 +32,7 @@ def send_when_its_turn(queue: Queue, conversation_id: str, conv: Conversation, s
     next_status(entry.status, HANDED_OFF, sid)
     if not conv.its_turn(entry.seq):
         return False
-    queue.enqueue(SendTask(conversation_id, sid, entry.seq))
+    queue.enqueue(SendTask(conversation_id, sid, entry.seq, business=conv.business))
     return True
 
 
@@ -46,7 +46,7 @@ def hand_off_next(queue: Queue, conversation_id: str, conv: Conversation) -> str
     if head is None:
         return None
     sid, entry = head
-    created = queue.enqueue(SendTask(conversation_id, sid, int(entry.seq or 0), kind="next"))
+    created = queue.enqueue(SendTask(conversation_id, sid, int(entry.seq or 0), kind="next", business=conv.business))
     log.info(
         "handed off to the next reply",
         extra={"event": "handoff", "sid": sid, "conversation": conversation_id[:12], "seq": entry.seq, "task_created": created},

@@ -90,7 +90,7 @@ def reconcile_conversation(conversation_id: str, deps: ReconcilerDeps) -> Counte
         )
         log.error("stalled message closed", extra={"event": "stalled", "sid": sid, "conversation": conversation_id[:12], "reason": reason})
     for sid, seq, kind in plan.resend:
-        created = deps.queue.enqueue(SendTask(conversation_id, sid, seq, kind=kind))
+        created = deps.queue.enqueue(SendTask(conversation_id, sid, seq, kind=kind, business=conv.business))
         log.warning("send task re-created for a stalled reply", extra={"event": "nudged", "sid": sid, "conversation": conversation_id[:12], "seq": seq, "task_created": created})
     for sid, version, kind in plan.bursts:
         created = deps.queue.enqueue(BurstTask(conversation_id, sid, version, now, kind=kind))

@@ -152,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
             from shared.ops.knowledge_apply import apply_with_knowledge, lazy_knowledge
             from shared.ops.knowledge_files import knowledge_summary, read_knowledge
 
+            from shared.ops.send_queues import send_queues, send_rates, with_send_queues
+
             raw, profiles = read_profiles_file(args.file, defaults_from_settings(settings))
             documents = read_knowledge(profiles, args.file.parent, settings)
+            send_rates(raw, settings)
             if args.command == "profiles-validate":
                 print(f"{args.file}: {len(profiles)} valid profile(s): " + ", ".join(sorted(profiles))
                       + knowledge_summary(documents))
@@ -161,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
             store, embedder = lazy_knowledge(settings, lambda: bootstrap.store().client,
                                              bootstrap.secrets().openai_api_key)
             profiles_store = bootstrap.profiles()
-            print("\n".join(apply_with_knowledge(profiles_store.put, profiles_store.stored(), raw, documents, store,
-                                                 embedder, settings, utcnow)))
+            stored, queued = profiles_store.stored(), []
+            put = with_send_queues(profiles_store.put, raw, stored, lambda: send_queues(settings), settings, queued)
+            print("\n".join(apply_with_knowledge(put, stored, raw, documents, store, embedder, settings, utcnow)
+                            + queued))
             return 0
         hold = getattr(args, "hold_subscription", "")
         deps = AdminDeps(settings, bootstrap.store(), bootstrap.pseudonyms(), bootstrap.queue, utcnow,

@@ -125,5 +125,9 @@ def test_quick_benchmark_reports_every_figure(tmp_path: Path) -> None:
     assert capacity["measured_from"] == "this run" and len(capacity["scenarios"]) >= 3
     assert all(s["bottleneck"] in s["utilisation"] and s["n"] > 0 for s in capacity["scenarios"])
 
+    rate = results["rate_isolation"]
+    assert rate["b_alone_ms"]["n"] > 0 and rate["b_with_campaign_ms"]["n"] > 0 and rate["b_missing"] == 0, rate
+    assert rate["campaign_posted"] > 0 and rate["campaign_sent_in_total"] == rate["campaign_posted"], rate
+
     goals = results["goals"]
     assert len(goals) >= 5 and all(isinstance(goal["pass"], bool) for goal in goals)

@@ -102,6 +102,7 @@ RESOURCE_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "google_cloud_scheduler_job": ("cloudscheduler.jobs.create", "iam.serviceAccounts.actAs"),
     "google_cloud_tasks_queue": ("cloudtasks.queues.create",),
     "google_cloud_tasks_queue_iam_member": ("cloudtasks.queues.setIamPolicy",),
+    "google_cloud_tasks_queue_iam_binding": ("cloudtasks.queues.setIamPolicy",),
     "google_firestore_database": ("datastore.databases.create",),
     "google_firestore_field": ("datastore.indexes.update",),
     "google_firestore_index": ("datastore.indexes.create",),

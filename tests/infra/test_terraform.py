@@ -318,9 +318,9 @@ def _duration_seconds(value: Any) -> float:
 
 
 def _settings_source() -> str:
-    """shared/config.py and the inbox's part of the same Settings (shared/inbox_settings.py)."""
-    return "\n".join((REPO / "shared" / name).read_text() for name in ("config.py", "inbox_settings.py",
-                                                                                "usage_settings.py"))
+    """shared/config.py and the parts of the same Settings declared apart (the inbox's, usage's, the send rate's)."""
+    return "\n".join((REPO / "shared" / name).read_text()
+                     for name in ("config.py", "inbox_settings.py", "usage_settings.py", "send_settings.py"))
 
 
 def _config_env_names() -> set[str]:
@@ -632,7 +632,9 @@ def check_secret_access(config: TfConfig) -> None:
 
 
 def check_queue(config: TfConfig) -> None:
-    _, queue = _single("google_cloud_tasks_queue", config.of_type("google_cloud_tasks_queue"), "outbound replies")
+    queues = config.of_type("google_cloud_tasks_queue")
+    _, queue = _single("google_cloud_tasks_queue", {k: v for k, v in queues.items() if not k.startswith("lane[")},
+                       "outbound replies")
     rate = _block(queue, "rate_limits")
     dispatch = config.resolve(rate.get("max_dispatches_per_second"))
     concurrent = config.resolve(rate.get("max_concurrent_dispatches"))
@@ -907,6 +909,40 @@ def _grants_of(config: TfConfig, account: str) -> set[tuple[str, str, str]]:
     return {(role, rtype, target) for m, role, rtype, target in _grants(config) if m == member}
 
 
+def _lane_enqueuer_grants(config: TfConfig) -> set[tuple[str, str, str]]:
+    """May add tasks to every send lane (terraform/tasks.tf), as to the shared queue."""
+    lanes = config.resolve(Expr("var.send_lanes"))
+    return {("roles/cloudtasks.enqueuer", "google_cloud_tasks_queue_iam_binding",
+             f'google_cloud_tasks_queue.lane["{lane}"].name') for lane in lanes}
+
+
+def check_send_lanes(config: TfConfig) -> None:
+    """One lane queue per listed id, retried as the shared queue, its rate left to profiles-apply and under
+    Twilio's limit; the profiles build administers the lanes and nothing else of Cloud Tasks."""
+    lanes = config.resolve(Expr("var.send_lanes"))
+    assert isinstance(lanes, list) and lanes, "var.send_lanes has no default lanes"
+    queues = config.of_type("google_cloud_tasks_queue")
+    shared = queues["outbound"]
+    for lane in lanes:
+        body = queues.get(f'lane["{lane}"]')
+        assert body is not None, f"send lane {lane} is not a queue"
+        assert body.get("retry_config") == shared.get("retry_config"), f"lane {lane} retries unlike the shared queue"
+        lifecycle = _block(body, "lifecycle")
+        assert "rate_limits" in str(lifecycle.get("ignore_changes")), f"terraform would reset lane {lane}'s rate"
+        assert any("twilio_sender_mps_limit" in str(p.get("condition")) for p in lifecycle.get("precondition", [])), (
+            f"no precondition caps lane {lane}'s rate at Twilio's limit"
+        )
+    profiles = "data.google_service_account.profiles.member"
+    admin = {(role, rtype, target) for m, role, rtype, target in _grants(config) if m == profiles and "cloudtasks" in role}
+    assert admin == {("roles/cloudtasks.queueAdmin", "google_cloud_tasks_queue_iam_member",
+                      f'google_cloud_tasks_queue.lane["{lane}"].name') for lane in lanes}, (
+        f"the profiles build's Cloud Tasks grants: {sorted(admin)}"
+    )
+    for rtype in ("google_project_iam_member", "google_project_iam_binding"):
+        for name, body in config.of_type(rtype).items():
+            assert "cloudtasks" not in str(body.get("role")), f"{rtype}.{name} grants Cloud Tasks project-wide"
+
+
 def check_scheduler_identity(config: TfConfig) -> None:
     grants = _grants_of(config, "scheduler")
     reconciler = f"{instance(RUN_SERVICE, 'reconciler')}.name"
@@ -924,6 +960,7 @@ def check_reconciler_roles(config: TfConfig) -> None:
     expected = {
         ("roles/datastore.user", "google_project_iam_member", database_target),
         ("roles/cloudtasks.enqueuer", "google_cloud_tasks_queue_iam_member", "google_cloud_tasks_queue.outbound.name"),
+        *_lane_enqueuer_grants(config),
         ("roles/iam.serviceAccountUser", "google_service_account_iam_member", instance(IDENTITY, "tasks_invoker") + ".name"),
         ("roles/secretmanager.secretAccessor", "google_secret_manager_secret_iam_member",
          'google_secret_manager_secret.secret["address_hash_key"].secret_id'),
@@ -1217,6 +1254,7 @@ TERRAFORM_CHECKS: list[Callable[[TfConfig], None]] = [
     check_invokers,
     check_secret_access,
     check_queue,
+    check_send_lanes,
     check_service_env,
     check_settings_settable,
     check_send_failed_alert,
@@ -1568,6 +1606,16 @@ MUTATIONS = {
         _sub(r"max_attempts       = var\.tasks_max_attempts", "max_attempts       = -1"),
         check_queue,
         r"unlimited",
+    ),
+    "lane-rate-reset-by-terraform": Mutation(
+        "tasks.tf", _sub(r"    ignore_changes = \[rate_limits\]\n", ""), check_send_lanes, r"reset lane"
+    ),
+    "lane-admin-on-the-shared-queue": Mutation(
+        "tasks.tf",
+        _sub(r'name     = google_cloud_tasks_queue\.lane\[each\.key\]\.name\n  role     = "roles/cloudtasks\.queueAdmin"',
+             'name     = google_cloud_tasks_queue.outbound.name\n  role     = "roles/cloudtasks.queueAdmin"'),
+        check_send_lanes,
+        r"Cloud Tasks grants",
     ),
     "queue-no-retry-config": Mutation(
         "tasks.tf", lambda t: remove_block(t, r"^  retry_config \{"), check_queue, r"retry_config"
