@@ -182,6 +182,23 @@ def test_sender_crash_around_the_twilio_call_sends_once(pipeline, ledger, restar
     assert len(attempts) == 1
 
 
+@pytest.mark.parametrize("point", ["before_send", "after_send"])
+def test_a_business_on_its_own_send_lane_through_sender_crashes_sends_once(pipeline, ledger, restart, point) -> None:
+    """A business with its own lane (decision 0022): the lane's task is retried by the lane, still sent once."""
+    from tests.e2e.test_send_rate import apply, business, lanes
+
+    number, pool = business(), lanes(1)
+    assert apply(pipeline, {number: {"name": "Laned", "send_rate_per_second": 5}}, pool)[number] == pool[0]
+    restart("sender", TEST_FAULT_POINTS=point)
+    ledger.faults_injected += 1
+    user = unique_user()
+    text = f"laned sender crash {point}"
+    pipeline.post(user, text, to=number)
+    assert_exactly(pipeline, ledger, user, [offline(text)])
+    assert len([body for to, body in pipeline.twilio.attempts if to == user]) == 1
+    assert pipeline.stack.tasks.stats().queue(pool[0]).dispatched >= 1, "the reply went through the business's lane"
+
+
 def test_twilio_accepted_but_the_answer_was_lost(pipeline, ledger) -> None:
     user = unique_user()
     pipeline.twilio.accept_then_disconnect(1, predicate=lambda params: params.get("To") == user)
