@@ -538,15 +538,8 @@ def assemble(
                          f"{sm:g} per message ({secret_manager['warm_up_accesses']} at warm-up, "
                          f"{secret_manager['accesses_after_warm_up']} after)", secret_manager["n"], goal))
 
-    rows.append("5. cold start, ms (Popen -> first 200), against the bare floor function")
-    floor_cold = ms(cold.first_ok["floor"])
-    cold_json = cold.to_json()
-    for name in ("webhook", "processor", "sender"):
-        s = ms(cold.first_ok[name])
-        r = ratio(s.p50, floor_cold.p50)
-        cold_json[name]["ratio_p50_vs_floor"] = round(r, 3)
-        rows.append(dist_row(f"  {name}_fn", s, floor_cold, r))
-    rows.append(dist_row("  floor function", floor_cold))
+    cold_rows, cold_json = cold_report(cold)
+    rows.extend(cold_rows)
 
     rows.append("6. delivery: every accepted message answered once, in order per user")
     damage = delivery.lost + delivery.duplicated + delivery.reordered
@@ -824,6 +817,47 @@ def run_burst_only(plan: Plan, log_dir: Path) -> tuple[dict[str, Any], str]:
     return results, render(rows)
 
 
+def cold_report(cold: coldstart.ColdStarts) -> tuple[list[list[str] | str], dict[str, Any]]:
+    """Figure 5's rows and JSON: each function's first answer against the floor function's."""
+    rows: list[list[str] | str] = ["5. cold start, ms (Popen -> first 200), against the bare floor function"]
+    floor_cold = ms(cold.first_ok["floor"])
+    cold_json = cold.to_json()
+    for name in ("webhook", "processor", "sender"):
+        s = ms(cold.first_ok[name])
+        r = ratio(s.p50, floor_cold.p50)
+        cold_json[name]["ratio_p50_vs_floor"] = round(r, 3)
+        rows.append(dist_row(f"  {name}_fn", s, floor_cold, r))
+    rows.append(dist_row("  floor function", floor_cold))
+    return rows, cold_json
+
+
+def run_cold_only(plan: Plan, log_dir: Path) -> tuple[dict[str, Any], str]:
+    """Figure 5 alone on a fresh, warmed stack (``--only coldstart``), to try an import change quickly."""
+    bench = Bench(plan, log_dir)
+    t_run = time.monotonic()
+    machine = machine_info()
+    try:
+        driver = bench.start()
+        bench.warm_up(driver)
+        _say(f"cold starts: {plan.cold_repeats} fresh processes per function")
+        started = time.monotonic()
+        cold = coldstart.run(driver, bench.processes, bench.floor_env, log_dir, plan.cold_repeats, "cold")
+        bench.timed("cold_start", started)
+    finally:
+        bench.close()
+    rows, cold_json = cold_report(cold)
+    results: dict[str, Any] = {
+        "machine": machine | {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "only": "coldstart",
+        "plan": asdict(plan),
+        "cold_start": cold_json | {"n": sum(len(v) for v in cold.first_ok.values())},
+        "goals": [],
+        "phase_seconds": bench.phases,
+        "duration_seconds": round(time.monotonic() - t_run, 1),
+    }
+    return results, render(rows)
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     """Stop like Ctrl-C, so the same cleanup runs."""
     raise KeyboardInterrupt
@@ -834,8 +868,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny N for the smoke test (under a minute)")
     parser.add_argument("--output", type=Path,
                         help=f"results file (default {DEFAULT_OUTPUT}; with --only, none unless given)")
-    parser.add_argument("--only", choices=["burst"],
-                        help="measure one figure on a fresh stack and print its rows (burst: figure 7)")
+    parser.add_argument("--only", choices=["burst", "coldstart"],
+                        help="measure one figure on a fresh stack and print its rows (burst: figure 7, "
+                             "coldstart: figure 5)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the function and emulator logs")
     parser.add_argument("--fail-on-miss", action="store_true", help="exit 1 when a goal is missed")
     parser.add_argument("--profile", type=Path, metavar="DIR",
@@ -850,6 +885,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.only == "burst":
             results, table = run_burst_only(plan, log_dir)
+        elif args.only == "coldstart":
+            results, table = run_cold_only(plan, log_dir)
         else:
             results, table = run(plan, log_dir, args.profile)
     except KeyboardInterrupt:
