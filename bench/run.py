@@ -833,6 +833,10 @@ def cold_report(cold: coldstart.ColdStarts) -> tuple[list[list[str] | str], dict
             goal = Goal(goal.name, r, COLD_START_LIMIT, "<=", f"{s.p50:.0f} / {floor_cold.p50:.0f} ms, n={s.n}")
         rows.append(dist_row(f"  {name}_fn", s, floor_cold, r, goal if name == "processor" else None))
     rows.append(dist_row("  floor function", floor_cold))
+    floor_cpu = ms(cold.cpu["floor"])
+    rows.append(note_row("  CPU to the first 200 (process group, /proc)", ", ".join(
+        f"{name} {ms(cold.cpu[name]).p50:.0f} ms = {ratio(ms(cold.cpu[name]).p50, floor_cpu.p50):.2f}x"
+        for name in ("webhook", "processor", "sender")) + f" of the floor's {floor_cpu.p50:.0f} ms", floor_cpu.n))
     return rows, cold_json, goal
 
 
