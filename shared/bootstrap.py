@@ -120,7 +120,6 @@ def _validator() -> RotatingValidator:
 @functools.cache
 def webhook_deps() -> WebhookDeps:
     from shared.adapters.pubsub_publisher import Publisher  # the webhook's alone: processor and sender never publish
-
     s = settings()
     pseudonyms()
     return WebhookDeps(settings=s, validator=_validator,
