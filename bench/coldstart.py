@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from bench.cpu import group_cpu_seconds
 from bench.driver import Driver
 from bench.procs import Processes, function_command, process_env
 from bench.stats import summarize
@@ -42,6 +43,8 @@ RequestFactory = Callable[[str], Built]
 class ColdStarts:
     listening: dict[str, list[float]] = field(default_factory=lambda: {n: [] for n in NAMES})
     first_ok: dict[str, list[float]] = field(default_factory=lambda: {n: [] for n in NAMES})
+    # CPU seconds of the process group from Popen to the first 200: the machine's neighbours barely move it.
+    cpu: dict[str, list[float]] = field(default_factory=lambda: {n: [] for n in NAMES})
     failures: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -49,6 +52,7 @@ class ColdStarts:
             name: {
                 "first_response_ms": summarize(self.first_ok[name]).scaled(1000).to_json(1),
                 "listening_ms": summarize(self.listening[name]).scaled(1000).to_json(1),
+                "cpu_ms": summarize(self.cpu[name]).scaled(1000).to_json(1),
             }
             for name in NAMES
         } | {"failures": dict(self.failures)}
@@ -149,6 +153,7 @@ def run(
                 deadline = started + FIRST_ANSWER_TIMEOUT_SECONDS
                 listening = _wait_port(port, deadline)
                 answered = _first_ok(f"http://{HOST}:{port}/", builders[name], deadline) if listening else None
+                used = group_cpu_seconds(process.pid)  # its own session: the group is the shell, server and worker
             finally:
                 processes.stop(process)
             if listening is None or answered is None:
@@ -159,4 +164,5 @@ def run(
                 driver.book.add(*expects)
             result.listening[name].append(listening - started)
             result.first_ok[name].append(ok - started)
+            result.cpu[name].append(used)
     return result

@@ -4,14 +4,23 @@ The same code also serves the reconciler (FUNCTION_TARGET=reconcile), which
 Cloud Scheduler calls every minute to finish messages that stalled.
 """
 
+import gc
+
 import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from shared import bootstrap
-from shared.handlers.processor import handle_push
-from shared.handlers.reconciler import reconcile as reconcile_stalled
-from shared.log import set_trace, trace_from_headers
+# No cyclic-GC passes while our modules and their client libraries load (they only add
+# long-lived objects), and none over those objects afterwards: frozen before gunicorn forks
+# the worker, as the gc module's documentation advises (docs/decisions/0026-cold-start.md).
+gc.disable()
+from shared import bootstrap  # noqa: E402
+from shared.handlers.processor import handle_push  # noqa: E402
+from shared.handlers.reconciler import reconcile as reconcile_stalled  # noqa: E402
+from shared.log import set_trace, trace_from_headers  # noqa: E402
+
+gc.freeze()
+gc.enable()
 
 
 @functions_framework.cloud_event

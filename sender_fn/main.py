@@ -1,11 +1,20 @@
 """sender_fn: Cloud Tasks calls this once per reply to deliver it through Twilio."""
 
+import gc
+
 import flask
 import functions_framework
 
-from shared import bootstrap
-from shared.handlers.sender import handle_send_request
-from shared.log import set_trace, trace_from_headers
+# No cyclic-GC passes while our modules and their client libraries load (they only add
+# long-lived objects), and none over those objects afterwards: frozen before gunicorn forks
+# the worker, as the gc module's documentation advises (docs/decisions/0026-cold-start.md).
+gc.disable()
+from shared import bootstrap  # noqa: E402
+from shared.handlers.sender import handle_send_request  # noqa: E402
+from shared.log import set_trace, trace_from_headers  # noqa: E402
+
+gc.freeze()
+gc.enable()
 
 
 @functions_framework.http

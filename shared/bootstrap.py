@@ -17,7 +17,6 @@ from werkzeug.exceptions import Forbidden, ServiceUnavailable
 from shared import log
 from shared.adapters.google_auth import (CALLER_KEY_HEADER, CALLER_KEY_PARAMETER, CallerRejected, CallerVerifier,
                                          SigningKeysUnavailable, build_verifier)
-from shared.adapters.pubsub_publisher import Publisher
 from shared.adapters.secret_manager import OPENAI_API_KEY, TWILIO_AUTH_TOKEN, Secrets, build_secrets
 from shared.adapters.twilio_signature import RotatingValidator
 from shared.config import Settings, get_settings
@@ -119,6 +118,7 @@ def _validator() -> RotatingValidator:
 
 @functools.cache
 def webhook_deps() -> WebhookDeps:
+    from shared.adapters.pubsub_publisher import Publisher  # the webhook's alone: processor and sender never publish
     s = settings()
     pseudonyms()
     return WebhookDeps(settings=s, validator=_validator,

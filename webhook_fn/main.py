@@ -4,12 +4,21 @@ The same code also serves the outbound API (FUNCTION_TARGET=outbound), through
 which the business's own systems send a message to a user.
 """
 
+import gc
+
 import flask
 import functions_framework
 
-from shared import bootstrap
-from shared.handlers.webhook import handle_webhook
-from shared.log import set_trace, trace_from_headers
+# No cyclic-GC passes while our modules and their client libraries load (they only add
+# long-lived objects), and none over those objects afterwards: frozen before gunicorn forks
+# the worker, as the gc module's documentation advises (docs/decisions/0026-cold-start.md).
+gc.disable()
+from shared import bootstrap  # noqa: E402
+from shared.handlers.webhook import handle_webhook  # noqa: E402
+from shared.log import set_trace, trace_from_headers  # noqa: E402
+
+gc.freeze()
+gc.enable()
 
 
 @functions_framework.http

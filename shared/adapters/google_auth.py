@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from google.auth import exceptions as auth_exceptions
-from google.oauth2 import id_token
 
 # CertsCache is imported from here by its users and tests too.
 from shared.adapters.google_certs import CERTS_FETCH_TIMEOUT_SECONDS, CertsCache, _default_request  # noqa: F401
@@ -168,6 +167,9 @@ class CallerVerifier:
         return self._caller(claims)
 
     def _verified(self, token: str, unverified: Mapping[str, Any]) -> Mapping[str, Any]:
+        # Only the outbound API's signed-token proof checks a signature: the caller-key services never load it.
+        from google.oauth2 import id_token
+
         request = self.request if self.request is not None else _default_request()
         try:
             return id_token.verify_token(

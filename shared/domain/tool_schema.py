@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import re2
-from jsonschema import Draft202012Validator, SchemaError, ValidationError
-from jsonschema.protocols import Validator
-from jsonschema.validators import extend, validator_for
+
+# jsonschema (and its referencing stack) is imported by the functions below, on a
+# business's first tool: every function loads this module, few profiles have tools.
+if TYPE_CHECKING:
+    from jsonschema import ValidationError
+    from jsonschema.protocols import Validator
 
 MAX_SCHEMA_CHARS = 8000
 Fail = Callable[[str, str], Exception]
@@ -24,6 +27,9 @@ Fail = Callable[[str, str], Exception]
 
 def argument_errors(parameters: Mapping[str, Any], arguments: Any) -> list[str]:
     """What is wrong with ``arguments`` for a tool with these ``parameters`` (empty: they fit)."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.validators import validator_for
+
     validator = _linear_validator(validator_for(parameters, default=Draft202012Validator))(parameters)
     return [f"{'/'.join(str(p) for p in error.absolute_path) or '(arguments)'}: {error.message}"[:200]
             for error in sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))[:5]]
@@ -36,12 +42,16 @@ def _re2(pattern: str) -> Any:
 
 def _re2_pattern(validator: Validator, pattern: str, instance: Any, schema: Mapping[str, Any]) -> Iterator[ValidationError]:
     """``pattern`` in RE2: the arguments come from the model, so from the user, and must not make a pattern backtrack."""
+    from jsonschema import ValidationError
+
     if validator.is_type(instance, "string") and not _re2(pattern).search(instance):
         yield ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
 @functools.lru_cache(maxsize=8)
 def _linear_validator(base: type[Validator]) -> type[Validator]:
+    from jsonschema.validators import extend
+
     return extend(base, {"pattern": _re2_pattern})
 
 
@@ -60,6 +70,9 @@ def checked_parameters(raw: Any, where: str, fail: Fail) -> dict[str, Any]:
     """A JSON Schema for an object, valid against its meta-schema (Draft 2020-12 unless ``$schema`` names another)."""
     if not isinstance(raw, Mapping):
         raise fail(where, "must be a JSON Schema object such as {type: object, properties: {...}}")
+    from jsonschema import Draft202012Validator, SchemaError
+    from jsonschema.validators import validator_for
+
     schema = json.loads(json.dumps(raw))
     if len(json.dumps(schema)) > MAX_SCHEMA_CHARS:
         raise fail(where, f"is over {MAX_SCHEMA_CHARS} characters as JSON")
