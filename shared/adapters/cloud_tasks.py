@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
@@ -23,6 +22,7 @@ from google.cloud import tasks_v2
 from shared.adapters.google_auth import CALLER_KEY_HEADER
 from shared.domain.notify import HandoffNotice
 from shared.log import mask_address
+from shared.adapters.lazy import Lazy
 
 log = logging.getLogger(__name__)
 
@@ -161,18 +161,12 @@ class TaskQueue:
         self._service_account = service_account
         # Each task carries the caller key its private target checks (docs/decisions/0003-caller-verification.md).
         self._caller_key = caller_key
-        self._factory = client_factory
-        self._client: tasks_v2.CloudTasksClient | None = None
-        self._lock = threading.Lock()
+        self._client = Lazy(client_factory)
         self.created = 0
 
     @property
     def client(self) -> tasks_v2.CloudTasksClient:
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = self._factory()
-        return self._client
+        return self._client.get()
 
     def enqueue(self, task: SendTask | BurstTask | NotifyTask) -> bool:
         """Create the task; False when a task of that name already exists (a duplicate)."""

@@ -26,6 +26,7 @@ from google.cloud import firestore
 
 from shared.config import Settings
 from shared.domain.choices import CONTENT_LANGUAGE, content_hash, friendly_name
+from shared.adapters.lazy import Lazy
 
 log = logging.getLogger(__name__)
 # A process keeps at most this many hashes in memory (a few bytes each).
@@ -62,19 +63,13 @@ class FirestoreContentRecords:
     """``content_templates/{hash}`` → ``{contentSid, kind, createdAt}``."""
 
     def __init__(self, client_factory: Callable[[], firestore.Client], collection: str) -> None:
-        self._client_factory = client_factory
-        self._client: firestore.Client | None = None
-        self._lock = threading.Lock()
+        self._client = Lazy(client_factory)
         self._collection = collection
         self.ops = RecordCounter()
 
     @property
     def client(self) -> firestore.Client:
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = self._client_factory()
-        return self._client
+        return self._client.get()
 
     def get(self, digest: str) -> str | None:
         snap = self.client.collection(self._collection).document(digest).get()

@@ -9,7 +9,6 @@ document's precondition (``last_update_time``) and the dedupe markers.
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
@@ -29,6 +28,7 @@ from shared.adapters.compare_and_set import (
 )
 from shared.adapters.conversation_document import DELETE
 from shared.domain.usage import Count
+from shared.adapters.lazy import Lazy
 
 __all__ = [
     "MAX_CONFLICT_RETRIES", "CompareAndSetStore", "Conflict", "ConversationStore", "DedupeMarker", "FirestoreStore",
@@ -53,9 +53,7 @@ class FirestoreStore(CompareAndSetStore):
         usage: str = "usage_counters",
     ) -> None:
         self._usage = usage
-        self._client_factory = client_factory
-        self._client: firestore.Client | None = None
-        self._lock = threading.Lock()
+        self._client = Lazy(client_factory)
         self._conversations = conversations
         self._failures = failures
         self._dedupe = dedupe
@@ -63,11 +61,7 @@ class FirestoreStore(CompareAndSetStore):
 
     @property
     def client(self) -> firestore.Client:
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = self._client_factory()
-        return self._client
+        return self._client.get()
 
     def _doc(self, conversation_id: str) -> firestore.DocumentReference:
         return self.client.collection(self._conversations).document(conversation_id)

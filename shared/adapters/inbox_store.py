@@ -16,7 +16,6 @@ poll with nothing new costs one read. Nobody polling costs nothing.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -30,6 +29,7 @@ from shared.adapters.conversation_document import from_document
 from shared.domain.conversation import Conversation
 from shared.domain.staff import Business, InboxKeyError, notify_url, staff_list
 from shared.log import mask_address
+from shared.adapters.lazy import Lazy
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,7 @@ class InboxReader:
         directory_ttl_seconds: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._client_factory = client_factory
-        self._client: firestore.Client | None = None
-        self._lock = threading.Lock()
+        self._client = Lazy(client_factory)
         self._conversations = conversations
         self._profiles = profiles
         self._default_business = default_business
@@ -87,11 +85,7 @@ class InboxReader:
 
     @property
     def client(self) -> firestore.Client:
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = self._client_factory()
-        return self._client
+        return self._client.get()
 
     def _run(self, query: Any) -> list[StoredConversation]:
         found = [_stored(snap) for snap in query.stream()]

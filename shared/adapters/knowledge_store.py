@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable, Sequence
@@ -31,6 +30,7 @@ from google.cloud.firestore_v1.vector import Vector
 
 from shared.domain.knowledge_chunks import Chunk
 from shared.domain.knowledge_prompt import Retrieved
+from shared.adapters.lazy import Lazy
 
 # Firestore: at most 500 writes a commit and 10 MiB a request; a chunk document is about 14 KiB at 1536 dimensions.
 WRITE_BATCH = 100
@@ -75,20 +75,14 @@ class FirestoreKnowledge:
     """
 
     def __init__(self, client_factory: Callable[[], Any], collection: str) -> None:
-        self._client_factory = client_factory
-        self._client: Any = None
+        self._client = Lazy(client_factory)
         self._collection = collection
-        self._lock = threading.Lock()
         self.reads = 0
         self.writes = 0
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = self._client_factory()
-        return self._client
+        return self._client.get()
 
     def _col(self) -> Any:
         return self.client.collection(self._collection)

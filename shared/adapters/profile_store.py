@@ -15,7 +15,6 @@ every one of its messages failing.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -26,6 +25,7 @@ from shared.domain.knowledge import knowledge_set_from_stored
 from shared.domain.profiles import BusinessProfile, ProfileError, profile_from_mapping
 from shared.domain.send_rate import valid_queue_id
 from shared.log import mask_address
+from shared.adapters.lazy import Lazy
 
 log = logging.getLogger(__name__)
 
@@ -92,23 +92,17 @@ class FirestoreProfiles:
         ttl_seconds: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._client_factory = client_factory
-        self._client: Any = None
+        self._client = Lazy(client_factory)
         self._collection = collection
         self.defaults = defaults
         self._ttl = ttl_seconds
         self._clock = clock
         self._cache: dict[str, _Cached] = {}
-        self._lock = threading.Lock()
         self.reads = 0
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = self._client_factory()
-        return self._client
+        return self._client.get()
 
     def get(self, address: str) -> BusinessProfile:
         now = self._clock()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Callable
 
 from google.cloud import pubsub_v1
 
 from shared.domain.inbound import STATUS_KIND, InboundMessage, StatusCallback
+from shared.adapters.lazy import Lazy
 
 
 class PublishFailed(Exception):
@@ -31,23 +31,16 @@ class Publisher:
         confirm_timeout_seconds: float = 10.0,
     ) -> None:
         self._topic_path = f"projects/{project_id}/topics/{topic}"
-        self._max_latency = max_latency_seconds
-        self._factory = client_factory
-        self._client: pubsub_v1.PublisherClient | None = None
-        self._lock = threading.Lock()
+        self._client = Lazy(lambda: client_factory(
+            batch_settings=pubsub_v1.types.BatchSettings(max_latency=max_latency_seconds),
+            publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True),
+        ))
         self._timeout = confirm_timeout_seconds
         self.published = 0
 
     @property
     def client(self) -> pubsub_v1.PublisherClient:
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = self._factory(
-                        batch_settings=pubsub_v1.types.BatchSettings(max_latency=self._max_latency),
-                        publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True),
-                    )
-        return self._client
+        return self._client.get()
 
     def publish(self, message: InboundMessage) -> str:
         """Return the Pub/Sub message id once the server has stored the message."""

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from typing import Any, Callable
 
@@ -36,6 +35,7 @@ from shared.domain.tool_calls import ToolAnswer
 from shared.domain.tool_rounds import CallTool
 from shared.domain.tool_signature import signing_headers
 from shared.domain.tools import ToolSpec
+from shared.adapters.lazy import Lazy
 
 log = logging.getLogger(__name__)
 
@@ -63,20 +63,12 @@ class ToolCaller:
         self._max_bytes = max_response_bytes
         self._clock = clock
         self._monotonic = monotonic
-        self._session_factory = session_factory
-        self._session: requests.Session | None = None
-        self._lock = threading.Lock()
+        self._session = Lazy(lambda: _untrusting(session_factory()))
         self.calls = 0
 
     @property
     def session(self) -> requests.Session:
-        if self._session is None:
-            with self._lock:
-                if self._session is None:
-                    session = self._session_factory()
-                    session.trust_env = False  # no proxy or .netrc from the environment
-                    self._session = session
-        return self._session
+        return self._session.get()
 
     def for_message(self, business: str, sid: str) -> CallTool:
         """The caller the rounds of one message use: its log lines name the business and the message."""
@@ -225,3 +217,9 @@ def _log(business: str, sid: str, tool: ToolSpec, arguments: str, key: str, answ
         fields["arguments"] = arguments[:500]
     log.log(logging.INFO if answer.status == DONE else logging.WARNING,
             "tool called" if answer.status == DONE else "tool call failed", extra=fields)
+
+
+def _untrusting(session: requests.Session) -> requests.Session:
+    """A session that takes no proxy or .netrc from the environment: only the profile's URL is called."""
+    session.trust_env = False
+    return session

@@ -24,6 +24,7 @@ from google.cloud import firestore
 from shared.adapters.compare_and_set import OpCounter
 from shared.domain.budgets import Spend
 from shared.domain.usage import day_key, month_key, summed
+from shared.adapters.lazy import Lazy
 
 
 class UsageCounters:
@@ -31,8 +32,7 @@ class UsageCounters:
 
     def __init__(self, client_factory: Callable[[], firestore.Client], collection: str, alerts: str,
                  cache_seconds: float, monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._client_factory = client_factory
-        self._client: firestore.Client | None = None
+        self._client = Lazy(client_factory)
         self._collection = collection
         self._alerts = alerts
         self._cache_seconds = cache_seconds
@@ -52,11 +52,7 @@ class UsageCounters:
 
     @property
     def client(self) -> firestore.Client:
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = self._client_factory()
-        return self._client
+        return self._client.get()
 
     def month(self, business: str, month: str) -> dict[str, dict[str, float]]:
         """One business's month, its shards added up: day (``"04"``) -> field -> total (one query, no cache)."""

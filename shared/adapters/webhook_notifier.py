@@ -9,10 +9,10 @@ not get better and is reported as :class:`NotifyRefused`.
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Callable, Mapping
 
 import requests
+from shared.adapters.lazy import Lazy
 
 TIMEOUT_SECONDS = 5.0
 _RETRYABLE = {408, 425, 429}
@@ -30,18 +30,12 @@ class WebhookNotifier:
     def __init__(self, timeout_seconds: float = TIMEOUT_SECONDS,
                  session_factory: Callable[[], requests.Session] = requests.Session) -> None:
         self._timeout = timeout_seconds
-        self._factory = session_factory
-        self._session: requests.Session | None = None
-        self._lock = threading.Lock()
+        self._session = Lazy(session_factory)
         self.calls = 0
 
     @property
     def session(self) -> requests.Session:
-        if self._session is None:
-            with self._lock:
-                if self._session is None:
-                    self._session = self._factory()
-        return self._session
+        return self._session.get()
 
     def post(self, url: str, payload: Mapping[str, Any]) -> int:
         """POST the notice; the status on success, else one of the two errors (never the URL: it is a credential)."""
