@@ -398,7 +398,8 @@ def run(plan: Plan, log_dir: Path, profile_dir: Path | None = None) -> tuple[dic
     )
     rate_rows, rate_goal, results["rate_isolation"] = rate_section
     results["goals"].append(rate_goal.to_json())
-    table += "\n\n" + render(rate_rows)
+    met = sum(bool(goal["pass"]) for goal in results["goals"])
+    table += "\n\n" + render([*rate_rows, f"goals met, figure 15's included: {met} of {len(results['goals'])}"])
     results["duration_seconds"] = round(time.monotonic() - t_run, 1)
     return results, table
 
