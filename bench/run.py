@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Callable
 
 from google.cloud import pubsub_v1
 
@@ -810,20 +810,41 @@ def features_report(plan: Plan, run_: features.FeatureRun, figure4: dict[str, An
     return rows, [same_goal, tool_goal, added_goal], section
 
 
-def run_burst_only(plan: Plan, log_dir: Path) -> tuple[dict[str, Any], str]:
-    """Figure 7 alone on a fresh stack (``--only burst``), to try a change to the sender quickly."""
+def run_one(plan: Plan, log_dir: Path, name: str, figure: str,
+            measure: Callable[[Bench, Driver], tuple[list[Any], list[Goal], dict[str, Any]]]) -> tuple[dict[str, Any], str]:
+    """One figure alone on a fresh, warmed stack (``--only NAME``), to try a change quickly.
+
+    ``measure(bench, driver)`` runs while the stack is up and gives the figure's rows, goals and
+    results sections; the stack is stopped whatever happens.
+    """
     bench = Bench(plan, log_dir)
     t_run = time.monotonic()
     machine = machine_info()
     try:
         driver = bench.start()
-        assert bench.stack is not None
         bench.warm_up(driver)
-        burst_run = bench.burst_user(driver)
-        delivery = check_delivery(driver.book.snapshot(), driver.twilio.messages)
-        stack = bench.stack
+        rows, goals, sections = measure(bench, driver)
     finally:
         bench.close()
+    rows.append(f"goals met: {sum(g.passed for g in goals)} of {len(goals)} (figure {figure} only)")
+    results: dict[str, Any] = {
+        "machine": machine | {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "only": name,
+        "plan": asdict(plan),
+        **sections,
+        "goals": [g.to_json() for g in goals],
+        "phase_seconds": bench.phases,
+        "duration_seconds": round(time.monotonic() - t_run, 1),
+    }
+    return results, render(rows)
+
+
+def measure_burst_only(plan: Plan, bench: Bench, driver: Driver) -> tuple[list[Any], list[Goal], dict[str, Any]]:
+    """Figure 7 with its delivery check (``--only burst``)."""
+    assert bench.stack is not None
+    burst_run = bench.burst_user(driver)
+    delivery = check_delivery(driver.book.snapshot(), driver.twilio.messages)
+    options = bench.stack.options
     rows, goal, section = burst_report(plan, burst_run)
     damage = delivery.lost + delivery.duplicated + delivery.reordered
     delivery_goal = Goal("0 lost, duplicated or reordered messages", float(damage), 0, "==",
@@ -832,23 +853,14 @@ def run_burst_only(plan: Plan, log_dir: Path) -> tuple[dict[str, Any], str]:
                          f"{delivery.lost} / {delivery.duplicated} / {delivery.reordered} "
                          f"({delivery.messages} messages from {delivery.users} users)", delivery.messages,
                          delivery_goal))
-    goals = [goal, delivery_goal]
-    rows.append(f"goals met: {sum(g.passed for g in goals)} of {len(goals)} (figure 7 only)")
-    results: dict[str, Any] = {
-        "machine": machine | {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
-        "only": "burst",
-        "plan": asdict(plan),
+    return rows, [goal, delivery_goal], {
         "stack": {
-            "tasks_max_dispatches_per_second": stack.options.tasks_max_dispatches_per_second,
-            "tasks_max_concurrent_dispatches": stack.options.tasks_max_concurrent_dispatches,
+            "tasks_max_dispatches_per_second": options.tasks_max_dispatches_per_second,
+            "tasks_max_concurrent_dispatches": options.tasks_max_concurrent_dispatches,
         },
         "burst": section,
         "delivery": delivery.to_json() | {"n": delivery.messages},
-        "goals": [g.to_json() for g in goals],
-        "phase_seconds": bench.phases,
-        "duration_seconds": round(time.monotonic() - t_run, 1),
     }
-    return results, render(rows)
 
 
 def measure_rate(plan: Plan, bench: Bench, driver: Driver, log_dir: Path) -> tuple[list[Any], Goal, dict[str, Any]]:
@@ -872,30 +884,6 @@ def measure_rate(plan: Plan, bench: Bench, driver: Driver, log_dir: Path) -> tup
     return rows, goal, section
 
 
-def run_rate_only(plan: Plan, log_dir: Path) -> tuple[dict[str, Any], str]:
-    """Figure 15 alone on a fresh stack (``--only rate``): two businesses, one above its send rate."""
-    bench = Bench(plan, log_dir)
-    t_run = time.monotonic()
-    machine = machine_info()
-    try:
-        driver = bench.start()
-        bench.warm_up(driver)
-        rows, goal, section = measure_rate(plan, bench, driver, log_dir)
-    finally:
-        bench.close()
-    rows.append(f"goals met: {int(goal.passed)} of 1 (figure 15 only)")
-    results: dict[str, Any] = {
-        "machine": machine | {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
-        "only": "rate",
-        "plan": asdict(plan),
-        "rate_isolation": section,
-        "goals": [goal.to_json()],
-        "phase_seconds": bench.phases,
-        "duration_seconds": round(time.monotonic() - t_run, 1),
-    }
-    return results, render(rows)
-
-
 def cold_report(cold: coldstart.ColdStarts) -> tuple[list[list[str] | str], dict[str, Any], Goal]:
     """Figure 5's rows, JSON and goal: each function's first answer against the floor function's."""
     rows: list[list[str] | str] = ["5. cold start, ms (Popen -> first 200), against the bare floor function"]
@@ -917,52 +905,35 @@ def cold_report(cold: coldstart.ColdStarts) -> tuple[list[list[str] | str], dict
     return rows, cold_json, goal
 
 
-def run_cold_only(plan: Plan, log_dir: Path) -> tuple[dict[str, Any], str]:
-    """Figure 5 alone on a fresh, warmed stack (``--only coldstart``), to try an import change quickly."""
-    bench = Bench(plan, log_dir)
-    t_run = time.monotonic()
-    machine = machine_info()
-    try:
-        driver = bench.start()
-        bench.warm_up(driver)
-        _say(f"cold starts: {plan.cold_repeats} fresh processes per function")
-        started = time.monotonic()
-        cold = coldstart.run(driver, bench.processes, bench.floor_env, log_dir, plan.cold_repeats, "cold")
-        bench.timed("cold_start", started)
-    finally:
-        bench.close()
+def measure_cold_only(plan: Plan, bench: Bench, driver: Driver, log_dir: Path
+                      ) -> tuple[list[Any], list[Goal], dict[str, Any]]:
+    """Figure 5 (``--only coldstart``)."""
+    _say(f"cold starts: {plan.cold_repeats} fresh processes per function")
+    started = time.monotonic()
+    cold = coldstart.run(driver, bench.processes, bench.floor_env, log_dir, plan.cold_repeats, "cold")
+    bench.timed("cold_start", started)
     rows, cold_json, goal = cold_report(cold)
-    results: dict[str, Any] = {
-        "machine": machine | {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
-        "only": "coldstart",
-        "plan": asdict(plan),
-        "cold_start": cold_json | {"n": sum(len(v) for v in cold.first_ok.values())},
-        "goals": [goal.to_json()],
-        "phase_seconds": bench.phases,
-        "duration_seconds": round(time.monotonic() - t_run, 1),
-    }
-    return results, render(rows)
+    return rows, [goal], {"cold_start": cold_json | {"n": sum(len(v) for v in cold.first_ok.values())}}
 
 
-def run_usage_only(plan: Plan, log_dir: Path) -> tuple[dict[str, Any], str]:
-    """Figure 16 alone on a fresh stack (``--only usage``): its plain batch is figure 4's message, measured here."""
-    bench = Bench(plan, log_dir)
-    t_run = time.monotonic()
-    machine = machine_info()
-    try:
-        driver = bench.start()
-        bench.warm_up(driver)
-        usage_run = usage_cost.run(driver, log_dir, plan.feature_messages)
-    finally:
-        bench.close()
-    rows, goals, section = usage_cost.report(usage_run, None)
-    rows.append(f"goals met: {sum(g.passed for g in goals)} of {len(goals)} (figure 16 only)")
-    results: dict[str, Any] = {
-        "machine": machine | {"load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
-        "only": "usage", "plan": asdict(plan), "usage": section, "goals": [g.to_json() for g in goals],
-        "phase_seconds": bench.phases, "duration_seconds": round(time.monotonic() - t_run, 1),
+def run_only(plan: Plan, log_dir: Path, name: str) -> tuple[dict[str, Any], str]:
+    """``--only NAME``: burst (figure 7), coldstart (5), rate (15) or usage (16), each on its own stack."""
+    def rate(bench: Bench, driver: Driver) -> tuple[list[Any], list[Goal], dict[str, Any]]:
+        rows, goal, section = measure_rate(plan, bench, driver, log_dir)
+        return rows, [goal], {"rate_isolation": section}
+
+    def usage(bench: Bench, driver: Driver) -> tuple[list[Any], list[Goal], dict[str, Any]]:
+        rows, goals, section = usage_cost.report(usage_cost.run(driver, log_dir, plan.feature_messages), None)
+        return rows, goals, {"usage": section}
+
+    measures: dict[str, tuple[str, Callable[[Bench, Driver], tuple[list[Any], list[Goal], dict[str, Any]]]]] = {
+        "burst": ("7", lambda bench, driver: measure_burst_only(plan, bench, driver)),
+        "coldstart": ("5", lambda bench, driver: measure_cold_only(plan, bench, driver, log_dir)),
+        "rate": ("15", rate),
+        "usage": ("16", usage),
     }
-    return results, render(rows)
+    figure, measure = measures[name]
+    return run_one(plan, log_dir, name, figure, measure)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -992,14 +963,8 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="bench-logs-"))
     keep = args.keep_logs
     try:
-        if args.only == "burst":
-            results, table = run_burst_only(plan, log_dir)
-        elif args.only == "usage":
-            results, table = run_usage_only(plan, log_dir)
-        elif args.only == "rate":
-            results, table = run_rate_only(plan, log_dir)
-        elif args.only == "coldstart":
-            results, table = run_cold_only(plan, log_dir)
+        if args.only:
+            results, table = run_only(plan, log_dir, args.only)
         else:
             results, table = run(plan, log_dir, args.profile)
     except KeyboardInterrupt:
