@@ -6,7 +6,7 @@ import argparse
 import os
 import signal
 import sys
-import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Callable
@@ -27,6 +27,9 @@ def load_dotenv(path: Path) -> None:
         if line and not line.startswith("#") and "=" in line:
             key, _, value = line.partition("=")
             os.environ.setdefault(key.strip(), value.strip().strip("'\""))
+
+
+SERVE_WAKE_SECONDS = 0.5
 
 
 def _progress(line: str) -> None:
@@ -122,7 +125,11 @@ def _announce_simulator(stack: Stack) -> None:
 def _serve(stack: Stack) -> None:
     _announce_simulator(stack)
     print(f"READY {stack.webhook_url}", flush=True)
-    threading.Event().wait()
+    # The kernel may hand a signal to any of the stack's threads, and a main thread blocked on a lock is
+    # interrupted only by a signal delivered to it: waking every half second lets it run the handler
+    # whichever thread the signal reached.
+    while True:
+        time.sleep(SERVE_WAKE_SECONDS)
 
 
 def _chat(stack: Stack) -> None:
