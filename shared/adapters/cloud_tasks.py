@@ -20,9 +20,9 @@ from google.api_core import retry as gretry
 from google.cloud import tasks_v2
 
 from shared.adapters.google_auth import CALLER_KEY_HEADER
+from shared.adapters.lazy import Lazy
 from shared.domain.notify import HandoffNotice
 from shared.log import mask_address
-from shared.adapters.lazy import Lazy
 
 log = logging.getLogger(__name__)
 

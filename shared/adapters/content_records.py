@@ -24,9 +24,9 @@ from typing import Any, Callable, Mapping, Protocol
 from google.api_core.exceptions import AlreadyExists
 from google.cloud import firestore
 
+from shared.adapters.lazy import Lazy
 from shared.config import Settings
 from shared.domain.choices import CONTENT_LANGUAGE, content_hash, friendly_name
-from shared.adapters.lazy import Lazy
 
 log = logging.getLogger(__name__)
 # A process keeps at most this many hashes in memory (a few bytes each).

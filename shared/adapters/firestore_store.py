@@ -27,8 +27,8 @@ from shared.adapters.compare_and_set import (
     Write,
 )
 from shared.adapters.conversation_document import DELETE
-from shared.domain.usage import Count
 from shared.adapters.lazy import Lazy
+from shared.domain.usage import Count
 
 __all__ = [
     "MAX_CONFLICT_RETRIES", "CompareAndSetStore", "Conflict", "ConversationStore", "DedupeMarker", "FirestoreStore",

@@ -26,10 +26,10 @@ from google.cloud import firestore
 
 from shared.adapters.compare_and_set import OpCounter
 from shared.adapters.conversation_document import from_document
+from shared.adapters.lazy import Lazy
 from shared.domain.conversation import Conversation
 from shared.domain.staff import Business, InboxKeyError, notify_url, staff_list
 from shared.log import mask_address
-from shared.adapters.lazy import Lazy
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.base_vector_query import DistanceMeasure
 from google.cloud.firestore_v1.vector import Vector
 
+from shared.adapters.lazy import Lazy
 from shared.domain.knowledge_chunks import Chunk
 from shared.domain.knowledge_prompt import Retrieved
-from shared.adapters.lazy import Lazy
 
 # Firestore: at most 500 writes a commit and 10 MiB a request; a chunk document is about 14 KiB at 1536 dimensions.
 WRITE_BATCH = 100

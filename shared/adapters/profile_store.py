@@ -20,12 +20,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Callable, Mapping, Protocol
 
+from shared.adapters.lazy import Lazy
 from shared.config import Settings
 from shared.domain.knowledge import knowledge_set_from_stored
 from shared.domain.profiles import BusinessProfile, ProfileError, profile_from_mapping
 from shared.domain.send_rate import valid_queue_id
 from shared.log import mask_address
-from shared.adapters.lazy import Lazy
 
 log = logging.getLogger(__name__)
 

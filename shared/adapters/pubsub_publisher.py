@@ -6,8 +6,8 @@ from typing import Callable
 
 from google.cloud import pubsub_v1
 
-from shared.domain.inbound import STATUS_KIND, InboundMessage, StatusCallback
 from shared.adapters.lazy import Lazy
+from shared.domain.inbound import STATUS_KIND, InboundMessage, StatusCallback
 
 
 class PublishFailed(Exception):

@@ -16,6 +16,8 @@ from typing import Callable
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 
+from shared.adapters.lazy import Lazy
+
 CREATED, UPDATED, UNCHANGED = "created", "updated", "unchanged"
 _RATE_PATHS = ["rate_limits.max_dispatches_per_second", "rate_limits.max_concurrent_dispatches"]
 
@@ -25,15 +27,12 @@ class SendQueues:
                  client_factory: Callable[[], tasks_v2.CloudTasksClient]) -> None:
         self._parent = f"projects/{project_id}/locations/{location}"
         self._shared = f"{self._parent}/queues/{shared_queue}"
-        self._factory = client_factory
-        self._client: tasks_v2.CloudTasksClient | None = None
+        self._client = Lazy(client_factory)
         self._template: tasks_v2.Queue | None = None
 
     @property
     def client(self) -> tasks_v2.CloudTasksClient:
-        if self._client is None:
-            self._client = self._factory()
-        return self._client
+        return self._client.get()
 
     def path(self, queue_id: str) -> str:
         return f"{self._parent}/queues/{queue_id}"

@@ -29,13 +29,13 @@ from typing import Any, Callable
 import requests
 import urllib3
 
+from shared.adapters.lazy import Lazy
 from shared.adapters.secret_manager import Secrets, SecretUnavailable
-from shared.domain.tool_ledger import DONE, FAILED, MAX_RESULT_CHARS, UNKNOWN, error_result
 from shared.domain.tool_calls import ToolAnswer
+from shared.domain.tool_ledger import DONE, FAILED, MAX_RESULT_CHARS, UNKNOWN, error_result
 from shared.domain.tool_rounds import CallTool
 from shared.domain.tool_signature import signing_headers
 from shared.domain.tools import ToolSpec
-from shared.adapters.lazy import Lazy
 
 log = logging.getLogger(__name__)
 

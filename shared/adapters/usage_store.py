@@ -22,9 +22,9 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from shared.adapters.compare_and_set import OpCounter
+from shared.adapters.lazy import Lazy
 from shared.domain.budgets import Spend
 from shared.domain.usage import day_key, month_key, summed
-from shared.adapters.lazy import Lazy
 
 
 class UsageCounters:
